@@ -1,0 +1,215 @@
+"""What every driver shares: round-trip counting, limits, and the actor-scoped view.
+
+A driver subclasses :class:`KVStore` and implements five raw operations on full store
+keys (``_get_many``, ``_scan``, ``_write``, ``_preload``, ``_close``). Each raw call must
+be one round trip and atomic. :class:`ActorKV` (what :meth:`KVStore.actor` returns)
+adds the actor's prefix, checks limits before anything is sent, counts the call, and
+satisfies :class:`vfs.protocol.KV`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from typing import Hashable, Iterator, Sequence
+
+from vfs.preload import PreloadMap
+from vfs.protocol import KeyRange, KVLimits, PrefixBudget, PreloadRequest, WriteBatch
+
+from actor_db.errors import KVError, KVLimitError
+from actor_db.kv.namespace import ACTORS_END, ACTORS_START, actor_prefix, parse_actor_key, prefix_end
+
+log = logging.getLogger(__name__)
+
+__all__ = ["KVStore", "ActorKV"]
+
+
+class KVStore(ABC):
+    """A KV driver instance: one store, many actors.
+
+    :ivar round_trips: KV calls made through this instance, all actors together.
+    """
+
+    def __init__(self, limits: KVLimits) -> None:
+        self._limits = limits
+        self._round_trips = 0
+        self._count_lock = threading.Lock()
+
+    # -- counting -----------------------------------------------------------
+    @property
+    def round_trips(self) -> int:
+        """KV calls made through this driver instance so far (all actors)."""
+        return self._round_trips
+
+    def _count(self) -> None:
+        with self._count_lock:
+            self._round_trips += 1
+
+    @property
+    def limits(self) -> KVLimits:
+        """Limits on full store keys, values and atomic batches."""
+        return self._limits
+
+    @property
+    def identity(self) -> Hashable:
+        """Equal for two driver objects on the same underlying store."""
+        return ("store", id(self))
+
+    def actor(self, actor_id: str) -> ActorKV:
+        """The view of ``actor_id``'s namespace (creates nothing)."""
+        return ActorKV(self, actor_id)
+
+    def actor_ids(self) -> list[str]:
+        """Ids of actors with at least one key, in key order (scans the store)."""
+        ids: list[str] = []
+        start = ACTORS_START
+        while True:
+            pairs = self._scan(start, ACTORS_END, 1, None)
+            self._count()
+            if not pairs:
+                return ids
+            parsed = parse_actor_key(pairs[0][0])
+            if parsed is None:
+                return ids
+            ids.append(parsed[0])
+            start = prefix_end(pairs[0][0][:parsed[1]])
+
+    # -- raw operations, one round trip each -----------------------------------
+    @abstractmethod
+    def _get_many(self, keys: Sequence[bytes]) -> list[bytes | None]: ...
+
+    @abstractmethod
+    def _scan(self, start: bytes, end: bytes, limit: int | None, max_bytes: int | None) -> list[tuple[bytes, bytes]]: ...
+
+    @abstractmethod
+    def _write(self, batch: WriteBatch) -> None:
+        """Apply a batch of full keys atomically: range deletes, deletes, then puts."""
+
+    @abstractmethod
+    def _preload(self, request: PreloadRequest) -> PreloadMap:
+        """Evaluate a request of full keys; the map holds full keys."""
+
+    def close(self) -> None:
+        """Release the store's resources (idempotent)."""
+
+    def __enter__(self) -> KVStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def scan_with_limits(items: Iterator[tuple[bytes, bytes]], limit: int | None, max_bytes: int | None) -> list[tuple[bytes, bytes]]:
+    """Take pairs until ``limit`` pairs or ``max_bytes`` value bytes (shared by drivers)."""
+    out: list[tuple[bytes, bytes]] = []
+    used = 0
+    for key, value in items:
+        if limit is not None and len(out) >= limit:
+            break
+        if max_bytes is not None and used + len(value) > max_bytes:
+            break
+        out.append((key, value))
+        used += len(value)
+    return out
+
+
+class ActorKV:
+    """One actor's namespace in a :class:`KVStore`; satisfies :class:`vfs.protocol.KV`.
+
+    Keys passed in and returned are relative to the actor; the prefix never leaks.
+    """
+
+    def __init__(self, store: KVStore, actor_id: str) -> None:
+        self.store = store
+        self.actor_id = actor_id
+        self._prefix = actor_prefix(actor_id)
+        self._end = prefix_end(self._prefix)
+        base = store.limits
+        self._limits = KVLimits(
+            None if base.max_key_bytes is None else base.max_key_bytes - len(self._prefix),
+            base.max_value_bytes,
+            base.max_batch_keys,
+            None if base.max_batch_bytes is None else base.max_batch_bytes,
+        )
+
+    def __repr__(self) -> str:
+        return f"<ActorKV {self.actor_id!r} of {type(self.store).__name__}>"
+
+    @property
+    def identity(self) -> Hashable:
+        return (self.store.identity, self.actor_id)
+
+    @property
+    def limits(self) -> KVLimits:
+        return self._limits
+
+    @property
+    def prefix(self) -> bytes:
+        """This actor's store-level key prefix."""
+        return self._prefix
+
+    def _full(self, key: bytes) -> bytes:
+        max_key = self._limits.max_key_bytes
+        if max_key is not None and len(key) > max_key:
+            raise KVLimitError(f"key of {len(key)} bytes exceeds the driver's limit of {max_key} bytes")
+        return self._prefix + key
+
+    def _check_batch(self, batch: WriteBatch) -> WriteBatch:
+        limits = self._limits
+        max_value = limits.max_value_bytes
+        if max_value is not None:
+            for key, value in batch.puts.items():
+                if len(value) > max_value:
+                    raise KVLimitError(
+                        f"value of {len(value)} bytes for key {key!r} exceeds the driver's limit of {max_value} bytes")
+        if not limits.batch_fits(batch.op_count, batch.payload_bytes):
+            raise KVLimitError(
+                f"batch of {batch.op_count} operations / {batch.payload_bytes} bytes exceeds the driver's "
+                f"atomic-batch limit ({limits.max_batch_keys} operations / {limits.max_batch_bytes} bytes)")
+        full = WriteBatch()
+        for r in batch.delete_ranges:
+            full.delete_ranges.append(KeyRange(self._full(r.start), self._prefix + r.end if r.end else self._end))
+        full.deletes = {self._full(k) for k in batch.deletes}
+        full.puts = {self._full(k): bytes(v) for k, v in batch.puts.items()}
+        return full
+
+    def _call(self, what: str, fn, *args):  # type: ignore[no-untyped-def]
+        self.store._count()
+        try:
+            return fn(*args)
+        except KVError:
+            raise
+        except Exception as exc:
+            raise KVError(f"{type(self.store).__name__} {what} failed for actor {self.actor_id!r}: {exc}") from exc
+
+    # -- the protocol ----------------------------------------------------------
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        full = [self._full(k) for k in keys]
+        return self._call("get", self.store._get_many, full)  # type: ignore[no-any-return]
+
+    def scan(self, start: bytes, end: bytes, *, limit: int | None = None, max_bytes: int | None = None) -> list[tuple[bytes, bytes]]:
+        n = len(self._prefix)
+        pairs = self._call("scan", self.store._scan, self._full(start), self._prefix + end if end else self._end, limit, max_bytes)
+        return [(k[n:], v) for k, v in pairs]
+
+    def write(self, batch: WriteBatch) -> None:
+        self._call("write", self.store._write, self._check_batch(batch))
+
+    def preload(self, request: PreloadRequest) -> PreloadMap:
+        full = PreloadRequest(
+            keys=tuple(self._full(k) for k in request.keys),
+            ranges=tuple(
+                PrefixBudget(KeyRange(self._full(b.range.start), self._prefix + b.range.end), b.max_bytes, b.partial)
+                for b in request.ranges
+            ),
+            max_total_bytes=request.max_total_bytes,
+        )
+        found: PreloadMap = self._call("preload", self.store._preload, full)
+        return found.without_prefix(self._prefix)
+
+    def delete_all(self) -> None:
+        """Delete every key of this actor in one atomic batch (one round trip)."""
+        batch = WriteBatch()
+        batch.delete_ranges.append(KeyRange(self._prefix, self._end))
+        self._call("write", self.store._write, batch)

@@ -1,0 +1,134 @@
+"""``LmdbKV``: the embedded, durable default driver.
+
+One LMDB environment holds many actors; every call is one LMDB transaction, so a write
+batch is atomic and, with ``durable=True`` (the default), on disk when the call returns
+(LMDB's copy-on-write B-tree survives ``kill -9`` and power loss without recovery).
+
+LMDB forbids opening one environment twice in a process, so environments are shared
+per real path and reference-counted. Keys are limited to LMDB's max key size (511
+bytes); values and batches are limited only by ``map_size``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Hashable, Iterator, Sequence
+
+import lmdb
+
+from vfs.preload import PreloadMap, evaluate_preload
+from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
+
+from actor_db.errors import KVLimitError, KVUnavailableError
+from actor_db.kv.base import KVStore, scan_with_limits
+
+__all__ = ["LmdbKV", "DEFAULT_MAP_SIZE"]
+
+DEFAULT_MAP_SIZE = 1 << 36
+"""64 GiB of address space; LMDB files grow only as data is written."""
+
+_envs_lock = threading.Lock()
+_envs: dict[str, tuple[Any, int]] = {}
+
+
+def _open_env(path: str, map_size: int, durable: bool) -> Any:
+    with _envs_lock:
+        entry = _envs.get(path)
+        if entry is not None:
+            _envs[path] = (entry[0], entry[1] + 1)
+            return entry[0]
+        os.makedirs(path, exist_ok=True)
+        env = lmdb.open(path, map_size=map_size, subdir=True, max_dbs=0, sync=durable,
+                        metasync=durable, readahead=False, max_readers=1024, lock=True)
+        _envs[path] = (env, 1)
+        return env
+
+
+def _close_env(path: str) -> None:
+    with _envs_lock:
+        entry = _envs.get(path)
+        if entry is None:
+            return
+        env, refs = entry
+        if refs > 1:
+            _envs[path] = (env, refs - 1)
+            return
+        del _envs[path]
+        env.close()
+
+
+class LmdbKV(KVStore):
+    """A durable store in the LMDB environment directory ``path`` (created if missing).
+
+    :param path: directory holding ``data.mdb`` and ``lock.mdb``.
+    :param map_size: largest size the store may grow to, in bytes.
+    :param durable: fsync at every write call (default). ``False`` trades durability of
+        the last commits on power loss for speed; atomicity is kept either way.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE, durable: bool = True) -> None:
+        self.path = os.path.realpath(os.fspath(path))
+        try:
+            self._env = _open_env(self.path, map_size, durable)
+        except lmdb.Error as exc:
+            raise KVUnavailableError(f"cannot open LMDB environment at {self.path}: {exc}") from exc
+        super().__init__(KVLimits(max_key_bytes=self._env.max_key_size()))
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"LmdbKV({self.path!r})"
+
+    @property
+    def identity(self) -> Hashable:
+        return ("lmdb", self.path)
+
+    def _iterate(self, txn: Any, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        cursor = txn.cursor()
+        if not cursor.set_range(start):
+            return
+        for key, value in cursor:
+            if key >= end:
+                return
+            yield key, value
+
+    def _txn(self, write: bool = False) -> Any:
+        if self._closed:
+            raise KVUnavailableError(f"{self!r} is closed")
+        return self._env.begin(write=write, buffers=False)
+
+    def _get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        with self._txn() as txn:
+            return [txn.get(k) for k in keys]
+
+    def _scan(self, start: bytes, end: bytes, limit: int | None, max_bytes: int | None) -> list[tuple[bytes, bytes]]:
+        with self._txn() as txn:
+            return scan_with_limits(self._iterate(txn, start, end), limit, max_bytes)
+
+    def _write(self, batch: WriteBatch) -> None:
+        try:
+            with self._txn(write=True) as txn:
+                for r in batch.delete_ranges:
+                    cursor = txn.cursor()
+                    if cursor.set_range(r.start):
+                        while cursor.key() and cursor.key() < r.end:
+                            if not cursor.delete():
+                                break
+                for key in batch.deletes:
+                    txn.delete(key)
+                for key, value in batch.puts.items():
+                    txn.put(key, value)
+        except lmdb.BadValsizeError as exc:
+            raise KVLimitError(f"LMDB rejected a key or value size: {exc}") from exc
+        except lmdb.MapFullError as exc:
+            raise KVLimitError(f"LMDB store at {self.path} is full (map_size): {exc}") from exc
+
+    def _preload(self, request: PreloadRequest) -> PreloadMap:
+        with self._txn() as txn:
+            return evaluate_preload(request, txn.get, lambda s, e: self._iterate(txn, s, e))
+
+    def close(self) -> None:
+        """Release this handle; the environment closes with its last handle."""
+        if not self._closed:
+            self._closed = True
+            _close_env(self.path)

@@ -1,0 +1,61 @@
+"""``MemoryKV``: the in-process driver (tests, ephemeral actors, benchmarks).
+
+A sorted dict under one lock: each call is atomic and counts as one round trip. Limits
+are configurable so tests can model a store with a small atomic-batch limit (RivetKit's
+is 128 keys / 976 KiB).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+from sortedcontainers import SortedDict
+
+from vfs.preload import PreloadMap, evaluate_preload
+from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
+
+from actor_db.kv.base import KVStore, scan_with_limits
+
+__all__ = ["MemoryKV"]
+
+
+class MemoryKV(KVStore):
+    """An in-memory store. Nothing survives the process.
+
+    :param limits: limits to enforce (default: none).
+    """
+
+    def __init__(self, limits: KVLimits | None = None) -> None:
+        super().__init__(limits or KVLimits())
+        self._data: SortedDict = SortedDict()
+        self._lock = threading.Lock()
+
+    def _iterate(self, start: bytes, end: bytes):  # type: ignore[no-untyped-def]
+        for key in self._data.irange(start, end, inclusive=(True, False)):
+            yield key, self._data[key]
+
+    def _get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        with self._lock:
+            return [self._data.get(k) for k in keys]
+
+    def _scan(self, start: bytes, end: bytes, limit: int | None, max_bytes: int | None) -> list[tuple[bytes, bytes]]:
+        with self._lock:
+            return scan_with_limits(self._iterate(start, end), limit, max_bytes)
+
+    def _write(self, batch: WriteBatch) -> None:
+        with self._lock:
+            for r in batch.delete_ranges:
+                for key in list(self._data.irange(r.start, r.end, inclusive=(True, False))):
+                    del self._data[key]
+            for key in batch.deletes:
+                self._data.pop(key, None)
+            self._data.update(batch.puts)
+
+    def _preload(self, request: PreloadRequest) -> PreloadMap:
+        with self._lock:
+            return evaluate_preload(request, self._data.get, self._iterate)
+
+    def __len__(self) -> int:
+        """Number of keys held (all actors)."""
+        return len(self._data)

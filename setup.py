@@ -1,0 +1,26 @@
+"""Packaging for actor-db: the ``vfs``, ``native`` and ``actor_db`` packages."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="actor-db",
+    version="0.1.0",
+    description="Per-actor SQLite databases whose pages live in a key-value store",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["vfs", "vfs.*", "native", "native.*", "actor_db", "actor_db.*"]),
+    package_data={"vfs": ["py.typed"], "actor_db": ["py.typed"], "native": ["py.typed", "*.c", "*.h"]},
+    install_requires=[
+        "apsw>=3.45",
+        "cffi>=1.15",
+        "lru-dict>=1.3",
+        "lmdb>=1.4",
+        "sortedcontainers>=2.4",
+    ],
+    extras_require={
+        "redis": ["redis>=5", "hiredis"],
+        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6"],
+    },
+    entry_points={"console_scripts": []},
+)

@@ -1,0 +1,102 @@
+"""``vfs.connect``: open an actor's KV-backed database as an ``apsw.Connection``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import apsw
+
+from vfs import kvvfs, pragmas
+from vfs.file import FileOptions, KVFile
+from vfs.preload import PreloadMap
+from vfs.protocol import KV
+from vfs.stats import VFSStats
+
+log = logging.getLogger(__name__)
+
+__all__ = ["KVConnection", "connect"]
+
+DEFAULT_PAGE_SIZE = 4096
+
+
+class KVConnection(apsw.Connection):
+    """An ``apsw.Connection`` on a KV-backed database, with its VFS counters.
+
+    :ivar stats: the file's :class:`~vfs.stats.VFSStats` (round trips, hits, commits).
+    :ivar kv_file: the open :class:`~vfs.file.KVFile` (commit hooks, preload).
+    :ivar kv: the actor-scoped KV view.
+    """
+
+    stats: VFSStats
+    kv_file: KVFile
+    kv: KV
+
+    @property
+    def preload(self) -> PreloadMap:
+        """The preload map serving this connection's first reads."""
+        return self.kv_file.preload
+
+
+def connect(
+    kv: KV,
+    name: str = "main.db",
+    *,
+    preload: PreloadMap | None = None,
+    cache_chunks: int = 512,
+    readahead_max_chunks: int = 64,
+    max_dirty_bytes: int = 32 * 1024 * 1024,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    vfs: str = "python",
+    **connection_kwargs: Any,
+) -> KVConnection:
+    """Open the SQLite database stored in the actor-scoped ``kv``.
+
+    The connection is set up for the one-batch commit (``journal_mode=MEMORY``,
+    ``synchronous=NORMAL``, ``temp_store=MEMORY``, ``locking_mode=EXCLUSIVE``); a later
+    ``PRAGMA`` that would break it is refused with ``apsw.SQLError``.
+
+    :param kv: an actor-scoped view, e.g. ``MemoryKV().actor("a1")``.
+    :param name: a label for SQLite (``PRAGMA database_list``); the actor's namespace,
+        not the name, selects the keys.
+    :param preload: the startup preload map; reads it covers cost no round trip.
+        ``None`` starts with an empty one (the open then costs 1 round trip).
+    :param cache_chunks: chunk cache capacity in chunks (4096 bytes each).
+    :param readahead_max_chunks: largest read-ahead window, in chunks.
+    :param max_dirty_bytes: dirty bytes held before spilling to the redo staging range.
+    :param page_size: page size of a NEW database, 512-65536 (ignored if it exists).
+    :param vfs: ``"python"`` (this package).
+    :raises apsw.BusyError: the actor's database is already open in this process.
+    :raises apsw.IOError: the KV failed while opening.
+    :raises apsw.CorruptError: the stored meta is not a valid meta record.
+    """
+    if vfs != "python":
+        raise ValueError(f"unknown vfs {vfs!r}: expected 'python'")
+    if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
+        raise ValueError(f"page_size must be a power of two from 512 to 65536, not {page_size}")
+    kvvfs.ensure_registered()
+    options = FileOptions(cache_chunks, readahead_max_chunks, max_dirty_bytes)
+    binding = kvvfs.Binding(kv, preload if preload is not None else PreloadMap.empty(), options)
+    filename = kvvfs.bind(name, binding)
+    identity = kv.identity
+    kvvfs.claim(identity, filename)
+    connection: KVConnection | None = None
+    try:
+        flags = connection_kwargs.pop("flags", apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+        connection = KVConnection(filename, flags=flags, vfs=kvvfs.VFS_NAME, **connection_kwargs)
+        assert binding.file is not None, "xOpen did not run"
+        connection.stats = binding.stats
+        connection.kv_file = binding.file
+        connection.kv = kv
+        if binding.file.committed_size == 0:
+            connection.execute(f"PRAGMA page_size={page_size}")
+        for statement in pragmas.OPEN_PRAGMAS:
+            connection.execute(statement)
+        return connection
+    except BaseException:
+        if connection is not None:
+            connection.close()
+        kvvfs.release(identity, filename)
+        raise
+    finally:
+        kvvfs.unbind(filename)

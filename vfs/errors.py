@@ -1,0 +1,31 @@
+"""How the VFS reports failures: as SQLite errors, through apsw's exception classes.
+
+A VFS method that raises makes apsw return the matching SQLite error code to SQLite and
+re-raise the same exception to the Python caller, so the user sees, for example,
+``apsw.IOError: actor-db: KV write of the commit batch failed: KVError: ...`` with the
+driver's exception as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import apsw
+
+__all__ = ["sqlite_error", "kv_failure"]
+
+
+def sqlite_error(code: int, message: str) -> Exception:
+    """An apsw exception for SQLite (extended) result ``code`` carrying ``message``."""
+    exc = apsw.exception_for(code)
+    exc.args = (message,)
+    return exc
+
+
+def kv_failure(code: int, what: str, cause: BaseException) -> Exception:
+    """The I/O error for a failed KV call; the message names the KV cause.
+
+    :param code: an ``SQLITE_IOERR_*`` extended code.
+    :param what: what the VFS was doing, e.g. ``"read of 3 chunks"``.
+    """
+    exc = sqlite_error(code, f"actor-db: KV {what} failed: {type(cause).__name__}: {cause}")
+    exc.__cause__ = cause
+    return exc

@@ -1,0 +1,473 @@
+"""One actor's main database file, stored as chunks in the KV (an apsw VFS file).
+
+State and invariants (``idx`` is a chunk index, sizes are in bytes):
+
+- ``_committed_size`` is the size in the KV's meta; ``_size`` includes pending writes.
+- ``_low_water`` is the smallest size the file had since the last commit
+  (``<= _committed_size``). Chunk bytes at or past it are not taken from the KV: the
+  transaction truncated them, so they read as zeros until written.
+- ``_dirty`` holds every chunk written since the last commit, whole (``CHUNK_SIZE``
+  bytes); reads see it. ``_staged`` holds indices spilled to the KV staging range when
+  the dirty bytes outgrew ``max_dirty_bytes`` (their newest copy is staged).
+- Bytes of a chunk past the end of the file are zero (truncation zeroes the tail).
+- The chunk cache and the preload only ever hold committed chunk values; they are
+  updated after a commit succeeds and cleared when a KV call fails, because the KV's
+  state is then unknown.
+
+The commit point is ``xSync`` (SQLite sends it once per commit with
+``journal_mode=MEMORY``): dirty chunks and the new meta go out as ONE atomic batch, or
+through :mod:`vfs.redo` when they do not fit. A failed commit drops the buffer and
+re-reads the meta before the next operation, so the file matches the KV again.
+
+Left out: locking across processes (``locking_mode=EXCLUSIVE`` plus the in-process
+open registry serialize pagers; cross-process single-writer is the KV driver's fencing).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import apsw
+from lru import LRU
+
+from vfs import pragmas, redo
+from vfs.chunks import chunk_count, spans
+from vfs.errors import kv_failure, sqlite_error
+from vfs.keys import (
+    CHUNK_SIZE, COMMIT_RECORD_KEY, FILE_MAIN, CorruptMetaError, chunk_key, chunk_range,
+    decode_meta, encode_meta, meta_key, staged_key,
+)
+from vfs.preload import ABSENT, NOT_LOADED, PreloadMap
+from vfs.protocol import KV, WriteBatch
+from vfs.stats import VFSStats
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FileOptions", "KVFile"]
+
+_ZERO_CHUNK = bytes(CHUNK_SIZE)
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    """Tuning of one database file.
+
+    :ivar cache_chunks: capacity of the chunk cache, in chunks (0 disables it).
+    :ivar readahead_max_chunks: most chunks fetched ahead of a sequential read run.
+    :ivar max_dirty_bytes: bytes of dirty chunks held in memory before they are spilled
+        to the KV staging range (the transaction then commits through the redo log).
+    """
+
+    cache_chunks: int = 512
+    readahead_max_chunks: int = 64
+    max_dirty_bytes: int = 32 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.cache_chunks < 0 or self.readahead_max_chunks < 0:
+            raise ValueError("cache_chunks and readahead_max_chunks must be >= 0")
+        if self.max_dirty_bytes < CHUNK_SIZE:
+            raise ValueError(f"max_dirty_bytes must be at least {CHUNK_SIZE}")
+
+
+CommitHook = Callable[[], "WriteBatch | None"]
+
+
+class KVFile:
+    """The apsw file object for an actor's main database (see the module docstring).
+
+    :param kv: the actor-scoped KV view.
+    :param preload: the startup preload map (shared with the caller, who may
+        :meth:`~vfs.preload.PreloadMap.clear` it, e.g. before migrations).
+    :param on_close: called once when SQLite closes the file.
+    """
+
+    def __init__(
+        self,
+        kv: KV,
+        preload: PreloadMap,
+        options: FileOptions,
+        stats: VFSStats,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self._kv = kv
+        self._limits = kv.limits
+        self._tag = FILE_MAIN
+        self._meta_key = meta_key(FILE_MAIN)
+        self.preload = preload
+        self.options = options
+        self.stats = stats
+        self._on_close = on_close
+        self._cache: LRU | None = LRU(options.cache_chunks) if options.cache_chunks else None
+        self._dirty: dict[int, bytearray] = {}
+        self._staged: set[int] = set()
+        self._size = 0
+        self._committed_size = 0
+        self._low_water = 0
+        self._meta_stale = True
+        self._pending_record: redo.CommitRecord | None = None
+        self._next_sequential = -1
+        self._readahead = 0
+        self._closed = False
+        self.lock_level = 0
+        self.commit_hook: CommitHook | None = None
+        """Called at each commit; the batch it returns is written atomically with it."""
+        self.after_commit: Callable[[], None] | None = None
+        """Called after each successful commit (e.g. to mark state as saved)."""
+        self._refresh(first_open=True)
+
+    # ----------------------------------------------------------------- KV access
+    def _kv_get(self, keys: list[bytes], code: int, what: str) -> list[bytes | None]:
+        self.stats.round_trips += 1
+        self.stats.live_reads += 1
+        try:
+            return self._kv.get_many(keys)
+        except Exception as exc:
+            raise kv_failure(code, what, exc) from exc
+
+    def _kv_write(self, batch: WriteBatch) -> None:
+        self.stats.round_trips += 1
+        self._kv.write(batch)
+
+    def _kv_scan(self, start: bytes, end: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        self.stats.round_trips += 1
+        self.stats.live_reads += 1
+        return self._kv.scan(start, end, limit=limit)
+
+    # ------------------------------------------------------- meta and recovery
+    def _refresh(self, first_open: bool = False) -> None:
+        """(Re)load the meta and commit record, rolling a found record forward.
+
+        On the first open chunk 0 rides along in the same round trip (SQLite reads the
+        header next), unless the preload already answers the meta and record.
+        """
+        wanted = [self._meta_key, COMMIT_RECORD_KEY]
+        known: dict[bytes, bytes | None] = {}
+        missing: list[bytes] = []
+        for key in wanted:
+            found = self.preload.lookup(key)
+            if found is NOT_LOADED:
+                missing.append(key)
+            else:
+                known[key] = None if found is ABSENT else found  # type: ignore[assignment]
+        if missing:
+            head = chunk_key(self._tag, 0)
+            fetch_head = first_open and self.preload.lookup(head) is NOT_LOADED and self._cache is not None
+            keys = missing + ([head] if fetch_head else [])
+            values = self._kv_get(keys, apsw.SQLITE_IOERR_READ, "read of the database meta")
+            known.update(zip(missing, values))
+            if fetch_head and values[-1] is not None:
+                assert self._cache is not None
+                self._cache[0] = values[-1]
+                self.stats.chunks_fetched += 1
+        meta = known[self._meta_key]
+        try:
+            size = 0 if meta is None else decode_meta(meta)
+        except CorruptMetaError as exc:
+            raise sqlite_error(apsw.SQLITE_CORRUPT, f"actor-db: the database meta is corrupt: {exc}") from exc
+        self._size = self._committed_size = self._low_water = size
+        self._meta_stale = False
+        record = known[COMMIT_RECORD_KEY]
+        if record is not None:
+            try:
+                self._pending_record = redo.CommitRecord.decode(record)
+            except ValueError as exc:
+                raise sqlite_error(apsw.SQLITE_CORRUPT, f"actor-db: the commit record is corrupt: {exc}") from exc
+            self._finish_roll_forward()
+
+    def _finish_roll_forward(self, in_memory: dict[int, bytes] | None = None) -> None:
+        record = self._pending_record
+        assert record is not None
+        log.info("rolling forward an interrupted large commit (size %d bytes)", record.size)
+        try:
+            applied = redo.roll_forward(self._kv_write, self._kv_scan, self._limits, self._tag, record, in_memory)
+        except Exception as exc:
+            raise kv_failure(apsw.SQLITE_IOERR_WRITE, "roll-forward of a committed large transaction", exc) from exc
+        self._pending_record = None
+        self.stats.roll_forwards += in_memory is None
+        self.stats.chunks_written += applied
+        # Chunk keys changed under the preload and cache: forget what they hold.
+        self.preload.clear(*chunk_range(self._tag))
+        if self._cache is not None:
+            self._cache.clear()
+        self._size = self._committed_size = self._low_water = record.size
+
+    def _ensure_ready(self) -> None:
+        """Bring the file back in line with the KV after a failure, or raise."""
+        if self._meta_stale:
+            self._refresh()
+        elif self._pending_record is not None:
+            self._finish_roll_forward()
+
+    def _forget_after_failure(self) -> None:
+        """A KV call failed: the KV's state is unknown, so drop everything derived from it."""
+        self._dirty.clear()
+        self._staged.clear()
+        if self._cache is not None:
+            self._cache.clear()
+        self.preload.clear(*chunk_range(self._tag))
+        self._meta_stale = True
+
+    # -------------------------------------------------------------- chunk reads
+    def _local(self, index: int) -> bytes | bytearray | None:
+        """Chunk ``index`` if held locally (``_ZERO_CHUNK`` when known empty), else ``None``."""
+        dirty = self._dirty.get(index)
+        if dirty is not None:
+            return dirty
+        if index in self._staged:
+            return None
+        if index * CHUNK_SIZE >= self._low_water:
+            return _ZERO_CHUNK
+        found = self.preload.lookup(chunk_key(self._tag, index))
+        if found is not NOT_LOADED:
+            self.stats.preload_hits += 1
+            return _ZERO_CHUNK if found is ABSENT else found  # type: ignore[return-value]
+        if self._cache is not None:
+            cached = self._cache.get(index)
+            if cached is not None:
+                self.stats.cache_hits += 1
+                return cached  # type: ignore[no-any-return]
+        return None
+
+    def _fetch(self, indices: list[int]) -> dict[int, bytes]:
+        """Fetch chunks not held locally in ONE KV call, with read-ahead."""
+        want = list(indices)
+        sequential = indices[0] == self._next_sequential
+        self._readahead = min(max(self._readahead * 2, 4), self.options.readahead_max_chunks) if sequential else 0
+        if self._readahead and self._cache is not None:
+            last_committed = chunk_count(self._low_water)
+            nxt = indices[-1] + 1
+            while len(want) < len(indices) + self._readahead and nxt < last_committed:
+                if nxt not in self._dirty and nxt not in self._staged and nxt not in self._cache \
+                        and self.preload.lookup(chunk_key(self._tag, nxt)) is NOT_LOADED:
+                    want.append(nxt)
+                nxt += 1
+        keys = [staged_key(self._tag, i) if i in self._staged else chunk_key(self._tag, i) for i in want]
+        values = self._kv_get(keys, apsw.SQLITE_IOERR_READ, f"read of {len(keys)} chunks")
+        self.stats.chunks_fetched += len(keys)
+        out: dict[int, bytes] = {}
+        for index, value in zip(want, values):
+            data = _ZERO_CHUNK if value is None else value
+            out[index] = data
+            if self._cache is not None and index not in self._staged:
+                self._cache[index] = data
+        return out
+
+    def _chunks(self, indices: Iterable[int]) -> dict[int, bytes | bytearray]:
+        got: dict[int, bytes | bytearray] = {}
+        missing: list[int] = []
+        for index in indices:
+            data = self._local(index)
+            if data is None:
+                missing.append(index)
+            else:
+                got[index] = data
+        if missing:
+            got.update(self._fetch(missing))
+        return got
+
+    def xRead(self, amount: int, offset: int) -> bytes:
+        self._ensure_ready()
+        if offset >= self._size:
+            return b""
+        amount = min(amount, self._size - offset)  # apsw zero-fills a short read
+        pieces = list(spans(offset, amount))
+        chunks = self._chunks(p.index for p in pieces)
+        self._next_sequential = pieces[-1].index + 1
+        if len(pieces) == 1:
+            p = pieces[0]
+            data = chunks[p.index]
+            return bytes(data[p.start:p.end]) if (p.start or p.end < len(data)) else bytes(data)
+        out = bytearray(amount)
+        for p in pieces:
+            piece = chunks[p.index][p.start:p.end]
+            out[p.buffer_offset:p.buffer_offset + len(piece)] = piece
+        return bytes(out)
+
+    # ------------------------------------------------------------------ writes
+    def _dirty_chunk(self, index: int, whole: bool) -> bytearray:
+        buf = self._dirty.get(index)
+        if buf is None:
+            if whole:
+                buf = bytearray(CHUNK_SIZE)
+            else:
+                base = self._chunks([index])[index]
+                buf = bytearray(CHUNK_SIZE)
+                buf[:len(base)] = base
+            self._dirty[index] = buf
+        return buf
+
+    def xWrite(self, data: bytes, offset: int) -> None:
+        self._ensure_ready()
+        view = memoryview(data)
+        for p in spans(offset, len(data)):
+            whole = p.start == 0 and p.end == CHUNK_SIZE
+            buf = self._dirty_chunk(p.index, whole)
+            buf[p.start:p.end] = view[p.buffer_offset:p.buffer_offset + (p.end - p.start)]
+        self._size = max(self._size, offset + len(data))
+        if len(self._dirty) * CHUNK_SIZE > self.options.max_dirty_bytes:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Move dirty chunks to the KV staging range to bound memory."""
+        chunks = {i: bytes(b) for i, b in self._dirty.items()}
+        try:
+            redo.stage(self._kv_write, self._limits, self._tag, chunks, first=not self._staged)
+        except Exception as exc:
+            self._forget_after_failure()
+            raise kv_failure(apsw.SQLITE_IOERR_WRITE, f"staging of {len(chunks)} spilled chunks", exc) from exc
+        self._staged.update(chunks)
+        self._dirty.clear()
+        log.debug("spilled %d dirty chunks to the staging range", len(chunks))
+
+    def xTruncate(self, newsize: int) -> None:
+        self._ensure_ready()
+        if newsize >= self._size:
+            self._size = newsize  # extending: the new bytes are zero by the tail invariant
+            return
+        first_gone = chunk_count(newsize)
+        for index in [i for i in self._dirty if i >= first_gone]:
+            del self._dirty[index]
+        self._staged = {i for i in self._staged if i < first_gone}
+        tail = newsize % CHUNK_SIZE
+        if tail:
+            buf = self._dirty_chunk(newsize // CHUNK_SIZE, whole=False)
+            buf[tail:] = bytes(CHUNK_SIZE - tail)
+        self._size = newsize
+        self._low_water = min(self._low_water, newsize)
+
+    def xFileSize(self) -> int:
+        self._ensure_ready()
+        return self._size
+
+    # ------------------------------------------------------------------ commit
+    def xSync(self, flags: int) -> None:
+        self._ensure_ready()
+        extra = self.commit_hook() if self.commit_hook is not None else None
+        if not (self._dirty or self._staged or self._size != self._committed_size
+                or self._low_water != self._committed_size or extra):
+            return
+        self.commit(extra)
+
+    def commit(self, extra: WriteBatch | None = None) -> None:
+        """Make every pending write durable: one atomic batch, or the redo protocol.
+
+        :param extra: more operations to apply atomically with this commit.
+        :raises apsw.IOError: the KV failed; nothing of this transaction is applied
+            (or, after the redo commit point, it is rolled forward later).
+        """
+        dirty = {i: bytes(b) for i, b in self._dirty.items()}
+        truncate_from = chunk_count(self._low_water) if self._low_water < self._committed_size else None
+        batch = WriteBatch()
+        if truncate_from is not None:
+            batch.delete_range(*chunk_range(self._tag, truncate_from))
+        for index, data in dirty.items():
+            batch.put(chunk_key(self._tag, index), data)
+        batch.put(self._meta_key, encode_meta(self._size))
+        if extra:
+            batch.merge(extra)
+        applied = True
+        try:
+            if not self._staged and self._limits.batch_fits(batch.op_count, batch.payload_bytes):
+                self._kv_write(batch)
+                self.stats.chunks_written += len(dirty)
+            else:
+                applied = self._commit_large(dirty, truncate_from, extra)
+        except apsw.Error:
+            self._forget_after_failure()
+            raise
+        except Exception as exc:
+            self._forget_after_failure()
+            raise kv_failure(apsw.SQLITE_IOERR_FSYNC, f"write of the commit batch ({len(dirty)} chunks)", exc) from exc
+        if applied:
+            # The KV now holds exactly these chunks: keep cache and preload current.
+            if truncate_from is not None:
+                self.preload.delete_range(*chunk_range(self._tag, truncate_from))
+                if self._cache is not None:
+                    for index in [i for i in self._cache.keys() if i >= truncate_from]:
+                        del self._cache[index]
+            for index, data in dirty.items():
+                if self._cache is not None:
+                    self._cache[index] = data
+                self.preload.update(chunk_key(self._tag, index), data)
+            self.preload.update(self._meta_key, encode_meta(self._size))
+        self._dirty.clear()
+        self._staged.clear()
+        self._committed_size = self._low_water = self._size
+        self.stats.commits += 1
+        if self.after_commit is not None:
+            self.after_commit()
+
+    def _commit_large(self, dirty: dict[int, bytes], truncate_from: int | None, extra: WriteBatch | None) -> bool:
+        """Commit through :mod:`vfs.redo`; returns whether it was also applied.
+
+        Failures before the commit point raise. After it the transaction is durable:
+        if applying fails, the record stays pending and every later call retries the
+        roll-forward before touching a chunk (so SQLite is told the commit succeeded).
+        """
+        self.stats.large_commits += 1
+        spilled = bool(self._staged)
+        redo.stage(self._kv_write, self._limits, self._tag, dirty, first=not spilled)
+        self.stats.chunks_written += len(dirty)
+        record = redo.CommitRecord(self._size, truncate_from)
+        redo.write_commit_record(self._kv_write, record, extra)
+        self._pending_record = record
+        try:
+            self._finish_roll_forward(None if spilled else dirty)
+        except apsw.Error as exc:
+            log.warning("large commit is durable but applying it failed; will retry: %s", exc)
+            if self._cache is not None:
+                self._cache.clear()
+            self.preload.clear(*chunk_range(self._tag))
+            return False
+        return True
+
+    # --------------------------------------------------------- locking & misc
+    def xLock(self, level: int) -> None:
+        self.lock_level = level
+
+    def xUnlock(self, level: int) -> None:
+        self.lock_level = level
+
+    def xCheckReservedLock(self) -> bool:
+        return False
+
+    def xSectorSize(self) -> int:
+        return CHUNK_SIZE
+
+    def xDeviceCharacteristics(self) -> int:
+        return int(apsw.SQLITE_IOCAP_POWERSAFE_OVERWRITE)
+
+    def xFileControl(self, op: int, ptr: int) -> bool:
+        if op == apsw.SQLITE_FCNTL_PRAGMA:
+            pragma = apsw.VFSFcntlPragma(ptr)
+            message = pragmas.refusal(pragma.name, pragma.value)
+            if message is not None:
+                raise sqlite_error(apsw.SQLITE_ERROR, message)
+        return False
+
+    def xClose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._dirty or self._staged:
+                # SQLite closed without syncing writes (it normally never does with
+                # journal_mode=MEMORY); flushing keeps file semantics.
+                log.warning("database closed with %d unsynced chunks; committing them", len(self._dirty))
+                self.commit()
+        finally:
+            if self._on_close is not None:
+                self._on_close()
+
+    # ------------------------------------------------------------- inspection
+    @property
+    def size(self) -> int:
+        """Current file size in bytes, pending writes included."""
+        return self._size
+
+    @property
+    def committed_size(self) -> int:
+        """File size in bytes as committed in the KV."""
+        return self._committed_size

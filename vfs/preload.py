@@ -1,0 +1,214 @@
+"""The preload map: what one startup KV call fetched, with exact knowledge of coverage.
+
+A lookup has three answers:
+
+- the value (``bytes``): the key was fetched and exists;
+- :data:`ABSENT`: the key was asked for exactly, or lies inside a scanned part of a
+  range, and does not exist;
+- :data:`NOT_LOADED`: the preload knows nothing; the caller must ask the KV.
+
+Invariant (the one that prevents silent data loss): a key skipped for budget is never
+:data:`ABSENT`. A partially scanned range covers keys only up to and including the
+last key it kept; keys after that are :data:`NOT_LOADED`.
+
+Writes made after the preload keep it current through :meth:`PreloadMap.update` and
+:meth:`PreloadMap.delete_range`; :meth:`PreloadMap.clear` forgets everything (used
+before migrations run, after a failed commit, and after a redo roll-forward).
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from typing import Callable, Iterable, Iterator, Mapping
+
+from vfs.protocol import KeyRange, PreloadRequest
+
+__all__ = ["PreloadMap", "PreloadMiss", "ABSENT", "NOT_LOADED", "build_preload", "evaluate_preload"]
+
+
+class PreloadMiss(enum.Enum):
+    """The two ways a preload lookup can fail to give a value."""
+
+    ABSENT = "absent"
+    NOT_LOADED = "not loaded"
+
+
+ABSENT = PreloadMiss.ABSENT
+NOT_LOADED = PreloadMiss.NOT_LOADED
+
+
+class PreloadMap:
+    """Values and coverage from one preload call.
+
+    :param values: keys found, with their values.
+    :param exact_keys: keys asked for exactly (found or not).
+    :param covered: ranges whose every key is known: present in ``values`` or absent.
+        For a partial scan the range is ``[start, last_key_kept + b"\\x00")``.
+    """
+
+    def __init__(
+        self,
+        values: Mapping[bytes, bytes] | None = None,
+        exact_keys: Iterable[bytes] = (),
+        covered: Iterable[KeyRange] = (),
+    ) -> None:
+        self._values: dict[bytes, bytes] = dict(values or {})
+        self._exact: set[bytes] = set(exact_keys)
+        self._covered: list[KeyRange] = list(covered)
+        self._lock = threading.Lock()
+        for key in self._values:
+            assert self._is_covered(key), f"preloaded key {key!r} lies outside the coverage"
+
+    @classmethod
+    def empty(cls) -> PreloadMap:
+        """A preload that knows nothing (every lookup is :data:`NOT_LOADED`)."""
+        return cls()
+
+    def _is_covered(self, key: bytes) -> bool:
+        return key in self._exact or any(key in r for r in self._covered)
+
+    def lookup(self, key: bytes) -> bytes | PreloadMiss:
+        """The value of ``key``, :data:`ABSENT`, or :data:`NOT_LOADED`."""
+        value = self._values.get(key)
+        if value is not None:
+            return value
+        return ABSENT if self._is_covered(key) else NOT_LOADED
+
+    def update(self, key: bytes, value: bytes | None) -> None:
+        """Record a committed write of ``key`` (``None``: deleted).
+
+        Only keys the preload covers are tracked; others stay :data:`NOT_LOADED`.
+        """
+        with self._lock:
+            if not self._is_covered(key):
+                return
+            if value is None:
+                self._values.pop(key, None)
+            else:
+                self._values[key] = value
+
+    def delete_range(self, start: bytes, end: bytes) -> None:
+        """Record a committed range delete: covered keys in it become absent."""
+        with self._lock:
+            for key in [k for k in self._values if start <= k < end]:
+                del self._values[key]
+
+    def clear(self, start: bytes | None = None, end: bytes | None = None) -> None:
+        """Forget keys in ``[start, end)`` (everything by default): they become
+        :data:`NOT_LOADED`, never :data:`ABSENT`."""
+        with self._lock:
+            if start is None or end is None:
+                self._values.clear()
+                self._exact.clear()
+                self._covered.clear()
+                return
+            self._values = {k: v for k, v in self._values.items() if not start <= k < end}
+            self._exact = {k for k in self._exact if not start <= k < end}
+            kept: list[KeyRange] = []
+            for r in self._covered:
+                # Keep the parts of each covered range outside [start, end).
+                if r.start < start:
+                    kept.append(KeyRange(r.start, min(r.end, start)))
+                if r.end > end:
+                    kept.append(KeyRange(max(r.start, end), r.end))
+            self._covered = [r for r in kept if r.start < r.end]
+
+    def without_prefix(self, prefix: bytes) -> PreloadMap:
+        """A copy with ``prefix`` removed from every key (drivers use this to turn
+        store keys into actor-relative keys). Every key must start with ``prefix``."""
+        n = len(prefix)
+        assert all(k.startswith(prefix) for k in self._values), "preloaded key outside the prefix"
+        return PreloadMap(
+            {k[n:]: v for k, v in self._values.items()},
+            [k[n:] for k in self._exact],
+            [KeyRange(r.start[n:], r.end[n:]) for r in self._covered],
+        )
+
+    def items(self, start: bytes, end: bytes) -> list[tuple[bytes, bytes]]:
+        """Found keys in ``[start, end)`` in key order."""
+        return sorted((k, v) for k, v in self._values.items() if start <= k < end)
+
+    @property
+    def value_bytes(self) -> int:
+        """Bytes of values held."""
+        return sum(len(v) for v in self._values.values())
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return (
+            f"PreloadMap({len(self._values)} values, {self.value_bytes} bytes, "
+            f"{len(self._exact)} exact keys, {len(self._covered)} covered ranges)"
+        )
+
+
+def build_preload(
+    request_keys: Iterable[bytes],
+    key_values: Mapping[bytes, bytes | None],
+    ranges: Iterable[tuple[KeyRange, list[tuple[bytes, bytes]], bool]],
+) -> PreloadMap:
+    """Assemble a :class:`PreloadMap` from a driver's raw results.
+
+    :param request_keys: exact keys requested.
+    :param key_values: their values (``None``: absent).
+    :param ranges: per range: the range, the pairs kept (ascending), and whether the
+        range was scanned to its end (``complete``). An incomplete range covers only up
+        to its last kept key; an incomplete range that kept nothing covers nothing.
+    """
+    values = {k: v for k, v in key_values.items() if v is not None}
+    covered: list[KeyRange] = []
+    for rng, pairs, complete in ranges:
+        for k, v in pairs:
+            values[k] = v
+        if complete:
+            covered.append(rng)
+        elif pairs:
+            # Everything up to and including the last kept key is known.
+            covered.append(KeyRange(rng.start, pairs[-1][0] + b"\x00"))
+    return PreloadMap(values, request_keys, covered)
+
+
+def evaluate_preload(
+    request: PreloadRequest,
+    get: Callable[[bytes], bytes | None],
+    iterate: Callable[[bytes, bytes], Iterator[tuple[bytes, bytes]]],
+) -> PreloadMap:
+    """Evaluate ``request``'s budgets against a store, for drivers that can run this
+    logic inside one transaction (in-memory, LMDB). Redis runs the same rules in Lua.
+
+    Rules: exact keys are read first and their value bytes are charged to
+    ``max_total_bytes``; then each range, in order, gets ``min(its budget, what is left
+    of the total)``. A range with ``max_bytes <= 0`` is disabled (not scanned, covers
+    nothing). A partial range keeps the lowest keys that fit; an all-or-nothing range
+    that does not fit keeps nothing and covers nothing.
+
+    :param get: reads one key (``None``: absent), inside the caller's transaction.
+    :param iterate: yields pairs of ``[start, end)`` in ascending key order.
+    """
+    key_values = {k: get(k) for k in request.keys}
+    remaining = request.max_total_bytes
+    if remaining is not None:
+        remaining -= sum(len(v) for v in key_values.values() if v is not None)
+    results: list[tuple[KeyRange, list[tuple[bytes, bytes]], bool]] = []
+    for budget_spec in request.ranges:
+        if budget_spec.max_bytes <= 0:
+            continue
+        budget = budget_spec.max_bytes if remaining is None else min(budget_spec.max_bytes, max(remaining, 0))
+        rng = budget_spec.range
+        kept: list[tuple[bytes, bytes]] = []
+        used = 0
+        complete = True
+        for key, value in iterate(rng.start, rng.end):
+            if used + len(value) > budget:
+                complete = False
+                break
+            kept.append((key, value))
+            used += len(value)
+        if not complete and not budget_spec.partial:
+            kept, used = [], 0
+        results.append((rng, kept, complete))
+        if remaining is not None:
+            remaining -= used
+    return build_preload(request.keys, key_values, results)

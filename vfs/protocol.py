@@ -1,0 +1,198 @@
+"""The narrow key-value protocol the VFS needs, and the value types it exchanges.
+
+Every storage driver (in-memory, LMDB, Redis, ...) hands the VFS an *actor-scoped view*:
+an object whose keys are already confined to one actor's namespace. The VFS never sees
+another actor's keys and never builds a namespace prefix itself.
+
+Invariants every implementation must keep (one test body checks them all):
+
+- Every method call is exactly ONE round trip to the store and is counted once.
+- A missing key reads as ``None``; deleting a missing key is not an error.
+- :meth:`KV.write` applies the whole :class:`WriteBatch` atomically, or none of it,
+  and when it returns the batch is as durable as the driver promises.
+- :meth:`KV.scan` returns keys in ascending byte order.
+- Any failure is raised as an exception (drivers raise
+  ``actor_db.errors.KVError`` subclasses); a call never fails silently.
+
+Left out on purpose: transactions spanning calls, watches, TTLs. The VFS builds its
+atomicity on single batches (and its redo protocol for batches over the limit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Hashable, Protocol, Sequence, runtime_checkable
+
+if TYPE_CHECKING:
+    from vfs.preload import PreloadMap
+
+__all__ = ["KV", "KVLimits", "WriteBatch", "KeyRange", "PreloadRequest", "PrefixBudget"]
+
+
+@dataclass(frozen=True)
+class KVLimits:
+    """Limits a driver enforces; ``None`` means unlimited.
+
+    :ivar max_key_bytes: longest key, in bytes, after the driver's namespace prefix
+        is removed (what the caller sees).
+    :ivar max_value_bytes: largest single value, in bytes.
+    :ivar max_batch_keys: most keys a single atomic :meth:`KV.write` may touch
+        (puts + deletes + range deletes).
+    :ivar max_batch_bytes: most key+value bytes a single atomic write may carry.
+    """
+
+    max_key_bytes: int | None = None
+    max_value_bytes: int | None = None
+    max_batch_keys: int | None = None
+    max_batch_bytes: int | None = None
+
+    def batch_fits(self, keys: int, nbytes: int) -> bool:
+        """Whether a batch of ``keys`` operations and ``nbytes`` payload bytes fits."""
+        if self.max_batch_keys is not None and keys > self.max_batch_keys:
+            return False
+        if self.max_batch_bytes is not None and nbytes > self.max_batch_bytes:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """A half-open key range ``[start, end)`` in byte order."""
+
+    start: bytes
+    end: bytes
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, bytes) and self.start <= key < self.end
+
+
+@dataclass
+class WriteBatch:
+    """One atomic write: range deletes, then deletes, then puts.
+
+    The order matters when operations overlap: a key that is both inside a deleted
+    range and put in the same batch ends up holding the put value.
+    """
+
+    puts: dict[bytes, bytes] = field(default_factory=dict)
+    deletes: set[bytes] = field(default_factory=set)
+    delete_ranges: list[KeyRange] = field(default_factory=list)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.deletes.discard(key)
+        self.puts[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self.puts.pop(key, None)
+        self.deletes.add(key)
+
+    def delete_range(self, start: bytes, end: bytes) -> None:
+        """Delete every key in ``[start, end)``; puts already in the batch win."""
+        if start < end:
+            self.delete_ranges.append(KeyRange(start, end))
+
+    def merge(self, other: WriteBatch) -> None:
+        """Add ``other``'s operations after this batch's own (``other`` wins)."""
+        for r in other.delete_ranges:
+            self.puts = {k: v for k, v in self.puts.items() if k not in r}
+            self.delete_ranges.append(r)
+        for k in other.deletes:
+            self.delete(k)
+        for k, v in other.puts.items():
+            self.put(k, v)
+
+    @property
+    def op_count(self) -> int:
+        """Number of operations (each put, delete and range delete counts one)."""
+        return len(self.puts) + len(self.deletes) + len(self.delete_ranges)
+
+    @property
+    def payload_bytes(self) -> int:
+        """Key and value bytes carried by the batch."""
+        return (
+            sum(len(k) + len(v) for k, v in self.puts.items())
+            + sum(len(k) for k in self.deletes)
+            + sum(len(r.start) + len(r.end) for r in self.delete_ranges)
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.puts or self.deletes or self.delete_ranges)
+
+
+@dataclass(frozen=True)
+class PrefixBudget:
+    """A range to preload, bounded by a byte budget.
+
+    :ivar range: the keys to scan, in ascending order.
+    :ivar max_bytes: budget in value bytes for this range (0 disables the range: it is
+        not scanned and nothing in it is reported as absent).
+    :ivar partial: when the range holds more than the budget, ``True`` keeps the
+        lowest keys that fit (and covers keys only up to the last one kept);
+        ``False`` keeps nothing (all-or-nothing).
+    """
+
+    range: KeyRange
+    max_bytes: int
+    partial: bool = True
+
+
+@dataclass(frozen=True)
+class PreloadRequest:
+    """What a startup preload fetches in ONE round trip.
+
+    :ivar keys: exact keys; each comes back found or confirmed absent, whatever the
+        budget (their value bytes are charged to ``max_total_bytes`` first).
+    :ivar ranges: prefix scans with budgets, evaluated in order.
+    :ivar max_total_bytes: budget in value bytes over all ranges together; a range gets
+        ``min(its own budget, what is left of the total)``.
+    """
+
+    keys: tuple[bytes, ...] = ()
+    ranges: tuple[PrefixBudget, ...] = ()
+    max_total_bytes: int | None = None
+
+
+@runtime_checkable
+class KV(Protocol):
+    """An actor-scoped key-value view. Every method is one round trip."""
+
+    @property
+    def identity(self) -> Hashable:
+        """A value equal for two views of the same actor in the same store.
+
+        The VFS uses it to refuse a second open of one database in one process.
+        """
+        ...
+
+    @property
+    def limits(self) -> KVLimits:
+        """The driver's limits (atomic batch size, value size, ...)."""
+        ...
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """Values for ``keys`` in the same order; ``None`` for a missing key."""
+        ...
+
+    def scan(
+        self,
+        start: bytes,
+        end: bytes,
+        *,
+        limit: int | None = None,
+        max_bytes: int | None = None,
+    ) -> list[tuple[bytes, bytes]]:
+        """Key/value pairs with ``start <= key < end`` in ascending key order.
+
+        Stops after ``limit`` pairs, or before the pair that would take the returned
+        value bytes over ``max_bytes`` (at least one pair is returned if any exists
+        and ``max_bytes`` is ``None``).
+        """
+        ...
+
+    def write(self, batch: WriteBatch) -> None:
+        """Apply ``batch`` atomically (all or nothing)."""
+        ...
+
+    def preload(self, request: PreloadRequest) -> PreloadMap:
+        """Run ``request`` in one round trip and return what it found."""
+        ...

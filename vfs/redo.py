@@ -1,0 +1,180 @@
+"""The KV-level redo protocol for transactions larger than one atomic batch.
+
+A commit that fits the driver's atomic-batch limit is one batch (see
+:mod:`vfs.file`). A larger one, or one whose dirty chunks outgrew the memory bound
+and were spilled, commits in three phases:
+
+1. **Stage**: chunks are written under the staging range (``[8, 1, 2, ...]``) in as
+   many batches as needed. The first staging batch of a transaction also deletes
+   anything left in the staging range by an earlier interrupted transaction.
+2. **Commit point**: ONE small atomic batch writes the commit record (``[8, 1, 3]``:
+   new file size, first chunk to drop) together with any extra writes the caller
+   wants atomic with the transaction (e.g. the actor's state).
+3. **Apply**: staged chunks are copied to their chunk keys in batches; the last batch
+   writes the new meta and deletes the commit record and the staging range.
+
+Crash rules (all tested by failing every write call in turn):
+
+- Before the commit point the chunk keys are untouched: the transaction never happened
+  (leftover staging is garbage nobody reads, removed by the next staging).
+- After it, opening the database rolls the record forward (:func:`roll_forward`).
+  Applying is idempotent: the truncation range delete is repeated and every staged
+  chunk is copied again, and staging is only deleted in the final batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from typing import Callable, Iterable, Mapping
+
+from vfs.chunks import chunk_count
+from vfs.keys import (
+    CHUNK_SIZE, COMMIT_RECORD_KEY, chunk_index, chunk_key, chunk_range, encode_meta,
+    meta_key, staged_key, staged_range,
+)
+from vfs.protocol import KV, KVLimits, WriteBatch
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CommitRecord", "chunks_per_batch", "stage", "write_commit_record", "roll_forward"]
+
+_RECORD = struct.Struct("<HQq")
+_RECORD_VERSION = 1
+_RESERVED_OPS = 4
+"""Operations kept free in every apply batch: truncation range delete, meta put,
+record delete and staging range delete."""
+_UNLIMITED_CHUNKS_PER_BATCH = 1024
+"""Chunks per batch when the driver has no limit (bounds each call at ~4 MiB)."""
+
+
+class CommitRecord:
+    """The commit point of a large transaction.
+
+    :ivar size: the file size in bytes after the transaction.
+    :ivar truncate_from: first chunk index to delete before applying (the transaction
+        shrank the file below its committed size), or ``None``.
+    """
+
+    __slots__ = ("size", "truncate_from")
+
+    def __init__(self, size: int, truncate_from: int | None) -> None:
+        self.size = size
+        self.truncate_from = truncate_from
+
+    def encode(self) -> bytes:
+        return _RECORD.pack(_RECORD_VERSION, self.size, -1 if self.truncate_from is None else self.truncate_from)
+
+    @classmethod
+    def decode(cls, value: bytes) -> CommitRecord:
+        if len(value) != _RECORD.size:
+            raise ValueError(f"commit record has {len(value)} bytes, expected {_RECORD.size}")
+        version, size, truncate_from = _RECORD.unpack(value)
+        if version != _RECORD_VERSION:
+            raise ValueError(f"commit record version {version} is not supported")
+        return cls(size, None if truncate_from < 0 else truncate_from)
+
+
+def chunks_per_batch(limits: KVLimits) -> int:
+    """How many chunk puts fit one batch next to the reserved operations."""
+    n = _UNLIMITED_CHUNKS_PER_BATCH
+    if limits.max_batch_keys is not None:
+        n = min(n, limits.max_batch_keys - _RESERVED_OPS)
+    if limits.max_batch_bytes is not None:
+        n = min(n, (limits.max_batch_bytes - 256) // (CHUNK_SIZE + 16))
+    if n < 1:
+        raise ValueError(f"KV batch limits {limits} cannot hold even one chunk per batch")
+    return n
+
+
+Writer = Callable[[WriteBatch], None]
+Scanner = Callable[[bytes, bytes, int], list[tuple[bytes, bytes]]]
+
+
+def stage(write: Writer, limits: KVLimits, tag: int, chunks: Mapping[int, bytes], *, first: bool) -> int:
+    """Write ``chunks`` under the staging range; returns the number of batches.
+
+    :param first: this is the transaction's first staging, so clear old staging first.
+    """
+    per_batch = chunks_per_batch(limits)
+    items = sorted(chunks.items())
+    batches = 0
+    for i in range(0, max(len(items), 1 if first else 0), per_batch):
+        batch = WriteBatch()
+        if first and i == 0:
+            batch.delete_range(*staged_range())
+        for index, data in items[i:i + per_batch]:
+            batch.put(staged_key(tag, index), data)
+        write(batch)
+        batches += 1
+    return batches
+
+
+def write_commit_record(write: Writer, record: CommitRecord, extra: WriteBatch | None) -> None:
+    """The commit point: one atomic batch with the record and ``extra``."""
+    batch = WriteBatch()
+    if extra is not None:
+        batch.merge(extra)
+    batch.put(COMMIT_RECORD_KEY, record.encode())
+    write(batch)
+
+
+def roll_forward(
+    write: Writer,
+    scan: Scanner,
+    limits: KVLimits,
+    tag: int,
+    record: CommitRecord,
+    in_memory: Mapping[int, bytes] | None = None,
+) -> int:
+    """Apply a committed large transaction; returns the number of chunks applied.
+
+    :param scan: ``scan(start, end, limit)`` over the KV, one round trip per call.
+    :param in_memory: every staged chunk, if the caller still holds them all (saves
+        reading the staging range back); ``None`` reads staging from the KV.
+    Safe to run again after it fails part-way.
+    """
+    per_batch = chunks_per_batch(limits)
+    last_chunk = chunk_count(record.size)  # chunks at or past this are beyond the end
+
+    def source() -> Iterable[list[tuple[int, bytes]]]:
+        if in_memory is not None:
+            items = sorted((i, d) for i, d in in_memory.items() if i < last_chunk)
+            for i in range(0, len(items), per_batch):
+                yield items[i:i + per_batch]
+            return
+        start, end = staged_range()
+        while True:
+            pairs = scan(start, end, per_batch)
+            if not pairs:
+                return
+            yield [(chunk_index(k), v) for k, v in pairs if chunk_index(k) < last_chunk]
+            if len(pairs) < per_batch:
+                return
+            start = pairs[-1][0] + b"\x00"
+
+    applied = 0
+    pending: list[tuple[int, bytes]] | None = None
+    first = True
+    for group in source():
+        if pending is not None:
+            _apply(write, tag, record, pending, first=first, final=False)
+            first = False
+        applied += len(group)
+        pending = group
+    _apply(write, tag, record, pending or [], first=first, final=True)
+    log.debug("rolled forward a large commit: %d chunks, size %d bytes", applied, record.size)
+    return applied
+
+
+def _apply(write: Writer, tag: int, record: CommitRecord, group: list[tuple[int, bytes]], *, first: bool, final: bool) -> None:
+    batch = WriteBatch()
+    if first and record.truncate_from is not None:
+        batch.delete_range(*chunk_range(tag, record.truncate_from))
+    for index, data in group:
+        batch.put(chunk_key(tag, index), data)
+    if final:
+        batch.put(meta_key(tag), encode_meta(record.size))
+        batch.delete(COMMIT_RECORD_KEY)
+        batch.delete_range(*staged_range())
+    write(batch)

@@ -20,7 +20,7 @@ setup(
     ],
     extras_require={
         "redis": ["redis>=5", "hiredis"],
-        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6"],
+        "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3", "hypothesis>=6"],
     },
     entry_points={"console_scripts": []},
 )

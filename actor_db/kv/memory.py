@@ -8,7 +8,7 @@ is 128 keys / 976 KiB).
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from typing import Hashable, Sequence
 
 from sortedcontainers import SortedDict
 
@@ -30,6 +30,18 @@ class MemoryKV(KVStore):
         super().__init__(limits or KVLimits())
         self._data: SortedDict = SortedDict()
         self._lock = threading.Lock()
+
+    @property
+    def identity(self) -> Hashable:
+        return ("memory", id(self._data))
+
+    def new_handle(self) -> MemoryKV:
+        """Another driver object on the same data, as a second process would see it
+        (its own ``round_trips``; same identity, so the one-open-per-actor rule holds)."""
+        other = MemoryKV(self.limits)
+        other._data = self._data
+        other._lock = self._lock
+        return other
 
     def _iterate(self, start: bytes, end: bytes):  # type: ignore[no-untyped-def]
         for key in self._data.irange(start, end, inclusive=(True, False)):

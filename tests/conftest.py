@@ -1,0 +1,51 @@
+"""Shared fixtures: ONE behavioural suite runs against every KV driver and every VFS.
+
+- ``store`` is parametrized over the drivers in ``tests/drivers.py`` (``memory``,
+  ``lmdb``, and more as drivers land); it yields a fresh :class:`actor_db.kv.KVStore`.
+- ``reopen_store`` builds a new driver object on the same underlying data (the
+  cross-process/reopen path).
+- ``vfs_kind`` is parametrized over the VFS implementations available
+  (``python``; ``native`` when built).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterator
+
+import pytest
+
+from actor_db.kv import KVStore
+from tests.drivers import DRIVERS, DriverFactory, vfs_kinds
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(params=sorted(DRIVERS), ids=str)
+def driver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DriverFactory]:
+    """A factory for stores of one driver kind, all on the same data."""
+    factory = DRIVERS[request.param](tmp_path_factory.mktemp(request.param))
+    try:
+        yield factory
+    finally:
+        factory.cleanup()
+
+
+@pytest.fixture
+def store(driver: DriverFactory) -> Iterator[KVStore]:
+    s = driver.open()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def reopen_store(driver: DriverFactory) -> Callable[[], KVStore]:
+    """Open another driver object on the same data as ``store``."""
+    return driver.open
+
+
+@pytest.fixture(params=vfs_kinds(), ids=str)
+def vfs_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)

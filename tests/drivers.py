@@ -1,0 +1,50 @@
+"""The KV drivers and VFS kinds the behavioural suite runs against.
+
+To add a driver: write a :class:`DriverFactory` subclass and register it in
+:data:`DRIVERS`. Every test using the ``store`` fixture then runs on it too.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Callable
+
+from actor_db.kv import KVStore, LmdbKV, MemoryKV
+
+
+class DriverFactory:
+    """Opens stores of one kind, all on the same underlying data."""
+
+    def __init__(self, tmp: pathlib.Path) -> None:
+        self.tmp = tmp
+
+    def open(self) -> KVStore:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        """Stop whatever :meth:`open` needed (servers, ...)."""
+
+
+class MemoryFactory(DriverFactory):
+    def __init__(self, tmp: pathlib.Path) -> None:
+        super().__init__(tmp)
+        self._store = MemoryKV()
+
+    def open(self) -> KVStore:
+        return self._store.new_handle()
+
+
+class LmdbFactory(DriverFactory):
+    def open(self) -> KVStore:
+        return LmdbKV(self.tmp / "store")
+
+
+DRIVERS: dict[str, Callable[[pathlib.Path], DriverFactory]] = {
+    "memory": MemoryFactory,
+    "lmdb": LmdbFactory,
+}
+
+
+def vfs_kinds() -> list[str]:
+    """VFS implementations to run the suite on."""
+    return ["python"]

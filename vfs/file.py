@@ -58,11 +58,14 @@ class FileOptions:
     :ivar readahead_max_chunks: most chunks fetched ahead of a sequential read run.
     :ivar max_dirty_bytes: bytes of dirty chunks held in memory before they are spilled
         to the KV staging range (the transaction then commits through the redo log).
+    :ivar open_prefetch_chunks: chunks from offset 0 fetched with the meta when an open
+        is not answered by the preload (same round trip; 0 fetches none).
     """
 
     cache_chunks: int = 512
     readahead_max_chunks: int = 64
     max_dirty_bytes: int = 32 * 1024 * 1024
+    open_prefetch_chunks: int = 8
 
     def __post_init__(self) -> None:
         if self.cache_chunks < 0 or self.readahead_max_chunks < 0:
@@ -139,8 +142,8 @@ class KVFile:
     def _refresh(self, first_open: bool = False) -> None:
         """(Re)load the meta and commit record, rolling a found record forward.
 
-        On the first open chunk 0 rides along in the same round trip (SQLite reads the
-        header next), unless the preload already answers the meta and record.
+        On the first open the first ``open_prefetch_chunks`` chunks ride along in the same
+        round trip, unless the preload already answers the meta and record.
         """
         wanted = [self._meta_key, COMMIT_RECORD_KEY]
         known: dict[bytes, bytes | None] = {}
@@ -151,16 +154,18 @@ class KVFile:
                 missing.append(key)
             else:
                 known[key] = None if found is ABSENT else found  # type: ignore[assignment]
+        head: list[int] = []
+        head_values: list[bytes | None] = []
         if missing:
-            head = chunk_key(self._tag, 0)
-            fetch_head = first_open and self.preload.lookup(head) is NOT_LOADED and self._cache is not None
-            keys = missing + ([head] if fetch_head else [])
+            if first_open and self._cache is not None:
+                # The first chunks ride along for free: SQLite reads page 1 next, and the
+                # roots of the first tables created sit right after it.
+                head = [i for i in range(self.options.open_prefetch_chunks)
+                        if self.preload.lookup(chunk_key(self._tag, i)) is NOT_LOADED]
+            keys = missing + [chunk_key(self._tag, i) for i in head]
             values = self._kv_get(keys, apsw.SQLITE_IOERR_READ, "read of the database meta")
             known.update(zip(missing, values))
-            if fetch_head and values[-1] is not None:
-                assert self._cache is not None
-                self._cache[0] = values[-1]
-                self.stats.chunks_fetched += 1
+            head_values = values[len(missing):]
         meta = known[self._meta_key]
         try:
             size = 0 if meta is None else decode_meta(meta)
@@ -168,6 +173,12 @@ class KVFile:
             raise sqlite_error(apsw.SQLITE_CORRUPT, f"actor-db: the database meta is corrupt: {exc}") from exc
         self._size = self._committed_size = self._low_water = size
         self._meta_stale = False
+        if head:
+            assert self._cache is not None
+            for index, value in zip(head, head_values):
+                if value is not None and index * CHUNK_SIZE < size:
+                    self._cache[index] = value
+            self.stats.chunks_fetched += len(head)
         record = known[COMMIT_RECORD_KEY]
         if record is not None:
             try:

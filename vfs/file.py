@@ -353,13 +353,49 @@ class KVFile:
         return self._size
 
     # ------------------------------------------------------------------ commit
+    def _size_from_header(self) -> int | None:
+        """The database size in bytes that page 1, if rewritten in this transaction,
+        declares (header offsets 16, 24, 28, 92), or ``None`` if it declares nothing valid.
+
+        SQLite truncates the file AFTER the commit's sync (VACUUM, auto-vacuum); reading
+        the size the new header declares lets that truncation join the same atomic batch.
+        Pages past the declared size are never read by SQLite, so dropping them is safe.
+        """
+        page1 = self._dirty.get(0)
+        if page1 is None or page1[:16] != b"SQLite format 3\x00":
+            return None
+        if page1[24:28] != page1[92:96]:  # in-header size valid only if change counter matches
+            return None
+        page_size = int.from_bytes(page1[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        pages = int.from_bytes(page1[28:32], "big")
+        if pages == 0 or page_size < 512 or page_size & (page_size - 1):
+            return None
+        return pages * page_size
+
     def xSync(self, flags: int) -> None:
         self._ensure_ready()
-        extra = self.commit_hook() if self.commit_hook is not None else None
-        if not (self._dirty or self._staged or self._size != self._committed_size
-                or self._low_water != self._committed_size or extra):
+        declared = self._size_from_header()
+        if declared is not None and declared < self._size:
+            self.xTruncate(declared)
+        try:
+            extra = self.commit_hook() if self.commit_hook is not None else None
+        except Exception as exc:
+            # SQLite rolls back from its memory journal after a failed sync: drop the
+            # buffer so the file matches the KV again (as after a failed KV write). Only
+            # an I/O error code makes SQLite's pager roll back cleanly, so wrap others.
+            self._forget_after_failure()
+            if isinstance(exc, apsw.Error):
+                raise
+            failure = sqlite_error(apsw.SQLITE_IOERR_FSYNC, f"actor-db: the commit hook failed: {type(exc).__name__}: {exc}")
+            raise failure from exc
+        if not (self._has_pending_changes() or extra):
             return
         self.commit(extra)
+
+    def _has_pending_changes(self) -> bool:
+        return bool(self._dirty or self._staged or self._size != self._committed_size
+                    or self._low_water != self._committed_size)
 
     def commit(self, extra: WriteBatch | None = None) -> None:
         """Make every pending write durable: one atomic batch, or the redo protocol.
@@ -451,6 +487,16 @@ class KVFile:
         return int(apsw.SQLITE_IOCAP_POWERSAFE_OVERWRITE)
 
     def xFileControl(self, op: int, ptr: int) -> bool:
+        if op == apsw.SQLITE_FCNTL_COMMIT_PHASETWO and self._has_pending_changes():
+            # Safety net: a change SQLite made after the commit's sync (none is known
+            # once the header-declared truncation above is applied). This hint cannot
+            # fail the commit, so a KV error here is logged and the file re-reads the KV.
+            log.warning("changes after the commit's sync; committing them separately")
+            try:
+                self.commit()
+            except apsw.Error as exc:
+                log.error("post-sync commit failed; will re-read the KV: %s", exc)
+            return True
         if op == apsw.SQLITE_FCNTL_PRAGMA:
             pragma = apsw.VFSFcntlPragma(ptr)
             message = pragmas.refusal(pragma.name, pragma.value)

@@ -17,7 +17,7 @@ __all__ = ["Span", "spans", "chunk_count"]
 class Span(NamedTuple):
     """The part of one chunk that a byte range covers."""
 
-    index: int
+    chunk: int
     """Chunk index."""
     start: int
     """First byte within the chunk."""

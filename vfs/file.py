@@ -102,7 +102,7 @@ class KVFile:
         self.options = options
         self.stats = stats
         self._on_close = on_close
-        self._cache: LRU | None = LRU(options.cache_chunks) if options.cache_chunks else None
+        self._cache: LRU[int, bytes] | None = LRU(options.cache_chunks) if options.cache_chunks else None
         self._dirty: dict[int, bytearray] = {}
         self._staged: set[int] = set()
         self._size = 0
@@ -238,7 +238,7 @@ class KVFile:
             cached = self._cache.get(index)
             if cached is not None:
                 self.stats.cache_hits += 1
-                return cached  # type: ignore[no-any-return]
+                return cached
         return None
 
     def _fetch(self, indices: list[int]) -> dict[int, bytes]:
@@ -284,15 +284,15 @@ class KVFile:
             return b""
         amount = min(amount, self._size - offset)  # apsw zero-fills a short read
         pieces = list(spans(offset, amount))
-        chunks = self._chunks(p.index for p in pieces)
-        self._next_sequential = pieces[-1].index + 1
+        chunks = self._chunks(p.chunk for p in pieces)
+        self._next_sequential = pieces[-1].chunk + 1
         if len(pieces) == 1:
             p = pieces[0]
-            data = chunks[p.index]
+            data = chunks[p.chunk]
             return bytes(data[p.start:p.end]) if (p.start or p.end < len(data)) else bytes(data)
         out = bytearray(amount)
         for p in pieces:
-            piece = chunks[p.index][p.start:p.end]
+            piece = chunks[p.chunk][p.start:p.end]
             out[p.buffer_offset:p.buffer_offset + len(piece)] = piece
         return bytes(out)
 
@@ -314,7 +314,7 @@ class KVFile:
         view = memoryview(data)
         for p in spans(offset, len(data)):
             whole = p.start == 0 and p.end == CHUNK_SIZE
-            buf = self._dirty_chunk(p.index, whole)
+            buf = self._dirty_chunk(p.chunk, whole)
             buf[p.start:p.end] = view[p.buffer_offset:p.buffer_offset + (p.end - p.start)]
         self._size = max(self._size, offset + len(data))
         if len(self._dirty) * CHUNK_SIZE > self.options.max_dirty_bytes:

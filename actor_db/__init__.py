@@ -2,6 +2,7 @@
 
 from actor_db import errors, kv
 from actor_db.errors import ActorDBError
+from actor_db.runtime import ActorHandle, Context, Registry, Row, actor, db
 
-__all__ = ["errors", "kv", "ActorDBError"]
+__all__ = ["errors", "kv", "ActorDBError", "actor", "db", "Registry", "ActorHandle", "Context", "Row"]
 __version__ = "0.1.0"

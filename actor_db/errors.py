@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "ActorDBError", "KVError", "KVUnavailableError", "KVLimitError", "FencedError",
     "ActorNotFoundError", "ConfigurationError",
+    "ActionNotFoundError", "ActorShuttingDownError", "MigrationError", "StateError",
 ]
 
 
@@ -40,3 +41,26 @@ class ActorNotFoundError(ActorDBError, LookupError):
 
 class ConfigurationError(ActorDBError, ValueError):
     """An option or argument is invalid (e.g. a malformed ``--kv`` URL)."""
+
+
+class ActionNotFoundError(ActorNotFoundError):
+    """The actor type has no action with that name."""
+
+
+class ActorShuttingDownError(ActorDBError):
+    """The actor is going to sleep or being destroyed; the query was not run."""
+
+
+class MigrationError(ActorDBError):
+    """A migration failed; the database stays at :attr:`version` (its last good one).
+
+    The SQLite or user error is the ``__cause__``; the actor is not started.
+    """
+
+    def __init__(self, message: str, *, version: int) -> None:
+        super().__init__(message)
+        self.version = version
+
+
+class StateError(ActorDBError, TypeError):
+    """The actor's persisted state cannot be encoded (it must be JSON-serializable)."""

@@ -1,0 +1,22 @@
+"""The actor runtime: actor types, the registry, per-actor databases and lifecycle.
+
+Modules, one concept each: :mod:`~actor_db.runtime.actor` (declaring types and
+actions), :mod:`~actor_db.runtime.migrations` (``db()`` and migrations),
+:mod:`~actor_db.runtime.database` (``c.db`` and the worker-side connection),
+:mod:`~actor_db.runtime.worker` (the asyncio bridge), :mod:`~actor_db.runtime.state`
+(the persisted record), :mod:`~actor_db.runtime.startup` (the one-call start),
+:mod:`~actor_db.runtime.instance` (lifecycle and mutex),
+:mod:`~actor_db.runtime.registry` (``Registry`` and handles),
+:mod:`~actor_db.runtime.metrics` (counters), :mod:`~actor_db.runtime.keys` (actor keys).
+"""
+
+from actor_db.runtime.actor import ActorDefinition, ActorOptions, Context, actor
+from actor_db.runtime.database import Database
+from actor_db.runtime.migrations import DatabaseConfig, db
+from actor_db.runtime.registry import ActorHandle, Registry
+from actor_db.runtime.rows import Row
+
+__all__ = [
+    "actor", "db", "Registry", "ActorHandle", "ActorDefinition", "ActorOptions", "Context",
+    "Database", "DatabaseConfig", "Row",
+]

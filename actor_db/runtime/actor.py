@@ -1,0 +1,173 @@
+"""``actor_db.actor(...)``: declaring an actor type and its actions.
+
+>>> import actor_db
+>>> counter = actor_db.actor("counter", state=lambda: {"count": 0},
+...                          db=actor_db.db(migrations=["CREATE TABLE events (delta INTEGER)"]))
+>>> @counter.action
+... async def add(c, delta: int) -> int:
+...     await c.db.execute("INSERT INTO events (delta) VALUES (?)", delta)
+...     c.state["count"] += delta
+...     return c.state["count"]
+>>> sorted(counter.actions)
+['add']
+
+An actor type is only a declaration; :class:`actor_db.Registry` runs instances of it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar, overload
+
+from vfs.startup import DEFAULT_SQLITE_PRELOAD_BYTES
+
+from actor_db.errors import ConfigurationError
+from actor_db.runtime.migrations import DatabaseConfig
+
+if TYPE_CHECKING:
+    from actor_db.runtime.database import Database
+
+__all__ = ["ActorDefinition", "ActorOptions", "Context", "actor"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+DEFAULT_PRELOAD_MAX_BYTES = 1024 * 1024
+DEFAULT_PRELOAD_MAX_WORKFLOW_BYTES = 128 * 1024
+DEFAULT_PRELOAD_MAX_CONNECTIONS_BYTES = 64 * 1024
+DEFAULT_IDLE_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class ActorOptions:
+    """Per-actor-type tuning. Budgets are value bytes; 0 disables that part.
+
+    :ivar preload_max_bytes: total startup preload budget (RivetKit: 1 MiB); the state
+        record is charged first.
+    :ivar preload_max_sqlite_bytes: SQLite chunks, lowest first, partial (768 KiB).
+    :ivar preload_max_workflow_bytes: workflows, all-or-nothing (128 KiB).
+    :ivar preload_max_connections_bytes: connections, all-or-nothing (64 KiB).
+    :ivar idle_timeout_s: seconds without calls before the actor sleeps; ``None``
+        never sleeps on its own.
+    """
+
+    preload_max_bytes: int = DEFAULT_PRELOAD_MAX_BYTES
+    preload_max_sqlite_bytes: int = DEFAULT_SQLITE_PRELOAD_BYTES
+    preload_max_workflow_bytes: int = DEFAULT_PRELOAD_MAX_WORKFLOW_BYTES
+    preload_max_connections_bytes: int = DEFAULT_PRELOAD_MAX_CONNECTIONS_BYTES
+    idle_timeout_s: float | None = DEFAULT_IDLE_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        for name in ("preload_max_bytes", "preload_max_sqlite_bytes", "preload_max_workflow_bytes",
+                     "preload_max_connections_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ConfigurationError(f"{name} must be an int >= 0 (bytes), not {value!r}")
+        if self.idle_timeout_s is not None and self.idle_timeout_s <= 0:
+            raise ConfigurationError(f"idle_timeout_s must be > 0 seconds or None, not {self.idle_timeout_s!r}")
+
+
+class Context:
+    """What an action receives as ``c``.
+
+    :ivar key: the actor's key.
+    :ivar name: the actor type's name.
+    """
+
+    def __init__(self, name: str, key: str, holder: Any, database: Database | None) -> None:
+        self.name = name
+        self.key = key
+        self._holder = holder
+        self._db = database
+
+    @property
+    def state(self) -> Any:
+        """The persisted state; changes are saved when the action's work commits."""
+        return self._holder.value
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self._holder.value = value
+
+    @property
+    def db(self) -> Database:
+        """The actor's database (see :class:`~actor_db.runtime.database.Database`).
+
+        :raises ConfigurationError: the actor type declares no database.
+        """
+        if self._db is None:
+            raise ConfigurationError(f"actor type {self.name!r} has no database: declare one with db=actor_db.db(...)")
+        return self._db
+
+
+Hook = Callable[[Context], "Awaitable[None] | None"]
+
+
+@dataclass
+class ActorDefinition:
+    """An actor type: its name, initial state, database and actions."""
+
+    name: str
+    state_factory: Callable[[], Any] | None
+    database: DatabaseConfig | None
+    options: ActorOptions
+    on_wake: Hook | None = None
+    on_sleep: Hook | None = None
+    actions: dict[str, Callable[..., Any]] = field(default_factory=dict)
+
+    @overload
+    def action(self, fn: F) -> F: ...
+
+    @overload
+    def action(self, fn: None = None, *, name: str | None = None) -> Callable[[F], F]: ...
+
+    def action(self, fn: F | None = None, *, name: str | None = None) -> Any:
+        """Register ``fn(c, *args)`` (sync or ``async``) as an action.
+
+        Use as ``@counter.action`` or ``@counter.action(name="other")``.
+
+        :raises ConfigurationError: an action of that name already exists.
+        """
+        def register(f: F) -> F:
+            action_name = name or f.__name__
+            if action_name in self.actions:
+                raise ConfigurationError(f"actor type {self.name!r} already has an action {action_name!r}")
+            self.actions[action_name] = f
+            return f
+
+        return register(fn) if fn is not None else register
+
+
+def actor(
+    name: str,
+    *,
+    state: Callable[[], Any] | None = None,
+    db: DatabaseConfig | None = None,
+    on_wake: Hook | None = None,
+    on_sleep: Hook | None = None,
+    **options: Any,
+) -> ActorDefinition:
+    """Declare an actor type.
+
+    :param name: the type's name: 1-128 of ``A-Z a-z 0-9 _ . -``.
+    :param state: a factory for a new actor's initial state (JSON-serializable).
+    :param db: the database declaration (:func:`actor_db.db`), or ``None``.
+    :param on_wake: ``(c)`` hook run at every start, after migrations, like an action.
+    :param on_sleep: ``(c)`` hook run before the actor sleeps (not on destroy).
+    :param options: :class:`ActorOptions` fields (``preload_max_sqlite_bytes``,
+        ``idle_timeout_s``, ...).
+    :raises ConfigurationError: a bad name, option or argument.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigurationError(f"actor type name {name!r} must be 1-128 characters of A-Z a-z 0-9 _ . -")
+    if state is not None and not callable(state):
+        raise ConfigurationError("state must be a callable returning the initial state (e.g. lambda: {...})")
+    if db is not None and not isinstance(db, DatabaseConfig):
+        raise ConfigurationError("db must be built with actor_db.db(...)")
+    try:
+        opts = ActorOptions(**options)
+    except TypeError as exc:
+        raise ConfigurationError(f"unknown actor option: {exc}") from exc
+    return ActorDefinition(name, state, db, opts, on_wake, on_sleep)

@@ -1,0 +1,303 @@
+"""An actor's database: the SQLite connection on its worker thread, and ``c.db``.
+
+:class:`ActorConnection` is the synchronous side. It runs only on the actor's worker
+thread (see :mod:`actor_db.runtime.worker`) and owns the actor's ``vfs.KVConnection``.
+:class:`Database` is the asyncio side users get as ``c.db``; every call is one hop to
+the worker.
+
+Transactions (write coalescing, as Cloudflare Durable Objects do): an action's
+statements run in ONE implicit transaction, begun lazily before its first statement
+and committed when the action returns. The commit carries the actor's state record in
+the same atomic KV batch (the VFS ``commit_hook``), so an action that writes the
+database and changes ``c.state`` costs one KV round trip, and is all-or-nothing: when
+the action raises, its writes are rolled back and ``c.state`` returns to its last saved
+value. ``c.db.transaction()`` nests as a SAVEPOINT. An action whose first statement is
+``BEGIN``, ``COMMIT``, ``END``, ``ROLLBACK`` or ``VACUUM`` manages transactions itself
+(no implicit one is begun; each commit still carries the state if it changed).
+
+Invariants:
+
+- Only the worker thread touches the apsw connection.
+- ``PersistedState.saved`` changes only in ``after_commit`` or after a successful
+  state-only write, so it always equals what the KV holds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import time
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Sequence
+
+import apsw
+
+import vfs
+from vfs.keys import FILE_MAIN, chunk_range
+from vfs.preload import PreloadMap
+
+from actor_db.errors import ConfigurationError
+from actor_db.runtime.metrics import CountingKV
+from actor_db.runtime.rows import Row, column_index
+from actor_db.runtime.state import PersistedState
+
+if TYPE_CHECKING:
+    from actor_db.runtime.worker import Worker
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ActorConnection", "Database", "SQL_LOG_CHARS"]
+
+SQL_LOG_CHARS = 200
+"""SQL text longer than this is truncated in DEBUG logs (characters)."""
+
+_COMMENTS = re.compile(r"\s*(?:--[^\n]*(?:\n|$)|/\*.*?\*/)\s*", re.S)
+_SELF_MANAGED = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "VACUUM"})
+
+
+def first_keyword(sql: str) -> str:
+    """The first SQL keyword of ``sql``, upper-cased (leading comments skipped)."""
+    pos = 0
+    while True:
+        m = _COMMENTS.match(sql, pos)
+        if not m or m.end() == pos:
+            break
+        pos = m.end()
+    m = re.match(r"\s*([A-Za-z]+)", sql[pos:])
+    return m.group(1).upper() if m else ""
+
+
+def _bindings(args: tuple[Any, ...]) -> Any:
+    """``execute(sql, *args)`` positional values, or one dict / sequence of values."""
+    if len(args) == 1 and isinstance(args[0], (dict, list, tuple)):
+        return args[0]
+    return args
+
+
+class ActorConnection:
+    """The actor's SQLite connection and state-saving logic (worker thread only).
+
+    :param kv: the actor's counting KV view (every KV call of the actor goes through it).
+    :param state: the persisted record.
+    :param label: ``"type/key"`` for log messages.
+    """
+
+    def __init__(self, kv: CountingKV, state: PersistedState, label: str) -> None:
+        self.kv = kv
+        self.state = state
+        self.label = label
+        self.con: vfs.KVConnection | None = None
+        self.action_active = False
+        self._in_flight: bytes | None = None
+        self._savepoints = itertools.count(1)
+
+    # ------------------------------------------------------------------ opening
+    def open(self, preload: PreloadMap, options: dict[str, Any]) -> None:
+        """Open the database on the preloaded data (no round trip if the preload
+        covers the meta, the commit record and the head chunk)."""
+        con = vfs.connect(self.kv, f"{self.label}.db", preload=preload, **options)
+        con.kv_file.commit_hook = self._commit_hook
+        con.kv_file.after_commit = self._after_commit
+        self.con = con
+
+    def create(self, application_id: int) -> None:
+        """Write a new actor's first page, meta and state record in ONE batch.
+
+        Setting ``application_id`` writes the database header (page 1); the commit
+        hook adds the state record to that commit's batch.
+        """
+        con = self._require()
+        con.execute(f"PRAGMA application_id={int(application_id)}")
+        assert self.state.saved is not None, "the creation batch did not carry the state record"
+
+    def create_without_db(self) -> None:
+        """Write a new database-less actor's state record (one batch)."""
+        raw = self.state.encode()
+        self.kv.write(self.state.batch_for(raw))
+        self.state.mark_saved(raw)
+
+    def clear_sqlite_preload(self) -> None:
+        """Forget the preloaded chunks (before migrations: they read live from then on)."""
+        self._require().preload.clear(*chunk_range(FILE_MAIN))
+
+    def user_version(self) -> int:
+        return int(self._require().execute("PRAGMA user_version").fetchone()[0])
+
+    # ------------------------------------------------------------------ hooks
+    def _commit_hook(self) -> vfs.WriteBatch | None:
+        raw = self.state.pending()
+        self._in_flight = raw
+        return None if raw is None else self.state.batch_for(raw)
+
+    def _after_commit(self) -> None:
+        if self._in_flight is not None:
+            self.state.mark_saved(self._in_flight)
+            self._in_flight = None
+
+    # ------------------------------------------------------------------ queries
+    def _require(self) -> vfs.KVConnection:
+        if self.con is None:
+            raise ConfigurationError(
+                f"actor {self.label} has no database: declare one with db=actor_db.db(...)")
+        return self.con
+
+    def _maybe_begin(self, con: vfs.KVConnection, sql: str) -> None:
+        if self.action_active and not con.in_transaction and first_keyword(sql) not in _SELF_MANAGED:
+            con.execute("BEGIN")
+
+    def execute(self, sql: str, args: tuple[Any, ...]) -> list[Row]:
+        """Run ``sql`` (may hold several statements) and return every result row."""
+        con = self._require()
+        self._maybe_begin(con, sql)
+        started, reads, writes = time.perf_counter(), self.kv.reads, self.kv.writes
+        shapes: dict[tuple[str, ...], dict[str, int]] = {}
+
+        def row_trace(cursor: apsw.Cursor, values: tuple[Any, ...]) -> Row:
+            names = tuple(d[0] for d in cursor.description)
+            index = shapes.get(names)
+            if index is None:
+                index = shapes[names] = column_index(names)
+            return Row(values, index)
+
+        cursor = con.cursor()
+        cursor.row_trace = row_trace
+        try:
+            return list(cursor.execute(sql, _bindings(args)))
+        finally:
+            self._log_query(sql, started, reads, writes)
+
+    def executemany(self, sql: str, seq: Iterable[Sequence[Any] | dict[str, Any]]) -> int:
+        """Run ``sql`` once per bindings in ``seq``; returns the rows changed."""
+        con = self._require()
+        self._maybe_begin(con, sql)
+        started, reads, writes = time.perf_counter(), self.kv.reads, self.kv.writes
+        before = con.total_changes()
+        try:
+            for _ in con.executemany(sql, seq):
+                pass
+            return int(con.total_changes() - before)
+        finally:
+            self._log_query(sql, started, reads, writes)
+
+    def _log_query(self, sql: str, started: float, reads: int, writes: int) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            text = sql if len(sql) <= SQL_LOG_CHARS else sql[:SQL_LOG_CHARS] + "…"
+            log.debug("actor %s query %.3f ms, kv reads %d, kv writes %d: %s", self.label,
+                      (time.perf_counter() - started) * 1000.0, self.kv.reads - reads,
+                      self.kv.writes - writes, text)
+
+    def savepoint(self) -> str:
+        """Begin a savepoint (a transaction if none is open); returns its name."""
+        con = self._require()
+        self._maybe_begin(con, "SAVEPOINT")
+        name = f"actor_db_sp{next(self._savepoints)}"
+        con.execute(f"SAVEPOINT {name}")
+        return name
+
+    def release(self, name: str) -> None:
+        self._require().execute(f"RELEASE {name}")
+
+    def rollback_to(self, name: str) -> None:
+        con = self._require()
+        if con.in_transaction:
+            con.execute(f"ROLLBACK TO {name}; RELEASE {name}")
+
+    # ------------------------------------------------------------------ actions
+    def begin_action(self) -> None:
+        self.action_active = True
+
+    def end_action(self, ok: bool) -> None:
+        """Commit (``ok``) or roll back the action's implicit transaction and state.
+
+        On success the state record rides in the commit's batch; a state change with
+        no database commit is one state-only write. On any failure the database is
+        rolled back and ``c.state`` reverts to its saved value.
+        """
+        self.action_active = False
+        con = self.con
+        if not ok:
+            self._rollback()
+            return
+        try:
+            raw = self.state.pending()  # raises StateError before anything is written
+            if con is not None and con.in_transaction:
+                con.execute("COMMIT")  # the commit hook adds the state record
+            raw = self.state.pending()
+            if raw is not None:  # state changed but no database commit carried it
+                self.kv.write(self.state.batch_for(raw))
+                self.state.mark_saved(raw)
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        con = self.con
+        try:
+            if con is not None and con.in_transaction:
+                con.execute("ROLLBACK")
+        finally:
+            self.state.revert()
+
+    # ------------------------------------------------------------------ closing
+    def stats(self) -> vfs.VFSStats:
+        """The open connection's VFS counters (zeros when closed)."""
+        return self.con.stats.snapshot() if self.con is not None else vfs.VFSStats()
+
+    def close(self) -> None:
+        """Close the connection (rolling back anything uncommitted). Idempotent."""
+        con, self.con = self.con, None
+        if con is None:
+            return
+        try:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+        finally:
+            con.close()
+
+
+class Database:
+    """``c.db``: the actor's SQLite database, from asyncio.
+
+    :param worker: the actor's worker thread.
+    :param gate: returns the live :class:`ActorConnection`, or raises
+        :class:`~actor_db.errors.ActorShuttingDownError` when the actor is going to
+        sleep or was destroyed.
+
+    Example, inside an action::
+
+        await c.db.execute("INSERT INTO events (delta) VALUES (?)", 5)
+        rows = await c.db.execute("SELECT sum(delta) AS total FROM events")
+        rows[0]["total"], rows[0][0]
+    """
+
+    def __init__(self, worker: Worker, gate: Callable[[], ActorConnection]) -> None:
+        self._worker = worker
+        self._gate = gate
+
+    async def execute(self, sql: str, *args: Any) -> list[Row]:
+        """Run ``sql`` with ``args`` bound to its ``?`` parameters (or one dict for
+        ``:name`` parameters) and return all result rows (one worker hop).
+
+        :raises apsw.Error: SQLite's error for bad SQL or a failed constraint;
+            ``apsw.IOError`` (``__cause__``: a :class:`~actor_db.errors.KVError`) when
+            the KV failed.
+        """
+        return await self._worker.run(self._gate().execute, sql, args)
+
+    async def executemany(self, sql: str, seq_of_args: Iterable[Sequence[Any] | dict[str, Any]]) -> int:
+        """Run ``sql`` once per bindings; returns the number of rows changed."""
+        return await self._worker.run(self._gate().executemany, sql, list(seq_of_args))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Database]:
+        """A savepoint: its statements commit together with the action, or all roll
+        back when the block raises (the exception propagates)."""
+        core = self._gate()
+        name = await self._worker.run(core.savepoint)
+        try:
+            yield self
+        except BaseException:
+            await self._worker.run(core.rollback_to, name)
+            raise
+        await self._worker.run(core.release, name)

@@ -1,0 +1,291 @@
+"""One actor instance: its mutex, its lifecycle (wake, sleep, destroy) and its actions.
+
+States: ``asleep`` (nothing in memory but counters) → ``awake`` (worker thread, SQLite
+connection, state) → ``asleep`` again, or ``destroyed`` (every key deleted; final).
+
+Invariants:
+
+- One :class:`asyncio.Lock` per instance: actions, wake, sleep and destroy of one
+  actor never overlap; different actors run concurrently (each has its own worker
+  thread, so a slow KV call blocks only its own actor).
+- ``c.db`` works only while an action (or ``on_wake``/``on_sleep``, or a migration)
+  of this actor runs; after sleep or destroy began it raises
+  :class:`~actor_db.errors.ActorShuttingDownError` instead of touching the database.
+- Closing runs its cleanup in ``finally``: the connection is closed and the worker
+  stopped even when a hook or the KV fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import time
+from typing import Any
+
+import vfs
+
+from actor_db.errors import ActionNotFoundError, ActorDBError, ActorNotFoundError, ActorShuttingDownError
+from actor_db.runtime.actor import ActorDefinition, Context
+from actor_db.runtime.database import ActorConnection, Database
+from actor_db.runtime.metrics import CountingKV, StartupMetrics
+from actor_db.runtime.startup import start_actor
+from actor_db.runtime.state import PersistedState
+from actor_db.runtime.worker import Worker
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ActorInstance"]
+
+_current: contextvars.ContextVar[ActorInstance | None] = contextvars.ContextVar("actor_db_current_actor", default=None)
+
+ASLEEP, AWAKE, DESTROYED = "asleep", "awake", "destroyed"
+
+
+async def _call_user(fn: Any, *args: Any) -> Any:
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class ActorInstance:
+    """The runtime side of one actor (type ``definition``, key ``key``).
+
+    :param kv: the actor's KV view (``store.actor(actor_id)``).
+    """
+
+    def __init__(self, definition: ActorDefinition, key: str, kv: Any, on_destroyed: Any = None) -> None:
+        self.definition = definition
+        self.key = key
+        self.label = f"{definition.name}/{key}"
+        self.kv = CountingKV(kv)
+        self.status = ASLEEP
+        self._lock = asyncio.Lock()
+        self._worker: Worker | None = None
+        self._core: ActorConnection | None = None
+        self._database: Database | None = None
+        self._closing = False
+        self._starting = False
+        self._startup = StartupMetrics()
+        self._vfs_closed = vfs.VFSStats()
+        self._starts = 0
+        self._actions = 0
+        self._generation = 0
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._on_destroyed = on_destroyed
+
+    # ------------------------------------------------------------------ gate
+    def _gate(self) -> ActorConnection:
+        core = self._core
+        if self.status != AWAKE or self._closing or core is None:
+            raise ActorShuttingDownError(f"actor {self.label} is shutting down (or asleep): query not run")
+        if not (core.action_active or self._starting):
+            raise ActorDBError(f"actor {self.label}: c.db may only be used while one of its actions runs")
+        return core
+
+    # ------------------------------------------------------------------ wake
+    async def _wake(self) -> None:
+        worker = Worker(f"actor-db:{self.label}")
+        database = Database(worker, self._gate)
+        self._worker, self._database = worker, database
+
+        def make_core(state: PersistedState) -> ActorConnection:
+            self._core = ActorConnection(self.kv, state, self.label)
+            return self._core
+
+        self._starting = True
+        self.status = AWAKE
+        trips0 = self.kv.round_trips
+        try:
+            core, metrics = await start_actor(self.definition, self.key, self.kv, worker, make_core, database)
+            self._starting = False
+            if self.definition.on_wake is not None:
+                started = time.perf_counter()
+                with metrics.user("on_wake"):
+                    await self._run_as_action(self.definition.on_wake)
+                metrics.total_ms += (time.perf_counter() - started) * 1000.0
+                metrics.kv_round_trips = self.kv.round_trips - trips0
+        except BaseException:
+            await self._close_worker()
+            raise
+        finally:
+            self._starting = False
+        self._startup = metrics
+        self._starts += 1
+        log.info("actor %s awake (new=%s, %d KV round trips, %.3f ms)", self.label, metrics.is_new,
+                 metrics.kv_round_trips, metrics.total_ms)
+
+    async def _close_worker(self) -> None:
+        """Close the connection and stop the worker; always leaves the actor not awake."""
+        worker, core = self._worker, self._core
+        self._fold_stats()
+        try:
+            if worker is not None:
+                await worker.close(core.close if core is not None else None)
+        finally:
+            self._worker = self._core = self._database = None
+            if self.status == AWAKE:
+                self.status = ASLEEP
+            self._closing = False
+
+    # ------------------------------------------------------------------ actions
+    def _context(self) -> Context:
+        assert self._core is not None
+        return Context(self.definition.name, self.key, self._core.state,
+                       self._database if self.definition.database is not None else None)
+
+    async def _run_as_action(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(c, *args)`` with the implicit transaction (lock already held)."""
+        worker, core = self._worker, self._core
+        assert worker is not None and core is not None
+        core.begin_action()
+        token = _current.set(self)
+        try:
+            result = await _call_user(fn, self._context(), *args)
+        except BaseException:
+            _current.reset(token)
+            await worker.run(core.end_action, False)
+            raise
+        _current.reset(token)
+        await worker.run(core.end_action, True)
+        return result
+
+    async def call(self, action: str, *args: Any) -> Any:
+        """Run ``action`` with ``args``, waking the actor first if needed.
+
+        :raises ActionNotFoundError: the type has no such action.
+        :raises ActorNotFoundError: the actor was destroyed.
+        """
+        fn = self.definition.actions.get(action)
+        if fn is None:
+            raise ActionNotFoundError(
+                f"actor type {self.definition.name!r} has no action {action!r} "
+                f"(actions: {sorted(self.definition.actions)})")
+        if _current.get() is self:
+            raise ActorDBError(f"actor {self.label}: an action called its own actor; that would deadlock")
+        self._generation += 1
+        async with self._lock:
+            if self.status == DESTROYED:
+                raise ActorNotFoundError(f"actor {self.label} was destroyed")
+            if self.status == ASLEEP:
+                await self._wake()
+            try:
+                self._actions += 1
+                return await self._run_as_action(fn, *args)
+            finally:
+                self._schedule_idle()
+
+    async def wake(self) -> None:
+        """Start the actor now if it is asleep (creating it if it does not exist)."""
+        async with self._lock:
+            if self.status == DESTROYED:
+                raise ActorNotFoundError(f"actor {self.label} was destroyed")
+            if self.status == ASLEEP:
+                await self._wake()
+                self._schedule_idle()
+
+    # ------------------------------------------------------------------ sleep / destroy
+    def _schedule_idle(self) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        timeout = self.definition.options.idle_timeout_s
+        if timeout is None or self.status != AWAKE:
+            return
+        generation = self._generation
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._idle_handle = None
+            if generation == self._generation and self.status == AWAKE:
+                task = loop.create_task(self._idle_sleep(generation))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+        self._idle_handle = loop.call_later(timeout, fire)
+
+    async def _idle_sleep(self, generation: int) -> None:
+        try:
+            async with self._lock:
+                if generation == self._generation and self.status == AWAKE:
+                    log.debug("actor %s idle for %.3f s: going to sleep", self.label,
+                              self.definition.options.idle_timeout_s or 0.0)
+                    await self._sleep_locked()
+        except Exception:  # a background task: report, never lose
+            log.exception("actor %s: idle sleep failed", self.label)
+
+    async def _sleep_locked(self) -> None:
+        if self.status != AWAKE:
+            return
+        try:
+            if self.definition.on_sleep is not None:
+                try:
+                    await self._run_as_action(self.definition.on_sleep)
+                except Exception:
+                    log.exception("actor %s: on_sleep failed; going to sleep anyway", self.label)
+        finally:
+            self._closing = True
+            await self._close_worker()
+        log.info("actor %s asleep", self.label)
+
+    def _fold_stats(self) -> None:
+        if self._core is not None:
+            stats = self._core.stats()
+            for name, value in stats.as_dict().items():
+                setattr(self._vfs_closed, name, getattr(self._vfs_closed, name) + value)
+
+    async def sleep(self) -> None:
+        """Let in-flight actions finish, then close the connection and free memory."""
+        self._generation += 1
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        async with self._lock:
+            await self._sleep_locked()
+
+    async def destroy(self) -> None:
+        """Close the actor and delete every key it has (one KV round trip). Final."""
+        self._generation += 1
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        async with self._lock:
+            if self.status == DESTROYED:
+                return
+            try:
+                if self.status == AWAKE:
+                    self._closing = True
+                    await self._close_worker()
+            finally:
+                self.status = DESTROYED
+                try:
+                    await asyncio.to_thread(self.kv.delete_all)
+                finally:
+                    if self._on_destroyed is not None:
+                        self._on_destroyed(self)
+            log.info("actor %s destroyed", self.label)
+
+    # ------------------------------------------------------------------ metrics
+    def metrics(self) -> dict[str, Any]:
+        """Startup metrics of the last start plus lifetime counters (see the issue 3 names)."""
+        stats = self._vfs_closed.snapshot()
+        if self._core is not None:
+            for name, value in self._core.stats().as_dict().items():
+                setattr(stats, name, getattr(stats, name) + value)
+        out = self._startup.as_dict()
+        out.update({
+            "kv_round_trips": self.kv.round_trips,
+            "kv_reads": self.kv.reads,
+            "kv_writes": self.kv.writes,
+            "vfs_preload_hits": stats.preload_hits,
+            "vfs_cache_hits": stats.cache_hits,
+            "vfs_live_reads": stats.live_reads,
+            "vfs_commits": stats.commits,
+            "starts_total": self._starts,
+            "actions_total": self._actions,
+            "status": self.status,
+        })
+        return out

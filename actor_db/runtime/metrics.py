@@ -1,0 +1,130 @@
+"""Per-actor counters: KV round trips (counted at the actor's KV view) and startup phases.
+
+The names returned by :meth:`StartupMetrics.as_dict` are part of the public contract of
+``handle.metrics()`` (issue 3): ``startup_kv_round_trips``, ``startup_total_ms``,
+``startup_is_new``, ``startup_internal_<phase>_ms`` and ``startup_user_<phase>_ms``.
+Durations are milliseconds of wall time; counters are round trips (KV calls).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Iterator, Sequence
+
+from vfs.preload import PreloadMap
+from vfs.protocol import KV, KVLimits, PreloadRequest, WriteBatch
+
+__all__ = ["CountingKV", "StartupMetrics", "INTERNAL_PHASES", "USER_PHASES"]
+
+INTERNAL_PHASES: tuple[str, ...] = ("preload", "load_state", "open_db", "create", "migrate")
+"""Runtime phases of a start, in order (``create`` only runs for a new actor)."""
+
+USER_PHASES: tuple[str, ...] = ("state_factory", "migrations", "on_migrate", "on_wake")
+"""User-code phases of a start."""
+
+
+class CountingKV:
+    """An actor-scoped KV view that counts its own calls (reads and writes).
+
+    Every call is one round trip, counted before it is made (a failed call still cost
+    one). Satisfies :class:`vfs.protocol.KV`; thread-safe.
+    """
+
+    def __init__(self, inner: KV) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+        self.reads = 0
+        """Read calls (get_many, scan, preload), in round trips."""
+        self.writes = 0
+        """Write calls, in round trips."""
+
+    @property
+    def round_trips(self) -> int:
+        """All KV calls made through this view."""
+        return self.reads + self.writes
+
+    @property
+    def identity(self) -> Hashable:
+        return self.inner.identity
+
+    @property
+    def limits(self) -> KVLimits:
+        return self.inner.limits
+
+    def _read(self) -> None:
+        with self._lock:
+            self.reads += 1
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        self._read()
+        return self.inner.get_many(keys)
+
+    def scan(self, start: bytes, end: bytes, *, limit: int | None = None,
+             max_bytes: int | None = None) -> list[tuple[bytes, bytes]]:
+        self._read()
+        return self.inner.scan(start, end, limit=limit, max_bytes=max_bytes)
+
+    def preload(self, request: PreloadRequest) -> PreloadMap:
+        self._read()
+        return self.inner.preload(request)
+
+    def write(self, batch: WriteBatch) -> None:
+        with self._lock:
+            self.writes += 1
+        self.inner.write(batch)
+
+    def delete_all(self) -> None:
+        """Delete every key of the actor (one round trip; the driver view must offer it)."""
+        with self._lock:
+            self.writes += 1
+        self.inner.delete_all()  # type: ignore[attr-defined]
+
+
+@dataclass
+class StartupMetrics:
+    """What the last start of an actor cost.
+
+    :ivar kv_round_trips: KV calls from the start until the actor was ready.
+    :ivar is_new: the actor was created by this start.
+    :ivar internal_ms: runtime phase → milliseconds.
+    :ivar user_ms: user-code phase → milliseconds.
+    """
+
+    kv_round_trips: int = 0
+    total_ms: float = 0.0
+    is_new: bool = False
+    internal_ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(INTERNAL_PHASES, 0.0))
+    user_ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(USER_PHASES, 0.0))
+
+    @contextmanager
+    def internal(self, phase: str) -> Iterator[None]:
+        """Add the time spent in the ``with`` body to runtime phase ``phase``."""
+        assert phase in self.internal_ms, phase
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.internal_ms[phase] += (time.perf_counter() - start) * 1000.0
+
+    @contextmanager
+    def user(self, phase: str) -> Iterator[None]:
+        """Add the time spent in the ``with`` body to user phase ``phase``."""
+        assert phase in self.user_ms, phase
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.user_ms[phase] += (time.perf_counter() - start) * 1000.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "startup_kv_round_trips": self.kv_round_trips,
+            "startup_total_ms": self.total_ms,
+            "startup_is_new": self.is_new,
+        }
+        out.update({f"startup_internal_{k}_ms": v for k, v in self.internal_ms.items()})
+        out.update({f"startup_user_{k}_ms": v for k, v in self.user_ms.items()})
+        return out

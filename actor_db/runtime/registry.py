@@ -1,0 +1,151 @@
+"""``actor_db.Registry``: runs actors of the declared types on one KV store.
+
+>>> import asyncio, actor_db
+>>> echo = actor_db.actor("echo", state=lambda: {"n": 0})
+>>> @echo.action
+... async def ping(c, x):
+...     c.state["n"] += 1
+...     return x
+>>> async def main():
+...     async with actor_db.Registry([echo], kv=actor_db.kv.MemoryKV()) as registry:
+...         return await registry.get_or_create("echo", key="a").call("ping", 7)
+>>> asyncio.run(main())
+7
+
+Actor ids in the KV are ``"<type>/<key>"`` (type names contain no ``/``). A registry
+keeps one instance per actor; two registries must not run the same actor at once
+(the VFS refuses a second open in one process).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Iterable
+
+from actor_db.errors import ActorNotFoundError, ConfigurationError
+from actor_db.kv.base import KVStore
+from actor_db.runtime.actor import ActorDefinition
+from actor_db.runtime.instance import ActorInstance
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Registry", "ActorHandle", "DEFAULT_KV_PATH"]
+
+DEFAULT_KV_PATH = "./.actor-db"
+"""Where the default LMDB store lives (relative to the working directory)."""
+
+
+class ActorHandle:
+    """A reference to one actor. Cheap; every method is safe to call at any time."""
+
+    def __init__(self, instance: ActorInstance) -> None:
+        self._instance = instance
+
+    @property
+    def name(self) -> str:
+        return self._instance.definition.name
+
+    @property
+    def key(self) -> str:
+        return self._instance.key
+
+    async def call(self, action: str, *args: Any) -> Any:
+        """Run ``action(c, *args)`` on the actor (waking or creating it first).
+
+        Actions of one actor run one at a time, in call order.
+
+        :raises ActionNotFoundError: no such action.
+        :raises ActorNotFoundError: the actor was destroyed.
+        :raises MigrationError: the actor could not start because a migration failed.
+        """
+        return await self._instance.call(action, *args)
+
+    async def wake(self) -> None:
+        """Start the actor now (creating it if needed) without running an action."""
+        await self._instance.wake()
+
+    async def sleep(self) -> None:
+        """Finish in-flight actions, close the database and free the actor's memory.
+        The next call wakes it."""
+        await self._instance.sleep()
+
+    async def destroy(self) -> None:
+        """Delete the actor and every key it stored. Later calls on this handle raise
+        :class:`ActorNotFoundError`; ``get_or_create`` makes a new, empty actor."""
+        await self._instance.destroy()
+
+    def metrics(self) -> dict[str, Any]:
+        """Startup and lifetime counters: ``startup_kv_round_trips``, ``startup_total_ms``,
+        ``startup_is_new``, ``startup_internal_*_ms``, ``startup_user_*_ms``,
+        ``kv_round_trips``, ``vfs_preload_hits``, ``vfs_cache_hits``, ``vfs_live_reads``, ..."""
+        return self._instance.metrics()
+
+    def __repr__(self) -> str:
+        return f"<ActorHandle {self._instance.label} {self._instance.status}>"
+
+
+class Registry:
+    """Runs actors of the given types on ``kv``.
+
+    :param actors: the actor types (from :func:`actor_db.actor`).
+    :param kv: the store; default: an :class:`~actor_db.kv.LmdbKV` in ``./.actor-db``
+        (owned and closed by the registry).
+    :raises ConfigurationError: two types share a name, or ``kv`` is not a store.
+    """
+
+    def __init__(self, actors: Iterable[ActorDefinition], kv: KVStore | None = None) -> None:
+        self._types: dict[str, ActorDefinition] = {}
+        for definition in actors:
+            if not isinstance(definition, ActorDefinition):
+                raise ConfigurationError(f"{definition!r} is not an actor type (use actor_db.actor(...))")
+            if definition.name in self._types:
+                raise ConfigurationError(f"two actor types are named {definition.name!r}")
+            self._types[definition.name] = definition
+        self._owns_kv = kv is None
+        if kv is None:
+            from actor_db.kv.lmdb import LmdbKV
+            kv = LmdbKV(os.path.abspath(DEFAULT_KV_PATH))
+        if not isinstance(kv, KVStore):
+            raise ConfigurationError(f"kv must be an actor_db.kv store, not {type(kv).__name__}")
+        self.kv = kv
+        self._instances: dict[tuple[str, str], ActorInstance] = {}
+
+    def get_or_create(self, name: str, key: str = "default") -> ActorHandle:
+        """A handle to actor ``key`` of type ``name``; it is created on its first call.
+
+        :raises ActorNotFoundError: no actor type is named ``name``.
+        :raises ConfigurationError: ``key`` is not a string.
+        """
+        definition = self._types.get(name)
+        if definition is None:
+            raise ActorNotFoundError(f"no actor type named {name!r} (known: {sorted(self._types)})")
+        if not isinstance(key, str):
+            raise ConfigurationError(f"actor key must be a str, not {type(key).__name__}")
+        instance = self._instances.get((name, key))
+        if instance is None:
+            instance = ActorInstance(definition, key, self.kv.actor(f"{name}/{key}"), on_destroyed=self._forget)
+            self._instances[(name, key)] = instance
+        return ActorHandle(instance)
+
+    def _forget(self, instance: ActorInstance) -> None:
+        if self._instances.get((instance.definition.name, instance.key)) is instance:
+            del self._instances[(instance.definition.name, instance.key)]
+
+    async def close(self) -> None:
+        """Put every awake actor to sleep, then close the store if the registry opened it."""
+        try:
+            for instance in list(self._instances.values()):
+                try:
+                    await instance.sleep()
+                except Exception:
+                    log.exception("actor %s failed to go to sleep", instance.label)
+        finally:
+            if self._owns_kv:
+                self.kv.close()
+
+    async def __aenter__(self) -> Registry:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

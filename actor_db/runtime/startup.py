@@ -1,0 +1,146 @@
+"""Starting an actor: ONE KV call for everything it needs, then open, create, migrate.
+
+The sequence (DESIGN.md sections 2-4, issue 3):
+
+1. **preload** — one ``PreloadRequest``: the state key ``[1]`` and the VFS's exact keys
+   (main meta, commit record), then the SQLite chunks (partial, lowest first, 768 KiB),
+   connections (64 KiB) and workflows (128 KiB, both all-or-nothing), all under the
+   1 MiB total. Budgets come from :class:`~actor_db.runtime.actor.ActorOptions`.
+2. **load state** — the state key is found (existing actor) or confirmed absent (new
+   actor: the state factory runs).
+3. **open db** — ``vfs.connect(kv, preload=...)``: 0 round trips when the preload
+   covers the meta, record and head chunk.
+4. **create** (new actors only) — the database's first page, its meta and the state
+   record go out in ONE atomic batch (the VFS commit hook carries the record).
+5. **migrate** — if a version is pending or ``on_migrate`` is set, the preload's
+   SQLite chunks are cleared first; otherwise the preload is kept, so the first query
+   after a wake is still answered from it.
+
+Waking an existing actor whose database fits the budget therefore costs exactly 1 KV
+round trip before its first query; creating one costs 2 (preload + one batch) before
+migrations. A read beyond the preload before migrations is logged as a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import vfs
+from vfs.preload import ABSENT, NOT_LOADED, PreloadMap
+from vfs.protocol import PrefixBudget, PreloadRequest
+
+from actor_db.runtime.database import ActorConnection, Database
+from actor_db.runtime.keys import CONNECTIONS_RANGE, STATE_KEY, WORKFLOWS_RANGE
+from actor_db.runtime.metrics import CountingKV, StartupMetrics
+from actor_db.runtime.migrations import DEFAULT_APPLICATION_ID, run_migrations
+from actor_db.runtime.state import PersistedState
+
+if TYPE_CHECKING:
+    from actor_db.runtime.actor import ActorDefinition, ActorOptions
+    from actor_db.runtime.worker import Worker
+
+log = logging.getLogger(__name__)
+
+__all__ = ["preload_request", "start_actor"]
+
+
+def preload_request(options: ActorOptions, has_db: bool) -> PreloadRequest:
+    """The one-call startup request for an actor with these budgets."""
+    keys: tuple[bytes, ...] = (STATE_KEY,)
+    ranges: list[PrefixBudget] = []
+    if has_db:
+        keys += vfs.sqlite_preload_keys()
+        ranges.extend(vfs.sqlite_preload_ranges(options.preload_max_sqlite_bytes))
+    ranges.append(PrefixBudget(CONNECTIONS_RANGE, options.preload_max_connections_bytes, partial=False))
+    ranges.append(PrefixBudget(WORKFLOWS_RANGE, options.preload_max_workflow_bytes, partial=False))
+    return PreloadRequest(keys=keys, ranges=tuple(ranges), max_total_bytes=options.preload_max_bytes)
+
+
+def _preload(kv: CountingKV, request: PreloadRequest, metrics: StartupMetrics) -> PreloadMap:
+    with metrics.internal("preload"):
+        return kv.preload(request)
+
+
+def _open(core: ActorConnection, preload: PreloadMap, config_options: dict[str, Any], is_new: bool,
+          metrics: StartupMetrics) -> int:
+    """Open (and for a new actor create) the database; returns its user_version."""
+    with metrics.internal("open_db"):
+        core.open(preload, config_options)
+    if is_new:
+        with metrics.internal("create"):
+            core.create(DEFAULT_APPLICATION_ID)
+    return core.user_version()
+
+
+def _create_without_db(core: ActorConnection, metrics: StartupMetrics) -> None:
+    with metrics.internal("create"):
+        core.create_without_db()
+
+
+async def start_actor(
+    definition: ActorDefinition,
+    key: str,
+    kv: CountingKV,
+    worker: Worker,
+    core_factory: Any,
+    database: Database,
+) -> tuple[ActorConnection, StartupMetrics]:
+    """Run steps 1-5 above on ``worker``; returns the ready connection and the metrics.
+
+    The caller closes the worker (and the connection) if this raises.
+
+    :param core_factory: ``core_factory(state) -> ActorConnection`` (the instance keeps
+        a reference so ``database`` finds it).
+    :raises MigrationError: a migration failed.
+    :raises ConfigurationError: the stored record belongs to another actor type.
+    :raises KVError: the preload or a write failed.
+    """
+    metrics = StartupMetrics()
+    started = time.perf_counter()
+    reads0, trips0 = kv.reads, kv.round_trips
+    label = f"{definition.name}/{key}"
+    config = definition.database
+
+    preload = await worker.run(_preload, kv, preload_request(definition.options, config is not None), metrics)
+
+    with metrics.internal("load_state"):
+        raw = preload.lookup(STATE_KEY)
+        if raw is NOT_LOADED:  # an exact key is always answered; a driver bug if not
+            log.warning("actor %s: the preload did not answer the state key; reading it live", label)
+            raw = (await worker.run(kv.get_many, [STATE_KEY]))[0]
+            raw = ABSENT if raw is None else raw
+    is_new = raw is ABSENT
+    metrics.is_new = is_new
+    if is_new:
+        with metrics.user("state_factory"):
+            initial = definition.state_factory() if definition.state_factory is not None else None
+        state = PersistedState.new(definition.name, key, initial)
+        state.encode()  # a non-JSON initial state fails here, before anything is written
+    else:
+        assert isinstance(raw, bytes)
+        state = PersistedState.decode(definition.name, key, raw)
+    core: ActorConnection = core_factory(state)
+
+    version = 0
+    if config is not None:
+        version = await worker.run(_open, core, preload, dict(config.vfs_options), is_new, metrics)
+    elif is_new:
+        await worker.run(_create_without_db, core, metrics)
+    extra_reads = kv.reads - reads0 - 1
+    if extra_reads > 0:
+        log.warning("actor %s: startup made %d KV read(s) beyond the preload before migrations "
+                    "(the preload missed data it should cover; raise preload_max_sqlite_bytes?)", label, extra_reads)
+
+    if config is not None and (version < config.version or config.on_migrate is not None):
+        # Migrations may rewrite any page: from here on reads go to the cache/KV.
+        await worker.run(core.clear_sqlite_preload)
+        with metrics.internal("migrate"):
+            await run_migrations(worker, core, database, config, version, metrics.user)
+
+    metrics.total_ms = (time.perf_counter() - started) * 1000.0
+    metrics.kv_round_trips = kv.round_trips - trips0
+    log.debug("actor %s started (new=%s) in %.3f ms with %d KV round trips", label, is_new,
+              metrics.total_ms, metrics.kv_round_trips)
+    return core, metrics

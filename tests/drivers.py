@@ -39,9 +39,40 @@ class LmdbFactory(DriverFactory):
         return LmdbKV(self.tmp / "store")
 
 
+class RedisFactory(DriverFactory):
+    """RedisKV on this test process's durable ``redis-server`` (AOF, ``appendfsync always``;
+    started on first use, stopped by PID at exit), in a fresh namespace per test."""
+
+    def __init__(self, tmp: pathlib.Path) -> None:
+        super().__init__(tmp)
+        from tests.redis_server import fresh_namespace
+
+        self.namespace = fresh_namespace("redis")
+        self._stores: list[KVStore] = []
+
+    def open(self) -> KVStore:
+        from actor_db.kv.redis import RedisKV
+        from tests.redis_server import session_server
+
+        store = RedisKV(session_server().url, namespace=self.namespace)
+        self._stores.append(store)
+        return store
+
+    def cleanup(self) -> None:
+        from actor_db.kv.redis import RedisKV
+        from tests.redis_server import session_server
+
+        for store in self._stores:
+            store.close()
+        if self._stores:
+            with RedisKV(session_server().url, namespace=self.namespace, check_persistence=False) as dropper:
+                dropper.drop_namespace()  # type: ignore[attr-defined]
+
+
 DRIVERS: dict[str, Callable[[pathlib.Path], DriverFactory]] = {
     "memory": MemoryFactory,
     "lmdb": LmdbFactory,
+    "redis": RedisFactory,
 }
 
 

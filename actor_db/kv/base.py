@@ -5,6 +5,15 @@ keys (``_get_many``, ``_scan``, ``_write``, ``_preload``, ``_close``). Each raw 
 be one round trip and atomic. :class:`ActorKV` (what :meth:`KVStore.actor` returns)
 adds the actor's prefix, checks limits before anything is sent, counts the call, and
 satisfies :class:`vfs.protocol.KV`.
+
+Single-writer fencing (drivers implement ``_acquire`` and honour ``_write``'s ``fence``):
+:meth:`ActorKV.acquire_ownership` (or :meth:`ActorKV.acquire_and_preload`) bumps the
+actor's fencing counter atomically and keeps the new token; from then on every write of
+that view is applied only if the stored counter still equals the token, checked inside
+the same atomic step as the write, else :class:`~actor_db.errors.FencedError` is raised
+and nothing is applied. The counter lives outside the actor's key range (it survives
+``delete_all``, so a token is never handed out twice). Reads are not fenced, and views
+that never acquired ownership write unconditionally. See :mod:`actor_db.kv.fencing`.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from typing import Hashable, Iterator, Sequence
+from typing import Hashable, Iterator, NamedTuple, Sequence
 
 from vfs.preload import PreloadMap
 from vfs.protocol import KeyRange, KVLimits, PrefixBudget, PreloadRequest, WriteBatch
@@ -22,7 +31,14 @@ from actor_db.kv.namespace import ACTORS_END, ACTORS_START, actor_prefix, parse_
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KVStore", "ActorKV"]
+__all__ = ["KVStore", "ActorKV", "Fence"]
+
+
+class Fence(NamedTuple):
+    """The condition a fenced write carries: ``actor_id``'s counter must equal ``token``."""
+
+    actor_id: str
+    token: int
 
 
 class KVStore(ABC):
@@ -83,8 +99,19 @@ class KVStore(ABC):
     def _scan(self, start: bytes, end: bytes, limit: int | None, max_bytes: int | None) -> list[tuple[bytes, bytes]]: ...
 
     @abstractmethod
-    def _write(self, batch: WriteBatch) -> None:
-        """Apply a batch of full keys atomically: range deletes, deletes, then puts."""
+    def _write(self, batch: WriteBatch, fence: Fence | None = None) -> None:
+        """Apply a batch of full keys atomically: range deletes, deletes, then puts.
+
+        :param fence: when given, apply the batch only if the actor's fencing counter
+            equals ``fence.token`` (checked in the same atomic step), else raise
+            :class:`~actor_db.errors.FencedError` and apply nothing.
+        """
+
+    def _acquire(self, actor_id: str, request: PreloadRequest | None) -> tuple[int, PreloadMap | None]:
+        """Bump ``actor_id``'s fencing counter atomically and return the new token (the
+        first is 1); with ``request`` (full keys), evaluate that preload in the same
+        atomic step. One round trip."""
+        raise NotImplementedError(f"{type(self).__name__} does not support single-writer fencing")
 
     @abstractmethod
     def _preload(self, request: PreloadRequest) -> PreloadMap:
@@ -125,6 +152,7 @@ class ActorKV:
         self.actor_id = actor_id
         self._prefix = actor_prefix(actor_id)
         self._end = prefix_end(self._prefix)
+        self._fence: Fence | None = None
         base = store.limits
         self._limits = KVLimits(
             None if base.max_key_bytes is None else base.max_key_bytes - len(self._prefix),
@@ -194,10 +222,15 @@ class ActorKV:
         return [(k[n:], v) for k, v in pairs]
 
     def write(self, batch: WriteBatch) -> None:
-        self._call("write", self.store._write, self._check_batch(batch))
+        """Apply ``batch`` atomically (one round trip).
 
-    def preload(self, request: PreloadRequest) -> PreloadMap:
-        full = PreloadRequest(
+        :raises FencedError: this view acquired ownership and another view has taken it
+            since; nothing was applied.
+        """
+        self._call("write", self.store._write, self._check_batch(batch), self._fence)
+
+    def _full_request(self, request: PreloadRequest) -> PreloadRequest:
+        return PreloadRequest(
             keys=tuple(self._full(k) for k in request.keys),
             ranges=tuple(
                 PrefixBudget(KeyRange(self._full(b.range.start), self._prefix + b.range.end), b.max_bytes, b.partial)
@@ -205,11 +238,47 @@ class ActorKV:
             ),
             max_total_bytes=request.max_total_bytes,
         )
-        found: PreloadMap = self._call("preload", self.store._preload, full)
+
+    def preload(self, request: PreloadRequest) -> PreloadMap:
+        found: PreloadMap = self._call("preload", self.store._preload, self._full_request(request))
         return found.without_prefix(self._prefix)
 
+    # -- single-writer fencing ---------------------------------------------------
+    @property
+    def fence_token(self) -> int | None:
+        """The fencing token this view holds, or ``None`` (writes are unconditional)."""
+        return None if self._fence is None else self._fence.token
+
+    def acquire_ownership(self) -> int:
+        """Take ownership of the actor: bump its fencing counter (one round trip).
+
+        Every later :meth:`write` of this view (the VFS's commits included) is applied
+        only while no other view has acquired ownership since.
+
+        :returns: the new token (1 for the first owner ever, then 2, 3, ...).
+        """
+        token, _ = self._call("acquire", self.store._acquire, self.actor_id, None)
+        self._fence = Fence(self.actor_id, token)
+        log.debug("actor %r: acquired ownership with fencing token %d", self.actor_id, token)
+        return int(token)
+
+    def acquire_and_preload(self, request: PreloadRequest) -> PreloadMap:
+        """:meth:`acquire_ownership` and :meth:`preload` in ONE atomic round trip.
+
+        The preload sees every write of every earlier owner that will ever be applied
+        (they are fenced from this point on). The token is then :attr:`fence_token`.
+        """
+        token, found = self._call("acquire", self.store._acquire, self.actor_id, self._full_request(request))
+        self._fence = Fence(self.actor_id, token)
+        log.debug("actor %r: acquired ownership with fencing token %d (with preload)", self.actor_id, token)
+        assert found is not None
+        return found.without_prefix(self._prefix)  # type: ignore[no-any-return]
+
     def delete_all(self) -> None:
-        """Delete every key of this actor in one atomic batch (one round trip)."""
+        """Delete every key of this actor in one atomic batch (one round trip).
+
+        The fencing counter is kept (it lives outside the actor's key range).
+        """
         batch = WriteBatch()
         batch.delete_ranges.append(KeyRange(self._prefix, self._end))
-        self._call("write", self.store._write, batch)
+        self._call("write", self.store._write, batch, self._fence)

@@ -21,7 +21,9 @@ from vfs.preload import PreloadMap, evaluate_preload
 from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
 
 from actor_db.errors import KVLimitError, KVUnavailableError
-from actor_db.kv.base import KVStore, scan_with_limits
+from actor_db.kv.base import Fence, KVStore, scan_with_limits
+from actor_db.kv.fencing import decode_token, encode_token, fenced
+from actor_db.kv.namespace import fence_key
 
 __all__ = ["LmdbKV", "DEFAULT_MAP_SIZE"]
 
@@ -105,9 +107,15 @@ class LmdbKV(KVStore):
         with self._txn() as txn:
             return scan_with_limits(self._iterate(txn, start, end), limit, max_bytes)
 
-    def _write(self, batch: WriteBatch) -> None:
+    def _write(self, batch: WriteBatch, fence: Fence | None = None) -> None:
         try:
             with self._txn(write=True) as txn:
+                if fence is not None:
+                    # Inside the write transaction: LMDB serializes write transactions
+                    # across processes, so no other owner can slip in between.
+                    current = decode_token(txn.get(fence_key(fence.actor_id)))
+                    if current != fence.token:
+                        raise fenced(fence.actor_id, fence.token, current)
                 for r in batch.delete_ranges:
                     cursor = txn.cursor()
                     if cursor.set_range(r.start):
@@ -126,6 +134,15 @@ class LmdbKV(KVStore):
     def _preload(self, request: PreloadRequest) -> PreloadMap:
         with self._txn() as txn:
             return evaluate_preload(request, txn.get, lambda s, e: self._iterate(txn, s, e))
+
+    def _acquire(self, actor_id: str, request: PreloadRequest | None) -> tuple[int, PreloadMap | None]:
+        key = fence_key(actor_id)
+        with self._txn(write=True) as txn:
+            token = decode_token(txn.get(key)) + 1
+            txn.put(key, encode_token(token))
+            found = None if request is None else evaluate_preload(
+                request, txn.get, lambda s, e: self._iterate(txn, s, e))
+        return token, found
 
     def close(self) -> None:
         """Release this handle; the environment closes with its last handle."""

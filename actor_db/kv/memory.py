@@ -15,7 +15,9 @@ from sortedcontainers import SortedDict
 from vfs.preload import PreloadMap, evaluate_preload
 from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
 
-from actor_db.kv.base import KVStore, scan_with_limits
+from actor_db.kv.base import Fence, KVStore, scan_with_limits
+from actor_db.kv.fencing import decode_token, encode_token, fenced
+from actor_db.kv.namespace import fence_key
 
 __all__ = ["MemoryKV"]
 
@@ -55,8 +57,12 @@ class MemoryKV(KVStore):
         with self._lock:
             return scan_with_limits(self._iterate(start, end), limit, max_bytes)
 
-    def _write(self, batch: WriteBatch) -> None:
+    def _write(self, batch: WriteBatch, fence: Fence | None = None) -> None:
         with self._lock:
+            if fence is not None:
+                current = decode_token(self._data.get(fence_key(fence.actor_id)))
+                if current != fence.token:
+                    raise fenced(fence.actor_id, fence.token, current)
             for r in batch.delete_ranges:
                 for key in list(self._data.irange(r.start, r.end, inclusive=(True, False))):
                     del self._data[key]
@@ -67,6 +73,14 @@ class MemoryKV(KVStore):
     def _preload(self, request: PreloadRequest) -> PreloadMap:
         with self._lock:
             return evaluate_preload(request, self._data.get, self._iterate)
+
+    def _acquire(self, actor_id: str, request: PreloadRequest | None) -> tuple[int, PreloadMap | None]:
+        with self._lock:
+            key = fence_key(actor_id)
+            token = decode_token(self._data.get(key)) + 1
+            self._data[key] = encode_token(token)
+            found = None if request is None else evaluate_preload(request, self._data.get, self._iterate)
+            return token, found
 
     def __len__(self) -> int:
         """Number of keys held (all actors)."""

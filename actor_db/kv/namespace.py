@@ -3,6 +3,9 @@
 Store key = ``b"a" + u16 BE length of the UTF-8 actor id + the id + actor-relative key``.
 The length makes prefixes prefix-free: actor ``"a"`` can never see keys of actor
 ``"ab"``, and every key of one actor is contiguous in key order.
+
+Fencing counter of an actor (ordered drivers) = ``b"f" + u16 BE length + the id``: outside
+every actor's range, so range deletes of the actor (``delete_all``) never reset it.
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ import struct
 
 from actor_db.errors import KVLimitError
 
-__all__ = ["ACTORS_START", "ACTORS_END", "actor_prefix", "prefix_end", "parse_actor_key"]
+__all__ = ["ACTORS_START", "ACTORS_END", "actor_prefix", "prefix_end", "parse_actor_key", "fence_key"]
 
 _TAG = b"a"
 ACTORS_START = _TAG
 ACTORS_END = bytes([_TAG[0] + 1])
 _LEN = struct.Struct(">H")
+_FENCE_TAG = b"f"
 
 
 def actor_prefix(actor_id: str) -> bytes:
@@ -28,6 +32,11 @@ def actor_prefix(actor_id: str) -> bytes:
     if not raw or len(raw) > 0xFFFF:
         raise KVLimitError(f"actor id must be 1..65535 UTF-8 bytes, got {len(raw)}")
     return _TAG + _LEN.pack(len(raw)) + raw
+
+
+def fence_key(actor_id: str) -> bytes:
+    """The store key of ``actor_id``'s fencing counter (outside its key range)."""
+    return _FENCE_TAG + actor_prefix(actor_id)[len(_TAG):]
 
 
 def prefix_end(prefix: bytes) -> bytes:

@@ -1,0 +1,510 @@
+"""``RedisKV``: the networked driver, over redis-py (hiredis when installed), for one
+Redis/Valkey server or a Redis Cluster.
+
+Layout of one actor (``ns`` is the ``namespace=`` argument, ``H`` the hex of the actor
+id's UTF-8 bytes; the braces make ``{H}`` the Redis Cluster *hash tag*, so every key of
+one actor lives in one slot and every per-actor call is single-slot)::
+
+    ns:{H}:d   hash        actor-relative key -> value     (the data)
+    ns:{H}:i   sorted set  actor-relative key, score 0    (the ordered index)
+    ns:{H}:f   string      fencing counter (INCR)          (outside the data: never range-deleted)
+
+Why a hash plus a score-0 sorted set. Redis keys are unordered, but the protocol needs
+ordered prefix scans (the preload, the redo log, ``delete_range``). A sorted set whose
+members all have score 0 is ordered by ``memcmp`` of the member bytes, which is exactly
+the protocol's byte order, so ``ZRANGEBYLEX`` gives ordered range scans and range
+deletes in O(log N + M). Values sit in one hash per actor rather than one Redis key per
+KV key: one ``HMGET`` answers a multi-get, an actor costs 3 Redis keys however many
+chunks its database has (the keyspace, ``SCAN`` and cluster slot migration stay small),
+and deleting an actor drops two keys. Members and values are binary-safe.
+
+Invariants:
+
+- The index and the hash hold the same set of keys: they change only together, inside
+  one Lua script (Redis runs a script atomically, nothing interleaves).
+- Every protocol call is ONE network round trip: ``HMGET`` for a multi-get, one
+  ``EVALSHA`` for a scan, a write batch and a preload. The first use of a script on a
+  server (or after a restart) answers ``NOSCRIPT`` and is retried once with ``EVAL``;
+  that is still one protocol call.
+- A write script checks everything that can fail (the fencing token) before its first
+  write, so a refused batch applies nothing. Scripts carry a ``#!lua`` shebang: a
+  writing script is refused up front when Redis is over ``maxmemory`` instead of
+  failing half way (Redis >= 7 / Valkey; earlier servers are not supported).
+- Preload budgets are evaluated server-side with exactly the rules of
+  :func:`vfs.preload.evaluate_preload`.
+
+Left out: Redis replication guarantees (``WAIT``) and failover; a write is as durable
+as the server's persistence settings make it (see the README: ``appendonly yes``,
+``appendfsync always``, ``maxmemory-policy noeviction``).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import re
+from typing import TYPE_CHECKING, Any, Hashable, Sequence
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from vfs.preload import PreloadMap, build_preload
+from vfs.protocol import KeyRange, KVLimits, PreloadRequest, WriteBatch
+
+from actor_db.errors import ConfigurationError, KVError, KVUnavailableError
+from actor_db.kv.base import Fence, KVStore
+from actor_db.kv.fencing import fenced
+from actor_db.kv.namespace import actor_prefix, parse_actor_key, prefix_end
+
+if TYPE_CHECKING:
+    from redis.cluster import RedisCluster
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RedisKV", "DEFAULT_NAMESPACE", "MAX_BATCH_BYTES"]
+
+DEFAULT_NAMESPACE = "actor-db"
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+"""Largest atomic batch, in key+value bytes: bounds how long one script blocks Redis
+(the VFS's dirty-buffer bound, 32 MiB, stays below it, so commits need no redo log)."""
+MAX_VALUE_BYTES = 512 * 1024 * 1024
+"""Redis's default ``proto-max-bulk-len``."""
+
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.\-]+(?::[A-Za-z0-9_.\-]+)*$")
+
+# -- Lua ------------------------------------------------------------------------------
+# Scan pages through the index with ZRANGEBYLEX ... LIMIT, continuing after the last key
+# returned ("(" + key), so a call costs O(log N) per page and stops at the byte budget.
+_LUA_SCAN = r"""#!lua flags=no-writes
+local d, z = KEYS[1], KEYS[2]
+local lo, hi = ARGV[1], ARGV[2]
+local limit, maxb = tonumber(ARGV[3]), tonumber(ARGV[4])
+local out, used, n = {}, 0, 0
+while true do
+  local want = 256
+  if limit >= 0 then want = math.min(want, limit - n) end
+  if want <= 0 then break end
+  local keys = redis.call('ZRANGEBYLEX', z, lo, hi, 'LIMIT', 0, want)
+  if #keys == 0 then break end
+  local vals = redis.call('HMGET', d, unpack(keys))
+  for j = 1, #keys do
+    local v = vals[j]
+    if v then
+      if maxb >= 0 and used + #v > maxb then return out end
+      out[#out + 1] = keys[j]; out[#out + 1] = v
+      used = used + #v; n = n + 1
+    end
+  end
+  if #keys < want then break end
+  lo = '(' .. keys[#keys]
+end
+return out
+"""
+
+# ARGV: token ('' = unfenced), nranges, (min, max)*, ndeletes, key*, nputs, (key, value)*.
+# Returns {1} when applied, {0, current_token} when fenced (nothing applied).
+_LUA_WRITE = r"""#!lua
+local d, z, f = KEYS[1], KEYS[2], KEYS[3]
+if ARGV[1] ~= '' then
+  local current = redis.call('GET', f) or '0'
+  if current ~= ARGV[1] then return {0, current} end
+end
+local STEP = 1000
+local i = 2
+local nranges = tonumber(ARGV[i]); i = i + 1
+for _ = 1, nranges do
+  local lo, hi = ARGV[i], ARGV[i + 1]; i = i + 2
+  while true do
+    local keys = redis.call('ZRANGEBYLEX', z, lo, hi, 'LIMIT', 0, STEP)
+    if #keys == 0 then break end
+    redis.call('HDEL', d, unpack(keys))
+    redis.call('ZREM', z, unpack(keys))
+    if #keys < STEP then break end
+  end
+end
+local ndeletes = tonumber(ARGV[i]); i = i + 1
+local first = i
+while i < first + ndeletes do
+  local last = math.min(i + STEP, first + ndeletes) - 1
+  redis.call('HDEL', d, unpack(ARGV, i, last))
+  redis.call('ZREM', z, unpack(ARGV, i, last))
+  i = last + 1
+end
+local nputs = tonumber(ARGV[i]); i = i + 1
+local stop = i + 2 * nputs
+while i < stop do
+  local last = math.min(i + 2 * STEP, stop) - 1
+  redis.call('HSET', d, unpack(ARGV, i, last))
+  local members = {}
+  for j = i, last, 2 do members[#members + 1] = 0; members[#members + 1] = ARGV[j] end
+  redis.call('ZADD', z, unpack(members))
+  i = last + 1
+end
+return {1}
+"""
+
+# The rules of vfs.preload.evaluate_preload, in Lua. ARGV: acquire ('1' bumps the
+# fencing counter first), max_total (-1 none), nkeys, key*, nranges,
+# (min, max, budget, partial)*. Returns {token, values, {complete, {k, v, ...}} or {-1}}.
+_LUA_PRELOAD_BODY = r"""
+local d, z, f = KEYS[1], KEYS[2], KEYS[3]
+local token = 0
+if ARGV[1] == '1' then token = redis.call('INCR', f) end
+local remaining = tonumber(ARGV[2])
+if remaining < 0 then remaining = nil end
+local i = 3
+local nkeys = tonumber(ARGV[i]); i = i + 1
+local values = {}
+if nkeys > 0 then values = redis.call('HMGET', d, unpack(ARGV, i, i + nkeys - 1)) end
+i = i + nkeys
+if remaining then
+  for j = 1, nkeys do if values[j] then remaining = remaining - #values[j] end end
+end
+local results = {}
+local nranges = tonumber(ARGV[i]); i = i + 1
+for r = 1, nranges do
+  local lo, hi = ARGV[i], ARGV[i + 1]
+  local max_bytes, partial = tonumber(ARGV[i + 2]), ARGV[i + 3] == '1'
+  i = i + 4
+  if max_bytes <= 0 then
+    results[r] = {-1}
+  else
+    local budget = max_bytes
+    if remaining then budget = math.min(max_bytes, math.max(remaining, 0)) end
+    local kept, used, complete = {}, 0, true
+    while complete do
+      local keys = redis.call('ZRANGEBYLEX', z, lo, hi, 'LIMIT', 0, 128)
+      if #keys == 0 then break end
+      local vals = redis.call('HMGET', d, unpack(keys))
+      for j = 1, #keys do
+        local v = vals[j]
+        if v then
+          if used + #v > budget then complete = false; break end
+          kept[#kept + 1] = keys[j]; kept[#kept + 1] = v
+          used = used + #v
+        end
+      end
+      if #keys < 128 then break end
+      lo = '(' .. keys[#keys]
+    end
+    if not complete and not partial then kept, used = {}, 0 end
+    results[r] = {complete and 1 or 0, kept}
+    if remaining then remaining = remaining - used end
+  end
+end
+return {token, values, results}
+"""
+_LUA_PRELOAD = "#!lua flags=no-writes\n" + _LUA_PRELOAD_BODY
+_LUA_ACQUIRE = "#!lua\n" + _LUA_PRELOAD_BODY
+
+
+class _Script:
+    """A Lua script run with EVALSHA, falling back to EVAL when the server lacks it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
+
+    def __call__(self, client: Any, keys: Sequence[bytes], args: Sequence[bytes | int | str]) -> Any:
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # After a restart, or a server that never saw it: EVAL runs and caches it.
+            return client.eval(self.source, len(keys), *keys, *args)
+
+
+_SCAN = _Script(_LUA_SCAN)
+_WRITE = _Script(_LUA_WRITE)
+_PRELOAD = _Script(_LUA_PRELOAD)
+_ACQUIRE = _Script(_LUA_ACQUIRE)
+
+
+class _Actor:
+    """Where one actor's keys live: its store prefix and its three Redis keys."""
+
+    __slots__ = ("actor_id", "prefix", "end", "data", "index", "fence")
+
+    def __init__(self, namespace: str, actor_id: str) -> None:
+        self.actor_id = actor_id
+        self.prefix = actor_prefix(actor_id)
+        self.end = prefix_end(self.prefix)
+        base = f"{namespace}:{{{actor_id.encode('utf-8').hex()}}}:".encode("ascii")
+        self.data = base + b"d"
+        self.index = base + b"i"
+        self.fence = base + b"f"
+
+    def rel(self, key: bytes) -> bytes:
+        assert key.startswith(self.prefix), f"key {key!r} is outside actor {self.actor_id!r}"
+        return key[len(self.prefix):]
+
+    def lex_min(self, start: bytes) -> bytes:
+        rel = self.rel(start) if start > self.prefix else b""
+        return b"[" + rel if rel else b"-"
+
+    def lex_max(self, end: bytes) -> bytes:
+        # The actor's own range end (prefix_end) does not start with the prefix.
+        return b"+" if end >= self.end else b"(" + self.rel(end)
+
+    @property
+    def keys(self) -> list[bytes]:
+        return [self.data, self.index, self.fence]
+
+
+class RedisKV(KVStore):
+    """A store on a Redis/Valkey server or a Redis Cluster.
+
+    :param url_or_client: a ``redis://`` / ``rediss://`` / ``unix://`` URL, a
+        ``redis.Redis`` client, or a ``redis.cluster.RedisCluster`` client. A client
+        must have ``decode_responses=False``; it is not closed by :meth:`close`.
+    :param namespace: prefix of every Redis key (letters, digits, ``_.-`` and ``:``
+        separators); stores with different namespaces on one server never see each
+        other's actors.
+    :param cluster: with a URL, connect with ``RedisCluster`` (any node's address).
+    :param socket_timeout: seconds to wait for a reply before the call fails with
+        :class:`~actor_db.errors.KVUnavailableError` (clients built from a URL).
+    :param check_persistence: ask the server (``CONFIG GET``, once) whether it is set
+        up for durable commits and log a warning when it is not.
+    :raises ConfigurationError: a bad namespace, URL or client.
+
+    Example::
+
+        store = RedisKV("redis://127.0.0.1:6379/0", namespace="prod")
+        con = vfs.connect(store.actor("room-1"))
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | redis.Redis | RedisCluster,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        cluster: bool = False,
+        socket_timeout: float = 10.0,
+        check_persistence: bool = True,
+    ) -> None:
+        super().__init__(KVLimits(max_value_bytes=MAX_VALUE_BYTES, max_batch_bytes=MAX_BATCH_BYTES))
+        if not _NAMESPACE_RE.match(namespace):
+            raise ConfigurationError(f"invalid Redis namespace {namespace!r}: use letters, digits, '_.-' and ':'")
+        self.namespace = namespace
+        self._owns_client = isinstance(url_or_client, str)
+        from redis.cluster import RedisCluster
+
+        if isinstance(url_or_client, str):
+            # One immediate retry: a pooled socket that died while idle (server restart)
+            # fails once, and the retry reconnects. Batches are idempotent (the same
+            # range deletes, deletes and puts), so repeating one is safe.
+            options: dict[str, Any] = dict(decode_responses=False, socket_timeout=socket_timeout,
+                                           socket_connect_timeout=socket_timeout)
+            try:
+                if cluster:
+                    self._client: Any = RedisCluster.from_url(url_or_client, **options)
+                else:
+                    self._client = redis.Redis.from_url(url_or_client, retry=Retry(NoBackoff(), 1), **options)
+            except (ValueError, RedisError) as exc:
+                raise ConfigurationError(f"cannot connect to Redis at {url_or_client!r}: {exc}") from exc
+            self._url = url_or_client
+        elif isinstance(url_or_client, (redis.Redis, RedisCluster)):
+            self._client = url_or_client
+            self._url = None
+        else:
+            raise ConfigurationError(f"expected a Redis URL or client, got {type(url_or_client).__name__}")
+        self._cluster = isinstance(self._client, RedisCluster)
+        if self._client.get_encoder().decode_responses:
+            raise ConfigurationError("the Redis client must be created with decode_responses=False (values are bytes)")
+        self._identity = self._compute_identity()
+        self._closed = False
+        self._actor_cache = functools.lru_cache(maxsize=4096)(self._locate)
+        if check_persistence:
+            self.check_persistence()
+
+    def __repr__(self) -> str:
+        return f"RedisKV({self._describe()!r}, namespace={self.namespace!r})"
+
+    def _describe(self) -> str:
+        if self._cluster:
+            return "cluster:" + ",".join(sorted(n.name for n in self._client.get_nodes()))
+        kwargs = self._client.connection_pool.connection_kwargs
+        if "path" in kwargs:
+            return f"unix:{kwargs['path']}/{kwargs.get('db', 0)}"
+        return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+    def _compute_identity(self) -> Hashable:
+        return ("redis", self._describe(), self.namespace)
+
+    @property
+    def identity(self) -> Hashable:
+        return self._identity
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client (``redis.Redis`` or ``RedisCluster``)."""
+        return self._client
+
+    # -- persistence --------------------------------------------------------------
+    def check_persistence(self) -> dict[str, str]:
+        """Read the server's persistence settings and warn about unsafe ones.
+
+        :returns: ``appendonly``, ``appendfsync`` and ``maxmemory-policy`` as the server
+            reports them (empty if ``CONFIG`` is disabled, e.g. on a managed service).
+        """
+        settings: dict[str, str] = {}
+        try:
+            for name in ("appendonly", "appendfsync", "maxmemory-policy"):
+                reply = self._client.config_get(name)
+                if self._cluster and reply and isinstance(next(iter(reply.values())), dict):
+                    reply = next(iter(reply.values()))  # per-node answers: take one
+                for k, v in reply.items():
+                    settings[k.decode() if isinstance(k, bytes) else k] = v.decode() if isinstance(v, bytes) else v
+        except RedisError as exc:
+            log.debug("cannot read Redis persistence settings (%s); assuming the operator set them", exc)
+            return settings
+        if settings.get("appendonly") != "yes" or settings.get("appendfsync") != "always":
+            log.warning("Redis %s: appendonly=%s appendfsync=%s: committed transactions can be lost in a "
+                        "Redis crash (use appendonly yes, appendfsync always)", self._describe(),
+                        settings.get("appendonly"), settings.get("appendfsync"))
+        if settings.get("maxmemory-policy", "noeviction") != "noeviction":
+            log.warning("Redis %s: maxmemory-policy=%s can evict database chunks (use noeviction)",
+                        self._describe(), settings.get("maxmemory-policy"))
+        return settings
+
+    # -- plumbing -----------------------------------------------------------------
+    def _locate(self, prefix: bytes) -> _Actor:
+        parsed = parse_actor_key(prefix)
+        assert parsed is not None and parsed[1] == len(prefix), f"not an actor prefix: {prefix!r}"
+        return _Actor(self.namespace, parsed[0])
+
+    def _actor_of(self, key: bytes) -> _Actor:
+        parsed = parse_actor_key(key)
+        if parsed is None:
+            raise KVError(f"RedisKV serves actor keys only, got {key[:32]!r}")
+        return self._actor_cache(key[:parsed[1]])  # type: ignore[no-any-return]
+
+    def _run(self, what: str, fn: Any, *args: Any) -> Any:
+        if self._closed:
+            raise KVUnavailableError(f"{self!r} is closed")
+        try:
+            return fn(*args)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise KVUnavailableError(f"Redis {self._describe()} unreachable during {what}: {exc}") from exc
+        except RedisError as exc:
+            raise KVError(f"Redis {self._describe()} failed {what}: {type(exc).__name__}: {exc}") from exc
+
+    # -- raw operations (one round trip each) ------------------------------------------
+    def _get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        if not keys:
+            return []
+        actor = self._actor_of(keys[0])
+        fields = [actor.rel(k) for k in keys]
+        return list(self._run("get", self._client.hmget, actor.data, fields))
+
+    def _scan(self, start: bytes, end: bytes, limit: int | None, max_bytes: int | None) -> list[tuple[bytes, bytes]]:
+        actor = self._actor_of(start)
+        flat = self._run("scan", _SCAN, self._client, [actor.data, actor.index],
+                         [actor.lex_min(start), actor.lex_max(end),
+                          -1 if limit is None else limit, -1 if max_bytes is None else max_bytes])
+        p = actor.prefix
+        return [(p + flat[j], flat[j + 1]) for j in range(0, len(flat), 2)]
+
+    def _write(self, batch: WriteBatch, fence: Fence | None = None) -> None:
+        keys = [r.start for r in batch.delete_ranges] + list(batch.deletes) + list(batch.puts)
+        if not keys and fence is None:
+            return
+        actor = self._actor_of(keys[0]) if keys else self._actor_cache(actor_prefix(fence.actor_id))  # type: ignore[union-attr]
+        assert fence is None or fence.actor_id == actor.actor_id
+        args: list[bytes | int | str] = ["" if fence is None else str(fence.token), len(batch.delete_ranges)]
+        for r in batch.delete_ranges:
+            args += [actor.lex_min(r.start), actor.lex_max(r.end)]
+        args.append(len(batch.deletes))
+        args += [actor.rel(k) for k in batch.deletes]
+        args.append(len(batch.puts))
+        for k, v in batch.puts.items():
+            args += [actor.rel(k), v]
+        reply = self._run("write", _WRITE, self._client, actor.keys, args)
+        if int(reply[0]) != 1:
+            assert fence is not None
+            raise fenced(fence.actor_id, fence.token, int(reply[1]))
+
+    def _preload_args(self, actor: _Actor, request: PreloadRequest, acquire: bool) -> list[bytes | int | str]:
+        args: list[bytes | int | str] = ["1" if acquire else "0",
+                                         -1 if request.max_total_bytes is None else request.max_total_bytes,
+                                         len(request.keys)]
+        args += [actor.rel(k) for k in request.keys]
+        args.append(len(request.ranges))
+        for b in request.ranges:
+            args += [actor.lex_min(b.range.start), actor.lex_max(b.range.end), b.max_bytes, "1" if b.partial else "0"]
+        return args
+
+    def _preload_map(self, actor: _Actor, request: PreloadRequest, reply: Any) -> PreloadMap:
+        _, values, results = reply
+        key_values = dict(zip(request.keys, values))
+        ranges: list[tuple[KeyRange, list[tuple[bytes, bytes]], bool]] = []
+        p = actor.prefix
+        for spec, result in zip(request.ranges, results):
+            if int(result[0]) < 0:
+                continue  # disabled range: not scanned, covers nothing
+            flat = result[1]
+            pairs = [(p + flat[j], flat[j + 1]) for j in range(0, len(flat), 2)]
+            ranges.append((spec.range, pairs, int(result[0]) == 1))
+        return build_preload(request.keys, key_values, ranges)
+
+    def _request_actor(self, request: PreloadRequest) -> _Actor | None:
+        if request.keys:
+            return self._actor_of(request.keys[0])
+        if request.ranges:
+            return self._actor_of(request.ranges[0].range.start)
+        return None
+
+    def _preload(self, request: PreloadRequest) -> PreloadMap:
+        actor = self._request_actor(request)
+        if actor is None:
+            return PreloadMap()
+        reply = self._run("preload", _PRELOAD, self._client, actor.keys, self._preload_args(actor, request, False))
+        return self._preload_map(actor, request, reply)
+
+    def _acquire(self, actor_id: str, request: PreloadRequest | None) -> tuple[int, PreloadMap | None]:
+        actor = self._actor_cache(actor_prefix(actor_id))
+        if request is None:
+            token = self._run("acquire", self._client.incr, actor.fence)
+            return int(token), None
+        reply = self._run("acquire", _ACQUIRE, self._client, actor.keys, self._preload_args(actor, request, True))
+        return int(reply[0]), self._preload_map(actor, request, reply)
+
+    # -- whole-store operations ------------------------------------------------------
+    def actor_ids(self) -> list[str]:
+        """Ids of actors with at least one key, in store-key order (``SCAN`` of every
+        primary: one round trip per page per node, not a protocol call)."""
+        pattern = f"{self.namespace}:{{*}}:i".encode("ascii")
+        ids: set[str] = set()
+        for key in self._run("actor listing", lambda: list(self._client.scan_iter(match=pattern, count=1000))):
+            inner = key[len(self.namespace) + 2:-3]
+            try:
+                ids.add(bytes.fromhex(inner.decode("ascii")).decode("utf-8"))
+            except ValueError:
+                log.warning("ignoring foreign Redis key %r in namespace %r", key, self.namespace)
+        return sorted(ids, key=actor_prefix)
+
+    def drop_namespace(self) -> int:
+        """Delete every key of this namespace (all actors, fencing counters included).
+
+        :returns: the number of Redis keys deleted.
+        """
+        pattern = f"{self.namespace}:{{*}}:*".encode("ascii")
+        keys = self._run("namespace listing", lambda: list(self._client.scan_iter(match=pattern, count=1000)))
+        if keys:
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.unlink(key)
+            self._run("namespace drop", pipe.execute)
+        return len(keys)
+
+    def close(self) -> None:
+        """Close the client if this store created it (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
+            self._client.close()

@@ -37,7 +37,7 @@ from vfs.chunks import chunk_count, spans
 from vfs.errors import kv_failure, sqlite_error
 from vfs.keys import (
     CHUNK_SIZE, COMMIT_RECORD_KEY, FILE_MAIN, CorruptMetaError, chunk_key, chunk_range,
-    decode_meta, encode_meta, meta_key, staged_key,
+    decode_meta, encode_meta, meta_key, staged_key, staged_range,
 )
 from vfs.preload import ABSENT, NOT_LOADED, PreloadMap
 from vfs.protocol import KV, WriteBatch
@@ -340,7 +340,18 @@ class KVFile:
         first_gone = chunk_count(newsize)
         for index in [i for i in self._dirty if i >= first_gone]:
             del self._dirty[index]
-        self._staged = {i for i in self._staged if i < first_gone}
+        gone = sorted(i for i in self._staged if i >= first_gone)
+        if gone:
+            # Staged copies past the new end must not be applied if the file grows
+            # again in this transaction: delete them now (rare: one extra round trip).
+            batch = WriteBatch()
+            batch.delete_range(staged_key(self._tag, first_gone), staged_range()[1])
+            try:
+                self._kv_write(batch)
+            except Exception as exc:
+                self._forget_after_failure()
+                raise kv_failure(apsw.SQLITE_IOERR_TRUNCATE, f"delete of {len(gone)} staged chunks", exc) from exc
+            self._staged.difference_update(gone)
         tail = newsize % CHUNK_SIZE
         if tail:
             buf = self._dirty_chunk(newsize // CHUNK_SIZE, whole=False)

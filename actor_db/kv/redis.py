@@ -340,6 +340,16 @@ class RedisKV(KVStore):
         return self._identity
 
     @property
+    def url(self) -> str | None:
+        """The URL this store was created from (``None`` when given a client)."""
+        return self._url
+
+    @property
+    def is_cluster(self) -> bool:
+        """Whether the client is a ``RedisCluster``."""
+        return self._cluster
+
+    @property
     def client(self) -> Any:
         """The redis-py client (``redis.Redis`` or ``RedisCluster``)."""
         return self._client

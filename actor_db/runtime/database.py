@@ -20,6 +20,10 @@ Invariants:
 - Only the worker thread touches the apsw connection.
 - ``PersistedState.saved`` changes only in ``after_commit`` or after a successful
   state-only write, so it always equals what the KV holds.
+- SQLite also syncs while it rolls back (writing original pages back after a failed
+  commit or a cache spill). Those syncs never carry the state record: the runtime
+  reverts the state before its own ROLLBACK, and a sync that follows a failed
+  record-carrying sync is treated as the rollback's (see ``_commit_hook``).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ import vfs
 from vfs.keys import FILE_MAIN, chunk_range
 from vfs.preload import PreloadMap
 
-from actor_db.errors import ConfigurationError
+from actor_db.errors import ConfigurationError, KVError
+from actor_db.runtime.keys import STATE_KEY
 from actor_db.runtime.metrics import CountingKV
 from actor_db.runtime.rows import Row, column_index
 from actor_db.runtime.state import PersistedState
@@ -126,6 +131,12 @@ class ActorConnection:
 
     # ------------------------------------------------------------------ hooks
     def _commit_hook(self) -> vfs.WriteBatch | None:
+        if self._in_flight is not None:
+            # The last sync that carried the record never completed (its KV write
+            # failed): this sync is SQLite writing the original pages back while it
+            # rolls that transaction back, so it must not save the record.
+            self._in_flight = None
+            return None
         raw = self.state.pending()
         self._in_flight = raw
         return None if raw is None else self.state.batch_for(raw)
@@ -227,17 +238,32 @@ class ActorConnection:
             if raw is not None:  # state changed but no database commit carried it
                 self.kv.write(self.state.batch_for(raw))
                 self.state.mark_saved(raw)
-        except BaseException:
+        except BaseException as exc:
             self._rollback()
+            if isinstance(exc, (apsw.IOError, KVError)):
+                self._reload_state()
             raise
 
-    def _rollback(self) -> None:
-        con = self.con
+    def _reload_state(self) -> None:
+        """After a failed KV write, read the record back: a lost reply may mean the
+        write was applied, and memory must match the KV (one round trip)."""
         try:
-            if con is not None and con.in_transaction:
-                con.execute("ROLLBACK")
-        finally:
-            self.state.revert()
+            raw = self.kv.get_many([STATE_KEY])[0]
+        except Exception as exc:  # the KV is still down: keep the reverted copy
+            log.warning("actor %s: could not re-read the state after a failed write: %s", self.label, exc)
+            return
+        if raw is not None and raw != self.state.saved:
+            log.warning("actor %s: a write reported as failed was applied; reloading the state", self.label)
+            self.state.adopt(raw)
+
+    def _rollback(self) -> None:
+        # Revert first: a ROLLBACK after a cache spill syncs the original pages back,
+        # and that sync must not carry the action's (discarded) state.
+        self.state.revert()
+        self._in_flight = None
+        con = self.con
+        if con is not None and con.in_transaction:
+            con.execute("ROLLBACK")
 
     # ------------------------------------------------------------------ closing
     def stats(self) -> vfs.VFSStats:

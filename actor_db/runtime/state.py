@@ -100,3 +100,8 @@ class PersistedState:
         """Throw away unsaved changes: :attr:`value` becomes the saved state again."""
         if self.saved is not None:
             self.value = json.loads(self.saved)["state"]
+
+    def adopt(self, raw: bytes) -> None:
+        """The KV holds ``raw`` (found by re-reading it): make it the live and saved state."""
+        self.value = json.loads(raw)["state"]
+        self.saved = bytes(raw)

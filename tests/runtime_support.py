@@ -1,0 +1,79 @@
+"""Support for the runtime tests: a store wrapper that observes or delays KV calls.
+
+:class:`HookedStore` wraps any driver (so the same test runs on memory, LMDB, ...) at the
+raw-operation level: each raw call is still exactly one call to the real store, made
+after an optional hook that may record it, block it on a ``threading.Event``, or raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Coroutine, Hashable, Sequence, TypeVar
+
+from vfs.preload import PreloadMap
+from vfs.protocol import PreloadRequest, WriteBatch
+
+from actor_db.kv import KVStore
+from actor_db.kv.namespace import parse_actor_key
+
+T = TypeVar("T")
+
+Hook = Callable[[str, str | None, Any], None]
+"""``hook(op, actor_id, payload)``; op is ``get``, ``scan``, ``write`` or ``preload``."""
+
+
+def _actor_of(key: bytes) -> str | None:
+    parsed = parse_actor_key(key)
+    return parsed[0] if parsed else None
+
+
+class HookedStore(KVStore):
+    """Delegates every raw operation to ``inner`` after calling :attr:`hook`."""
+
+    def __init__(self, inner: KVStore) -> None:
+        super().__init__(inner.limits)
+        self.inner = inner
+        self.hook: Hook | None = None
+        self.log: list[tuple[str, str | None, Any]] = []
+
+    @property
+    def identity(self) -> Hashable:
+        return self.inner.identity
+
+    def _before(self, op: str, key: bytes, payload: Any) -> None:
+        actor = _actor_of(key)
+        self.log.append((op, actor, payload))
+        if self.hook is not None:
+            self.hook(op, actor, payload)
+
+    def _get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        self._before("get", keys[0] if keys else b"", list(keys))
+        return self.inner._get_many(keys)
+
+    def _scan(self, start: bytes, end: bytes, limit: int | None, max_bytes: int | None) -> list[tuple[bytes, bytes]]:
+        self._before("scan", start, (start, end))
+        return self.inner._scan(start, end, limit, max_bytes)
+
+    def _write(self, batch: WriteBatch, *fence: Any) -> None:
+        some = next(iter(batch.puts), None) or next(iter(batch.deletes), None) \
+            or (batch.delete_ranges[0].start if batch.delete_ranges else b"")
+        self._before("write", some, batch)
+        self.inner._write(batch, *fence)
+
+    def _preload(self, request: PreloadRequest) -> PreloadMap:
+        self._before("preload", request.keys[0] if request.keys else b"", request)
+        return self.inner._preload(request)
+
+    def ops(self, actor: str | None = None) -> list[tuple[str, Any]]:
+        """Recorded ``(op, payload)`` calls, optionally of one actor only."""
+        return [(op, p) for op, a, p in self.log if actor is None or a == actor]
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one test coroutine on a fresh event loop."""
+    return asyncio.run(coro)
+
+
+def actor_keys(store: KVStore, actor_id: str) -> list[bytes]:
+    """Every (actor-relative) key ``actor_id`` holds (one scan)."""
+    return [k for k, _ in store.actor(actor_id).scan(b"", b"")]

@@ -198,12 +198,21 @@ def _error(cls: type[Exception], message: str, code: int | None = None) -> Excep
 
 
 class _CallbackError(Exception):
-    """Raised inside a user callback so SQLite aborts; becomes ``OperationalError(msg)``."""
+    """Raised inside a user callback so SQLite aborts; becomes ``cls(message)`` (the stdlib's
+    choice: ``OperationalError``, ``DataError`` for too-big results, ``MemoryError``)."""
+
+    def __init__(self, message: str, cls: type[BaseException] | None = None) -> None:
+        super().__init__(message)
+        self.cls = cls
 
 
 def _translate(exc: BaseException) -> BaseException:
     """Map an exception raised by apsw to what the stdlib ``sqlite3`` raises."""
     if isinstance(exc, _CallbackError):
+        if exc.cls is MemoryError:
+            return MemoryError()
+        if exc.cls is DataError:
+            return _error(DataError, str(exc), apsw.SQLITE_TOOBIG)
         return _error(OperationalError, str(exc))
     if isinstance(exc, apsw.BindingsError):
         text = str(exc)
@@ -365,7 +374,18 @@ def enable_shared_cache(enable: int) -> None:
                   "Shared cache is strongly discouraged by the SQLite 3 documentation. "
                   "If shared cache must be used, open the database in URI mode using the "
                   "cache=shared query parameter.", DeprecationWarning, stacklevel=2)
-    apsw.enable_shared_cache(bool(enable))
+    try:
+        apsw.enable_shared_cache(bool(enable))
+    except Exception:  # apsw's SQLite may be built without shared cache: nothing to enable
+        log.debug("shared cache is not available in apsw's SQLite")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "OptimizedUnicode":
+        warnings.warn("OptimizedUnicode is deprecated since Python 3.10; use str",
+                      DeprecationWarning, stacklevel=2)
+        return str
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _report(exc: BaseException, obj: Any) -> None:
@@ -612,7 +632,7 @@ class Row:
     __slots__ = ("_description", "_data")
 
     def __init__(self, cursor: Cursor, data: tuple[Any, ...], /) -> None:
-        if not isinstance(cursor, Cursor):
+        if not issubclass(type(cursor), Cursor):
             raise TypeError(f"Row() argument 1 must be {__name__}.Cursor, not {type(cursor).__name__}")
         if not isinstance(data, tuple):
             raise TypeError(f"Row() argument 2 must be tuple, not {type(data).__name__}")
@@ -663,6 +683,9 @@ class Row:
         return f"<{__name__}.Row object at {id(self):#x}>"
 
 
+collections.abc.Sequence.register(Row)
+
+
 # --------------------------------------------------------------------------------------
 # Blob
 # --------------------------------------------------------------------------------------
@@ -693,10 +716,17 @@ class Blob:
                 raise _translate(exc) from None
 
     def close(self) -> None:
+        """Close the blob (idempotent); a pending error of a refused write is dropped."""
         self._connection._check()
         if self._raw is not None:
             raw, self._raw = self._raw, None
-            self._call(raw.close)
+            with self._connection._db.lock:
+                try:
+                    raw.close(True)
+                except apsw.Error:
+                    log.debug("blob close reported an earlier error", exc_info=True)
+
+    __iter__ = None  # like the stdlib's Blob: not iterable, no sequence protocol
 
     def __len__(self) -> int:
         return int(self._blob().length())
@@ -768,6 +798,7 @@ class Blob:
         return int(i)
 
     def __getitem__(self, key: Any) -> Any:
+        self._blob()
         if isinstance(key, slice):
             start, stop, step = key.indices(len(self))
             if step == 1:
@@ -777,6 +808,9 @@ class Blob:
         return self._readat(self._index(key), 1)[0]
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        self._blob()
+        if not isinstance(key, slice) and not hasattr(key, "__index__"):
+            raise TypeError("Blob indices must be integers")
         if isinstance(key, slice):
             start, stop, step = key.indices(len(self))
             view = memoryview(value)
@@ -811,12 +845,9 @@ class Blob:
         return self
 
     def __exit__(self, *exc: object) -> bool:
+        self._blob()
         self.close()
         return False
-
-
-def _blob_bad_index(self: Blob, key: Any) -> Any:
-    raise TypeError("Blob indices must be integers")
 
 
 # --------------------------------------------------------------------------------------
@@ -830,7 +861,7 @@ def _check_isolation_level(level: Any) -> str | None:
         return None
     if not isinstance(level, str):
         raise TypeError("isolation_level must be str or None")
-    if level.upper() not in _ISOLATION_LEVELS:
+    if str.upper(level) not in _ISOLATION_LEVELS:
         raise ValueError("isolation_level string must be '', 'DEFERRED', 'IMMEDIATE', or 'EXCLUSIVE'")
     return level
 
@@ -925,10 +956,6 @@ class Connection:
             raw.set_progress_handler(self._progress_wrapper(self._progress[0]), self._progress[1])
         else:
             raw.set_progress_handler(None)
-        if self._trace is not None:
-            raw.trace_v2(apsw.SQLITE_TRACE_STMT, self._trace_wrapper(self._trace))
-        else:
-            raw.trace_v2(0, None)
 
     def _authorizer_wrapper(self) -> Callable[..., int]:
         callback = self._authorizer
@@ -939,7 +966,7 @@ class Connection:
             except Exception as exc:
                 _report(exc, callback)
                 return SQLITE_DENY
-            if not isinstance(result, int):
+            if not isinstance(result, int) or not -2**31 <= result < 2**31:
                 return SQLITE_DENY
             return int(result)
         return authorizer
@@ -954,17 +981,36 @@ class Connection:
                 return True
         return progress
 
-    @staticmethod
-    def _trace_wrapper(callback: Any) -> Callable[[dict[str, Any]], None]:
-        def trace(info: dict[str, Any]) -> None:
-            sql = info.get("sql")
-            if info.get("trigger"):
-                sql = sql if sql and sql.startswith("--") else f"-- TRIGGER {info.get('trigger')}"
-            try:
-                callback(sql)
-            except Exception as exc:
-                _report(exc, callback)
-        return trace
+    def _exec_tracer(self, descriptions: list[Any]) -> Callable[..., bool]:
+        """An apsw exec tracer: records each statement's columns (before its first step,
+        so a SELECT without rows still has a ``description``) and feeds the trace callback
+        the expanded SQL, like the stdlib."""
+
+        def tracer(cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
+            descriptions.append(cursor.get_description())
+            if self._trace is not None:
+                try:
+                    text = cursor.expanded_sql
+                except (apsw.TooBigError, MemoryError):
+                    _report(_error(DataError, "Expanded SQL string exceeds the maximum string length"),
+                            self._trace)
+                    text = sql
+                self._call_trace(text if text is not None else sql)
+            return True
+        return tracer
+
+    def _call_trace(self, sql: str) -> None:
+        try:
+            self._trace(sql)
+        except Exception as exc:
+            _report(exc, self._trace)
+
+    def _run_traced(self, sql: str) -> None:
+        """Run BEGIN/COMMIT/ROLLBACK on the apsw connection (lock held), traced."""
+        assert self._db is not None
+        if self._trace is not None:
+            self._call_trace(sql)
+        self._db.raw.execute(sql)
 
     def set_authorizer(self, authorizer_callback: Any) -> None:
         """Install (``None``: remove) the authorizer ``callback(action, arg1, arg2, db, trigger)``."""
@@ -993,14 +1039,14 @@ class Connection:
                 self._install_hooks()
 
     # -- statements ----------------------------------------------------------------------
-    def cursor(self, factory: Any = None) -> Cursor:
+    def cursor(self, factory: Any = _NOT_GIVEN) -> Cursor:
         """A new cursor (``factory(self)`` must return a :class:`Cursor`)."""
         self._check()
-        factory = Cursor if factory is None else factory
+        factory = Cursor if factory is _NOT_GIVEN else factory
         if not callable(factory):
             raise TypeError("factory must be callable")
         cursor = factory(self)
-        if not isinstance(cursor, Cursor):
+        if not issubclass(type(cursor), Cursor):
             raise TypeError(f"factory must return a cursor, not {type(cursor).__name__}")
         if self.row_factory is not None:
             cursor.row_factory = self.row_factory
@@ -1015,10 +1061,16 @@ class Connection:
     def executescript(self, sql_script: str, /) -> Cursor:
         return self.cursor().executescript(sql_script)
 
-    def __call__(self, sql: str, /) -> Statement:
+    def __call__(self, *args: Any) -> Statement:
         self._check()
+        if len(args) != 1:
+            raise TypeError(f"Connection() expected 1 argument, got {len(args)}")
+        sql = args[0]
         if not isinstance(sql, str):
             raise TypeError("SQL is of wrong type. Must be string.")
+        encoded = sql.encode("utf-8")  # the stdlib rejects surrogates here too
+        if len(encoded) > self._db.raw.limit(apsw.SQLITE_LIMIT_SQL_LENGTH, -1):  # type: ignore[union-attr]
+            raise _error(DataError, "query string is too large", apsw.SQLITE_TOOBIG)
         statement = object.__new__(Statement)
         statement.sql = sql  # type: ignore[attr-defined]
         return statement
@@ -1028,7 +1080,7 @@ class Connection:
         db = self._check()
         with db.lock:
             try:
-                db.raw.execute(sql)
+                self._run_traced(sql)
             except BaseException as exc:
                 raise _translate(exc) from None
 
@@ -1077,7 +1129,6 @@ class Connection:
                 if db.refs > 1:
                     db.raw.authorizer = None
                     db.raw.set_progress_handler(None)
-                    db.raw.trace_v2(0, None)
             self._closed = True
         db.release()
 
@@ -1138,6 +1189,12 @@ class Connection:
                     return _checked_result(func(*args))
                 except _CallbackError:
                     raise
+                except MemoryError as exc:
+                    _report(exc, func)
+                    raise _CallbackError("out of memory", MemoryError) from exc
+                except OverflowError as exc:
+                    _report(exc, func)
+                    raise _CallbackError("string or blob too big", DataError) from exc
                 except Exception as exc:
                     _report(exc, func)
                     raise _CallbackError("user-defined function raised exception") from exc
@@ -1290,6 +1347,7 @@ class Connection:
                 scratch = apsw.Connection(":memory:")
                 try:
                     scratch.deserialize("main", payload)
+                    scratch.execute("PRAGMA schema_version").fetchall()  # "file is not a database"
                     with db.raw.backup("main", scratch, "main") as backup:
                         backup.step(-1)
                 finally:
@@ -1319,19 +1377,31 @@ class Connection:
 
 def _checked_result(value: Any) -> Any:
     """A UDF result SQLite can store, or raise like the stdlib (unsupported type)."""
-    if value is None or isinstance(value, (str, float)):
+    if value is None or isinstance(value, float):
+        return value
+    if isinstance(value, str):
+        if not value.isascii():
+            value.encode("utf-8")  # surrogates: the stdlib reports the UnicodeEncodeError
         return value
     if isinstance(value, int):
         if not -2**63 <= value < 2**63:
             raise OverflowError("Python int too large to convert to SQLite INTEGER")
         return int(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
+        view = memoryview(value)
+        if not view.c_contiguous:
+            raise BufferError("underlying buffer is not C-contiguous")
+        return view.tobytes()
     raise _CallbackError("user-defined function raised exception")
 
 
 def _aggregate_factory(cls: Any, *, window: bool) -> Callable[[], Any]:
-    """An apsw aggregate/window factory around a stdlib-style aggregate class."""
+    """An apsw aggregate/window factory around a stdlib-style aggregate class.
+
+    The instance is created at the first ``step`` (so an aggregate over no rows yields
+    NULL without instantiating, as in the stdlib); errors are reported with ``cls`` as the
+    unraisable object and become the stdlib's messages.
+    """
 
     def call(instance: Any, method: str, *args: Any) -> Any:
         try:
@@ -1342,42 +1412,57 @@ def _aggregate_factory(cls: Any, *, window: bool) -> Callable[[], Any]:
         try:
             return fn(*args)
         except Exception as exc:
-            _report(exc, fn)
+            _report(exc, cls)
             raise _CallbackError(f"user-defined aggregate's '{method}' method raised error") from exc
 
     def factory() -> Any:
-        try:
-            instance = cls()
-        except Exception as exc:
-            _report(exc, cls)
-            raise _CallbackError("user-defined aggregate's '__init__' method raised error") from exc
+        state: list[Any] = []
 
-        def step(*args: Any) -> None:
-            call(instance, "step", *args)
+        def instance() -> Any:
+            if not state:
+                try:
+                    state.append(cls())
+                except Exception as exc:
+                    _report(exc, cls)
+                    raise _CallbackError("user-defined aggregate's '__init__' method raised error") from exc
+            return state[0]
 
-        def final(*args: Any) -> Any:
-            result = call(instance, "finalize")
+        def step(_ctx: Any, *args: Any) -> None:
+            call(instance(), "step", *args)
+
+        def final(_ctx: Any) -> Any:
+            if not state and not window:
+                return None
+            if window:
+                # SQLite does not propagate a window function's xFinal error (the stdlib
+                # documents this): report it and return NULL.
+                try:
+                    return _checked_result(call(instance(), "finalize"))
+                except (_CallbackError, OverflowError, BufferError):
+                    return None
+            result = call(instance(), "finalize")
             try:
                 return _checked_result(result)
-            except _CallbackError:
+            except OverflowError:
+                raise _CallbackError("string or blob too big", DataError) from None
+            except (_CallbackError, BufferError):
                 raise _CallbackError("user-defined aggregate's 'finalize' method raised error") from None
 
         if not window:
-            return (None, lambda _ctx, *args: step(*args), lambda _ctx: final())
+            return (None, step, final)
 
-        def value(*args: Any) -> Any:
+        def value(_ctx: Any) -> Any:
             try:
-                return _checked_result(call(instance, "value"))
-            except _CallbackError as exc:
-                if "value" in str(exc):
-                    raise
+                return _checked_result(call(instance(), "value"))
+            except OverflowError:
+                raise _CallbackError("string or blob too big", DataError) from None
+            except BufferError:
                 raise _CallbackError("user-defined aggregate's 'value' method raised error") from None
 
-        def inverse(*args: Any) -> None:
-            call(instance, "inverse", *args)
+        def inverse(_ctx: Any, *args: Any) -> None:
+            call(instance(), "inverse", *args)
 
-        return (None, lambda _ctx, *args: step(*args), lambda _ctx: final(),
-                lambda _ctx: value(), lambda _ctx, *args: inverse(*args))
+        return (None, step, final, value, inverse)
 
     return factory
 
@@ -1394,6 +1479,8 @@ class Cursor:
     _initialized = False
 
     def __init__(self, connection: Connection, /) -> None:
+        if getattr(self, "_busy", False):
+            raise ProgrammingError("Recursive use of cursors not allowed.")
         if not isinstance(connection, Connection):
             raise TypeError(f"Cursor() argument 1 must be {__name__}.Connection, not {type(connection).__name__}")
         self._connection = connection
@@ -1404,7 +1491,8 @@ class Cursor:
         self._lastrowid: int | None = None
         self._raw: apsw.Cursor | None = None
         self._pending = False
-        self._is_dml = False
+        self._next_row: tuple[Any, ...] | None = None
+        self._busy = False
         self._converters: list[Any] | None = None
         self._closed = False
         self._initialized = True
@@ -1438,12 +1526,15 @@ class Cursor:
         if not self._initialized:
             raise ProgrammingError("Base Cursor.__init__ not called.")
         self._connection._check()
+        if self._busy:
+            raise ProgrammingError("Recursive use of cursors not allowed.")
         self._reset()
         self._closed = True
 
     def _reset(self) -> None:
         raw, self._raw = self._raw, None
         self._pending = False
+        self._next_row = None
         if raw is not None:
             try:
                 raw.close(True)
@@ -1472,7 +1563,10 @@ class Cursor:
         if isinstance(value, str):
             return str(value)
         if isinstance(value, (bytes, bytearray, memoryview)):
-            return bytes(value)
+            view = memoryview(value)
+            if not view.c_contiguous:
+                raise BufferError("underlying buffer is not C-contiguous")
+            return view.tobytes()
         try:
             return bytes(memoryview(value))
         except TypeError:
@@ -1499,43 +1593,42 @@ class Cursor:
         if "\0" in sql:
             raise ProgrammingError("the query contains a null character")
         limit = db.raw.limit(apsw.SQLITE_LIMIT_SQL_LENGTH, -1)
-        if len(sql) >= limit or len(sql.encode("utf-8", "surrogatepass")) >= limit:
+        if len(sql) > limit or len(sql.encode("utf-8")) > limit:
             raise _error(DataError, "query string is too large", apsw.SQLITE_TOOBIG)
         parsed = _parse(sql)
         if parsed.extra:
             raise ProgrammingError("You can only execute one statement at a time.")
         return parsed
 
+    def _enter_busy(self) -> None:
+        if self._busy:
+            raise ProgrammingError("Recursive use of cursors not allowed.")
+        self._busy = True
+
     def _execute_one(self, db: _Database, parsed: _Parsed, bindings: Any, multiple: bool) -> None:
-        """Run one statement; lock held by the caller."""
+        """Run one statement up to its first row (stdlib: one ``sqlite3_step``); lock held."""
         con = self._connection
         raw_con = db.raw
         if parsed.is_dml and con._isolation_level is not None and not raw_con.in_transaction:
-            raw_con.execute("BEGIN " + con._isolation_level)
+            con._run_traced("BEGIN " + con._isolation_level)
             db.owner = con
             db.owner_thread = threading.get_ident()
         descriptions: list[Any] = []
-
-        def capture(cur: apsw.Cursor, sql: str, b: Any) -> bool:
-            descriptions.append(cur.get_description())
-            return True
-
         raw = raw_con.cursor()
-        raw.exec_trace = capture
+        raw.exec_trace = con._exec_tracer(descriptions)
         self._raw = raw
+        raw.execute(parsed.sql, bindings)
+        if descriptions:
+            self._set_description(descriptions[-1])
         try:
-            raw.execute(parsed.sql, bindings)
-        except BaseException:
-            self._raw = None
-            raise
-        description = descriptions[-1] if descriptions else ()
-        self._set_description(description)
-        try:
-            raw.get_description()
+            self._next_row = next(raw)
             self._pending = True
-        except apsw.ExecutionCompleteError:
+            description = raw.get_description()  # fresh even if SQLite re-prepared it
+        except StopIteration:
             self._pending = False
             self._raw = None
+            description = descriptions[-1] if descriptions else ()
+        self._set_description(description)
         if multiple and self._pending:
             self._reset()
             raise ProgrammingError("executemany() can only execute DML statements.")
@@ -1561,7 +1654,7 @@ class Cursor:
                     converter = converters.get(m.group(1).upper())
                 lb = name.find("[")
                 if lb >= 0:
-                    name = name[:lb].rstrip(" ") if lb > 0 and name[lb - 1] == " " else name[:lb]
+                    name = name[:lb - 1] if lb > 0 and name[lb - 1] == " " else name[:lb]
             if converter is None and detect & PARSE_DECLTYPES and decltype:
                 key = re.split(r"[ (]", decltype, maxsplit=1)[0].upper()
                 converter = converters.get(key)
@@ -1571,54 +1664,70 @@ class Cursor:
         self._description = tuple(names)
         self._converters = convs if any_converter else None
 
+    def _decode_error(self, exc: UnicodeDecodeError) -> Exception:
+        names = [d[0] for d in self._description or ()]
+        column = names[0] if len(names) == 1 else "?"
+        text = bytes(exc.object).decode("utf-8", "replace")
+        return _error(OperationalError, f"Could not decode to UTF-8 column '{column}' with text '{text}'")
+
+    def _fail(self, exc: BaseException) -> BaseException:
+        self._raw = None
+        self._pending = False
+        self._next_row = None
+        if isinstance(exc, UnicodeDecodeError):
+            return self._decode_error(exc)
+        return _translate(exc)
+
     def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
         """Run one SQL statement with ``parameters`` (sequence for ``?``, dict for ``:name``)."""
         db = self._check()
-        parsed = self._prepare_sql(sql, db)
-        self._reset()
-        bindings = self._bindings(parameters)
-        con = self._connection
-        with db.lock:
-            db.enter(con)
-            try:
-                self._description = None
-                self._rowcount = 0 if parsed.is_dml else -1
-                if parsed.empty:
-                    return self
-                self._execute_one(db, parsed, bindings, multiple=False)
-            except BaseException as exc:
-                self._raw = None
-                self._pending = False
-                raise _translate(exc) from None
-            finally:
-                db.leave(con)
+        self._enter_busy()
+        try:
+            parsed = self._prepare_sql(sql, db)
+            self._reset()
+            bindings = self._bindings(parameters)
+            con = self._connection
+            with db.lock:
+                db.enter(con)
+                try:
+                    self._description = None
+                    self._rowcount = 0 if parsed.is_dml else -1
+                    if not parsed.empty:
+                        self._execute_one(db, parsed, bindings, multiple=False)
+                except BaseException as exc:
+                    raise self._fail(exc) from None
+                finally:
+                    db.leave(con)
+        finally:
+            self._busy = False
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Any, /) -> Cursor:
         """Run one DML statement for each parameter set in ``seq_of_parameters``."""
         db = self._check()
-        parsed = self._prepare_sql(sql, db, "executemany")
-        self._reset()
-        iterator = iter(seq_of_parameters)
-        con = self._connection
-        self._description = None
-        self._rowcount = 0 if parsed.is_dml else -1
-        if not parsed.is_dml and not parsed.empty:
-            raise ProgrammingError("executemany() can only execute DML statements.")
-        with db.lock:
-            db.enter(con)
-            try:
-                for parameters in iterator:
-                    bindings = self._bindings(parameters)
-                    if parsed.empty:
-                        continue
-                    self._execute_one(db, parsed, bindings, multiple=True)
-            except BaseException as exc:
-                self._raw = None
-                self._pending = False
-                raise _translate(exc) from None
-            finally:
-                db.leave(con)
+        self._enter_busy()
+        try:
+            parsed = self._prepare_sql(sql, db, "executemany")
+            self._reset()
+            iterator = iter(seq_of_parameters)
+            con = self._connection
+            self._description = None
+            self._rowcount = 0 if parsed.is_dml else -1
+            if not parsed.is_dml and not parsed.empty:
+                raise ProgrammingError("executemany() can only execute DML statements.")
+            with db.lock:
+                db.enter(con)
+                try:
+                    for parameters in iterator:
+                        bindings = self._bindings(parameters)
+                        if not parsed.empty:
+                            self._execute_one(db, parsed, bindings, multiple=True)
+                except BaseException as exc:
+                    raise self._fail(exc) from None
+                finally:
+                    db.leave(con)
+        finally:
+            self._busy = False
         return self
 
     def executescript(self, sql_script: str, /) -> Cursor:
@@ -1629,24 +1738,29 @@ class Cursor:
         if "\0" in sql_script:
             raise ValueError("embedded null character")
         limit = db.raw.limit(apsw.SQLITE_LIMIT_SQL_LENGTH, -1)
-        if len(sql_script.encode("utf-8", "surrogatepass")) >= limit:
+        if len(sql_script.encode("utf-8")) > limit:
             raise _error(DataError, "query string is too large", apsw.SQLITE_TOOBIG)
-        self._reset()
-        con = self._connection
-        with db.lock:
-            db.enter(con)
-            try:
-                if db.raw.in_transaction and db.owner in (None, con):
-                    db.raw.execute("COMMIT")
-                raw = db.raw.cursor()
-                for _ in raw.execute(sql_script):
-                    pass
-                raw.close()
-            except BaseException as exc:
-                raise _translate(exc) from None
-            finally:
-                db.leave(con)
-        self._description = None
+        self._enter_busy()
+        try:
+            self._reset()
+            con = self._connection
+            with db.lock:
+                db.enter(con)
+                try:
+                    if db.raw.in_transaction and db.owner in (None, con):
+                        con._run_traced("COMMIT")
+                    raw = db.raw.cursor()
+                    raw.exec_trace = con._exec_tracer([])
+                    for _ in raw.execute(sql_script):
+                        pass
+                    raw.close()
+                except BaseException as exc:
+                    raise self._fail(exc) from None
+                finally:
+                    db.leave(con)
+            self._description = None
+        finally:
+            self._busy = False
         return self
 
     # -- fetching ------------------------------------------------------------------------
@@ -1659,7 +1773,9 @@ class Cursor:
         for i, value in enumerate(row):
             converter = convs[i] if convs is not None else None
             if converter is not None:
-                out.append(None if value is None else converter(_sql_bytes(value)))
+                # The stdlib hands NULL and zero-length values over as None (no call).
+                out.append(None if value is None or value == b"" or value == ""
+                           else converter(_sql_bytes(value)))
             elif isinstance(value, str) and text_factory is not str:
                 raw = value.encode("utf-8", "surrogatepass")
                 out.append(raw if text_factory is bytes else text_factory(raw))
@@ -1668,36 +1784,38 @@ class Cursor:
         return tuple(out)
 
     def _fetch_row(self) -> Any:
-        """The next row with converters and row factory applied, or ``None``."""
+        """The next row with converters and row factory applied, or ``None``.
+
+        Like the stdlib, the statement is stepped past the returned row before it is
+        returned, so ``rowcount`` of ``UPDATE ... RETURNING`` is final after the last row.
+        """
         db = self._check()
         if not self._pending or self._raw is None:
             return None
-        con = self._connection
-        with db.lock:
-            try:
-                row = next(self._raw)
-            except StopIteration:
-                self._pending = False
-                self._raw = None
-                if self._is_dml_pending():
-                    self._rowcount = int(db.raw.changes())
-                db.leave(con)
-                return None
-            except BaseException as exc:
-                self._pending = False
-                self._raw = None
-                db.leave(con)
-                raise _translate(exc) from None
+        self._enter_busy()
         try:
+            row = self._next_row
+            assert row is not None
             converted = self._convert(row)
-        except UnicodeError as exc:
-            raise _error(OperationalError, f"Could not decode to UTF-8: {exc}") from None
+            con = self._connection
+            with db.lock:
+                try:
+                    self._next_row = next(self._raw)
+                except StopIteration:
+                    self._pending = False
+                    self._raw = None
+                    self._next_row = None
+                    if self._rowcount >= 0:
+                        self._rowcount = int(db.raw.changes())
+                    db.leave(con)
+                except BaseException as exc:
+                    db.leave(con)
+                    raise self._fail(exc) from None
+        finally:
+            self._busy = False
         if self.row_factory is not None:
             return self.row_factory(self, converted)
         return converted
-
-    def _is_dml_pending(self) -> bool:
-        return self._rowcount >= 0
 
     def fetchone(self) -> Any:
         """The next row, or ``None`` when the result is exhausted."""
@@ -1707,7 +1825,7 @@ class Cursor:
         """Up to ``size`` (default :attr:`arraysize`) more rows."""
         n = self.arraysize if size is None else size
         rows = []
-        while n > 0 or (n < 0 and size is not None and False):
+        while n > 0:
             row = self._fetch_row()
             if row is None:
                 break
@@ -1783,16 +1901,25 @@ def connect(database: Any, timeout: float = 5.0, detect_types: int = 0,
             *, kv: Any = None) -> Any:
     """Open a database like ``sqlite3.connect``; ``kv=`` (or a bare name) makes it KV-backed.
 
+    As in the stdlib, the arguments are passed on to ``factory`` as given.
+
     :param database: ``":memory:"``, a file path, or an actor name (see the module doc).
     :param kv: a :class:`actor_db.kv.KVStore` (or an actor view) to hold the database.
     :param factory: the connection class (a :class:`Connection` subclass).
     :raises OperationalError: the database cannot be opened (``sqlite_errorcode`` set).
     """
-    kwargs: dict[str, Any] = {}
-    if kv is not None:
-        kwargs["kv"] = kv
-    return factory(database, timeout, detect_types, isolation_level, check_same_thread,
-                   factory, cached_statements, uri, **kwargs)
+    raise AssertionError("replaced below")  # pragma: no cover
+
+
+def _connect(*args: Any, **kwargs: Any) -> Any:
+    factory = kwargs.get("factory", args[5] if len(args) > 5 else Connection)
+    return factory(*args, **kwargs)
+
+
+_connect.__doc__ = connect.__doc__
+_connect.__name__ = _connect.__qualname__ = "connect"
+_connect.__signature__ = __import__("inspect").signature(connect)  # type: ignore[attr-defined]
+connect = _connect  # type: ignore[assignment]  # noqa: F811
 
 
 __all__ = [

@@ -133,7 +133,7 @@ async def start_actor(
         log.warning("actor %s: startup made %d KV read(s) beyond the preload before migrations "
                     "(the preload missed data it should cover; raise preload_max_sqlite_bytes?)", label, extra_reads)
 
-    if config is not None and (version < config.version or config.on_migrate is not None):
+    if config is not None and (version != config.version or config.on_migrate is not None):
         # Migrations may rewrite any page: from here on reads go to the cache/KV.
         await worker.run(core.clear_sqlite_preload)
         with metrics.internal("migrate"):

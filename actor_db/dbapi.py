@@ -1623,7 +1623,9 @@ class Cursor:
         try:
             self._next_row = next(raw)
             self._pending = True
-            description = raw.get_description()  # fresh even if SQLite re-prepared it
+            # ``description`` (not the cached ``get_description()``) is fresh even when
+            # SQLite re-prepared the statement after a schema change.
+            description = tuple((d[0], d[1]) for d in raw.description)
         except StopIteration:
             self._pending = False
             self._raw = None

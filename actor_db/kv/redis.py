@@ -222,6 +222,7 @@ _SCAN = _Script(_LUA_SCAN)
 _WRITE = _Script(_LUA_WRITE)
 _PRELOAD = _Script(_LUA_PRELOAD)
 _ACQUIRE = _Script(_LUA_ACQUIRE)
+_SCRIPTS = (_SCAN, _WRITE, _PRELOAD, _ACQUIRE)
 
 
 class _Actor:
@@ -318,6 +319,7 @@ class RedisKV(KVStore):
         self._identity = self._compute_identity()
         self._closed = False
         self._actor_cache = functools.lru_cache(maxsize=4096)(self._locate)
+        self.load_scripts()
         if check_persistence:
             self.check_persistence()
 
@@ -353,6 +355,21 @@ class RedisKV(KVStore):
     def client(self) -> Any:
         """The redis-py client (``redis.Redis`` or ``RedisCluster``)."""
         return self._client
+
+    def load_scripts(self) -> bool:
+        """``SCRIPT LOAD`` the driver's scripts (every primary of a cluster), so that even
+        the first call of each is one send. Not required: a server that lost them (a
+        restart) gets them back through the ``NOSCRIPT`` fallback.
+
+        :returns: whether the server took them (``False`` if it is unreachable now).
+        """
+        try:
+            for script in _SCRIPTS:
+                self._client.script_load(script.source)
+        except RedisError as exc:
+            log.debug("cannot preload the Lua scripts into Redis (%s); they load on first use", exc)
+            return False
+        return True
 
     # -- persistence --------------------------------------------------------------
     def check_persistence(self) -> dict[str, str]:

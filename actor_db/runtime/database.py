@@ -23,7 +23,9 @@ Invariants:
 - SQLite also syncs while it rolls back (writing original pages back after a failed
   commit or a cache spill). Those syncs never carry the state record: the runtime
   reverts the state before its own ROLLBACK, and a sync that follows a failed
-  record-carrying sync is treated as the rollback's (see ``_commit_hook``).
+  record-carrying sync is treated as the rollback's: it carries the last saved record,
+  so even a commit whose reply was lost (applied, reported failed) ends with the
+  database and the record both reverted (see ``_commit_hook``).
 """
 
 from __future__ import annotations
@@ -132,11 +134,13 @@ class ActorConnection:
     # ------------------------------------------------------------------ hooks
     def _commit_hook(self) -> vfs.WriteBatch | None:
         if self._in_flight is not None:
-            # The last sync that carried the record never completed (its KV write
-            # failed): this sync is SQLite writing the original pages back while it
-            # rolls that transaction back, so it must not save the record.
+            # The last sync that carried the record failed: this sync is SQLite writing
+            # the original pages back while it rolls that transaction back. If the
+            # failed write was applied after all (a lost reply), those pages revert the
+            # database, so the record must revert with them: write the saved one.
             self._in_flight = None
-            return None
+            saved = self.state.saved
+            return None if saved is None else self.state.batch_for(saved)
         raw = self.state.pending()
         self._in_flight = raw
         return None if raw is None else self.state.batch_for(raw)

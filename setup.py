@@ -17,10 +17,12 @@ setup(
         "lru-dict>=1.3",
         "lmdb>=1.4",
         "sortedcontainers>=2.4",
+        "prometheus_client>=0.17",
+        "tqdm>=4.60",
     ],
     extras_require={
         "redis": ["redis>=5", "hiredis"],
         "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3", "hypothesis>=6"],
     },
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["actor-db = actor_db.cli:main"]},
 )

@@ -129,7 +129,9 @@ class ActorConnection:
         self._require().preload.clear(*chunk_range(FILE_MAIN))
 
     def user_version(self) -> int:
-        return int(self._require().execute("PRAGMA user_version").fetchone()[0])
+        row = self._require().execute("PRAGMA user_version").fetchone()
+        assert row is not None
+        return int(row[0])
 
     # ------------------------------------------------------------------ hooks
     def _commit_hook(self) -> vfs.WriteBatch | None:

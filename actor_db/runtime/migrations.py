@@ -102,14 +102,14 @@ def _run_sync_step(con: apsw.Connection, step: Migration) -> None:
     if isinstance(step, str):
         con.execute(step)
     else:
-        step(con)  # type: ignore[arg-type]
+        step(con)
 
 
 async def _run_step(worker: Worker, core: ActorConnection, database: Database, step: Migration) -> None:
     if isinstance(step, str) or not inspect.iscoroutinefunction(step):
         await worker.run(_run_sync_step, core.con, step)
     else:
-        await step(database)
+        await step(database)  # type: ignore[arg-type]
 
 
 def _begin(core: ActorConnection) -> None:

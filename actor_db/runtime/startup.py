@@ -109,8 +109,8 @@ async def start_actor(
         raw = preload.lookup(STATE_KEY)
         if raw is NOT_LOADED:  # an exact key is always answered; a driver bug if not
             log.warning("actor %s: the preload did not answer the state key; reading it live", label)
-            raw = (await worker.run(kv.get_many, [STATE_KEY]))[0]
-            raw = ABSENT if raw is None else raw
+            live = (await worker.run(kv.get_many, [STATE_KEY]))[0]
+            raw = ABSENT if live is None else live
     is_new = raw is ABSENT
     metrics.is_new = is_new
     if is_new:

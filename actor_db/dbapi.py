@@ -87,7 +87,7 @@ import threading
 import time
 import types
 import warnings
-from typing import Any, Callable, Hashable, Iterator, Sequence
+from typing import Any, Callable, Hashable, Iterator, Literal
 
 import apsw
 
@@ -192,8 +192,8 @@ def _error(cls: type[Exception], message: str, code: int | None = None) -> Excep
     exc = cls(message)
     if code is not None and isinstance(exc, Error):
         exc.sqlite_errorcode = code
-        exc.sqlite_errorname = (apsw.mapping_extended_result_codes.get(code)
-                                or apsw.mapping_result_codes.get(code & 0xFF, "SQLITE_UNKNOWN"))
+        exc.sqlite_errorname = str(apsw.mapping_extended_result_codes.get(code)
+                                   or apsw.mapping_result_codes.get(code & 0xFF, "SQLITE_UNKNOWN"))
     return exc
 
 
@@ -237,7 +237,7 @@ def _translate(exc: BaseException) -> BaseException:
         if primary is None or primary < 0:
             return _error(DatabaseError, str(exc))
         cls = _CLASS_FOR_CODE.get(primary, DatabaseError)
-        if cls is MemoryError:
+        if cls is MemoryError or not issubclass(cls, Exception):
             return MemoryError(str(exc))
         message = str(exc)
         if primary == apsw.SQLITE_TOOBIG and message in ("", "string or blob too big"):
@@ -390,7 +390,7 @@ def __getattr__(name: str) -> Any:
 
 def _report(exc: BaseException, obj: Any) -> None:
     if _callback_tracebacks:
-        sys.unraisablehook(types.SimpleNamespace(  # type: ignore[arg-type]
+        sys.unraisablehook(types.SimpleNamespace(
             exc_type=type(exc), exc_value=exc, exc_traceback=exc.__traceback__,
             err_msg="Exception ignored in user-defined callback", object=obj))
 
@@ -692,6 +692,9 @@ collections.abc.Sequence.register(Row)
 class Blob:
     """Incremental I/O on one BLOB value (``Connection.blobopen``)."""
 
+    _connection: Connection
+    _raw: apsw.Blob | None
+
     def __new__(cls, *args: Any, **kwargs: Any) -> Blob:
         raise TypeError(f"cannot create '{cls.__module__}.{cls.__name__}' instances")
 
@@ -699,7 +702,7 @@ class Blob:
     def _make(cls, connection: Connection, raw: apsw.Blob) -> Blob:
         self = object.__new__(cls)
         self._connection = connection
-        self._raw: apsw.Blob | None = raw
+        self._raw = raw
         return self
 
     def _blob(self) -> apsw.Blob:
@@ -709,7 +712,7 @@ class Blob:
         return self._raw
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        with self._connection._db.lock:
+        with self._connection._check().lock:
             try:
                 return fn(*args)
             except apsw.Error as exc:
@@ -720,7 +723,7 @@ class Blob:
         self._connection._check()
         if self._raw is not None:
             raw, self._raw = self._raw, None
-            with self._connection._db.lock:
+            with self._connection._check().lock:
                 try:
                     raw.close(True)
                 except apsw.Error:
@@ -844,7 +847,7 @@ class Blob:
         self._blob()
         return self
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> Literal[False]:
         self._blob()
         self.close()
         return False
@@ -1045,7 +1048,7 @@ class Connection:
         factory = Cursor if factory is _NOT_GIVEN else factory
         if not callable(factory):
             raise TypeError("factory must be callable")
-        cursor = factory(self)
+        cursor: Cursor = factory(self)
         if not issubclass(type(cursor), Cursor):
             raise TypeError(f"factory must return a cursor, not {type(cursor).__name__}")
         if self.row_factory is not None:
@@ -1136,7 +1139,7 @@ class Connection:
         self._check()
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         if exc_type is None:
             try:
                 self.commit()
@@ -1837,7 +1840,7 @@ class Cursor:
 
     def fetchall(self) -> list[Any]:
         """All remaining rows."""
-        rows = []
+        rows: list[Any] = []
         while True:
             row = self._fetch_row()
             if row is None:
@@ -1920,8 +1923,8 @@ def _connect(*args: Any, **kwargs: Any) -> Any:
 
 _connect.__doc__ = connect.__doc__
 _connect.__name__ = _connect.__qualname__ = "connect"
-_connect.__signature__ = __import__("inspect").signature(connect)  # type: ignore[attr-defined]
-connect = _connect  # type: ignore[assignment]  # noqa: F811
+setattr(_connect, "__signature__", __import__("inspect").signature(connect))
+connect = _connect  # noqa: F811
 
 
 __all__ = [

@@ -420,3 +420,28 @@ def test_uninitialised_and_wrong_thread(con: Any) -> None:
     t.start()
     t.join()
     assert len(errors) == 1 and isinstance(errors[0], sqlite3.ProgrammingError)
+
+
+def test_works_without_the_stdlib_sqlite3() -> None:
+    """Where ``import sqlite3`` fails, one warning is logged and the facade still works."""
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.WARNING, format='%(name)s %(message)s')\n"
+        "sys.modules['sqlite3'] = None\n"
+        "import actor_db.dbapi as d\n"
+        "from actor_db.kv import MemoryKV\n"
+        "c = d.connect('x', kv=MemoryKV())\n"
+        "c.execute('create table t(x unique)'); c.execute('insert into t values (1)')\n"
+        "try:\n"
+        "    c.execute('insert into t values (1)')\n"
+        "except d.IntegrityError as e:\n"
+        "    print('raised', e.sqlite_errorname, d.STDLIB_EXCEPTIONS, len(list(c.iterdump())))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["raised", "SQLITE_CONSTRAINT_UNIQUE", "False", "4"]
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("actor_db.dbapi")]
+    assert len(warnings) == 1 and "standard library sqlite3 module is unavailable" in warnings[0]

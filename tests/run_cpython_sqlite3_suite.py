@@ -28,6 +28,7 @@ import itertools
 import json
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import unittest
@@ -150,7 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     _apply_exclusions(suite, EXCLUDED, hits)
     runner = unittest.TextTestRunner(verbosity=2 if args.verbose else 1, resultclass=_Result,
                                      stream=sys.stderr)
-    result = runner.run(suite)
+    try:
+        result = runner.run(suite)
+    finally:
+        dbapi.set_router(None)
+        os.chdir(ROOT)
+        shutil.rmtree(workdir, ignore_errors=True)
     excluded = len(hits)
     skipped = len(result.skipped) - excluded
     failed = len(result.failures) + len(result.unexpectedSuccesses)

@@ -1,0 +1,91 @@
+"""``LatencyKV``: a KV store wrapper that injects a fixed latency per round trip.
+
+Every raw call of the wrapped store (``get_many``, ``scan``, ``write``, ``preload``,
+``acquire``) first sleeps :attr:`LatencyKV.latency_s` seconds, modelling a
+datacenter KV one network round trip away; then the wrapped store runs it.
+``time.sleep`` releases the GIL, so many actors waiting on the KV overlap as they would
+on a real network. Round trips are counted by :class:`actor_db.kv.KVStore` exactly as
+for any driver (one per call of an actor view), so the counts are machine-independent;
+only the times depend on the machine.
+
+Invariants: the wrapper adds no caching and no batching, so a benchmark's round trips
+are those its code would make on the real store; :attr:`LatencyKV.identity` is the
+wrapped store's, so the VFS's one-open-per-actor rule still covers both objects.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Hashable, Sequence
+
+from vfs.preload import PreloadMap
+from vfs.protocol import PreloadRequest, WriteBatch
+
+from actor_db.kv.base import Fence, KVStore
+
+__all__ = ["LatencyKV", "DEFAULT_LATENCY_S", "measure_sleep_overhead"]
+
+DEFAULT_LATENCY_S = 0.001
+"""Injected latency per round trip, in seconds (1 ms: a KV in the same datacenter)."""
+
+
+class LatencyKV(KVStore):
+    """Wrap ``inner`` so that every round trip costs ``latency_s`` seconds more.
+
+    :param inner: the real store (e.g. :class:`actor_db.kv.MemoryKV`); its limits apply.
+    :param latency_s: seconds slept per round trip (0 disables the delay; the count
+        goes on). Mutable: benchmarks set it to 0 while building fixtures.
+    """
+
+    def __init__(self, inner: KVStore, latency_s: float = DEFAULT_LATENCY_S) -> None:
+        super().__init__(inner.limits)
+        if latency_s < 0:
+            raise ValueError(f"latency_s must be >= 0 seconds, not {latency_s!r}")
+        self.inner = inner
+        self.latency_s = latency_s
+
+    def __repr__(self) -> str:
+        return f"LatencyKV({self.inner!r}, latency_s={self.latency_s})"
+
+    @property
+    def identity(self) -> Hashable:
+        return self.inner.identity
+
+    def _delay(self) -> None:
+        if self.latency_s > 0:
+            time.sleep(self.latency_s)
+
+    def _get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        self._delay()
+        return self.inner._get_many(keys)
+
+    def _scan(self, start: bytes, end: bytes, limit: int | None, max_bytes: int | None) -> list[tuple[bytes, bytes]]:
+        self._delay()
+        return self.inner._scan(start, end, limit, max_bytes)
+
+    def _write(self, batch: WriteBatch, fence: Fence | None = None) -> None:
+        self._delay()
+        self.inner._write(batch, fence)
+
+    def _preload(self, request: PreloadRequest) -> PreloadMap:
+        self._delay()
+        return self.inner._preload(request)
+
+    def _acquire(self, actor_id: str, request: PreloadRequest | None) -> tuple[int, PreloadMap | None]:
+        self._delay()
+        return self.inner._acquire(actor_id, request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def measure_sleep_overhead(latency_s: float = DEFAULT_LATENCY_S, samples: int = 50) -> float:
+    """Mean seconds one ``time.sleep(latency_s)`` really takes on this machine.
+
+    The OS timer adds ~50-100 µs to each sleep; the report states it so the times can
+    be read against the nominal latency.
+    """
+    started = time.perf_counter()
+    for _ in range(samples):
+        time.sleep(latency_s)
+    return (time.perf_counter() - started) / samples

@@ -23,7 +23,7 @@ Invariants:
   the KV VFS: pages past the VFS's dirty-byte bound are staged under the redo range,
   and the database only changes at the final commit (one atomic KV batch, or the
   redo protocol's commit record). A failed import therefore leaves the previous
-  database (or none) in place; staged chunks are dropped (here, or at the next open).
+  database (or none) in place, and its staged chunks are deleted.
 - ``export`` writes a temporary file next to the target and renames it over the target
   only when the copy is complete (``os.replace``), so a failed export leaves no partial
   file.
@@ -309,14 +309,23 @@ def import_database(
 
 
 def _close_dropping_staged(con: vfs.KVConnection, kv: Any) -> None:
-    """After a failed import: close, then reopen once so the VFS drops staged chunks
-    (best effort: if the KV is down they are dropped at the next open instead)."""
+    """After a failed import: close, finish a commit that passed its commit point (a
+    reopen rolls the record forward), else delete the staged chunks (one batch).
+
+    The VFS itself leaves staging garbage for its next large commit to clear; an
+    import that failed must not leave keys behind (a new actor would otherwise show in
+    ``ls``). Safe because this process owns the actor. Best effort: if the KV is down
+    the error the user sees is the original one, and the garbage stays unread.
+    """
     try:
         con.close()
         vfs.connect(kv).close()
+        if kv.get_many([COMMIT_RECORD_KEY])[0] is None and kv.scan(*staged_range(), limit=1):
+            batch = vfs.WriteBatch()
+            batch.delete_range(*staged_range())
+            kv.write(batch)
     except Exception as exc:  # the original error is what the user must see
-        log.warning("could not drop the staged chunks of the failed import now (%s); "
-                    "the next open drops them", exc)
+        log.warning("could not drop the staged chunks of the failed import (%s)", exc)
 
 
 def export_database(
@@ -654,6 +663,8 @@ def _run(args: argparse.Namespace) -> int:
     if command == "bench":
         extra = [a for a in args.extra if a != "--"] if args.extra[:1] == ["--"] else list(args.extra)
         return subprocess.call(bench_command(extra, args.dir))
+    if command == "import":
+        check_sqlite_file(args.file)  # before the store is created
     writes = command == "import" or (command == "shell" and args.create)
     store = open_store(spec, create=writes)
     try:

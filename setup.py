@@ -22,7 +22,9 @@ setup(
     ],
     extras_require={
         "redis": ["redis>=5", "hiredis"],
-        "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3", "hypothesis>=6"],
+        "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3", "hypothesis>=6",
+                 "matplotlib>=3.7", "tqdm>=4.60"],  # matplotlib/tqdm: the benchmark report's smoke test
+        "bench": ["pytest>=8", "pytest-benchmark>=4", "matplotlib>=3.7", "tqdm>=4.60", "redis>=5", "hiredis"],
     },
     entry_points={"console_scripts": ["actor-db = actor_db.cli:main"]},
 )

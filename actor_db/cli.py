@@ -662,7 +662,12 @@ def _run(args: argparse.Namespace) -> int:
     spec = getattr(args, "kv", None) or os.environ.get("ACTOR_DB_KV") or DEFAULT_KV
     if command == "bench":
         extra = [a for a in args.extra if a != "--"] if args.extra[:1] == ["--"] else list(args.extra)
-        return subprocess.call(bench_command(extra, args.dir))
+        cmd = bench_command(extra, args.dir)
+        env = dict(os.environ)
+        # The benchmarks are not an installed package: make the checkout importable.
+        root = str(Path(args.dir).resolve().parent if args.dir else _project_root())
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        return subprocess.call(cmd, env=env)
     if command == "import":
         check_sqlite_file(args.file)  # before the store is created
     writes = command == "import" or (command == "shell" and args.create)

@@ -220,3 +220,11 @@ def test_bench_runs_the_benchmarks(tmp_path: pathlib.Path) -> None:
     assert result.returncode == 0, result
     assert "1 passed" in result.stdout
     assert_one_line_error(run_cli("bench", "--dir", str(tmp_path / "nope"), cwd=tmp_path), "no benchmarks directory")
+
+
+def test_bench_runs_the_projects_report(tmp_path: pathlib.Path) -> None:
+    """With the checkout's benchmarks/report.py, bench runs ``python -m benchmarks.report``."""
+    result = run_cli("bench", "--", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result
+    assert "usage: python -m benchmarks.report" in result.stdout
+    assert "--quick" in result.stdout

@@ -49,7 +49,7 @@ import tempfile
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Iterator, Sequence, TextIO, cast
 
 import apsw
 
@@ -254,7 +254,8 @@ def _copy(dest: apsw.Connection, source: apsw.Connection, desc: str, progress: b
                 before = backup.remaining
                 backup.step(IMPORT_STEP_PAGES)
                 bar.update(before - backup.remaining)
-        return int(backup.page_count)
+        pages = int(backup.page_count)
+    return pages
 
 
 def import_database(
@@ -295,7 +296,7 @@ def import_database(
             dest.execute(f"PRAGMA cache_size=-{IMPORT_CACHE_KIB}")
             pages = _copy(dest, source, "import", progress)
             used = dest.stats.snapshot()
-            page_size = int(dest.execute("PRAGMA page_size").fetchone()[0])
+            page_size = int(dest.execute("PRAGMA page_size").get)
             size = dest.kv_file.committed_size
         except BaseException:
             _close_dropping_staged(dest, kv)
@@ -504,15 +505,15 @@ class _Shell:
     def make(con: apsw.Connection, stdin: IO[str], stdout: IO[str], stderr: IO[str]) -> Any:
         import apsw.shell
 
-        class Shell(apsw.shell.Shell):  # type: ignore[misc]
+        class Shell(apsw.shell.Shell):
             failed = False
 
             def handle_exception(self) -> None:
                 if not isinstance(sys.exc_info()[1], SystemExit):
                     self.failed = True
-                super().handle_exception()
+                super().handle_exception()  # type: ignore[no-untyped-call]
 
-        return Shell(stdin=stdin, stdout=stdout, stderr=stderr, db=con)
+        return Shell(stdin=cast(TextIO, stdin), stdout=cast(TextIO, stdout), stderr=cast(TextIO, stderr), db=con)
 
 
 def run_shell(kv: Any, commands: Sequence[str], *, create: bool, stdin: IO[str] | None = None,
@@ -581,11 +582,11 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     kv_help = ("the store: lmdb:PATH (default: $ACTOR_DB_KV, else lmdb:./.actor-db), "
                "memory: (a new empty in-memory store), or redis://HOST:PORT/DB[?namespace=NS]")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--kv", default=argparse.SUPPRESS, metavar="STORE", help=kv_help)
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                         help="log INFO (-v) or DEBUG (-vv) messages to stderr")
-    actor_type = argparse.ArgumentParser(add_help=False)
+    actor_type = _Parser(add_help=False)
     actor_type.add_argument("--actor-type", metavar="NAME",
                             help="ACTOR is a key of this actor type (the actor id is NAME/ACTOR)")
 

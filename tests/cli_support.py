@@ -32,7 +32,10 @@ class Result:
 def run_cli(*args: str, cwd: os.PathLike[str] | str, stdin: str | None = None,
             env: dict[str, str] | None = None) -> Result:
     """Run ``actor-db ARGS`` in ``cwd``; never raises on a non-zero exit."""
-    environment = {k: v for k, v in os.environ.items() if k not in ("ACTOR_DB_KV", "ACTOR_DB_PATH")}
+    # Not the test run's own settings (a pytest-xdist worker's PYTEST_* variables would
+    # make the pytest that `actor-db bench` starts believe it is an xdist worker too).
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in ("ACTOR_DB_KV", "ACTOR_DB_PATH") and not k.startswith("PYTEST_")}
     environment.update(env or {})
     proc = subprocess.run([console_script(), *args], cwd=cwd, input=stdin if stdin is not None else "",
                           capture_output=True, text=True, timeout=120, env=environment)

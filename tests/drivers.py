@@ -43,6 +43,8 @@ class RedisFactory(DriverFactory):
     """RedisKV on this test process's durable ``redis-server`` (AOF, ``appendfsync always``;
     started on first use, stopped by PID at exit), in a fresh namespace per test."""
 
+    cluster = False
+
     def __init__(self, tmp: pathlib.Path) -> None:
         super().__init__(tmp)
         from tests.redis_server import fresh_namespace
@@ -50,29 +52,40 @@ class RedisFactory(DriverFactory):
         self.namespace = fresh_namespace("redis")
         self._stores: list[KVStore] = []
 
+    def url(self) -> str:
+        from tests.redis_server import session_cluster, session_server
+
+        return session_cluster().url if self.cluster else session_server().url
+
     def open(self) -> KVStore:
         from actor_db.kv.redis import RedisKV
-        from tests.redis_server import session_server
 
-        store = RedisKV(session_server().url, namespace=self.namespace)
+        store = RedisKV(self.url(), namespace=self.namespace, cluster=self.cluster)
         self._stores.append(store)
         return store
 
     def cleanup(self) -> None:
         from actor_db.kv.redis import RedisKV
-        from tests.redis_server import session_server
 
         for store in self._stores:
             store.close()
         if self._stores:
-            with RedisKV(session_server().url, namespace=self.namespace, check_persistence=False) as dropper:
+            with RedisKV(self.url(), namespace=self.namespace, cluster=self.cluster,
+                         check_persistence=False) as dropper:
                 dropper.drop_namespace()  # type: ignore[attr-defined]
+
+
+class RedisClusterFactory(RedisFactory):
+    """RedisKV on this test process's 3-master Redis Cluster (loopback ports)."""
+
+    cluster = True
 
 
 DRIVERS: dict[str, Callable[[pathlib.Path], DriverFactory]] = {
     "memory": MemoryFactory,
     "lmdb": LmdbFactory,
     "redis": RedisFactory,
+    "redis-cluster": RedisClusterFactory,
 }
 
 

@@ -191,7 +191,7 @@ class RedisClusterProcesses:
 
     @property
     def url(self) -> str:
-        return self.servers[0].url
+        return f"redis://127.0.0.1:{self.servers[0].port}"
 
     def client(self, **kwargs: Any) -> Any:
         from redis.cluster import RedisCluster

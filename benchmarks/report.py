@@ -147,6 +147,12 @@ def _num(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _ratio(ratio: float | None) -> str:
+    if ratio is None:
+        return "—"
+    return f"{ratio:.2f}×" if ratio >= 0.1 else f"{ratio:.2g}×"
+
+
 def _rt(b: Bench | None) -> str:
     """Round trips of a benchmark: exact when every round agreed, else ``median (min-max)``."""
     if b is None:
@@ -224,11 +230,13 @@ class Report:
 
         def draw(plt: Any) -> Any:
             fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-            for n in names:
+            for i, n in enumerate(names):
                 xs = [s for s in sizes if (n, s) in cell]
                 if n != "local file":
-                    ax1.plot(xs, [cell[(n, s)]["extra_info"]["round_trips"] for s in xs], marker="o", label=n)
-                ax2.plot(xs, [_median(cell[(n, s)]) * 1000.0 for s in xs], marker="o", label=n)  # type: ignore[operator]
+                    ax1.plot(xs, [cell[(n, s)]["extra_info"]["round_trips"] for s in xs], marker="o", label=n,
+                             color=f"C{i}")
+                ax2.plot(xs, [_median(cell[(n, s)]) * 1000.0 for s in xs], marker="o", label=n,  # type: ignore[operator]
+                         color=f"C{i}")
             for ax, title, unit in ((ax1, "KV round trips to first answer", "round trips"),
                                     (ax2, "time to first answer (median)", "ms")):
                 ax.set_xscale("log", base=2)
@@ -238,7 +246,7 @@ class Report:
                 ax.set_title(title)
                 ax.grid(alpha=0.3)
             ax2.set_yscale("log")
-            ax1.legend(fontsize=8)
+            ax2.legend(fontsize=8)
             return fig
 
         image = self._plot("cold_start", draw)
@@ -289,8 +297,9 @@ class Report:
                 present = [op for op in ops if (n, op) in cell]
                 if n != "local file":
                     ax1.bar(xs, [max(cell[(n, op)]["extra_info"]["round_trips"], 0.8) for op in present],
-                            width, label=n)
-                ax2.bar(xs, [_median(cell[(n, op)]) * 1000.0 for op in present], width, label=n)  # type: ignore[operator]
+                            width, label=n, color=f"C{i}")
+                ax2.bar(xs, [_median(cell[(n, op)]) * 1000.0 for op in present], width, label=n,  # type: ignore[operator]
+                        color=f"C{i}")
             if "insert-1MiB" in ops:
                 j = ops.index("insert-1MiB") + len(names) * width
                 ax1.bar([j], [ref["round_trips"]], width, color="black", label="RivetKit (published)")
@@ -302,7 +311,7 @@ class Report:
                 ax.set_ylabel(unit)
                 ax.set_title(title)
                 ax.grid(alpha=0.3, axis="y")
-            ax1.legend(fontsize=7)
+            ax2.legend(fontsize=7)
             return fig
 
         image = self._plot("commits", draw)
@@ -339,7 +348,7 @@ class Report:
                 ratio = None if rate is None or base is None else rate / base
                 if ratio is not None:
                     ratios.setdefault(n, {})[q] = ratio
-                row += [_num(rate), "—" if ratio is None else f"{ratio:.2f}×", _rt(b)]
+                row += [_num(rate, 0 if rate is None or rate >= 100 else 2), _ratio(ratio), _rt(b)]
             rows.append(row)
         self.summary["warm_read_ratio_to_local"] = ratios
         self.summary["warm_read_round_trips"] = {
@@ -603,12 +612,13 @@ def main(argv: list[str] | None = None) -> int:
         latency = args.latency_ms if args.latency_ms is not None else float(os.environ.get("ACTOR_DB_BENCH_LATENCY_MS", "1"))
         raw = out / "results.raw.json"
         started = time.perf_counter()
-        code = run_benchmarks(raw, quick=args.quick, log_path=out / "pytest.log", progress=not args.no_progress,
+        log_path = Path(tempfile.gettempdir()) / f"actor-db-bench-pytest-{os.getpid()}.log"
+        code = run_benchmarks(raw, quick=args.quick, log_path=log_path, progress=not args.no_progress,
                               latency_ms=latency, suites=args.suites)
         seconds = time.perf_counter() - started
         if not raw.exists():
-            sys.stderr.write((out / "pytest.log").read_text(encoding="utf-8")[-5000:])
-            sys.stderr.write(f"\nbenchmarks produced no JSON (pytest exit code {code})\n")
+            sys.stderr.write(log_path.read_text(encoding="utf-8")[-5000:])
+            sys.stderr.write(f"\nbenchmarks produced no JSON (pytest exit code {code}); full log: {log_path}\n")
             return code or 1
         data = json.loads(raw.read_text(encoding="utf-8"))
         raw.unlink()
@@ -616,7 +626,9 @@ def main(argv: list[str] | None = None) -> int:
         data["actor_db_run"] = meta
         results.write_text(json.dumps(_strip(data), indent=1) + "\n", encoding="utf-8")
         if code != 0:
-            sys.stderr.write((out / "pytest.log").read_text(encoding="utf-8")[-5000:] + "\n")
+            sys.stderr.write(log_path.read_text(encoding="utf-8")[-5000:] + f"\nfull log: {log_path}\n")
+        else:
+            log_path.unlink()
     mi = data.get("machine_info", {})
     meta.setdefault("machine", f"{mi.get('cpu', {}).get('brand_raw', '?')} × {mi.get('cpu', {}).get('count', '?')} cores, "
                                f"{meta.get('memory_gib', '?')} GiB RAM, Python {mi.get('python_version', '?')}")

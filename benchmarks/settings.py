@@ -54,10 +54,10 @@ def settings() -> Settings:
         )
     return Settings(
         quick=False, latency_s=latency_s,
-        cold_sizes=(64 * KIB, 512 * KIB, 4 * MIB, 64 * MIB, 512 * MIB), cold_rounds=5, redis_max_size=64 * MIB,
-        commit_rounds={"update-1-row": 20, "insert-100-rows": 10, "insert-1MiB": 5, "insert-10MiB": 3},
+        cold_sizes=(64 * KIB, 512 * KIB, 4 * MIB, 64 * MIB, 512 * MIB), cold_rounds=20, redis_max_size=512 * MIB,
+        commit_rounds={"update-1-row": 50, "insert-100-rows": 20, "insert-1MiB": 10, "insert-10MiB": 5},
         commit_sizes=(("insert-1MiB", MIB), ("insert-10MiB", 10 * MIB)),
-        warm_db_size=16 * MIB, warm_point_rounds=2000, warm_scan_rows=10_000, warm_scan_rounds=10,
-        concurrency_actors=(1, 8, 64, 256), concurrency_latencies_s=(0.001, 0.005), concurrency_actions_total=1024,
+        warm_db_size=16 * MIB, warm_point_rounds=5000, warm_scan_rows=10_000, warm_scan_rounds=20,
+        concurrency_actors=(1, 8, 64, 256), concurrency_latencies_s=(0.001, 0.005), concurrency_actions_total=2048,
         memory_actors=200,
     )

@@ -112,7 +112,8 @@ def _follow(child: subprocess.Popen[Any], progress_file: Path, show: bool) -> No
         bar.close()
 
 
-def run_meta(*, quick: bool, seconds: float, exit_code: int, latency_ms: float) -> dict[str, Any]:
+def run_meta(*, quick: bool, seconds: float, exit_code: int, latency_ms: float,
+             load_before: float | None = None) -> dict[str, Any]:
     """What the report says about the run itself (machine, parts present, duration)."""
     mem_kib = 0
     try:
@@ -125,8 +126,17 @@ def run_meta(*, quick: bool, seconds: float, exit_code: int, latency_ms: float) 
         "sleep_measured_ms": measure_sleep_overhead(latency_ms / 1000.0) * 1000.0 if latency_ms > 0 else 0.0,
         "present": backends.present(), "memory_gib": round(mem_kib / 1024 / 1024, 1),
         "cpus": os.cpu_count(), "platform": platform.platform(terse=True),
+        "load_before": load_before, "load_after": _load(),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def _load() -> float | None:
+    """The 1-minute load average (other work on the machine skews the times, not the round trips)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 # --------------------------------------------------------------------------- formatting
@@ -490,6 +500,8 @@ class Report:
                 ["mode", "quick (smoke test)" if m.get("quick") else "full"],
                 ["parts present", present],
                 ["run time", f"{_num(m.get('seconds'), 0)} s for the whole run; {status}"],
+                ["load average (1 min)", f"{m.get('load_before')} before, {m.get('load_after')} after the run "
+                                         f"(other processes on the machine slow the times, not the round trips)"],
             ]),
         ])
 
@@ -611,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         latency = args.latency_ms if args.latency_ms is not None else float(os.environ.get("ACTOR_DB_BENCH_LATENCY_MS", "1"))
         raw = out / "results.raw.json"
-        started = time.perf_counter()
+        started, load_before = time.perf_counter(), _load()
         log_path = Path(tempfile.gettempdir()) / f"actor-db-bench-pytest-{os.getpid()}.log"
         code = run_benchmarks(raw, quick=args.quick, log_path=log_path, progress=not args.no_progress,
                               latency_ms=latency, suites=args.suites)
@@ -622,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             return code or 1
         data = json.loads(raw.read_text(encoding="utf-8"))
         raw.unlink()
-        meta = run_meta(quick=args.quick, seconds=seconds, exit_code=code, latency_ms=latency)
+        meta = run_meta(quick=args.quick, seconds=seconds, exit_code=code, latency_ms=latency, load_before=load_before)
         data["actor_db_run"] = meta
         results.write_text(json.dumps(_strip(data), indent=1) + "\n", encoding="utf-8")
         if code != 0:

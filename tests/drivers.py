@@ -90,5 +90,17 @@ DRIVERS: dict[str, Callable[[pathlib.Path], DriverFactory]] = {
 
 
 def vfs_kinds() -> list[str]:
-    """VFS implementations to run the suite on."""
+    """VFS implementations to run the suite on: ``python``, and ``native`` when built.
+
+    :raises RuntimeError: in CI (``CI=true``) when the native VFS is not built, so a
+        broken build fails the run instead of silently testing only the Python VFS.
+    """
+    import os
+
+    import native
+
+    if native.AVAILABLE:
+        return ["python", "native"]
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        raise RuntimeError(f"CI: the native VFS is not built ({native.BUILD_ERROR}); the suite must run on it")
     return ["python"]

@@ -65,25 +65,25 @@ def connect(
     :param readahead_max_chunks: largest read-ahead window, in chunks.
     :param max_dirty_bytes: dirty bytes held before spilling to the redo staging range.
     :param page_size: page size of a NEW database, 512-65536 (ignored if it exists).
-    :param vfs: ``"python"`` (this package).
+    :param vfs: ``"python"`` (this package) or ``"native"`` (the C VFS of :mod:`native`,
+        same KV format and round trips; needs the built extension).
     :raises apsw.BusyError: the actor's database is already open in this process.
     :raises apsw.IOError: the KV failed while opening.
     :raises apsw.CorruptError: the stored meta is not a valid meta record.
     """
-    if vfs != "python":
-        raise ValueError(f"unknown vfs {vfs!r}: expected 'python'")
+    backend = _backend(vfs)
     if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
         raise ValueError(f"page_size must be a power of two from 512 to 65536, not {page_size}")
-    kvvfs.ensure_registered()
+    backend.ensure_registered()
     options = FileOptions(cache_chunks, readahead_max_chunks, max_dirty_bytes)
     binding = kvvfs.Binding(kv, preload if preload is not None else PreloadMap.empty(), options)
-    filename = kvvfs.bind(name, binding)
+    filename = backend.bind(name, binding)
     identity = kv.identity
     kvvfs.claim(identity, filename)
     connection: KVConnection | None = None
     try:
         flags = connection_kwargs.pop("flags", apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
-        connection = KVConnection(filename, flags=flags, vfs=kvvfs.VFS_NAME, **connection_kwargs)
+        connection = KVConnection(filename, flags=flags, vfs=backend.VFS_NAME, **connection_kwargs)
         assert binding.file is not None, "xOpen did not run"
         connection.stats = binding.stats
         connection.kv_file = binding.file
@@ -99,4 +99,19 @@ def connect(
         kvvfs.release(identity, filename)
         raise
     finally:
-        kvvfs.unbind(filename)
+        backend.unbind(filename)
+
+
+def _backend(vfs: str) -> Any:
+    """The registration module of VFS ``vfs`` (:mod:`vfs.kvvfs` or :mod:`native.registry`)."""
+    if vfs == "python":
+        return kvvfs
+    if vfs == "native":
+        import native
+
+        if not native.AVAILABLE:
+            raise ValueError(f"vfs='native' is not available: the C extension is not built ({native.BUILD_ERROR})")
+        from native import registry
+
+        return registry
+    raise ValueError(f"unknown vfs {vfs!r}: expected 'python' or 'native'")

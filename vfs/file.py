@@ -102,9 +102,10 @@ class KVFile:
         self.options = options
         self.stats = stats
         self._on_close = on_close
-        self._cache: LRU[int, bytes] | None = LRU(options.cache_chunks) if options.cache_chunks else None
-        self._dirty: dict[int, bytearray] = {}
-        self._staged: set[int] = set()
+        self._cache: LRU[int, bytes] | None
+        self._dirty: dict[int, bytearray]
+        self._staged: set[int]
+        self._cache, self._dirty, self._staged = self._new_state(options)
         self._size = 0
         self._committed_size = 0
         self._low_water = 0
@@ -119,6 +120,14 @@ class KVFile:
         self.after_commit: Callable[[], None] | None = None
         """Called after each successful commit (e.g. to mark state as saved)."""
         self._refresh(first_open=True)
+
+    def _new_state(self, options: FileOptions) -> tuple[LRU[int, bytes] | None, dict[int, bytearray], set[int]]:
+        """The chunk cache (``None`` when disabled), dirty buffer and staged set.
+
+        The native VFS (:mod:`native.file`) overrides this to return views of the same
+        containers held in C, so the methods below run unchanged on its state.
+        """
+        return (LRU(options.cache_chunks) if options.cache_chunks else None), {}, set()
 
     # ----------------------------------------------------------------- KV access
     def _kv_get(self, keys: list[bytes], code: int, what: str) -> list[bytes | None]:

@@ -57,6 +57,7 @@ class PreloadMap:
         self._exact: set[bytes] = set(exact_keys)
         self._covered: list[KeyRange] = list(covered)
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[bytes, bytes | None], None]] = []
         for key in self._values:
             assert self._is_covered(key), f"preloaded key {key!r} lies outside the coverage"
 
@@ -67,6 +68,25 @@ class PreloadMap:
 
     def _is_covered(self, key: bytes) -> bool:
         return key in self._exact or any(key in r for r in self._covered)
+
+    def add_listener(self, listener: Callable[[bytes, bytes | None], None]) -> None:
+        """Call ``listener(start, end)`` after every change to keys in ``[start, end)``
+        (``end`` ``None``: unbounded). The native VFS mirrors chunk entries this way."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[bytes, bytes | None], None]) -> None:
+        """Undo :meth:`add_listener` (no error if it is not registered)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _notify(self, start: bytes, end: bytes | None) -> None:
+        for listener in list(self._listeners):
+            listener(start, end)
+
+    def covered_ranges(self) -> list[KeyRange]:
+        """Every range whose keys are known (exact keys as one-key ranges)."""
+        with self._lock:
+            return [KeyRange(k, k + b"\x00") for k in self._exact] + list(self._covered)
 
     def lookup(self, key: bytes) -> bytes | PreloadMiss:
         """The value of ``key``, :data:`ABSENT`, or :data:`NOT_LOADED`."""
@@ -87,16 +107,22 @@ class PreloadMap:
                 self._values.pop(key, None)
             else:
                 self._values[key] = value
+        self._notify(key, key + b"\x00")
 
     def delete_range(self, start: bytes, end: bytes) -> None:
         """Record a committed range delete: covered keys in it become absent."""
         with self._lock:
             for key in [k for k in self._values if start <= k < end]:
                 del self._values[key]
+        self._notify(start, end)
 
     def clear(self, start: bytes | None = None, end: bytes | None = None) -> None:
         """Forget keys in ``[start, end)`` (everything by default): they become
         :data:`NOT_LOADED`, never :data:`ABSENT`."""
+        self._clear(start, end)
+        self._notify(start if start is not None and end is not None else b"", end if start is not None else None)
+
+    def _clear(self, start: bytes | None, end: bytes | None) -> None:
         with self._lock:
             if start is None or end is None:
                 self._values.clear()

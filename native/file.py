@@ -1,0 +1,468 @@
+"""The Python half of the native VFS: KV work for the C file, on the C file's state.
+
+:class:`NativeFile` is a :class:`vfs.file.KVFile` whose hot state (dirty buffer, staged
+set, chunk cache, sizes, read-ahead window, counters) lives in the C struct of
+``native/kvvfs.c``. C serves reads, writes, sizes and locks without entering Python; it
+calls the ``kvn_py_*`` callbacks below only for KV work, and those run the very same
+``KVFile`` methods (commit, redo, roll-forward, refresh, spill, truncate) through
+container views of the C state. So the two VFSes share one implementation of the KV
+format and of every round trip, and a database written by one opens in the other.
+
+Invariants:
+
+- The C preload mirror holds exactly the chunk-key part of :attr:`KVFile.preload`: it
+  is loaded at open and kept current by a :class:`~vfs.preload.PreloadMap` listener, so
+  a ``preload.clear()`` by anyone is seen by C before its next read.
+- A callback never lets an exception escape into C: it stores the apsw exception (which
+  names the KV cause) with ``kvn_set_error`` and returns its SQLite code; C leaves it set
+  on the thread as apsw's own Python VFS does, so the user gets that exception.
+- While a file is open, :data:`_open_files` keeps its :class:`NativeFile` (and the cffi
+  handle C holds) alive; ``xClose`` drops both.
+
+Left out: anything that is not a main database (C hands such files to the default VFS).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Callable, Iterable, Iterator
+
+import apsw
+
+from vfs import pragmas
+from vfs.errors import sqlite_error
+from vfs.file import FileOptions, KVFile
+from vfs.keys import CHUNK_SIZE, MAX_CHUNK_INDEX, SQLITE_PREFIX, chunk_index, chunk_key, staged_key
+from vfs.preload import NOT_LOADED, PreloadMap
+from vfs.protocol import KV
+from vfs.stats import VFSStats
+
+from native._kvvfs import ffi, lib  # type: ignore[import-not-found]
+
+log = logging.getLogger(__name__)
+
+__all__ = ["NativeFile", "NativeStats"]
+
+_ZERO_CHUNK = bytes(CHUNK_SIZE)
+_INDEX_END = MAX_CHUNK_INDEX + 1
+"""Exclusive end of chunk indices (2**32)."""
+_CHUNK_SUBSPACE = 1  # vfs.keys: [8, 1, 1, tag, u32 BE index]
+
+
+class NativeStats(VFSStats):
+    """:class:`~vfs.stats.VFSStats` whose counters live in C (``kvn_stats``).
+
+    C increments the hit counters without Python; Python increments the others. A
+    :meth:`snapshot` is a plain :class:`VFSStats`.
+    """
+
+    def __init__(self) -> None:  # no dataclass __init__: the fields are properties
+        self._ptr = ffi.new("kvn_stats *")
+
+
+def _counter(name: str) -> property:
+    def get(self: NativeStats) -> int:
+        return int(getattr(self._ptr, name))
+
+    def set_(self: NativeStats, value: int) -> None:
+        setattr(self._ptr, name, value)
+
+    return property(get, set_, doc=f"C counter ``{name}`` (see VFSStats).")
+
+
+for _f in dataclasses.fields(VFSStats):
+    setattr(NativeStats, _f.name, _counter(_f.name))
+
+
+# ------------------------------------------------------------ views of C state
+def _keys(count: Callable[[Any], int], fill: Callable[[Any, Any, int], int], cfile: Any) -> list[int]:
+    n = count(cfile)
+    if not n:
+        return []
+    out = ffi.new("uint32_t[]", n)
+    k = fill(cfile, out, n)
+    return list(out[0:k])
+
+
+class _DirtyView:
+    """``dict[int, writable chunk]`` over C's dirty buffer (values are views into C)."""
+
+    def __init__(self, cfile: Any) -> None:
+        self._c = cfile
+
+    def get(self, index: int, default: Any = None) -> Any:
+        ptr = lib.kvn_dirty_ptr(self._c, index)
+        return default if ptr == ffi.NULL else ffi.buffer(ptr, CHUNK_SIZE)
+
+    def __getitem__(self, index: int) -> Any:
+        view = self.get(index)
+        if view is None:
+            raise KeyError(index)
+        return view
+
+    def __setitem__(self, index: int, data: bytes | bytearray) -> None:
+        if lib.kvn_dirty_write(self._c, index, bytes(data), len(data)) != 0:
+            raise MemoryError("native VFS: out of memory for a dirty chunk")
+
+    def __delitem__(self, index: int) -> None:
+        lib.kvn_dirty_delete(self._c, index)
+
+    def __contains__(self, index: object) -> bool:
+        return isinstance(index, int) and lib.kvn_dirty_ptr(self._c, index) != ffi.NULL
+
+    def __len__(self) -> int:
+        return int(lib.kvn_dirty_count(self._c))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(_keys(lib.kvn_dirty_count, lib.kvn_dirty_keys, self._c))
+
+    def keys(self) -> list[int]:
+        return _keys(lib.kvn_dirty_count, lib.kvn_dirty_keys, self._c)
+
+    def items(self) -> Iterable[tuple[int, Any]]:
+        return [(i, self[i]) for i in self.keys()]
+
+    def clear(self) -> None:
+        lib.kvn_dirty_clear(self._c)
+
+
+class _StagedView:
+    """``set[int]`` over C's staged set."""
+
+    def __init__(self, cfile: Any) -> None:
+        self._c = cfile
+
+    def __contains__(self, index: object) -> bool:
+        return isinstance(index, int) and bool(lib.kvn_staged_has(self._c, index))
+
+    def __len__(self) -> int:
+        return int(lib.kvn_staged_count(self._c))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(_keys(lib.kvn_staged_count, lib.kvn_staged_keys, self._c))
+
+    def add(self, index: int) -> None:
+        if lib.kvn_staged_add(self._c, index) != 0:
+            raise MemoryError("native VFS: out of memory for the staged set")
+
+    def update(self, indices: Iterable[int]) -> None:
+        for index in indices:
+            self.add(index)
+
+    def discard(self, index: int) -> None:
+        lib.kvn_staged_discard(self._c, index)
+
+    def difference_update(self, indices: Iterable[int]) -> None:
+        for index in indices:
+            self.discard(index)
+
+    def clear(self) -> None:
+        lib.kvn_staged_clear(self._c)
+
+
+class _CacheView:
+    """``lru.LRU[int, bytes]`` over C's chunk cache (same recency rules)."""
+
+    def __init__(self, cfile: Any) -> None:
+        self._c = cfile
+
+    def get(self, index: int, default: Any = None) -> Any:
+        out = ffi.new("unsigned char[]", CHUNK_SIZE)
+        if not lib.kvn_cache_read(self._c, index, out):
+            return default
+        return bytes(ffi.buffer(out, CHUNK_SIZE))
+
+    def __setitem__(self, index: int, data: bytes) -> None:
+        if lib.kvn_cache_put(self._c, index, data, len(data)) != 0:
+            raise MemoryError("native VFS: out of memory for the chunk cache")
+
+    def __delitem__(self, index: int) -> None:
+        lib.kvn_cache_delete(self._c, index)
+
+    def __contains__(self, index: object) -> bool:
+        return isinstance(index, int) and bool(lib.kvn_cache_has(self._c, index))
+
+    def __len__(self) -> int:
+        return int(lib.kvn_cache_count(self._c))
+
+    def keys(self) -> list[int]:
+        return _keys(lib.kvn_cache_count, lib.kvn_cache_keys, self._c)
+
+    def clear(self) -> None:
+        lib.kvn_cache_clear(self._c)
+
+
+def _c_field(name: str) -> property:
+    def get(self: NativeFile) -> int:
+        return int(getattr(self._c, name))
+
+    def set_(self: NativeFile, value: int) -> None:
+        setattr(self._c, name, value)
+
+    return property(get, set_)
+
+
+# ------------------------------------------------------------------ the file
+class NativeFile(KVFile):
+    """An actor's main database served by the C VFS (see the module docstring).
+
+    :param cfile: the ``kvn_file *`` SQLite allocated for this open.
+    Other parameters as :class:`vfs.file.KVFile`; the open costs the same round trip.
+    """
+
+    _size = _c_field("size")
+    _committed_size = _c_field("committed_size")
+    _low_water = _c_field("low_water")
+    _next_sequential = _c_field("next_sequential")
+    _readahead = _c_field("readahead")
+    lock_level = _c_field("lock_level")  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        kv: KV,
+        preload: PreloadMap,
+        options: FileOptions,
+        stats: NativeStats,
+        cfile: Any,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self._c = cfile
+        self._stale = True
+        self._record: Any = None
+        self._handle = ffi.new_handle(self)
+        lib.kvn_setup(cfile, self._handle, stats._ptr, options.cache_chunks,
+                      options.readahead_max_chunks, options.max_dirty_bytes)
+        self._chunk_prefix = SQLITE_PREFIX + bytes([_CHUNK_SUBSPACE, 0])
+        super().__init__(kv, preload, options, stats, on_close)
+        self._listener = self._preload_changed
+        preload.add_listener(self._listener)
+        self._preload_changed(b"", None)
+
+    # The flags C checks before every operation (KVFile._ensure_ready's condition).
+    @property
+    def _meta_stale(self) -> bool:  # type: ignore[override]
+        return self._stale
+
+    @_meta_stale.setter
+    def _meta_stale(self, value: bool) -> None:
+        self._stale = value
+        self._c.not_ready = int(value or self._record is not None)
+
+    @property
+    def _pending_record(self) -> Any:  # type: ignore[override]
+        return self._record
+
+    @_pending_record.setter
+    def _pending_record(self, value: Any) -> None:
+        self._record = value
+        self._c.not_ready = int(self._stale or value is not None)
+
+    def _new_state(self, options: FileOptions) -> tuple[Any, Any, Any]:
+        cache = _CacheView(self._c) if options.cache_chunks else None
+        return cache, _DirtyView(self._c), _StagedView(self._c)
+
+    def _dirty_chunk(self, index: int, whole: bool) -> Any:
+        # KVFile creates a bytearray and edits it after storing it; here the chunk is
+        # created in C first and edited in place through a view of C memory.
+        buf = self._dirty.get(index)
+        if buf is None:
+            base = _ZERO_CHUNK if whole else bytes(self._chunks([index])[index])
+            self._dirty[index] = base
+            buf = self._dirty.get(index)
+        return buf
+
+    # ----------------------------------------------------- preload mirroring
+    def _first_index(self, bound: bytes | None) -> int:
+        """Smallest chunk index whose key is ``>= bound`` (``_INDEX_END`` if none)."""
+        prefix = self._chunk_prefix
+        if bound is None:
+            return _INDEX_END
+        if bound <= prefix:
+            return 0
+        if not bound.startswith(prefix):
+            return _INDEX_END  # bound is past every key with this prefix
+        rest = bound[len(prefix):]
+        if len(rest) <= 4:
+            return int.from_bytes(rest.ljust(4, b"\x00"), "big")
+        return min(int.from_bytes(rest[:4], "big") + 1, _INDEX_END)
+
+    def _preload_changed(self, start: bytes, end: bytes | None) -> None:
+        """Re-mirror the preload's chunk entries with keys in ``[start, end)``."""
+        lo, hi = self._first_index(start), self._first_index(end)
+        if lo >= hi:
+            return
+        c = self._c
+        lib.kvn_preload_forget_range(c, lo, hi)
+        if hi == lo + 1:  # one key (a commit's write-through): no scan of the map
+            found = self.preload.lookup(chunk_key(self._tag, lo))
+            if found is not NOT_LOADED:
+                lib.kvn_preload_cover(c, lo, hi)
+                if isinstance(found, bytes):
+                    lib.kvn_preload_put(c, lo, found, len(found))
+            return
+        for r in self.preload.covered_ranges():
+            a = max(self._first_index(r.start), lo)
+            b = min(self._first_index(r.end), hi)
+            if a < b:
+                lib.kvn_preload_cover(c, a, b)
+        key_end = chunk_key(self._tag, hi) if hi < _INDEX_END else SQLITE_PREFIX + bytes([_CHUNK_SUBSPACE, 1])
+        for key, value in self.preload.items(chunk_key(self._tag, lo), key_end):
+            lib.kvn_preload_put(c, chunk_index(key), value, len(value))
+
+    # -------------------------------------------------- work C asks Python for
+    def native_fetch(self, n: int, indices: Any, staged: Any, out: Any) -> None:
+        """Read ``n`` chunks in ONE KV call into ``out`` (KVFile._fetch's KV part)."""
+        keys = [staged_key(self._tag, indices[j]) if staged[j] else chunk_key(self._tag, indices[j]) for j in range(n)]
+        values = self._kv_get(keys, apsw.SQLITE_IOERR_READ, f"read of {n} chunks")
+        self.stats.chunks_fetched += n
+        parts = []
+        for value in values:
+            if value is None:
+                parts.append(_ZERO_CHUNK)
+            elif len(value) == CHUNK_SIZE:
+                parts.append(value)
+            else:
+                parts.append(value[:CHUNK_SIZE].ljust(CHUNK_SIZE, b"\x00"))
+        ffi.memmove(out, b"".join(parts), n * CHUNK_SIZE)
+
+    def native_file_control(self, op: int, name: str | None, value: str | None) -> tuple[int, str]:
+        """``(0 not handled | 1 handled | 2 refused, message)`` for an xFileControl."""
+        if op == apsw.SQLITE_FCNTL_PRAGMA:
+            assert name is not None
+            message = pragmas.refusal(name, value)
+            return (0, "") if message is None else (2, message)
+        if op == apsw.SQLITE_FCNTL_COMMIT_PHASETWO and self._has_pending_changes():
+            log.warning("changes after the commit's sync; committing them separately")
+            try:
+                self.commit()
+            except apsw.Error as exc:
+                log.error("post-sync commit failed; will re-read the KV: %s", exc)
+            return 1, ""
+        return 0, ""
+
+    def native_close(self) -> None:
+        self.preload.remove_listener(self._listener)
+        try:
+            self.xClose()
+        finally:
+            _open_files.discard(self)
+
+    def fail(self, exc: BaseException, code: int) -> int:
+        """Hand ``exc`` to C to re-raise after SQLite unwinds; returns the SQLite code."""
+        if not isinstance(exc, apsw.Error):
+            wrapped = sqlite_error(code, f"actor-db native VFS: {type(exc).__name__}: {exc}")
+            wrapped.__cause__ = exc
+            exc = wrapped
+        code = int(getattr(exc, "extendedresult", 0) or getattr(exc, "result", 0) or code)
+        # id() is the object's address in CPython (apsw is CPython-only); C takes a reference.
+        lib.kvn_set_error(self._c, ffi.cast("void *", id(exc)))
+        return code
+
+
+_open_files: set[NativeFile] = set()
+"""Open files (keeps each NativeFile and the handle C holds alive until xClose)."""
+
+_opener: Callable[[int, Any], NativeFile] | None = None
+"""Set by :mod:`native.registry`: builds the NativeFile for a bound serial."""
+
+
+def set_opener(opener: Callable[[int, Any], NativeFile]) -> None:
+    global _opener
+    _opener = opener
+
+
+# --------------------------------------------------------- extern "Python" hooks
+@ffi.def_extern(error=apsw.SQLITE_CANTOPEN)
+def kvn_py_open(serial: int, cfile: Any) -> int:
+    try:
+        assert _opener is not None, "native.registry did not install the opener"
+        file = _opener(serial, cfile)
+    except BaseException as exc:
+        if not isinstance(exc, apsw.Error):
+            wrapped = sqlite_error(apsw.SQLITE_CANTOPEN, f"actor-db native VFS: {type(exc).__name__}: {exc}")
+            wrapped.__cause__ = exc
+            exc = wrapped
+        lib.kvn_set_error(cfile, ffi.cast("void *", id(exc)))
+        return int(getattr(exc, "extendedresult", 0) or apsw.SQLITE_CANTOPEN)
+    _open_files.add(file)
+    return 0
+
+
+@ffi.def_extern(error=apsw.SQLITE_IOERR)
+def kvn_py_ensure_ready(handle: Any) -> int:
+    file: NativeFile = ffi.from_handle(handle)
+    try:
+        file._ensure_ready()
+        return 0
+    except BaseException as exc:
+        return file.fail(exc, apsw.SQLITE_IOERR_READ)
+
+
+@ffi.def_extern(error=apsw.SQLITE_IOERR_READ)
+def kvn_py_fetch(handle: Any, n: int, indices: Any, staged: Any, out: Any) -> int:
+    file: NativeFile = ffi.from_handle(handle)
+    try:
+        file.native_fetch(n, indices, staged, out)
+        return 0
+    except BaseException as exc:
+        return file.fail(exc, apsw.SQLITE_IOERR_READ)
+
+
+@ffi.def_extern(error=apsw.SQLITE_IOERR_WRITE)
+def kvn_py_spill(handle: Any) -> int:
+    file: NativeFile = ffi.from_handle(handle)
+    try:
+        file._spill()
+        return 0
+    except BaseException as exc:
+        return file.fail(exc, apsw.SQLITE_IOERR_WRITE)
+
+
+@ffi.def_extern(error=apsw.SQLITE_IOERR_FSYNC)
+def kvn_py_sync(handle: Any, flags: int) -> int:
+    file: NativeFile = ffi.from_handle(handle)
+    try:
+        file.xSync(flags)
+        return 0
+    except BaseException as exc:
+        return file.fail(exc, apsw.SQLITE_IOERR_FSYNC)
+
+
+@ffi.def_extern(error=apsw.SQLITE_IOERR_TRUNCATE)
+def kvn_py_truncate(handle: Any, size: int) -> int:
+    file: NativeFile = ffi.from_handle(handle)
+    try:
+        file.xTruncate(size)
+        return 0
+    except BaseException as exc:
+        return file.fail(exc, apsw.SQLITE_IOERR_TRUNCATE)
+
+
+@ffi.def_extern(error=apsw.SQLITE_IOERR_CLOSE)
+def kvn_py_close(handle: Any) -> int:
+    file: NativeFile = ffi.from_handle(handle)
+    try:
+        file.native_close()
+        return 0
+    except BaseException as exc:
+        # SQLite ignores xClose's result; the failure must still be visible.
+        log.error("actor-db native VFS: closing the database failed: %s", exc)
+        return int(apsw.SQLITE_IOERR_CLOSE)
+
+
+@ffi.def_extern(error=0)
+def kvn_py_file_control(handle: Any, op: int, name: Any, value: Any, msg: Any, msglen: int) -> int:
+    file: NativeFile = ffi.from_handle(handle)
+    try:
+        result, message = file.native_file_control(
+            op,
+            None if name == ffi.NULL else ffi.string(name).decode("utf-8", "replace"),
+            None if value == ffi.NULL else ffi.string(value).decode("utf-8", "replace"),
+        )
+    except BaseException as exc:  # a bug in the guard: refuse rather than crash
+        result, message = 2, f"actor-db native VFS: {type(exc).__name__}: {exc}"
+    if result == 2:
+        raw = message.encode("utf-8")[: msglen - 1]
+        ffi.memmove(msg, raw + b"\x00", len(raw) + 1)
+    return result

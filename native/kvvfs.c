@@ -1,0 +1,974 @@
+/*
+** actor-db's KV-backed VFS in C: the fast path of vfs/file.py.
+**
+** CONTRACT
+**   Byte-compatible with the pure-Python VFS (vfs/file.py) on the KV: same keys, same
+**   meta, same commit batches, same redo protocol, because every KV call is still made
+**   by the shared Python logic (native/file.py subclasses vfs.file.KVFile). This file
+**   keeps the per-file hot state in C and serves xRead/xWrite/xTruncate/xFileSize/
+**   xLock/... with no Python call when the data is local:
+**     read:  dirty buffer -> staged? -> zero tail -> preload chunks -> chunk cache
+**     write: into the dirty buffer (whole CHUNK_SIZE chunks)
+**   It enters Python (cffi extern "Python", GIL taken only there) only for KV work:
+**     kvn_py_fetch   ONE batched read of the missing chunks (+ read-ahead)
+**     kvn_py_sync    the commit (one atomic batch or vfs/redo.py), at xSync
+**     kvn_py_spill   staging when the dirty buffer outgrows max_dirty_bytes
+**     kvn_py_ensure_ready / kvn_py_open / kvn_py_close / kvn_py_truncate (rare) /
+**     kvn_py_file_control (PRAGMA guard; commit of changes made after the sync)
+**   The read-ahead and LRU rules are those of vfs/file.py line for line, so both VFSes
+**   make the same KV calls (round trips) for the same workload.
+**
+**   Errors: a Python callback never lets an exception escape into C. It stores the
+**   apsw exception it built (naming the KV cause) with kvn_set_error() and returns an
+**   SQLITE_IOERR_* code; kvn_leave() then leaves that exception set on the calling
+**   thread exactly as apsw's own Python VFS does, so apsw raises it to the user.
+**
+**   Loading: this module is also an SQLite loadable extension (entry point
+**   sqlite3_actordbnative_init). Loaded into apsw's statically linked SQLite, it binds
+**   sqlite3_api to THAT library and registers the VFS "actor-db-native" there. It must
+**   not be loaded into a second SQLite library in the same process.
+**
+** LEFT OUT
+**   Journal, WAL and shm files (journal_mode=MEMORY, locking_mode=EXCLUSIVE), mmap,
+**   cross-process locking (the KV driver's fencing does that). Non-actor files (temp
+**   files) are delegated whole to the default VFS.
+*/
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <assert.h>
+
+#include "sqlite3ext.h"
+SQLITE_EXTENSION_INIT1
+
+#define KVN_CHUNK 4096                 /* bytes per chunk (vfs.keys.CHUNK_SIZE) */
+#define KVN_VFS_NAME "actor-db-native"
+#define KVN_PREFIX "actor-db-native:"  /* file names bound by native/registry.py */
+#define KVN_EXPORT __attribute__((visibility("default")))
+
+/* --------------------------------------------------------------- allocation */
+/* Every block this file allocates is counted, so a test can prove that thousands of
+** open/close cycles return to the same count (no leak in C). */
+static long long kvn_live_blocks = 0;
+
+static void *kvn_malloc(size_t n) {
+  void *p = malloc(n);
+  if (p) __atomic_add_fetch(&kvn_live_blocks, 1, __ATOMIC_RELAXED);
+  return p;
+}
+static void *kvn_calloc(size_t n, size_t sz) {
+  void *p = calloc(n, sz);
+  if (p) __atomic_add_fetch(&kvn_live_blocks, 1, __ATOMIC_RELAXED);
+  return p;
+}
+static void kvn_free(void *p) {
+  if (p) {
+    __atomic_sub_fetch(&kvn_live_blocks, 1, __ATOMIC_RELAXED);
+    free(p);
+  }
+}
+static long long kvn_live_allocations(void) {
+  return __atomic_load_n(&kvn_live_blocks, __ATOMIC_RELAXED);
+}
+
+static const unsigned char kvn_zero[KVN_CHUNK];  /* a chunk known to be all zeros */
+
+/* ------------------------------------------------------- uint32 -> ptr map */
+/* Open addressing, linear probing, backward-shift deletion. val == NULL: empty slot. */
+typedef struct { uint32_t key; void *val; } kvn_slot;
+typedef struct {
+  kvn_slot *slots;  /* cap slots, cap a power of two (or 0 before first insert) */
+  size_t cap;
+  size_t count;     /* occupied slots; count * 4 <= cap * 3 */
+} kvn_map;
+
+static size_t kvn_ideal(uint32_t key, size_t mask) {
+  return (size_t)(((uint64_t)key * 0x9E3779B97F4A7C15ULL) >> 32) & mask;
+}
+
+static void *kvn_map_get(const kvn_map *m, uint32_t key) {
+  if (!m->cap) return NULL;
+  size_t mask = m->cap - 1;
+  for (size_t i = kvn_ideal(key, mask);; i = (i + 1) & mask) {
+    if (!m->slots[i].val) return NULL;
+    if (m->slots[i].key == key) return m->slots[i].val;
+  }
+}
+
+static int kvn_map_grow(kvn_map *m) {
+  size_t ncap = m->cap ? m->cap * 2 : 16;
+  kvn_slot *ns = kvn_calloc(ncap, sizeof(kvn_slot));
+  if (!ns) return SQLITE_NOMEM;
+  for (size_t i = 0; i < m->cap; i++) {
+    if (!m->slots[i].val) continue;
+    size_t j = kvn_ideal(m->slots[i].key, ncap - 1);
+    while (ns[j].val) j = (j + 1) & (ncap - 1);
+    ns[j] = m->slots[i];
+  }
+  kvn_free(m->slots);
+  m->slots = ns;
+  m->cap = ncap;
+  return SQLITE_OK;
+}
+
+/* Insert or replace; *old receives the replaced value (or NULL). */
+static int kvn_map_put(kvn_map *m, uint32_t key, void *val, void **old) {
+  assert(val != NULL);
+  *old = NULL;
+  if ((m->count + 1) * 4 > m->cap * 3 && kvn_map_grow(m) != SQLITE_OK) return SQLITE_NOMEM;
+  size_t mask = m->cap - 1;
+  size_t i = kvn_ideal(key, mask);
+  while (m->slots[i].val && m->slots[i].key != key) i = (i + 1) & mask;
+  if (m->slots[i].val) *old = m->slots[i].val;
+  else m->count++;
+  m->slots[i].key = key;
+  m->slots[i].val = val;
+  return SQLITE_OK;
+}
+
+/* Remove key; returns its value (or NULL when absent). */
+static void *kvn_map_del(kvn_map *m, uint32_t key) {
+  if (!m->cap) return NULL;
+  size_t mask = m->cap - 1;
+  size_t i = kvn_ideal(key, mask);
+  while (m->slots[i].val && m->slots[i].key != key) i = (i + 1) & mask;
+  void *val = m->slots[i].val;
+  if (!val) return NULL;
+  /* Backward shift: pull later entries of the probe run into the hole. */
+  size_t j = i;
+  for (;;) {
+    j = (j + 1) & mask;
+    if (!m->slots[j].val) break;
+    size_t k = kvn_ideal(m->slots[j].key, mask);
+    int between = (i <= j) ? (i < k && k <= j) : (i < k || k <= j);
+    if (between) continue;  /* entry j sits at or after its ideal slot: leave it */
+    m->slots[i] = m->slots[j];
+    i = j;
+  }
+  m->slots[i].val = NULL;
+  m->count--;
+  return val;
+}
+
+/* Keys into out (at most n); returns how many. */
+static size_t kvn_map_keys(const kvn_map *m, uint32_t *out, size_t n) {
+  size_t k = 0;
+  for (size_t i = 0; i < m->cap && k < n; i++)
+    if (m->slots[i].val) out[k++] = m->slots[i].key;
+  return k;
+}
+
+/* Free every value with kvn_free (unless values are sentinels) and the slots. */
+static void kvn_map_clear(kvn_map *m, int free_values) {
+  if (free_values)
+    for (size_t i = 0; i < m->cap; i++) kvn_free(m->slots[i].val);
+  kvn_free(m->slots);
+  m->slots = NULL;
+  m->cap = m->count = 0;
+}
+
+/* ---------------------------------------------------------- LRU chunk cache */
+/* Same semantics as lru-dict's LRU as vfs/file.py uses it: get() and put() make an
+** entry most recent, a membership test does not, inserting past capacity evicts the
+** least recent. */
+typedef struct kvn_node kvn_node;
+struct kvn_node {
+  kvn_node *prev, *next;        /* prev: more recent; next: less recent */
+  uint32_t index;
+  unsigned char data[KVN_CHUNK];
+};
+typedef struct {
+  kvn_map map;                  /* index -> kvn_node* */
+  kvn_node *head, *tail;        /* head: most recent */
+  size_t cap;                   /* capacity in chunks; 0: the cache is disabled */
+} kvn_lru;
+
+static void kvn_lru_unlink(kvn_lru *c, kvn_node *n) {
+  if (n->prev) n->prev->next = n->next; else c->head = n->next;
+  if (n->next) n->next->prev = n->prev; else c->tail = n->prev;
+  n->prev = n->next = NULL;
+}
+static void kvn_lru_push(kvn_lru *c, kvn_node *n) {
+  n->prev = NULL;
+  n->next = c->head;
+  if (c->head) c->head->prev = n;
+  c->head = n;
+  if (!c->tail) c->tail = n;
+}
+static kvn_node *kvn_lru_get(kvn_lru *c, uint32_t index) {
+  kvn_node *n = kvn_map_get(&c->map, index);
+  if (n && c->head != n) { kvn_lru_unlink(c, n); kvn_lru_push(c, n); }
+  return n;
+}
+static void kvn_lru_del(kvn_lru *c, uint32_t index) {
+  kvn_node *n = kvn_map_del(&c->map, index);
+  if (n) { kvn_lru_unlink(c, n); kvn_free(n); }
+}
+static int kvn_lru_put(kvn_lru *c, uint32_t index, const unsigned char *data, size_t len) {
+  if (!c->cap) return SQLITE_OK;
+  if (len > KVN_CHUNK) len = KVN_CHUNK;
+  kvn_node *n = kvn_map_get(&c->map, index);
+  if (n) {
+    kvn_lru_unlink(c, n);
+  } else {
+    void *old;
+    n = kvn_malloc(sizeof(kvn_node));
+    if (!n) return SQLITE_NOMEM;
+    n->index = index;
+    if (kvn_map_put(&c->map, index, n, &old) != SQLITE_OK) { kvn_free(n); return SQLITE_NOMEM; }
+  }
+  memcpy(n->data, data, len);
+  if (len < KVN_CHUNK) memset(n->data + len, 0, KVN_CHUNK - len);
+  kvn_lru_push(c, n);
+  while (c->map.count > c->cap) kvn_lru_del(c, c->tail->index);
+  return SQLITE_OK;
+}
+static void kvn_lru_clear(kvn_lru *c) {
+  kvn_node *n = c->head;
+  while (n) { kvn_node *next = n->next; kvn_free(n); n = next; }
+  c->head = c->tail = NULL;
+  kvn_map_clear(&c->map, 0);
+}
+
+/* ----------------------------------------------- preload chunks and coverage */
+/* The chunk-key part of the Python PreloadMap, mirrored (native/file.py keeps it in
+** sync through PreloadMap listeners). Three answers as in vfs/preload.py: a value,
+** ABSENT (covered, no value: zeros), NOT_LOADED (ask the KV). Intervals are half-open
+** chunk-index ranges [lo, hi), sorted and disjoint; hi may be 2^32. */
+typedef struct { uint64_t lo, hi; } kvn_span;
+typedef struct {
+  kvn_map values;   /* index -> malloc'd KVN_CHUNK bytes */
+  kvn_span *spans;
+  size_t nspans, capspans;
+} kvn_preload;
+
+enum { KVN_NOT_LOADED = 0, KVN_ABSENT = 1, KVN_FOUND = 2 };
+
+static int kvn_preload_state(const kvn_preload *p, uint32_t index, const unsigned char **val) {
+  *val = kvn_map_get(&p->values, index);
+  if (*val) return KVN_FOUND;
+  for (size_t i = 0; i < p->nspans; i++)
+    if (p->spans[i].lo <= index && index < p->spans[i].hi) return KVN_ABSENT;
+  return KVN_NOT_LOADED;
+}
+
+static int kvn_span_cmp(const void *a, const void *b) {
+  const kvn_span *x = a, *y = b;
+  return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* Add [lo, hi) to the coverage (merging). */
+static int kvn_preload_cover_span(kvn_preload *p, uint64_t lo, uint64_t hi) {
+  if (lo >= hi) return SQLITE_OK;
+  if (p->nspans == p->capspans) {
+    size_t ncap = p->capspans ? p->capspans * 2 : 8;
+    kvn_span *ns = kvn_malloc(ncap * sizeof(kvn_span));
+    if (!ns) return SQLITE_NOMEM;
+    if (p->nspans) memcpy(ns, p->spans, p->nspans * sizeof(kvn_span));
+    kvn_free(p->spans);
+    p->spans = ns;
+    p->capspans = ncap;
+  }
+  p->spans[p->nspans].lo = lo;
+  p->spans[p->nspans].hi = hi;
+  p->nspans++;
+  qsort(p->spans, p->nspans, sizeof(kvn_span), kvn_span_cmp);
+  size_t w = 0;
+  for (size_t r = 1; r < p->nspans; r++) {
+    if (p->spans[r].lo <= p->spans[w].hi) {
+      if (p->spans[r].hi > p->spans[w].hi) p->spans[w].hi = p->spans[r].hi;
+    } else {
+      p->spans[++w] = p->spans[r];
+    }
+  }
+  p->nspans = w + 1;
+  return SQLITE_OK;
+}
+
+/* Forget values and coverage in [lo, hi): they become NOT_LOADED. */
+static void kvn_preload_forget(kvn_preload *p, uint64_t lo, uint64_t hi) {
+  if (p->values.count) {
+    uint32_t *keys = kvn_malloc(p->values.count * sizeof(uint32_t));
+    if (keys) {
+      size_t n = kvn_map_keys(&p->values, keys, p->values.count);
+      for (size_t i = 0; i < n; i++)
+        if (keys[i] >= lo && keys[i] < hi) kvn_free(kvn_map_del(&p->values, keys[i]));
+      kvn_free(keys);
+    } else {
+      kvn_map_clear(&p->values, 1);  /* out of memory: forgetting more is always safe */
+    }
+  }
+  if (!p->nspans) return;
+  /* At most one span is split in two, so nspans + 1 entries suffice. */
+  kvn_span *out = kvn_malloc((p->nspans + 1) * sizeof(kvn_span));
+  if (!out) {  /* out of memory: forgetting all coverage is always safe */
+    kvn_free(p->spans);
+    p->spans = NULL;
+    p->nspans = p->capspans = 0;
+    return;
+  }
+  size_t w = 0;
+  for (size_t r = 0; r < p->nspans; r++) {
+    kvn_span s = p->spans[r];
+    if (s.hi <= lo || s.lo >= hi) { out[w++] = s; continue; }
+    if (s.lo < lo) { out[w].lo = s.lo; out[w].hi = lo; w++; }
+    if (s.hi > hi) { out[w].lo = hi; out[w].hi = s.hi; w++; }
+  }
+  p->capspans = p->nspans + 1;
+  kvn_free(p->spans);
+  p->spans = out;
+  p->nspans = w;
+}
+
+static int kvn_preload_put_value(kvn_preload *p, uint32_t index, const unsigned char *data, size_t len) {
+  unsigned char *buf = kvn_malloc(KVN_CHUNK);
+  void *old;
+  if (!buf) return SQLITE_NOMEM;
+  if (len > KVN_CHUNK) len = KVN_CHUNK;
+  memcpy(buf, data, len);
+  if (len < KVN_CHUNK) memset(buf + len, 0, KVN_CHUNK - len);
+  if (kvn_map_put(&p->values, index, buf, &old) != SQLITE_OK) { kvn_free(buf); return SQLITE_NOMEM; }
+  kvn_free(old);
+  return SQLITE_OK;
+}
+
+static void kvn_preload_clear(kvn_preload *p) {
+  kvn_map_clear(&p->values, 1);
+  kvn_free(p->spans);
+  p->spans = NULL;
+  p->nspans = p->capspans = 0;
+}
+
+/* ---------------------------------------------------------------- the file */
+/* Counters shared with vfs.stats.VFSStats (same names, same order). The memory is
+** owned by the Python NativeStats object; the file only points at it while open. */
+typedef struct {
+  long long round_trips;
+  long long live_reads;
+  long long chunks_fetched;
+  long long preload_hits;
+  long long cache_hits;
+  long long chunks_written;
+  long long commits;
+  long long large_commits;
+  long long roll_forwards;
+} kvn_stats;
+
+typedef struct kvn_file {
+  sqlite3_file base;          /* Base class. Must be first. */
+  /* Fields below mirror vfs.file.KVFile's attributes of the same name (sizes in bytes). */
+  long long size;             /* current size, pending writes included */
+  long long committed_size;   /* size in the KV's meta */
+  long long low_water;        /* smallest size since the last commit: KV bytes past it read as 0 */
+  long long next_sequential;  /* chunk after the last read, for read-ahead detection */
+  long long max_dirty_bytes;  /* dirty bytes held before kvn_py_spill */
+  int readahead;              /* current read-ahead window, in chunks */
+  int readahead_max;          /* largest read-ahead window, in chunks */
+  int not_ready;              /* meta stale or a commit record pending: call kvn_py_ensure_ready first */
+  int lock_level;             /* last xLock/xUnlock level (no cross-process locking) */
+  kvn_stats *stats;           /* never NULL while open (points at kvn_file_stats_fallback before setup) */
+  /* Private to C. */
+  void *py;                   /* cffi handle of the native.file.NativeFile; NULL until set up */
+  PyObject *err;              /* exception stored by a failing callback (owned reference) */
+  pthread_mutex_t mu;         /* guards the maps below against Python on other threads;
+                                 never held while calling into Python */
+  kvn_map dirty;              /* index -> KVN_CHUNK bytes written since the last commit */
+  kvn_map staged;             /* index -> (void*)1: newest copy is in the KV staging range */
+  kvn_lru cache;              /* committed chunks fetched live or written by commits */
+  kvn_preload preload;        /* chunk part of the preload map */
+} kvn_file;
+
+static kvn_stats kvn_file_stats_fallback;  /* counts of files whose Python side is gone */
+
+/* Callbacks into Python, defined by cffi from native/build_native.py (extern "Python").
+** Each returns SQLITE_OK or an SQLite (extended) error code, after kvn_set_error(). */
+static int kvn_py_open(int serial, kvn_file *f);
+static int kvn_py_ensure_ready(void *py);
+static int kvn_py_fetch(void *py, int n, const uint32_t *indices, const unsigned char *staged, unsigned char *out);
+static int kvn_py_spill(void *py);
+static int kvn_py_sync(void *py, int flags);
+static int kvn_py_close(void *py);
+static int kvn_py_truncate(void *py, long long size);
+static int kvn_py_file_control(void *py, int op, const char *name, const char *value, char *msg, int msglen);
+
+/* Keep `exc` (a PyObject*, passed as the address CPython's id() gives) to re-raise. */
+static void kvn_set_error(kvn_file *f, void *exc) {
+  /* Called from Python with the GIL held. */
+  PyObject *o = (PyObject *)exc;
+  PyObject *old = f->err;
+  Py_XINCREF(o);
+  f->err = o;
+  Py_XDECREF(old);
+}
+
+/* Every call into Python is bracketed by kvn_enter/kvn_leave (KVN_PYCALL). An exception
+** already pending on this thread (an earlier failure in the same SQLite call: SQLite
+** keeps calling the VFS while it rolls back) is set aside during the call, so Python
+** never runs with an exception set, and restored after it: the first failure wins, as
+** with apsw's own Python VFS. A new failure is left set on the thread (kvn_set_error's
+** exception, which names the KV cause), so apsw raises it instead of a bare
+** "disk I/O error". */
+typedef struct { PyGILState_STATE g; PyObject *t, *v, *tb; } kvn_pycall;
+
+static void kvn_enter(kvn_pycall *c) {
+  c->g = PyGILState_Ensure();
+  PyErr_Fetch(&c->t, &c->v, &c->tb);
+}
+
+static void kvn_leave(kvn_file *f, kvn_pycall *c, int failed) {
+  if (c->t) {
+    Py_CLEAR(f->err);
+    PyErr_Restore(c->t, c->v, c->tb);
+  } else if (failed && f->err) {
+    PyErr_SetObject((PyObject *)Py_TYPE(f->err), f->err);
+    Py_CLEAR(f->err);
+  } else {
+    Py_CLEAR(f->err);
+  }
+  PyGILState_Release(c->g);
+}
+
+#define KVN_PYCALL(f, rc, call) \
+  do { kvn_pycall kvn_c_; kvn_enter(&kvn_c_); rc = (call); kvn_leave((f), &kvn_c_, rc != SQLITE_OK); } while (0)
+
+static void kvn_drop_error(kvn_file *f) {
+  if (!f->err) return;
+  PyGILState_STATE g = PyGILState_Ensure();
+  Py_CLEAR(f->err);
+  PyGILState_Release(g);
+}
+
+#define LOCK(f) pthread_mutex_lock(&(f)->mu)
+#define UNLOCK(f) pthread_mutex_unlock(&(f)->mu)
+
+static long long kvn_chunk_count(long long size) { return (size + KVN_CHUNK - 1) / KVN_CHUNK; }
+
+static int kvn_ensure_ready(kvn_file *f) {
+  if (!f->not_ready) return SQLITE_OK;
+  int rc;
+  KVN_PYCALL(f, rc, kvn_py_ensure_ready(f->py));
+  return rc;
+}
+
+/* Chunk `index` if held locally (kvn_zero when known to be zeros), else NULL.
+** vfs.file.KVFile._local, with the same hit counting. Caller holds mu. */
+static const unsigned char *kvn_local(kvn_file *f, uint32_t index) {
+  const unsigned char *d = kvn_map_get(&f->dirty, index);
+  if (d) return d;
+  if (kvn_map_get(&f->staged, index)) return NULL;
+  if ((long long)index * KVN_CHUNK >= f->low_water) return kvn_zero;
+  const unsigned char *v;
+  int st = kvn_preload_state(&f->preload, index, &v);
+  if (st != KVN_NOT_LOADED) {
+    f->stats->preload_hits++;
+    return st == KVN_FOUND ? v : kvn_zero;
+  }
+  if (f->cache.cap) {
+    kvn_node *n = kvn_lru_get(&f->cache, index);
+    if (n) {
+      f->stats->cache_hits++;
+      return n->data;
+    }
+  }
+  return NULL;
+}
+
+/* Fetch the chunks `miss[0..n)` (not held locally) in ONE KV call, with read-ahead
+** (vfs.file.KVFile._fetch). On success *out holds KVN_CHUNK bytes per miss[i], in order
+** (caller frees it with kvn_free). Called WITHOUT mu held. */
+static int kvn_fetch(kvn_file *f, const uint32_t *miss, int n, unsigned char **out) {
+  int rc = SQLITE_OK;
+  *out = NULL;
+  LOCK(f);
+  int sequential = (long long)miss[0] == f->next_sequential;
+  if (sequential) {
+    int ra = f->readahead * 2;
+    if (ra < 4) ra = 4;
+    f->readahead = ra < f->readahead_max ? ra : f->readahead_max;
+  } else {
+    f->readahead = 0;
+  }
+  int want_cap = n + (f->cache.cap ? f->readahead : 0);
+  uint32_t *want = kvn_malloc((size_t)want_cap * sizeof(uint32_t));
+  unsigned char *staged = kvn_malloc((size_t)want_cap);
+  if (!want || !staged) { UNLOCK(f); rc = SQLITE_IOERR_NOMEM; goto done; }
+  memcpy(want, miss, (size_t)n * sizeof(uint32_t));
+  int nw = n;
+  if (f->readahead && f->cache.cap) {
+    long long last_committed = kvn_chunk_count(f->low_water);
+    long long nxt = (long long)miss[n - 1] + 1;
+    while (nw < want_cap && nxt < last_committed) {
+      const unsigned char *v;
+      uint32_t i = (uint32_t)nxt;
+      if (!kvn_map_get(&f->dirty, i) && !kvn_map_get(&f->staged, i) && !kvn_map_get(&f->cache.map, i)
+          && kvn_preload_state(&f->preload, i, &v) == KVN_NOT_LOADED)
+        want[nw++] = i;
+      nxt++;
+    }
+  }
+  for (int i = 0; i < nw; i++) staged[i] = kvn_map_get(&f->staged, want[i]) != NULL;
+  UNLOCK(f);
+
+  unsigned char *buf = kvn_malloc((size_t)nw * KVN_CHUNK);
+  if (!buf) { rc = SQLITE_IOERR_NOMEM; goto done; }
+  KVN_PYCALL(f, rc, kvn_py_fetch(f->py, nw, want, staged, buf));
+  if (rc != SQLITE_OK) {
+    kvn_free(buf);
+    goto done;
+  }
+  LOCK(f);
+  for (int i = 0; i < nw; i++)
+    if (!staged[i] && kvn_lru_put(&f->cache, want[i], buf + (size_t)i * KVN_CHUNK, KVN_CHUNK) != SQLITE_OK) {
+      rc = SQLITE_IOERR_NOMEM;
+      break;
+    }
+  UNLOCK(f);
+  if (rc != SQLITE_OK) kvn_free(buf);
+  else *out = buf;
+done:
+  kvn_free(want);
+  kvn_free(staged);
+  return rc;
+}
+
+/* The dirty buffer of chunk `index`, created from its current contents (or zeros when
+** `whole`: the caller overwrites all of it). Caller holds mu; it is released and
+** retaken around a fetch. */
+static int kvn_dirty_chunk(kvn_file *f, uint32_t index, int whole, unsigned char **out) {
+  unsigned char *buf = kvn_map_get(&f->dirty, index);
+  if (buf) { *out = buf; return SQLITE_OK; }
+  unsigned char *fetched = NULL;
+  const unsigned char *base = NULL;
+  if (!whole) {
+    base = kvn_local(f, index);
+    if (!base) {
+      UNLOCK(f);
+      int rc = kvn_fetch(f, &index, 1, &fetched);
+      LOCK(f);
+      if (rc != SQLITE_OK) return rc;
+      base = fetched;
+    }
+  }
+  buf = kvn_malloc(KVN_CHUNK);
+  void *old;
+  if (!buf || kvn_map_put(&f->dirty, index, buf, &old) != SQLITE_OK) {
+    kvn_free(buf);
+    kvn_free(fetched);
+    return SQLITE_IOERR_NOMEM;
+  }
+  assert(old == NULL);
+  if (base) memcpy(buf, base, KVN_CHUNK);
+  else memset(buf, 0, KVN_CHUNK);
+  kvn_free(fetched);
+  *out = buf;
+  return SQLITE_OK;
+}
+
+/* ------------------------------------------------------------- io methods */
+static int kvnRead(sqlite3_file *pFile, void *zBuf, int iAmt, sqlite3_int64 iOfst) {
+  kvn_file *f = (kvn_file *)pFile;
+  unsigned char *out = zBuf;
+  int rc = kvn_ensure_ready(f);
+  if (rc != SQLITE_OK) return rc;
+  if (iOfst >= f->size) {
+    memset(zBuf, 0, (size_t)iAmt);
+    return SQLITE_IOERR_SHORT_READ;
+  }
+  long long amount = iAmt;
+  if (amount > f->size - iOfst) amount = f->size - iOfst;
+  uint32_t first = (uint32_t)(iOfst / KVN_CHUNK);
+  uint32_t last = (uint32_t)((iOfst + amount - 1) / KVN_CHUNK);
+  int npieces = (int)(last - first + 1);
+  uint32_t stack_miss[16];
+  uint32_t *miss = npieces <= 16 ? stack_miss : kvn_malloc((size_t)npieces * sizeof(uint32_t));
+  if (!miss) return SQLITE_IOERR_NOMEM;
+  int nmiss = 0;
+
+  LOCK(f);
+  for (uint32_t idx = first; idx <= last; idx++) {
+    long long cstart = (long long)idx * KVN_CHUNK;
+    long long lo = iOfst > cstart ? iOfst : cstart;
+    long long hi = iOfst + amount < cstart + KVN_CHUNK ? iOfst + amount : cstart + KVN_CHUNK;
+    const unsigned char *d = kvn_local(f, idx);
+    if (d) memcpy(out + (lo - iOfst), d + (lo - cstart), (size_t)(hi - lo));
+    else miss[nmiss++] = idx;
+  }
+  UNLOCK(f);
+
+  if (nmiss) {
+    unsigned char *buf;
+    rc = kvn_fetch(f, miss, nmiss, &buf);
+    if (rc == SQLITE_OK) {
+      for (int i = 0; i < nmiss; i++) {
+        long long cstart = (long long)miss[i] * KVN_CHUNK;
+        long long lo = iOfst > cstart ? iOfst : cstart;
+        long long hi = iOfst + amount < cstart + KVN_CHUNK ? iOfst + amount : cstart + KVN_CHUNK;
+        memcpy(out + (lo - iOfst), buf + (size_t)i * KVN_CHUNK + (lo - cstart), (size_t)(hi - lo));
+      }
+      kvn_free(buf);
+    }
+  }
+  if (miss != stack_miss) kvn_free(miss);
+  if (rc != SQLITE_OK) return rc;
+  f->next_sequential = (long long)last + 1;
+  if (amount < iAmt) {
+    memset(out + amount, 0, (size_t)(iAmt - amount));  /* SQLite requires the zero fill */
+    return SQLITE_IOERR_SHORT_READ;
+  }
+  return SQLITE_OK;
+}
+
+static int kvnWrite(sqlite3_file *pFile, const void *zBuf, int iAmt, sqlite3_int64 iOfst) {
+  kvn_file *f = (kvn_file *)pFile;
+  const unsigned char *in = zBuf;
+  int rc = kvn_ensure_ready(f);
+  if (rc != SQLITE_OK) return rc;
+  long long pos = iOfst, stop = iOfst + iAmt;
+  LOCK(f);
+  while (pos < stop) {
+    uint32_t idx = (uint32_t)(pos / KVN_CHUNK);
+    long long start = pos % KVN_CHUNK;
+    long long end = stop - pos + start < KVN_CHUNK ? stop - pos + start : KVN_CHUNK;
+    unsigned char *buf;
+    rc = kvn_dirty_chunk(f, idx, start == 0 && end == KVN_CHUNK, &buf);
+    if (rc != SQLITE_OK) { UNLOCK(f); return rc; }
+    memcpy(buf + start, in + (pos - iOfst), (size_t)(end - start));
+    pos += end - start;
+  }
+  if (stop > f->size) f->size = stop;
+  int spill = (long long)f->dirty.count * KVN_CHUNK > f->max_dirty_bytes;
+  UNLOCK(f);
+  if (spill) {
+    KVN_PYCALL(f, rc, kvn_py_spill(f->py));
+  }
+  return rc;
+}
+
+static int kvnTruncate(sqlite3_file *pFile, sqlite3_int64 size) {
+  kvn_file *f = (kvn_file *)pFile;
+  /* Rare (VACUUM, auto-vacuum): KVFile.xTruncate runs in Python on the C state, since a
+  ** truncation may have to delete staged chunks in the KV. */
+  int rc;
+  KVN_PYCALL(f, rc, kvn_py_truncate(f->py, size));
+  return rc;
+}
+
+static int kvnSync(sqlite3_file *pFile, int flags) {
+  kvn_file *f = (kvn_file *)pFile;
+  int rc;
+  KVN_PYCALL(f, rc, kvn_py_sync(f->py, flags));  /* the commit: KVFile.xSync, in Python */
+  return rc;
+}
+
+static int kvnFileSize(sqlite3_file *pFile, sqlite3_int64 *pSize) {
+  kvn_file *f = (kvn_file *)pFile;
+  int rc = kvn_ensure_ready(f);
+  if (rc != SQLITE_OK) return rc;
+  *pSize = f->size;
+  return SQLITE_OK;
+}
+
+static int kvnLock(sqlite3_file *pFile, int level) {
+  ((kvn_file *)pFile)->lock_level = level;
+  return SQLITE_OK;
+}
+static int kvnUnlock(sqlite3_file *pFile, int level) {
+  ((kvn_file *)pFile)->lock_level = level;
+  return SQLITE_OK;
+}
+static int kvnCheckReservedLock(sqlite3_file *pFile, int *pResOut) {
+  (void)pFile;
+  *pResOut = 0;
+  return SQLITE_OK;
+}
+
+/* Pending changes since the last commit (KVFile._has_pending_changes). */
+static int kvn_has_pending(kvn_file *f) {
+  LOCK(f);
+  int r = f->dirty.count || f->staged.count || f->size != f->committed_size || f->low_water != f->committed_size;
+  UNLOCK(f);
+  return r;
+}
+
+static int kvnFileControl(sqlite3_file *pFile, int op, void *pArg) {
+  kvn_file *f = (kvn_file *)pFile;
+  const char *name = NULL, *value = NULL;
+  if (op == SQLITE_FCNTL_PRAGMA) {
+    char **az = (char **)pArg;  /* az[1]: name, az[2]: value or NULL */
+    name = az[1];
+    value = az[2];
+  } else if (!(op == SQLITE_FCNTL_COMMIT_PHASETWO && kvn_has_pending(f))) {
+    return SQLITE_NOTFOUND;  /* the common case: no Python call */
+  }
+  char msg[512];
+  msg[0] = 0;
+  /* 0: not handled, 1: handled, 2: refused with msg (KVFile.xFileControl). */
+  kvn_pycall c;
+  kvn_enter(&c);
+  int r = kvn_py_file_control(f->py, op, name, value, msg, (int)sizeof msg);
+  kvn_leave(f, &c, 0);  /* a refusal is SQLite's error message, not a Python exception */
+  if (r == 2) {
+    if (op == SQLITE_FCNTL_PRAGMA) ((char **)pArg)[0] = sqlite3_mprintf("%s", msg);
+    return SQLITE_ERROR;
+  }
+  return r == 1 ? SQLITE_OK : SQLITE_NOTFOUND;
+}
+
+static int kvnSectorSize(sqlite3_file *pFile) {
+  (void)pFile;
+  return KVN_CHUNK;
+}
+static int kvnDeviceCharacteristics(sqlite3_file *pFile) {
+  (void)pFile;
+  return SQLITE_IOCAP_POWERSAFE_OVERWRITE;
+}
+
+static void kvn_release(kvn_file *f) {
+  kvn_map_clear(&f->dirty, 1);
+  kvn_map_clear(&f->staged, 0);
+  kvn_lru_clear(&f->cache);
+  kvn_preload_clear(&f->preload);
+  kvn_drop_error(f);
+  pthread_mutex_destroy(&f->mu);
+}
+
+static int kvnClose(sqlite3_file *pFile) {
+  kvn_file *f = (kvn_file *)pFile;
+  int rc = SQLITE_OK;
+  if (f->py) {
+    kvn_pycall c;
+    kvn_enter(&c);
+    rc = kvn_py_close(f->py);  /* flushes unsynced writes, releases the claim; a failure */
+    kvn_leave(f, &c, 0);       /* is logged by Python (SQLite ignores xClose's result) */
+    f->py = NULL;
+  }
+  f->stats = &kvn_file_stats_fallback;
+  kvn_release(f);  /* the error (if any) was logged by Python; SQLite ignores xClose's code */
+  return rc;
+}
+
+static const sqlite3_io_methods kvn_io_methods = {
+  1,                          /* iVersion: no shm, no mmap */
+  kvnClose, kvnRead, kvnWrite, kvnTruncate, kvnSync, kvnFileSize,
+  kvnLock, kvnUnlock, kvnCheckReservedLock, kvnFileControl, kvnSectorSize,
+  kvnDeviceCharacteristics,
+  0, 0, 0, 0, 0, 0
+};
+
+/* -------------------------------------------------------------------- vfs */
+static sqlite3_vfs *kvn_base(sqlite3_vfs *vfs) { return (sqlite3_vfs *)vfs->pAppData; }
+
+static int kvn_is_ours(const char *name) {
+  return name && strncmp(name, KVN_PREFIX, sizeof(KVN_PREFIX) - 1) == 0;
+}
+
+static int kvnOpen(sqlite3_vfs *vfs, const char *zName, sqlite3_file *pFile, int flags, int *pOutFlags) {
+  if (!kvn_is_ours(zName)) {
+    /* Temp files etc.: the default VFS owns this sqlite3_file entirely (szOsFile is
+    ** at least its size), so SQLite calls its io methods directly from now on. */
+    sqlite3_vfs *base = kvn_base(vfs);
+    return base->xOpen(base, zName, pFile, flags, pOutFlags);
+  }
+  kvn_file *f = (kvn_file *)pFile;
+  memset(f, 0, sizeof *f);
+  f->base.pMethods = NULL;  /* SQLite calls xClose only when this is set */
+  if (!(flags & SQLITE_OPEN_MAIN_DB)) return SQLITE_CANTOPEN;  /* no journal/WAL files */
+  int serial = atoi(zName + sizeof(KVN_PREFIX) - 1);
+  f->stats = &kvn_file_stats_fallback;
+  f->next_sequential = -1;
+  pthread_mutex_init(&f->mu, NULL);
+  int rc;
+  KVN_PYCALL(f, rc, kvn_py_open(serial, f));  /* builds the NativeFile: reads the meta (1 round trip) */
+  if (rc != SQLITE_OK) {
+    kvn_release(f);
+    return rc;
+  }
+  assert(f->py != NULL);
+  f->base.pMethods = &kvn_io_methods;
+  if (pOutFlags) *pOutFlags = flags;
+  return SQLITE_OK;
+}
+
+static int kvnDelete(sqlite3_vfs *vfs, const char *zName, int syncDir) {
+  if (kvn_is_ours(zName)) return SQLITE_OK;  /* no journal files exist; the db lives in the KV */
+  return kvn_base(vfs)->xDelete(kvn_base(vfs), zName, syncDir);
+}
+
+static int kvnAccess(sqlite3_vfs *vfs, const char *zName, int flags, int *pResOut) {
+  if (kvn_is_ours(zName)) {
+    *pResOut = 0;  /* journal/WAL names: never exist (the Python VFS answers the same) */
+    return SQLITE_OK;
+  }
+  return kvn_base(vfs)->xAccess(kvn_base(vfs), zName, flags, pResOut);
+}
+
+static int kvnFullPathname(sqlite3_vfs *vfs, const char *zName, int nOut, char *zOut) {
+  if (kvn_is_ours(zName)) {
+    sqlite3_snprintf(nOut, zOut, "%s", zName);
+    return SQLITE_OK;
+  }
+  return kvn_base(vfs)->xFullPathname(kvn_base(vfs), zName, nOut, zOut);
+}
+
+static void *kvnDlOpen(sqlite3_vfs *vfs, const char *z) { return kvn_base(vfs)->xDlOpen(kvn_base(vfs), z); }
+static void kvnDlError(sqlite3_vfs *vfs, int n, char *z) { kvn_base(vfs)->xDlError(kvn_base(vfs), n, z); }
+static void (*kvnDlSym(sqlite3_vfs *vfs, void *p, const char *z))(void) {
+  return kvn_base(vfs)->xDlSym(kvn_base(vfs), p, z);
+}
+static void kvnDlClose(sqlite3_vfs *vfs, void *p) { kvn_base(vfs)->xDlClose(kvn_base(vfs), p); }
+static int kvnRandomness(sqlite3_vfs *vfs, int n, char *z) { return kvn_base(vfs)->xRandomness(kvn_base(vfs), n, z); }
+static int kvnSleep(sqlite3_vfs *vfs, int us) { return kvn_base(vfs)->xSleep(kvn_base(vfs), us); }
+static int kvnCurrentTime(sqlite3_vfs *vfs, double *t) { return kvn_base(vfs)->xCurrentTime(kvn_base(vfs), t); }
+static int kvnGetLastError(sqlite3_vfs *vfs, int n, char *z) {
+  return kvn_base(vfs)->xGetLastError ? kvn_base(vfs)->xGetLastError(kvn_base(vfs), n, z) : 0;
+}
+static int kvnCurrentTimeInt64(sqlite3_vfs *vfs, sqlite3_int64 *t) {
+  sqlite3_vfs *b = kvn_base(vfs);
+  if (b->iVersion >= 2 && b->xCurrentTimeInt64) return b->xCurrentTimeInt64(b, t);
+  double d;
+  int rc = b->xCurrentTime(b, &d);
+  *t = (sqlite3_int64)(d * 86400000.0);
+  return rc;
+}
+
+static sqlite3_vfs kvn_vfs = {
+  2, 0, 0, 0, KVN_VFS_NAME, 0,
+  kvnOpen, kvnDelete, kvnAccess, kvnFullPathname,
+  kvnDlOpen, kvnDlError, kvnDlSym, kvnDlClose,
+  kvnRandomness, kvnSleep, kvnCurrentTime, kvnGetLastError, kvnCurrentTimeInt64,
+  0, 0, 0
+};
+static int kvn_registered = 0;
+
+/* Loadable-extension entry point: binds sqlite3_api to the loading library (apsw's)
+** and registers the VFS once. SQLITE_OK_LOAD_PERMANENTLY keeps the module loaded after
+** the loading connection closes. */
+KVN_EXPORT int sqlite3_actordbnative_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
+  (void)db;
+  SQLITE_EXTENSION_INIT2(pApi);
+  if (sqlite3_libversion_number() < SQLITE_VERSION_NUMBER) {
+    *pzErrMsg = sqlite3_mprintf("actor-db native VFS needs SQLite >= %s, found %s",
+                                SQLITE_VERSION, sqlite3_libversion());
+    return SQLITE_ERROR;
+  }
+  if (!kvn_registered) {
+    sqlite3_vfs *base = sqlite3_vfs_find(0);
+    if (!base) return SQLITE_ERROR;
+    kvn_vfs.szOsFile = (int)sizeof(kvn_file) > base->szOsFile ? (int)sizeof(kvn_file) : base->szOsFile;
+    kvn_vfs.mxPathname = base->mxPathname;
+    kvn_vfs.pAppData = base;
+    int rc = sqlite3_vfs_register(&kvn_vfs, 0);
+    if (rc != SQLITE_OK) return rc;
+    kvn_registered = 1;
+  }
+  return SQLITE_OK_LOAD_PERMANENTLY;
+}
+
+/* ------------------------------------------------- accessors for native/file.py */
+/* All take mu: Python may call them from any thread (GIL held, mu never held across a
+** Python call, so no lock-order cycle). */
+static void kvn_setup(kvn_file *f, void *py, kvn_stats *stats, int cache_chunks, int readahead_max,
+                      long long max_dirty_bytes) {
+  LOCK(f);
+  f->py = py;
+  f->stats = stats;
+  f->cache.cap = (size_t)cache_chunks;
+  f->readahead_max = readahead_max;
+  f->max_dirty_bytes = max_dirty_bytes;
+  UNLOCK(f);
+}
+
+static int kvn_dirty_count(kvn_file *f) { return (int)f->dirty.count; }
+static int kvn_dirty_keys(kvn_file *f, uint32_t *out, int n) {
+  LOCK(f); int k = (int)kvn_map_keys(&f->dirty, out, (size_t)n); UNLOCK(f); return k;
+}
+/* Copy chunk `index` of the dirty buffer into out; returns 0 when not dirty. */
+static int kvn_dirty_read(kvn_file *f, uint32_t index, unsigned char *out) {
+  LOCK(f);
+  const unsigned char *d = kvn_map_get(&f->dirty, index);
+  if (d) memcpy(out, d, KVN_CHUNK);
+  UNLOCK(f);
+  return d != NULL;
+}
+static int kvn_dirty_write(kvn_file *f, uint32_t index, const unsigned char *data, int len) {
+  LOCK(f);
+  unsigned char *buf = kvn_map_get(&f->dirty, index);
+  void *old;
+  int rc = SQLITE_OK;
+  if (!buf) {
+    buf = kvn_malloc(KVN_CHUNK);
+    if (!buf || kvn_map_put(&f->dirty, index, buf, &old) != SQLITE_OK) { kvn_free(buf); rc = SQLITE_NOMEM; }
+  }
+  if (rc == SQLITE_OK) {
+    if (len > KVN_CHUNK) len = KVN_CHUNK;
+    memcpy(buf, data, (size_t)len);
+    memset(buf + len, 0, (size_t)(KVN_CHUNK - len));
+  }
+  UNLOCK(f);
+  return rc;
+}
+/* The dirty buffer of chunk `index` (KVN_CHUNK writable bytes) or NULL; valid until the
+** chunk leaves the dirty buffer. Python edits chunks in place through it. */
+static unsigned char *kvn_dirty_ptr(kvn_file *f, uint32_t index) {
+  LOCK(f); unsigned char *p = kvn_map_get(&f->dirty, index); UNLOCK(f); return p;
+}
+static void kvn_dirty_delete(kvn_file *f, uint32_t index) {
+  LOCK(f); kvn_free(kvn_map_del(&f->dirty, index)); UNLOCK(f);
+}
+static void kvn_dirty_clear(kvn_file *f) { LOCK(f); kvn_map_clear(&f->dirty, 1); UNLOCK(f); }
+
+static int kvn_staged_count(kvn_file *f) { return (int)f->staged.count; }
+static int kvn_staged_keys(kvn_file *f, uint32_t *out, int n) {
+  LOCK(f); int k = (int)kvn_map_keys(&f->staged, out, (size_t)n); UNLOCK(f); return k;
+}
+static int kvn_staged_has(kvn_file *f, uint32_t index) {
+  LOCK(f); int r = kvn_map_get(&f->staged, index) != NULL; UNLOCK(f); return r;
+}
+static int kvn_staged_add(kvn_file *f, uint32_t index) {
+  void *old;
+  LOCK(f); int rc = kvn_map_put(&f->staged, index, (void *)1, &old); UNLOCK(f); return rc;
+}
+static void kvn_staged_discard(kvn_file *f, uint32_t index) { LOCK(f); kvn_map_del(&f->staged, index); UNLOCK(f); }
+static void kvn_staged_clear(kvn_file *f) { LOCK(f); kvn_map_clear(&f->staged, 0); UNLOCK(f); }
+
+static int kvn_cache_count(kvn_file *f) { return (int)f->cache.map.count; }
+static int kvn_cache_keys(kvn_file *f, uint32_t *out, int n) {
+  LOCK(f); int k = (int)kvn_map_keys(&f->cache.map, out, (size_t)n); UNLOCK(f); return k;
+}
+static int kvn_cache_has(kvn_file *f, uint32_t index) {
+  LOCK(f); int r = kvn_map_get(&f->cache.map, index) != NULL; UNLOCK(f); return r;
+}
+/* LRU get (makes the entry most recent): copies into out, returns 0 when absent. */
+static int kvn_cache_read(kvn_file *f, uint32_t index, unsigned char *out) {
+  LOCK(f);
+  kvn_node *n = kvn_lru_get(&f->cache, index);
+  if (n) memcpy(out, n->data, KVN_CHUNK);
+  UNLOCK(f);
+  return n != NULL;
+}
+static int kvn_cache_put(kvn_file *f, uint32_t index, const unsigned char *data, int len) {
+  LOCK(f); int rc = kvn_lru_put(&f->cache, index, data, (size_t)len); UNLOCK(f); return rc;
+}
+static void kvn_cache_delete(kvn_file *f, uint32_t index) { LOCK(f); kvn_lru_del(&f->cache, index); UNLOCK(f); }
+static void kvn_cache_clear(kvn_file *f) { LOCK(f); kvn_lru_clear(&f->cache); UNLOCK(f); }
+
+static void kvn_preload_forget_range(kvn_file *f, uint64_t lo, uint64_t hi) {
+  LOCK(f); kvn_preload_forget(&f->preload, lo, hi); UNLOCK(f);
+}
+static int kvn_preload_cover(kvn_file *f, uint64_t lo, uint64_t hi) {
+  LOCK(f); int rc = kvn_preload_cover_span(&f->preload, lo, hi); UNLOCK(f); return rc;
+}
+static int kvn_preload_put(kvn_file *f, uint32_t index, const unsigned char *data, int len) {
+  LOCK(f); int rc = kvn_preload_put_value(&f->preload, index, data, (size_t)len); UNLOCK(f); return rc;
+}
+/* 0 NOT_LOADED, 1 ABSENT, 2 FOUND (for tests). */
+static int kvn_preload_lookup(kvn_file *f, uint32_t index) {
+  const unsigned char *v;
+  LOCK(f); int st = kvn_preload_state(&f->preload, index, &v); UNLOCK(f); return st;
+}
+
+static const char *kvn_entry_point(void) { return "sqlite3_actordbnative_init"; }
+static const char *kvn_vfs_name(void) { return KVN_VFS_NAME; }
+static const char *kvn_prefix(void) { return KVN_PREFIX; }
+static const char *kvn_header_version(void) { return SQLITE_VERSION; }

@@ -292,6 +292,7 @@ class RedisKV(KVStore):
             raise ConfigurationError(f"invalid Redis namespace {namespace!r}: use letters, digits, '_.-' and ':'")
         self.namespace = namespace
         self._owns_client = isinstance(url_or_client, str)
+        self._url: str | None = None
         from redis.cluster import RedisCluster
 
         if isinstance(url_or_client, str):
@@ -310,7 +311,6 @@ class RedisKV(KVStore):
             self._url = url_or_client
         elif isinstance(url_or_client, (redis.Redis, RedisCluster)):
             self._client = url_or_client
-            self._url = None
         else:
             raise ConfigurationError(f"expected a Redis URL or client, got {type(url_or_client).__name__}")
         self._cluster = isinstance(self._client, RedisCluster)
@@ -408,7 +408,7 @@ class RedisKV(KVStore):
         parsed = parse_actor_key(key)
         if parsed is None:
             raise KVError(f"RedisKV serves actor keys only, got {key[:32]!r}")
-        return self._actor_cache(key[:parsed[1]])  # type: ignore[no-any-return]
+        return self._actor_cache(key[:parsed[1]])
 
     def _run(self, what: str, fn: Any, *args: Any) -> Any:
         if self._closed:

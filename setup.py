@@ -10,7 +10,11 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["vfs", "vfs.*", "native", "native.*", "actor_db", "actor_db.*"]),
-    package_data={"vfs": ["py.typed"], "actor_db": ["py.typed"], "native": ["py.typed", "*.c", "*.h"]},
+    package_data={"vfs": ["py.typed"], "actor_db": ["py.typed"],
+                  "native": ["py.typed", "kvvfs.c", "build_native.py", "include/*.h"]},
+    # The C VFS (native._kvvfs). Optional: without a C compiler the install succeeds and
+    # native.AVAILABLE is False (vfs.connect then uses the Python VFS; one log line says so).
+    cffi_modules=["native/build_native.py:ffibuilder"],
     install_requires=[
         "apsw>=3.45",
         "cffi>=1.15",

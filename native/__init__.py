@@ -8,6 +8,7 @@ logs one warning and :func:`vfs.connect` uses the pure-Python VFS by default.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
 log = logging.getLogger(__name__)
@@ -17,12 +18,14 @@ __all__ = ["AVAILABLE", "BUILD_ERROR"]
 AVAILABLE: bool
 BUILD_ERROR: str | None
 
-try:
-    from native import _kvvfs  # noqa: F401  (the compiled module)
-except ImportError as exc:  # no C compiler at install time, or a stale build
-    AVAILABLE = False
-    BUILD_ERROR = f"{type(exc).__name__}: {exc}"
-    log.warning("actor-db native VFS is not built (%s); falling back to the pure-Python VFS", BUILD_ERROR)
+if importlib.util.find_spec("native._kvvfs") is None:
+    BUILD_ERROR = "the C extension native._kvvfs was not built at install time (no C compiler?)"
 else:
-    AVAILABLE = True
-    BUILD_ERROR = None
+    try:
+        from native import _kvvfs  # noqa: F401  (the compiled module)
+        BUILD_ERROR = None
+    except ImportError as exc:  # e.g. built for another Python
+        BUILD_ERROR = f"native._kvvfs does not load: {type(exc).__name__}: {exc}"
+AVAILABLE = BUILD_ERROR is None
+if not AVAILABLE:
+    log.warning("actor-db native VFS unavailable (%s); falling back to the pure-Python VFS", BUILD_ERROR)

@@ -373,11 +373,20 @@ typedef struct kvn_file {
   PyObject *err;              /* exception stored by a failing callback (owned reference) */
   pthread_mutex_t mu;         /* guards the maps below against Python on other threads;
                                  never held while calling into Python */
-  kvn_map dirty;              /* index -> KVN_CHUNK bytes written since the last commit */
+  kvn_map dirty;              /* index -> kvn_dirty_entry: chunks written since the last commit */
+  unsigned long long dirty_seq; /* last kvn_dirty_entry.seq handed out */
   kvn_map staged;             /* index -> (void*)1: newest copy is in the KV staging range */
   kvn_lru cache;              /* committed chunks fetched live or written by commits */
   kvn_preload preload;        /* chunk part of the preload map */
 } kvn_file;
+
+/* A dirty chunk. `data` first: a pointer to the entry is a pointer to the bytes. `seq`
+** orders entries by first write, like the insertion order of KVFile's dirty dict, which
+** decides the chunk cache's LRU order after a commit (and so the round trips). */
+typedef struct {
+  unsigned char data[KVN_CHUNK];
+  unsigned long long seq;
+} kvn_dirty_entry;
 
 static kvn_stats kvn_file_stats_fallback;  /* counts of files whose Python side is gone */
 
@@ -550,13 +559,15 @@ static int kvn_dirty_chunk(kvn_file *f, uint32_t index, int whole, unsigned char
       base = fetched;
     }
   }
-  buf = kvn_malloc(KVN_CHUNK);
+  kvn_dirty_entry *e = kvn_malloc(sizeof *e);
   void *old;
-  if (!buf || kvn_map_put(&f->dirty, index, buf, &old) != SQLITE_OK) {
-    kvn_free(buf);
+  if (!e || kvn_map_put(&f->dirty, index, e, &old) != SQLITE_OK) {
+    kvn_free(e);
     kvn_free(fetched);
     return SQLITE_IOERR_NOMEM;
   }
+  e->seq = ++f->dirty_seq;
+  buf = e->data;
   assert(old == NULL);
   if (base) memcpy(buf, base, KVN_CHUNK);
   else memset(buf, 0, KVN_CHUNK);
@@ -880,8 +891,23 @@ static void kvn_setup(kvn_file *f, void *py, kvn_stats *stats, int cache_chunks,
 }
 
 static int kvn_dirty_count(kvn_file *f) { return (int)f->dirty.count; }
+static const kvn_map *kvn_sort_map;  /* qsort context; callers hold the file's mu... */
+static pthread_mutex_t kvn_sort_mu = PTHREAD_MUTEX_INITIALIZER;  /* ...and this */
+static int kvn_seq_cmp(const void *a, const void *b) {
+  const kvn_dirty_entry *x = kvn_map_get(kvn_sort_map, *(const uint32_t *)a);
+  const kvn_dirty_entry *y = kvn_map_get(kvn_sort_map, *(const uint32_t *)b);
+  return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+/* Dirty chunk indices in order of first write (a dict's order in KVFile). */
 static int kvn_dirty_keys(kvn_file *f, uint32_t *out, int n) {
-  LOCK(f); int k = (int)kvn_map_keys(&f->dirty, out, (size_t)n); UNLOCK(f); return k;
+  LOCK(f);
+  int k = (int)kvn_map_keys(&f->dirty, out, (size_t)n);
+  pthread_mutex_lock(&kvn_sort_mu);
+  kvn_sort_map = &f->dirty;
+  qsort(out, (size_t)k, sizeof(uint32_t), kvn_seq_cmp);
+  pthread_mutex_unlock(&kvn_sort_mu);
+  UNLOCK(f);
+  return k;
 }
 /* Copy chunk `index` of the dirty buffer into out; returns 0 when not dirty. */
 static int kvn_dirty_read(kvn_file *f, uint32_t index, unsigned char *out) {
@@ -897,8 +923,14 @@ static int kvn_dirty_write(kvn_file *f, uint32_t index, const unsigned char *dat
   void *old;
   int rc = SQLITE_OK;
   if (!buf) {
-    buf = kvn_malloc(KVN_CHUNK);
-    if (!buf || kvn_map_put(&f->dirty, index, buf, &old) != SQLITE_OK) { kvn_free(buf); rc = SQLITE_NOMEM; }
+    kvn_dirty_entry *e = kvn_malloc(sizeof *e);
+    if (!e || kvn_map_put(&f->dirty, index, e, &old) != SQLITE_OK) {
+      kvn_free(e);
+      rc = SQLITE_NOMEM;
+    } else {
+      e->seq = ++f->dirty_seq;
+      buf = e->data;
+    }
   }
   if (rc == SQLITE_OK) {
     if (len > KVN_CHUNK) len = KVN_CHUNK;

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar, cast
 
 import apsw
 
@@ -38,7 +38,7 @@ from vfs.preload import NOT_LOADED, PreloadMap
 from vfs.protocol import KV
 from vfs.stats import VFSStats
 
-from native._kvvfs import ffi, lib  # type: ignore[import-not-found]
+from native._kvvfs import ffi, lib
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class NativeFile(KVFile):
     _low_water = _c_field("low_water")
     _next_sequential = _c_field("next_sequential")
     _readahead = _c_field("readahead")
-    lock_level = _c_field("lock_level")  # type: ignore[assignment]
+    lock_level = _c_field("lock_level")
 
     def __init__(
         self,
@@ -241,7 +241,7 @@ class NativeFile(KVFile):
 
     # The flags C checks before every operation (KVFile._ensure_ready's condition).
     @property
-    def _meta_stale(self) -> bool:  # type: ignore[override]
+    def _meta_stale(self) -> bool:
         return self._stale
 
     @_meta_stale.setter
@@ -250,7 +250,7 @@ class NativeFile(KVFile):
         self._c.not_ready = int(value or self._record is not None)
 
     @property
-    def _pending_record(self) -> Any:  # type: ignore[override]
+    def _pending_record(self) -> Any:
         return self._record
 
     @_pending_record.setter
@@ -268,7 +268,7 @@ class NativeFile(KVFile):
         buf = self._dirty.get(index)
         if buf is None:
             base = _ZERO_CHUNK if whole else bytes(self._chunks([index])[index])
-            self._dirty[index] = base
+            self._dirty[index] = bytearray(base)
             buf = self._dirty.get(index)
         return buf
 
@@ -373,7 +373,16 @@ def set_opener(opener: Callable[[int, Any], NativeFile]) -> None:
 
 
 # --------------------------------------------------------- extern "Python" hooks
-@ffi.def_extern(error=apsw.SQLITE_CANTOPEN)
+_Hook = TypeVar("_Hook", bound=Callable[..., int])
+
+
+def _extern(error: int) -> Callable[[_Hook], _Hook]:
+    """``ffi.def_extern``, typed: ``error`` is returned to C if the hook itself raises
+    (it never should: each hook catches everything and reports it through ``fail``)."""
+    return cast(Callable[[_Hook], _Hook], ffi.def_extern(error=error))
+
+
+@_extern(apsw.SQLITE_CANTOPEN)
 def kvn_py_open(serial: int, cfile: Any) -> int:
     try:
         assert _opener is not None, "native.registry did not install the opener"
@@ -389,7 +398,7 @@ def kvn_py_open(serial: int, cfile: Any) -> int:
     return 0
 
 
-@ffi.def_extern(error=apsw.SQLITE_IOERR)
+@_extern(apsw.SQLITE_IOERR)
 def kvn_py_ensure_ready(handle: Any) -> int:
     file: NativeFile = ffi.from_handle(handle)
     try:
@@ -399,7 +408,7 @@ def kvn_py_ensure_ready(handle: Any) -> int:
         return file.fail(exc, apsw.SQLITE_IOERR_READ)
 
 
-@ffi.def_extern(error=apsw.SQLITE_IOERR_READ)
+@_extern(apsw.SQLITE_IOERR_READ)
 def kvn_py_fetch(handle: Any, n: int, indices: Any, staged: Any, out: Any) -> int:
     file: NativeFile = ffi.from_handle(handle)
     try:
@@ -409,7 +418,7 @@ def kvn_py_fetch(handle: Any, n: int, indices: Any, staged: Any, out: Any) -> in
         return file.fail(exc, apsw.SQLITE_IOERR_READ)
 
 
-@ffi.def_extern(error=apsw.SQLITE_IOERR_WRITE)
+@_extern(apsw.SQLITE_IOERR_WRITE)
 def kvn_py_spill(handle: Any) -> int:
     file: NativeFile = ffi.from_handle(handle)
     try:
@@ -419,7 +428,7 @@ def kvn_py_spill(handle: Any) -> int:
         return file.fail(exc, apsw.SQLITE_IOERR_WRITE)
 
 
-@ffi.def_extern(error=apsw.SQLITE_IOERR_FSYNC)
+@_extern(apsw.SQLITE_IOERR_FSYNC)
 def kvn_py_sync(handle: Any, flags: int) -> int:
     file: NativeFile = ffi.from_handle(handle)
     try:
@@ -429,7 +438,7 @@ def kvn_py_sync(handle: Any, flags: int) -> int:
         return file.fail(exc, apsw.SQLITE_IOERR_FSYNC)
 
 
-@ffi.def_extern(error=apsw.SQLITE_IOERR_TRUNCATE)
+@_extern(apsw.SQLITE_IOERR_TRUNCATE)
 def kvn_py_truncate(handle: Any, size: int) -> int:
     file: NativeFile = ffi.from_handle(handle)
     try:
@@ -439,7 +448,7 @@ def kvn_py_truncate(handle: Any, size: int) -> int:
         return file.fail(exc, apsw.SQLITE_IOERR_TRUNCATE)
 
 
-@ffi.def_extern(error=apsw.SQLITE_IOERR_CLOSE)
+@_extern(apsw.SQLITE_IOERR_CLOSE)
 def kvn_py_close(handle: Any) -> int:
     file: NativeFile = ffi.from_handle(handle)
     try:
@@ -451,7 +460,7 @@ def kvn_py_close(handle: Any) -> int:
         return int(apsw.SQLITE_IOERR_CLOSE)
 
 
-@ffi.def_extern(error=0)
+@_extern(0)
 def kvn_py_file_control(handle: Any, op: int, name: Any, value: Any, msg: Any, msglen: int) -> int:
     file: NativeFile = ffi.from_handle(handle)
     try:

@@ -80,7 +80,9 @@ def _instances(registry: Any) -> list[tuple[int, Any]]:
     handles = getattr(registry, "handles", None)
     if callable(handles):
         found = list(handles())
-        return [(id(getattr(h, "_instance", h)), h) for h in found]
+        # Handles are fresh objects on every call: track the actor object behind each.
+        actors = [getattr(h, "_instance", h) for h in found]
+        return [(id(a), a) for a in actors]
     table = getattr(registry, "_instances", {})
     for _ in range(5):
         try:

@@ -64,6 +64,11 @@ class HookedStore(KVStore):
         self._before("preload", request.keys[0] if request.keys else b"", request)
         return self.inner._preload(request)
 
+    def _acquire(self, actor_id: str, request: PreloadRequest | None) -> tuple[int, PreloadMap | None]:
+        # Taking ownership (with the startup preload) is recorded as the preload it carries.
+        self._before("preload", request.keys[0] if request and request.keys else b"", request)
+        return self.inner._acquire(actor_id, request)
+
     def ops(self, actor: str | None = None) -> list[tuple[str, Any]]:
         """Recorded ``(op, payload)`` calls, optionally of one actor only."""
         return [(op, p) for op, a, p in self.log if actor is None or a == actor]

@@ -26,6 +26,7 @@ from typing import Any
 
 import vfs
 
+from actor_db.kv.fencing import fenced_cause
 from actor_db.errors import ActionNotFoundError, ActorDBError, ActorNotFoundError, ActorShuttingDownError
 from actor_db.runtime.actor import ActorDefinition, Context
 from actor_db.runtime.database import ActorConnection, Database
@@ -175,6 +176,18 @@ class ActorInstance:
             try:
                 self._actions += 1
                 return await self._run_as_action(fn, *args)
+            except Exception as exc:
+                fenced = fenced_cause(exc)
+                if fenced is None:
+                    raise
+                # Another runtime owns the actor now: this instance must stop writing.
+                log.warning("actor %s was taken over by another runtime; closing it here: %s", self.label, fenced)
+                self._closing = True
+                try:
+                    await self._close_worker()
+                except Exception:  # the rollback write-back is fenced too
+                    log.debug("actor %s: close after takeover failed", self.label, exc_info=True)
+                raise fenced from exc
             finally:
                 self._schedule_idle()
 

@@ -62,6 +62,19 @@ class CountingKV:
         self._read()
         return self.inner.get_many(keys)
 
+    def acquire_and_preload(self, request: PreloadRequest) -> PreloadMap:
+        """Take single-writer ownership of the actor and preload, in ONE round trip.
+
+        Views without fencing support (e.g. test wrappers) just preload. From here on
+        every write of a fenced view fails with :class:`~actor_db.errors.FencedError`
+        once another runtime has taken the actor over.
+        """
+        self._read()
+        acquire = getattr(self.inner, "acquire_and_preload", None)
+        if acquire is None:
+            return self.inner.preload(request)
+        return acquire(request)  # type: ignore[no-any-return]
+
     def scan(self, start: bytes, end: bytes, *, limit: int | None = None,
              max_bytes: int | None = None) -> list[tuple[bytes, bytes]]:
         self._read()

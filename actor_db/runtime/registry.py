@@ -128,6 +128,16 @@ class Registry:
             self._instances[(name, key)] = instance
         return ActorHandle(instance)
 
+    def handles(self) -> list[ActorHandle]:
+        """Handles of every actor this registry has created a handle for (awake or asleep,
+        not destroyed); a snapshot, safe to call from another thread (metrics export)."""
+        for _ in range(5):
+            try:
+                return [ActorHandle(i) for i in list(self._instances.values())]
+            except RuntimeError:  # the event loop inserted while we copied
+                continue
+        return []
+
     def _forget(self, instance: ActorInstance) -> None:
         if self._instances.get((instance.definition.name, instance.key)) is instance:
             del self._instances[(instance.definition.name, instance.key)]

@@ -2,7 +2,8 @@
 
 The sequence (DESIGN.md sections 2-4, issue 3):
 
-1. **preload** — one ``PreloadRequest``: the state key ``[1]`` and the VFS's exact keys
+1. **preload** — takes single-writer ownership (a fencing token, see
+   :mod:`actor_db.kv.fencing`) and runs one ``PreloadRequest`` in the same call: the state key ``[1]`` and the VFS's exact keys
    (main meta, commit record), then the SQLite chunks (partial, lowest first, 768 KiB),
    connections (64 KiB) and workflows (128 KiB, both all-or-nothing), all under the
    1 MiB total. Budgets come from :class:`~actor_db.runtime.actor.ActorOptions`.
@@ -60,7 +61,8 @@ def preload_request(options: ActorOptions, has_db: bool) -> PreloadRequest:
 
 def _preload(kv: CountingKV, request: PreloadRequest, metrics: StartupMetrics) -> PreloadMap:
     with metrics.internal("preload"):
-        return kv.preload(request)
+        # Ownership (the fencing token) and the preload come in the same single call.
+        return kv.acquire_and_preload(request)
 
 
 def _open(core: ActorConnection, preload: PreloadMap, config_options: dict[str, Any], is_new: bool,

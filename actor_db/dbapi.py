@@ -508,7 +508,8 @@ class _Database:
                 self.raw.close(True)
 
 
-def _open_database(database: Any, uri: bool, kv: Any, timeout: float) -> _Database:
+def _open_database(database: Any, uri: bool, kv: Any, timeout: float, preload: vfs.PreloadMap | None = None,
+                   vfs_options: collections.abc.Mapping[str, Any] | None = None) -> _Database:
     if isinstance(database, (bytes, os.PathLike)):
         database = os.fsdecode(database)
     if not isinstance(database, str):
@@ -536,10 +537,11 @@ def _open_database(database: Any, uri: bool, kv: Any, timeout: float) -> _Databa
     with _registry_lock:
         shared = _shared.get(key)
         if shared is not None and not shared.closed:
+            # preload/vfs_options only apply to the open that creates the pager.
             shared.refs += 1
             return shared
         try:
-            raw = vfs.connect(view, database or "main.db")
+            raw = vfs.connect(view, database or "main.db", preload=preload, **dict(vfs_options or {}))
         except apsw.BusyError as exc:
             raise _error(OperationalError, f"database is locked: {exc}", apsw.SQLITE_BUSY) from exc
         except apsw.Error as exc:
@@ -883,6 +885,11 @@ class Connection:
     :param timeout: seconds to wait for a lock (plain SQLite busy timeout; on a shared
         KV-backed database, for another connection's transaction to end).
     :param kv: a KV store (or actor view) holding the database; ``None`` decides by name.
+    :param preload: a :class:`vfs.PreloadMap` for a KV-backed database (reads it covers
+        cost no round trip); ignored for plain SQLite and when the database is already
+        open in this process (the connection then shares that pager).
+    :param vfs_options: keyword arguments for :func:`vfs.connect` (``vfs``,
+        ``cache_chunks``, ``max_dirty_bytes``, ...); same scope as ``preload``.
     """
 
     Warning = Warning
@@ -903,10 +910,11 @@ class Connection:
     def __init__(self, database: Any, timeout: float = 5.0, detect_types: int = 0,
                  isolation_level: str | None = "", check_same_thread: bool = True,
                  factory: Any = None, cached_statements: int = 128, uri: bool = False,
-                 *, kv: Any = None) -> None:
+                 *, kv: Any = None, preload: vfs.PreloadMap | None = None,
+                 vfs_options: collections.abc.Mapping[str, Any] | None = None) -> None:
         self._initialized = False
         level = _check_isolation_level(isolation_level)
-        db = _open_database(database, bool(uri), kv, float(timeout))
+        db = _open_database(database, bool(uri), kv, float(timeout), preload, vfs_options)
         previous = self._db
         self._db = db
         if previous is not None and previous is not db and previous.kv_backed:
@@ -1903,13 +1911,19 @@ def _iterdump(connection: Connection) -> Iterator[str]:
 def connect(database: Any, timeout: float = 5.0, detect_types: int = 0,
             isolation_level: str | None = "", check_same_thread: bool = True,
             factory: Any = Connection, cached_statements: int = 128, uri: bool = False,
-            *, kv: Any = None) -> Any:
+            *, kv: Any = None, preload: vfs.PreloadMap | None = None,
+            vfs_options: collections.abc.Mapping[str, Any] | None = None) -> Any:
     """Open a database like ``sqlite3.connect``; ``kv=`` (or a bare name) makes it KV-backed.
 
     As in the stdlib, the arguments are passed on to ``factory`` as given.
 
     :param database: ``":memory:"``, a file path, or an actor name (see the module doc).
     :param kv: a :class:`actor_db.kv.KVStore` (or an actor view) to hold the database.
+    :param preload: the startup :class:`vfs.PreloadMap` of a KV-backed database (e.g. one
+        ``kv.preload(...)`` call, 1 round trip); its reads then cost 0 round trips.
+    :param vfs_options: extra keyword arguments for :func:`vfs.connect` (``vfs``,
+        ``cache_chunks``, ``max_dirty_bytes``, ...). Both apply only when this call opens
+        the KV-backed database (not when it shares one already open in this process).
     :param factory: the connection class (a :class:`Connection` subclass).
     :raises OperationalError: the database cannot be opened (``sqlite_errorcode`` set).
     """

@@ -60,7 +60,9 @@ def run_benchmarks(json_path: Path, *, quick: bool, log_path: Path, progress: bo
     :param suites: ``bench_*.py`` file names to run (default: every suite in ``benchmarks/``).
     :returns: pytest's exit code.
     """
-    env = dict(os.environ)
+    # Not a calling pytest's own variables: under pytest-xdist, PYTEST_XDIST_WORKER would
+    # make the child's pytest-benchmark believe it is a worker and write no JSON.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     if quick:
         env["ACTOR_DB_BENCH_QUICK"] = "1"
@@ -628,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         code = run_benchmarks(raw, quick=args.quick, log_path=log_path, progress=not args.no_progress,
                               latency_ms=latency, suites=args.suites)
         seconds = time.perf_counter() - started
-        if not raw.exists():
+        if not raw.exists() or not raw.read_text(encoding="utf-8").strip():
             sys.stderr.write(log_path.read_text(encoding="utf-8")[-5000:])
             sys.stderr.write(f"\nbenchmarks produced no JSON (pytest exit code {code}); full log: {log_path}\n")
             return code or 1

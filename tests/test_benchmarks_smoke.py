@@ -3,7 +3,8 @@ the ones the round-trip tests assert (tests/test_round_trips.py, DESIGN.md secti
 
 One run of ``python -m benchmarks.report --quick`` (a child process: it runs pytest
 itself) over this issue's suites; the checks read the generated ``summary.json``,
-``results.json`` (pytest-benchmark's JSON) and ``REPORT.md``.
+``results.json`` (pytest-benchmark's JSON) and ``REPORT.md``. One test function, so
+that pytest-xdist never runs the report twice.
 """
 
 from __future__ import annotations
@@ -15,15 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ["bench_cold_start.py", "bench_commits.py", "bench_warm_reads.py", "bench_concurrency.py", "bench_memory.py"]
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("bench-report")
+def _run_report(out: Path) -> dict[str, Any]:
     env = dict(os.environ, ACTOR_DB_BENCH_CACHE=str(out / "cache"))
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.report", "--quick", "--no-progress", "--out", str(out), "--suites", *SUITES],
@@ -44,7 +41,7 @@ def _extra(results: dict[str, Any], group: str, **match: Any) -> dict[str, Any]:
     return found[0]
 
 
-def test_cold_start_with_preload_is_one_round_trip(report: dict[str, Any]) -> None:
+def _check_cold_start_with_preload_is_one_round_trip(report: dict[str, Any]) -> None:
     cold = report["summary"]["cold_start_round_trips"]
     # A database within the 768 KiB preload budget: the preload call, then nothing live.
     assert cold["ours+preload"] == {"64 KiB": 1, "512 KiB": 1}
@@ -57,7 +54,7 @@ def test_cold_start_with_preload_is_one_round_trip(report: dict[str, Any]) -> No
     assert info["round_trips_min"] == info["round_trips_max"] == 1
 
 
-def test_commit_round_trips_match_the_round_trip_tests(report: dict[str, Any]) -> None:
+def _check_commit_round_trips_match_the_round_trip_tests(report: dict[str, Any]) -> None:
     commits = report["summary"]["commit_round_trips"]
     assert commits["ours"]["update-1-row"] == 1  # warm UPDATE: one atomic batch
     assert commits["ours"]["insert-100-rows"] == 1
@@ -68,13 +65,13 @@ def test_commit_round_trips_match_the_round_trip_tests(report: dict[str, Any]) -
     assert commits["naive KV VFS"]["update-1-row"] > 1
 
 
-def test_warm_reads_cost_no_round_trip(report: dict[str, Any]) -> None:
+def _check_warm_reads_cost_no_round_trip(report: dict[str, Any]) -> None:
     warm = report["summary"]["warm_read_round_trips"]["ours"]
     assert warm == {"point-select": 0, "range-scan": 0}
     assert report["summary"]["warm_read_ratio_to_local"]["ours"]["point-select"] > 0
 
 
-def test_report_tables_show_the_json_figures(report: dict[str, Any]) -> None:
+def _check_report_tables_show_the_json_figures(report: dict[str, Any]) -> None:
     md = report["markdown"]
     assert "| ours+preload | 1 | 1 |" in md
     assert "| commit: update-1-row | ours | 1 |" in md
@@ -87,7 +84,7 @@ def test_report_tables_show_the_json_figures(report: dict[str, Any]) -> None:
     assert len(report["summary"]["images"]) == 4
 
 
-def test_concurrency_and_memory_rows(report: dict[str, Any]) -> None:
+def _check_concurrency_and_memory_rows(report: dict[str, Any]) -> None:
     rows = report["summary"]["concurrency"]
     assert [r["actors"] for r in rows] == [1, 8]
     for r in rows:
@@ -95,3 +92,12 @@ def test_concurrency_and_memory_rows(report: dict[str, Any]) -> None:
         assert 0 < r["round_trips_per_action"] < 1  # reads are free, writes one batch each
     memory = report["summary"]["memory"]
     assert memory["per_awake_bytes"] > memory["per_sleeping_bytes"]
+
+
+def test_quick_report_matches_the_round_trip_tests(tmp_path: Path) -> None:
+    report = _run_report(tmp_path)
+    _check_cold_start_with_preload_is_one_round_trip(report)
+    _check_commit_round_trips_match_the_round_trip_tests(report)
+    _check_warm_reads_cost_no_round_trip(report)
+    _check_report_tables_show_the_json_figures(report)
+    _check_concurrency_and_memory_rows(report)

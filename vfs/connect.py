@@ -47,7 +47,7 @@ def connect(
     readahead_max_chunks: int = 64,
     max_dirty_bytes: int = 32 * 1024 * 1024,
     page_size: int = DEFAULT_PAGE_SIZE,
-    vfs: str = "python",
+    vfs: str | None = None,
     **connection_kwargs: Any,
 ) -> KVConnection:
     """Open the SQLite database stored in the actor-scoped ``kv``.
@@ -65,8 +65,9 @@ def connect(
     :param readahead_max_chunks: largest read-ahead window, in chunks.
     :param max_dirty_bytes: dirty bytes held before spilling to the redo staging range.
     :param page_size: page size of a NEW database, 512-65536 (ignored if it exists).
-    :param vfs: ``"python"`` (this package) or ``"native"`` (the C VFS of :mod:`native`,
-        same KV format and round trips; needs the built extension).
+    :param vfs: ``"native"`` (the C VFS of :mod:`native`: same KV format and round
+        trips, page reads without Python) or ``"python"`` (this package). ``None``, the
+        default: ``"native"`` when its extension is built, else ``"python"``.
     :raises apsw.BusyError: the actor's database is already open in this process.
     :raises apsw.IOError: the KV failed while opening.
     :raises apsw.CorruptError: the stored meta is not a valid meta record.
@@ -102,8 +103,12 @@ def connect(
         backend.unbind(filename)
 
 
-def _backend(vfs: str) -> Any:
+def _backend(vfs: str | None) -> Any:
     """The registration module of VFS ``vfs`` (:mod:`vfs.kvvfs` or :mod:`native.registry`)."""
+    if vfs is None:
+        import native
+
+        vfs = "native" if native.AVAILABLE else "python"
     if vfs == "python":
         return kvvfs
     if vfs == "native":

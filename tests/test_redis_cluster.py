@@ -2,8 +2,8 @@
 
 Every per-actor call is single-slot (the actor's hash tag), so batches stay atomic Lua
 scripts and a cold start stays one round trip; actors spread over all masters.
-The whole shared behavioural suite also runs on the cluster (``redis-cluster`` in
-``tests/drivers.py``).
+The whole shared behavioural suite also runs on the cluster when
+``ACTOR_DB_TEST_REDIS_CLUSTER=1`` (``redis-cluster`` in ``tests/drivers.py``).
 """
 
 from __future__ import annotations

@@ -189,12 +189,24 @@ class KVFile:
                     self._cache[index] = value
             self.stats.chunks_fetched += len(head)
         record = known[COMMIT_RECORD_KEY]
-        if record is not None:
+        if record == redo.STAGING_MARKER:
+            self._drop_staging()
+        elif record is not None:
             try:
                 self._pending_record = redo.CommitRecord.decode(record)
             except ValueError as exc:
                 raise sqlite_error(apsw.SQLITE_CORRUPT, f"actor-db: the commit record is corrupt: {exc}") from exc
             self._finish_roll_forward()
+
+    def _drop_staging(self) -> None:
+        """An interrupted transaction staged chunks but never reached its commit point."""
+        log.info("dropping the staging of an interrupted, uncommitted large transaction")
+        try:
+            redo.drop_staging(self._kv_write)
+        except Exception as exc:
+            self._meta_stale = True
+            raise kv_failure(apsw.SQLITE_IOERR_WRITE, "drop of an uncommitted transaction's staging", exc) from exc
+        self.preload.update(COMMIT_RECORD_KEY, None)
 
     def _finish_roll_forward(self, in_memory: dict[int, bytes] | None = None) -> None:
         record = self._pending_record

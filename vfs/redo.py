@@ -6,7 +6,9 @@ and were spilled, commits in three phases:
 
 1. **Stage**: chunks are written under the staging range (``[8, 1, 2, ...]``) in as
    many batches as needed. The first staging batch of a transaction also deletes
-   anything left in the staging range by an earlier interrupted transaction.
+   anything left in the staging range and puts :data:`STAGING_MARKER` at the record
+   key, so an open knows from the record key alone (which it reads anyway) whether
+   staging exists.
 2. **Commit point**: ONE small atomic batch writes the commit record (``[8, 1, 3]``:
    new file size, first chunk to drop) together with any extra writes the caller
    wants atomic with the transaction (e.g. the actor's state).
@@ -15,8 +17,9 @@ and were spilled, commits in three phases:
 
 Crash rules (all tested by failing every write call in turn):
 
-- Before the commit point the chunk keys are untouched: the transaction never happened
-  (leftover staging is garbage nobody reads, removed by the next staging).
+- Before the commit point the chunk keys are untouched: the transaction never happened.
+  The record key holds :data:`STAGING_MARKER`, and the next open drops the staging
+  range and the marker in one batch (:func:`drop_staging`).
 - After it, opening the database rolls the record forward (:func:`roll_forward`).
   Applying is idempotent: the truncation range delete is repeated and every staged
   chunk is copied again, and staging is only deleted in the final batch.
@@ -37,7 +40,8 @@ from vfs.protocol import KV, KVLimits, WriteBatch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CommitRecord", "chunks_per_batch", "stage", "write_commit_record", "roll_forward"]
+__all__ = ["CommitRecord", "STAGING_MARKER", "chunks_per_batch", "stage", "drop_staging",
+           "write_commit_record", "roll_forward"]
 
 _RECORD = struct.Struct("<HQq")
 _RECORD_VERSION = 1
@@ -46,6 +50,11 @@ _RESERVED_OPS = 4
 record delete and staging range delete."""
 _UNLIMITED_CHUNKS_PER_BATCH = 1024
 """Chunks per batch when the driver has no limit (bounds each call at ~4 MiB)."""
+
+
+STAGING_MARKER = b"\x00\x00staging"
+"""Value of the record key while a transaction stages chunks, before its commit point
+(never a valid :class:`CommitRecord`: those start with version 1)."""
 
 
 class CommitRecord:
@@ -103,11 +112,20 @@ def stage(write: Writer, limits: KVLimits, tag: int, chunks: Mapping[int, bytes]
         batch = WriteBatch()
         if first and i == 0:
             batch.delete_range(*staged_range())
+            batch.put(COMMIT_RECORD_KEY, STAGING_MARKER)
         for index, data in items[i:i + per_batch]:
             batch.put(staged_key(tag, index), data)
         write(batch)
         batches += 1
     return batches
+
+
+def drop_staging(write: Writer) -> None:
+    """Delete an uncommitted transaction's staging range and marker (one batch)."""
+    batch = WriteBatch()
+    batch.delete_range(*staged_range())
+    batch.delete(COMMIT_RECORD_KEY)
+    write(batch)
 
 
 def write_commit_record(write: Writer, record: CommitRecord, extra: WriteBatch | None) -> None:

@@ -77,7 +77,6 @@ from __future__ import annotations
 import collections.abc
 import datetime
 import importlib.util
-import itertools
 import logging
 import os
 import re

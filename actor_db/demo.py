@@ -38,7 +38,9 @@ def read_phase(path: str, actor: str) -> None:
     kv = store.actor(actor)
     preload = kv.preload(PreloadRequest(keys=vfs.sqlite_preload_keys(), ranges=vfs.sqlite_preload_ranges()))
     con = vfs.connect(kv, preload=preload)
-    count, first = con.execute("SELECT count(*), (SELECT body FROM notes WHERE id = 1) FROM notes").fetchone()
+    row = con.execute("SELECT count(*), (SELECT body FROM notes WHERE id = 1) FROM notes").fetchone()
+    assert row is not None
+    count, first = row
     print(f"[reader pid {_pid()}] reopened cold: {count} rows, row 1 = {first!r}")
     print(f"[reader pid {_pid()}] total KV round trips for open + first query: {store.round_trips} "
           f"(preload: 1, live reads: {con.stats.live_reads}, preload hits: {con.stats.preload_hits})")

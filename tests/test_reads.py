@@ -91,3 +91,22 @@ def test_random_reads_do_not_read_ahead(store: KVStore, vfs_kind: str) -> None:
     spent = con.stats - before
     assert spent.chunks_fetched <= 3 * spent.live_reads  # no runaway read-ahead on point reads
     con.close()
+
+
+def test_demoted_preload_serves_from_the_cache(store: KVStore, vfs_kind: str) -> None:
+    """Before migrations the runtime moves preloaded chunks into the chunk cache."""
+    build(store, vfs_kind, "demote", 200)
+    kv = store.actor("demote")
+    preload = full_preload(kv)
+    con = vfs.connect(kv, preload=preload, vfs=vfs_kind)
+    moved = con.kv_file.demote_preload()
+    assert moved > 40
+    assert preload.lookup(chunk_key(FILE_MAIN, 1)) is NOT_LOADED  # no read is answered by the preload
+    before = con.stats.snapshot()
+    assert rows(con, "SELECT count(*), sum(length(b)) FROM t") == [(200, 200_000)]
+    spent = con.stats - before
+    assert spent.round_trips == 0 and spent.preload_hits == 0 and spent.cache_hits > 40
+    con.execute("UPDATE t SET b = x'01' WHERE id = 5")  # the cache stays write-through
+    con.execute("PRAGMA cache_size=1")
+    assert rows(con, "SELECT hex(b) FROM t WHERE id = 5") == [("01",)]
+    con.close()

@@ -36,7 +36,7 @@ from vfs import pragmas, redo
 from vfs.chunks import chunk_count, spans
 from vfs.errors import kv_failure, sqlite_error
 from vfs.keys import (
-    CHUNK_SIZE, COMMIT_RECORD_KEY, FILE_MAIN, CorruptMetaError, chunk_key, chunk_range,
+    CHUNK_SIZE, COMMIT_RECORD_KEY, FILE_MAIN, CorruptMetaError, chunk_index, chunk_key, chunk_range,
     decode_meta, encode_meta, meta_key, staged_key, staged_range,
 )
 from vfs.preload import ABSENT, NOT_LOADED, PreloadMap
@@ -224,6 +224,25 @@ class KVFile:
         if self._cache is not None:
             self._cache.clear()
         self._size = self._committed_size = self._low_water = record.size
+
+    def demote_preload(self) -> int:
+        """Move the preloaded chunks into the chunk cache, then forget them in the preload.
+
+        Used before migrations: afterwards no read is answered by the preload, yet the
+        migration does not pay live reads for pages the startup call already fetched.
+        Safe because both hold only committed values (each is updated after every
+        commit). Returns the chunks moved (0 when the cache is disabled).
+        """
+        start, end = chunk_range(self._tag)
+        moved = 0
+        if self._cache is not None:
+            for key, value in self.preload.items(start, end):
+                index = chunk_index(key)
+                if index not in self._cache and index not in self._dirty:
+                    self._cache[index] = value
+                    moved += 1
+        self.preload.clear(start, end)
+        return moved
 
     def _ensure_ready(self) -> None:
         """Bring the file back in line with the KV after a failure, or raise."""

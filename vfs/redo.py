@@ -36,7 +36,7 @@ from vfs.keys import (
     CHUNK_SIZE, COMMIT_RECORD_KEY, chunk_index, chunk_key, chunk_range, encode_meta,
     meta_key, staged_key, staged_range,
 )
-from vfs.protocol import KV, KVLimits, WriteBatch
+from vfs.protocol import KVLimits, WriteBatch
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Sequen
 import apsw
 
 import vfs
-from vfs.keys import FILE_MAIN, chunk_range
 from vfs.preload import PreloadMap
 
 from actor_db.errors import ConfigurationError, KVError
@@ -125,8 +124,9 @@ class ActorConnection:
         self.state.mark_saved(raw)
 
     def clear_sqlite_preload(self) -> None:
-        """Forget the preloaded chunks (before migrations: they read live from then on)."""
-        self._require().preload.clear(*chunk_range(FILE_MAIN))
+        """Forget the preloaded chunks before migrations; they move to the VFS chunk
+        cache (same committed values), so the migration does not re-read them live."""
+        self._require().kv_file.demote_preload()
 
     def user_version(self) -> int:
         row = self._require().execute("PRAGMA user_version").fetchone()

@@ -398,54 +398,39 @@ def kvn_py_open(serial: int, cfile: Any) -> int:
     return 0
 
 
-@_extern(apsw.SQLITE_IOERR)
-def kvn_py_ensure_ready(handle: Any) -> int:
+def _guarded(handle: Any, code: int, call: Callable[[NativeFile], object]) -> int:
+    """Run one C->Python hook: 0 on success, else the error is parked for C (``fail``)."""
     file: NativeFile = ffi.from_handle(handle)
     try:
-        file._ensure_ready()
+        call(file)
         return 0
     except BaseException as exc:
-        return file.fail(exc, apsw.SQLITE_IOERR_READ)
+        return file.fail(exc, code)
+
+
+@_extern(apsw.SQLITE_IOERR)
+def kvn_py_ensure_ready(handle: Any) -> int:
+    return _guarded(handle, apsw.SQLITE_IOERR_READ, lambda f: f._ensure_ready())
 
 
 @_extern(apsw.SQLITE_IOERR_READ)
 def kvn_py_fetch(handle: Any, n: int, indices: Any, staged: Any, out: Any) -> int:
-    file: NativeFile = ffi.from_handle(handle)
-    try:
-        file.native_fetch(n, indices, staged, out)
-        return 0
-    except BaseException as exc:
-        return file.fail(exc, apsw.SQLITE_IOERR_READ)
+    return _guarded(handle, apsw.SQLITE_IOERR_READ, lambda f: f.native_fetch(n, indices, staged, out))
 
 
 @_extern(apsw.SQLITE_IOERR_WRITE)
 def kvn_py_spill(handle: Any) -> int:
-    file: NativeFile = ffi.from_handle(handle)
-    try:
-        file._spill()
-        return 0
-    except BaseException as exc:
-        return file.fail(exc, apsw.SQLITE_IOERR_WRITE)
+    return _guarded(handle, apsw.SQLITE_IOERR_WRITE, lambda f: f._spill())
 
 
 @_extern(apsw.SQLITE_IOERR_FSYNC)
 def kvn_py_sync(handle: Any, flags: int) -> int:
-    file: NativeFile = ffi.from_handle(handle)
-    try:
-        file.xSync(flags)
-        return 0
-    except BaseException as exc:
-        return file.fail(exc, apsw.SQLITE_IOERR_FSYNC)
+    return _guarded(handle, apsw.SQLITE_IOERR_FSYNC, lambda f: f.xSync(flags))
 
 
 @_extern(apsw.SQLITE_IOERR_TRUNCATE)
 def kvn_py_truncate(handle: Any, size: int) -> int:
-    file: NativeFile = ffi.from_handle(handle)
-    try:
-        file.xTruncate(size)
-        return 0
-    except BaseException as exc:
-        return file.fail(exc, apsw.SQLITE_IOERR_TRUNCATE)
+    return _guarded(handle, apsw.SQLITE_IOERR_TRUNCATE, lambda f: f.xTruncate(size))
 
 
 @_extern(apsw.SQLITE_IOERR_CLOSE)

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -49,3 +49,14 @@ def reopen_store(driver: DriverFactory) -> Callable[[], KVStore]:
 @pytest.fixture(params=vfs_kinds(), ids=str)
 def vfs_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the summary lines tests recorded (e.g. CPython's sqlite3 suite pass count),
+    also under pytest-xdist, whose workers send ``user_properties`` with their reports."""
+    lines = [value for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
+             if report.when == "call" for name, value in report.user_properties if name == "summary_line"]
+    if lines:
+        terminalreporter.section("actor-db summaries")
+        for line in sorted(set(lines)):
+            terminalreporter.write_line(line)

@@ -26,13 +26,15 @@ def _has_cpython_suite() -> bool:
 
 
 @pytest.mark.parametrize("driver", ["memory", "lmdb"])
-def test_cpython_sqlite3_suite_on_kv(driver: str, tmp_path: pathlib.Path) -> None:
+def test_cpython_sqlite3_suite_on_kv(driver: str, tmp_path: pathlib.Path, record_property: pytest.RecordProperty) -> None:
     assert _has_cpython_suite(), "this Python has no test.test_sqlite3 (install the python test package)"
     out = tmp_path / "summary.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--driver", driver, "--json", str(out)],
                           capture_output=True, text=True, timeout=300)
     summary_line = [line for line in proc.stdout.splitlines() if line.startswith("cpython-sqlite3:")]
-    print(*summary_line, sep="\n")  # the pass count, shown with pytest -s / -rA
+    print(*summary_line, sep="\n")
+    for line in summary_line:  # printed in the run's terminal summary (tests/conftest.py)
+        record_property("summary_line", f"[{driver}] {line}")
     assert out.exists(), proc.stderr[-3000:]
     summary = json.loads(out.read_text())
     assert summary["failures"] == [], proc.stderr[-5000:]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
 from typing import Any, Callable, Iterable, Iterator, TypeVar, cast
 
 import apsw
@@ -62,13 +63,12 @@ class NativeStats(VFSStats):
 
 
 def _counter(name: str) -> property:
-    def get(self: NativeStats) -> int:
-        return int(getattr(self._ptr, name))
-
+    # attrgetter: the read runs in C (cffi returns a ``long long`` field as an int), so a
+    # ``+=`` on the commit path costs no Python frame for the read.
     def set_(self: NativeStats, value: int) -> None:
         setattr(self._ptr, name, value)
 
-    return property(get, set_, doc=f"C counter ``{name}`` (see VFSStats).")
+    return property(operator.attrgetter(f"_ptr.{name}"), set_, doc=f"C counter ``{name}`` (see VFSStats).")
 
 
 for _f in dataclasses.fields(VFSStats):
@@ -194,13 +194,21 @@ class _CacheView:
 
 
 def _c_field(name: str) -> property:
-    def get(self: NativeFile) -> int:
-        return int(getattr(self._c, name))
-
+    # attrgetter: the read runs in C (cffi returns ``long long``/``int`` fields as ints).
     def set_(self: NativeFile, value: int) -> None:
         setattr(self._c, name, value)
 
-    return property(get, set_)
+    return property(operator.attrgetter(f"_c.{name}"), set_)
+
+
+_raw_alloc = ffi.new_allocator(should_clear_after_alloc=False)
+"""Allocates C buffers that are overwritten whole at once (no zero-fill)."""
+_SNAPSHOT_CHUNKS = 8
+"""Initial capacity in chunks of a file's commit snapshot buffers (they grow on demand)."""
+_SNAPSHOT_KEEP_CHUNKS = 256
+"""Largest snapshot capacity in chunks (1 MiB) kept after a commit; larger ones are freed."""
+_HEADER_BYTES = 100
+"""Bytes of SQLite's database header (KVFile._declared_size reads offsets < 100)."""
 
 
 # ------------------------------------------------------------------ the file
@@ -234,6 +242,12 @@ class NativeFile(KVFile):
         lib.kvn_setup(cfile, self._handle, stats._ptr, options.cache_chunks,
                       options.readahead_max_chunks, options.max_dirty_bytes)
         self._chunk_prefix = SQLITE_PREFIX + bytes([_CHUNK_SUBSPACE, 0])
+        # Buffers of _dirty_snapshot, reused by every commit (capacity in chunks).
+        self._snap_cap: int
+        self._snap_indices: Any
+        self._snap_out: Any
+        self._snap_buf: Any
+        self._new_snapshot_buffers(_SNAPSHOT_CHUNKS)
         super().__init__(kv, preload, options, stats, on_close)
         self._listener = self._preload_changed
         preload.add_listener(self._listener)
@@ -271,6 +285,42 @@ class NativeFile(KVFile):
             self._dirty[index] = bytearray(base)
             buf = self._dirty.get(index)
         return buf
+
+    # ------------------------------------------------------------------ commit
+    # KVFile.commit's hooks, each one C call instead of one per chunk or per field.
+    def _dirty_snapshot(self) -> dict[int, bytes]:
+        # One C call copies every dirty chunk into buffers kept across commits (grown
+        # when a commit has more chunks); a slice of a cffi buffer is one bytes copy.
+        n = lib.kvn_dirty_snapshot(self._c, self._snap_indices, self._snap_out, self._snap_cap)
+        if n > self._snap_cap:
+            self._new_snapshot_buffers(max(n, 2 * self._snap_cap))
+            n = lib.kvn_dirty_snapshot(self._c, self._snap_indices, self._snap_out, self._snap_cap)
+        if n < 0:
+            raise MemoryError("native VFS: out of memory for the commit's dirty snapshot")
+        indices, buf = self._snap_indices, self._snap_buf
+        snapshot = {indices[j]: buf[j * CHUNK_SIZE:(j + 1) * CHUNK_SIZE] for j in range(n)}
+        if self._snap_cap > _SNAPSHOT_KEEP_CHUNKS:  # a large commit: do not hold its size
+            self._new_snapshot_buffers(_SNAPSHOT_CHUNKS)
+        return snapshot
+
+    def _new_snapshot_buffers(self, chunks: int) -> None:
+        self._snap_cap = chunks
+        self._snap_indices = _raw_alloc("uint32_t[]", chunks)
+        self._snap_out = _raw_alloc("unsigned char[]", chunks * CHUNK_SIZE)
+        self._snap_buf = ffi.buffer(self._snap_out)
+
+    def _cache_committed(self, dirty: dict[int, bytes]) -> None:
+        # C's dirty buffer still holds exactly the snapshot ``dirty`` was taken from.
+        assert len(dirty) == lib.kvn_dirty_count(self._c)
+        if self._cache is not None and lib.kvn_cache_put_dirty(self._c) != 0:
+            raise MemoryError("native VFS: out of memory for the chunk cache")
+
+    def _reset_after_commit(self) -> None:
+        lib.kvn_commit_done(self._c)
+
+    def _size_from_header(self) -> int | None:
+        ptr = lib.kvn_dirty_ptr(self._c, 0)
+        return None if ptr == ffi.NULL else self._declared_size(ffi.buffer(ptr, _HEADER_BYTES)[:])
 
     # ----------------------------------------------------- preload mirroring
     def _first_index(self, bound: bytes | None) -> int:

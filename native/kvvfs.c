@@ -891,23 +891,90 @@ static void kvn_setup(kvn_file *f, void *py, kvn_stats *stats, int cache_chunks,
 }
 
 static int kvn_dirty_count(kvn_file *f) { return (int)f->dirty.count; }
-static const kvn_map *kvn_sort_map;  /* qsort context; callers hold the file's mu... */
-static pthread_mutex_t kvn_sort_mu = PTHREAD_MUTEX_INITIALIZER;  /* ...and this */
-static int kvn_seq_cmp(const void *a, const void *b) {
-  const kvn_dirty_entry *x = kvn_map_get(kvn_sort_map, *(const uint32_t *)a);
-  const kvn_dirty_entry *y = kvn_map_get(kvn_sort_map, *(const uint32_t *)b);
+/* A dirty entry seen in order of first write (sorting copies of these needs no context). */
+typedef struct { unsigned long long seq; uint32_t index; const unsigned char *data; } kvn_dirty_ref;
+static int kvn_ref_cmp(const void *a, const void *b) {
+  const kvn_dirty_ref *x = a, *y = b;
   return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
-/* Dirty chunk indices in order of first write (a dict's order in KVFile). */
+/* Every dirty entry in order of first write (a dict's order in KVFile), at most n, into
+** refs; returns how many. Caller holds mu. */
+static size_t kvn_dirty_refs(kvn_file *f, kvn_dirty_ref *refs, size_t n) {
+  size_t k = 0;
+  for (size_t i = 0; i < f->dirty.cap && k < n; i++) {
+    const kvn_dirty_entry *e = f->dirty.slots[i].val;
+    if (!e) continue;
+    refs[k].seq = e->seq;
+    refs[k].index = f->dirty.slots[i].key;
+    refs[k].data = e->data;
+    k++;
+  }
+  qsort(refs, k, sizeof *refs, kvn_ref_cmp);
+  return k;
+}
+/* Dirty chunk indices in order of first write. */
 static int kvn_dirty_keys(kvn_file *f, uint32_t *out, int n) {
   LOCK(f);
-  int k = (int)kvn_map_keys(&f->dirty, out, (size_t)n);
-  pthread_mutex_lock(&kvn_sort_mu);
-  kvn_sort_map = &f->dirty;
-  qsort(out, (size_t)k, sizeof(uint32_t), kvn_seq_cmp);
-  pthread_mutex_unlock(&kvn_sort_mu);
+  kvn_dirty_ref *refs = n > 0 ? kvn_malloc((size_t)n * sizeof *refs) : NULL;
+  size_t k = refs ? kvn_dirty_refs(f, refs, (size_t)n) : 0;
+  for (size_t i = 0; i < k; i++) out[i] = refs[i].index;
+  kvn_free(refs);
   UNLOCK(f);
-  return k;
+  return (int)k;
+}
+#define KVN_STACK_REFS 64  /* dirty refs sorted on the stack; more are malloc'd */
+
+/* The commit's bulk hand-off (KVFile._dirty_snapshot). Returns the number of dirty
+** chunks; when that is at most n, also writes them in order of first write: index j
+** into indices[j], its KVN_CHUNK bytes into out + j * KVN_CHUNK. Returns -1 when out of
+** memory. One call per commit (a caller with too small buffers grows them and calls
+** again) instead of one per chunk. */
+static int kvn_dirty_snapshot(kvn_file *f, uint32_t *indices, unsigned char *out, int n) {
+  kvn_dirty_ref stack[KVN_STACK_REFS];
+  LOCK(f);
+  int count = (int)f->dirty.count;
+  if (count == 0 || count > n) { UNLOCK(f); return count; }
+  kvn_dirty_ref *refs = count <= KVN_STACK_REFS ? stack : kvn_malloc((size_t)count * sizeof *refs);
+  if (!refs) { UNLOCK(f); return -1; }
+  size_t k = kvn_dirty_refs(f, refs, (size_t)count);
+  assert(k == (size_t)count);
+  for (size_t i = 0; i < k; i++) {
+    indices[i] = refs[i].index;
+    memcpy(out + i * KVN_CHUNK, refs[i].data, KVN_CHUNK);
+  }
+  UNLOCK(f);
+  if (refs != stack) kvn_free(refs);
+  return count;
+}
+/* After a commit (KVFile._cache_committed): put every dirty chunk into the chunk cache,
+** in order of first write, as KVFile does chunk by chunk (same LRU order). The dirty
+** buffer then holds exactly the chunks the commit wrote. */
+static int kvn_cache_put_dirty(kvn_file *f) {
+  kvn_dirty_ref stack[KVN_STACK_REFS];
+  int rc = SQLITE_OK;
+  LOCK(f);
+  size_t n = f->dirty.count;
+  if (f->cache.cap && n) {
+    kvn_dirty_ref *refs = n <= KVN_STACK_REFS ? stack : kvn_malloc(n * sizeof *refs);
+    if (!refs) rc = SQLITE_NOMEM;
+    else {
+      size_t k = kvn_dirty_refs(f, refs, n);
+      for (size_t i = 0; i < k && rc == SQLITE_OK; i++)
+        rc = kvn_lru_put(&f->cache, refs[i].index, refs[i].data, KVN_CHUNK);
+      if (refs != stack) kvn_free(refs);
+    }
+  }
+  UNLOCK(f);
+  return rc;
+}
+/* After a commit (KVFile._reset_after_commit): empty the dirty buffer and staged set;
+** the committed size and low water become the current size. */
+static void kvn_commit_done(kvn_file *f) {
+  LOCK(f);
+  kvn_map_clear(&f->dirty, 1);
+  kvn_map_clear(&f->staged, 0);
+  f->committed_size = f->low_water = f->size;
+  UNLOCK(f);
 }
 /* Copy chunk `index` of the dirty buffer into out; returns 0 when not dirty. */
 static int kvn_dirty_read(kvn_file *f, uint32_t index, unsigned char *out) {

@@ -412,7 +412,11 @@ class KVFile:
         the size the new header declares lets that truncation join the same atomic batch.
         Pages past the declared size are never read by SQLite, so dropping them is safe.
         """
-        page1 = self._dirty.get(0)
+        return self._declared_size(self._dirty.get(0))
+
+    @staticmethod
+    def _declared_size(page1: bytes | bytearray | None) -> int | None:
+        """:meth:`_size_from_header` on the first 100 bytes (or more) of page 1."""
         if page1 is None or page1[:16] != b"SQLite format 3\x00":
             return None
         if page1[24:28] != page1[92:96]:  # in-header size valid only if change counter matches
@@ -455,7 +459,7 @@ class KVFile:
         :raises apsw.IOError: the KV failed; nothing of this transaction is applied
             (or, after the redo commit point, it is rolled forward later).
         """
-        dirty = {i: bytes(b) for i, b in self._dirty.items()}
+        dirty = self._dirty_snapshot()
         truncate_from = chunk_count(self._low_water) if self._low_water < self._committed_size else None
         batch = WriteBatch()
         if truncate_from is not None:
@@ -485,17 +489,32 @@ class KVFile:
                 if self._cache is not None:
                     for index in [i for i in self._cache.keys() if i >= truncate_from]:
                         del self._cache[index]
+            self._cache_committed(dirty)
             for index, data in dirty.items():
-                if self._cache is not None:
-                    self._cache[index] = data
                 self.preload.update(chunk_key(self._tag, index), data)
             self.preload.update(self._meta_key, encode_meta(self._size))
-        self._dirty.clear()
-        self._staged.clear()
-        self._committed_size = self._low_water = self._size
+        self._reset_after_commit()
         self.stats.commits += 1
         if self.after_commit is not None:
             self.after_commit()
+
+    def _dirty_snapshot(self) -> dict[int, bytes]:
+        """Every dirty chunk as immutable bytes (``CHUNK_SIZE`` each), in order of first
+        write: what a commit writes. The native VFS overrides it with one bulk copy."""
+        return {i: bytes(b) for i, b in self._dirty.items()}
+
+    def _cache_committed(self, dirty: dict[int, bytes]) -> None:
+        """Put the chunks a successful commit wrote (``dirty``, in order: LRU order
+        matters for later round trips) into the chunk cache."""
+        if self._cache is not None:
+            for index, data in dirty.items():
+                self._cache[index] = data
+
+    def _reset_after_commit(self) -> None:
+        """Empty the dirty buffer and staged set; the KV now holds ``_size`` bytes."""
+        self._dirty.clear()
+        self._staged.clear()
+        self._committed_size = self._low_water = self._size
 
     def _commit_large(self, dirty: dict[int, bytes], truncate_from: int | None, extra: WriteBatch | None) -> bool:
         """Commit through :mod:`vfs.redo`; returns whether it was also applied.

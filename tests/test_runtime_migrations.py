@@ -3,7 +3,7 @@ and the preload being cleared before (and only before) migrations run."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import apsw
 import pytest

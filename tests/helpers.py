@@ -16,7 +16,7 @@ def full_preload(kv: KV, max_bytes: int = 768 * 1024) -> vfs.PreloadMap:
 
 
 def integrity(con: apsw.Connection) -> str:
-    return str(con.execute("PRAGMA integrity_check").fetchone()[0])
+    return "\n".join(str(r[0]) for r in con.execute("PRAGMA integrity_check"))
 
 
 def rows(con: apsw.Connection, sql: str, *args: Any) -> list[tuple[Any, ...]]:

@@ -35,7 +35,9 @@ Txn = Callable[[apsw.Connection], None]
 
 
 def _exec(sql: str, *args: Any) -> Txn:
-    return lambda con: con.execute(sql, args) and None  # type: ignore[func-returns-value]
+    def txn(con: apsw.Connection) -> None:
+        con.execute(sql, args)
+    return txn
 
 
 def _big_insert(con: apsw.Connection) -> None:
@@ -43,7 +45,8 @@ def _big_insert(con: apsw.Connection) -> None:
         con.executemany("INSERT INTO t (v) VALUES (?)", [(bytes([i % 251]) * 3000,) for i in range(120)])
 
 
-def _savepoints(con: apsw.Connection) -> None:
+def _savepoints(con: Any) -> None:
+    """Savepoints inside one transaction (shared with the DB-API suite: same calls)."""
     with con:
         con.execute("INSERT INTO t (v) VALUES (x'01')")
         con.execute("SAVEPOINT s1")
@@ -228,8 +231,8 @@ def test_kill_dash_nine_mid_write_on_lmdb(tmp_path: Any, vfs_kind: str) -> None:
         store = LmdbKV(path)
         con = vfs.connect(store.actor("killme"), vfs=vfs_kind)
         assert integrity(con) == "ok", round_
-        last = con.execute("SELECT max(txn) FROM last").fetchone()[0]
-        counts = dict(con.execute("SELECT txn, count(*) FROM t GROUP BY txn").fetchall())
+        last = next(iter(con.execute("SELECT max(txn) FROM last")))[0]
+        counts: dict[int, int] = {r[0]: r[1] for r in con.execute("SELECT txn, count(*) FROM t GROUP BY txn")}
         # Every transaction is whole: 3 or 150 rows, none torn, none after `last`.
         for txn, n in counts.items():
             assert n == (3 if txn % 2 else 150), (txn, n)

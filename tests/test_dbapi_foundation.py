@@ -45,7 +45,7 @@ from actor_db.kv import KVStore, MemoryKV
 from tests.faults import FaultyKV, InjectedFault
 from tests import helpers
 from tests.helpers import full_preload
-from tests.test_crash import SMALL_LIMITS
+from tests.test_crash import SMALL_LIMITS, _savepoints
 from tests.test_crash import OPTIONS as CRASH_OPTIONS
 from tests.test_parity import OPS, blob, run, statements
 
@@ -162,17 +162,6 @@ def _big_insert(con: dbapi.Connection) -> None:
     # (redo), at a third of the write calls (the sweep's cost grows with their square).
     with con:
         con.executemany("INSERT INTO t (v) VALUES (?)", [(bytes([i % 251]) * 3000,) for i in range(40)])
-
-
-def _savepoints(con: dbapi.Connection) -> None:
-    with con:
-        con.execute("INSERT INTO t (v) VALUES (x'01')")  # implicit BEGIN
-        con.execute("SAVEPOINT s1")
-        con.execute("DELETE FROM t WHERE id < 20")
-        con.execute("ROLLBACK TO s1")
-        con.execute("SAVEPOINT s2")
-        con.execute("UPDATE t SET v = x'02' WHERE id % 7 = 0")
-        con.execute("RELEASE s2")
 
 
 SCRIPT: list[Txn] = [

@@ -34,7 +34,7 @@ import apsw
 from vfs import pragmas
 from vfs.errors import sqlite_error
 from vfs.file import FileOptions, KVFile
-from vfs.keys import CHUNK_SIZE, MAX_CHUNK_INDEX, SQLITE_PREFIX, chunk_index, chunk_key, staged_key
+from vfs.keys import CHUNK_SIZE, MAX_CHUNK_INDEX, SQLITE_PREFIX, chunk_index, chunk_key
 from vfs.preload import NOT_LOADED, PreloadMap
 from vfs.protocol import KV
 from vfs.stats import VFSStats
@@ -346,7 +346,7 @@ class NativeFile(KVFile):
         lib.kvn_preload_forget_range(c, lo, hi)
         if hi == lo + 1:  # one key (a commit's write-through): no scan of the map
             found = self.preload.lookup(chunk_key(self._tag, lo))
-            if found is not NOT_LOADED:
+            if found is not NOT_LOADED and (not isinstance(found, bytes) or len(found) == CHUNK_SIZE):
                 lib.kvn_preload_cover(c, lo, hi)
                 if isinstance(found, bytes):
                     lib.kvn_preload_put(c, lo, found, len(found))
@@ -358,23 +358,18 @@ class NativeFile(KVFile):
                 lib.kvn_preload_cover(c, a, b)
         key_end = chunk_key(self._tag, hi) if hi < _INDEX_END else SQLITE_PREFIX + bytes([_CHUNK_SUBSPACE, 1])
         for key, value in self.preload.items(chunk_key(self._tag, lo), key_end):
-            lib.kvn_preload_put(c, chunk_index(key), value, len(value))
+            index = chunk_index(key)
+            if len(value) == CHUNK_SIZE:
+                lib.kvn_preload_put(c, index, value, len(value))
+            else:  # not mirrored: C reads it live, and the read checks it (KVFile._read_chunks)
+                lib.kvn_preload_forget_range(c, index, index + 1)
 
     # -------------------------------------------------- work C asks Python for
     def native_fetch(self, n: int, indices: Any, staged: Any, out: Any) -> None:
-        """Read ``n`` chunks in ONE KV call into ``out`` (KVFile._fetch's KV part)."""
-        keys = [staged_key(self._tag, indices[j]) if staged[j] else chunk_key(self._tag, indices[j]) for j in range(n)]
-        values = self._kv_get(keys, apsw.SQLITE_IOERR_READ, f"read of {n} chunks")
-        self.stats.chunks_fetched += n
-        parts = []
-        for value in values:
-            if value is None:
-                parts.append(_ZERO_CHUNK)
-            elif len(value) == CHUNK_SIZE:
-                parts.append(value)
-            else:
-                parts.append(value[:CHUNK_SIZE].ljust(CHUNK_SIZE, b"\x00"))
-        ffi.memmove(out, b"".join(parts), n * CHUNK_SIZE)
+        """Read ``n`` chunks in ONE KV call into ``out`` (KVFile._fetch's KV part):
+        checked, padded, read through a pending large commit, as the Python VFS does."""
+        values = self._read_chunks([indices[j] for j in range(n)], [bool(staged[j]) for j in range(n)])
+        ffi.memmove(out, b"".join(values), n * CHUNK_SIZE)
 
     def native_file_control(self, op: int, name: str | None, value: str | None) -> tuple[int, str]:
         """``(0 not handled | 1 handled | 2 refused, message)`` for an xFileControl."""

@@ -48,6 +48,7 @@ def connect(
     max_dirty_bytes: int = 32 * 1024 * 1024,
     page_size: int = DEFAULT_PAGE_SIZE,
     vfs: str | None = None,
+    readonly: bool = False,
     **connection_kwargs: Any,
 ) -> KVConnection:
     """Open the SQLite database stored in the actor-scoped ``kv``.
@@ -68,6 +69,11 @@ def connect(
     :param vfs: ``"native"`` (the C VFS of :mod:`native`: same KV format and round
         trips, page reads without Python) or ``"python"`` (this package). ``None``, the
         default: ``"native"`` when its extension is built, else ``"python"``.
+    :param readonly: open with ``SQLITE_OPEN_READONLY``: the connection never writes to
+        the KV (not even to recover an interrupted large transaction: it reads through a
+        committed one and ignores uncommitted staging). Use it for every reader of an
+        actor it does not own; pair it with a snapshot view (``kv.snapshot()``) to read
+        one consistent committed state while a writer runs.
     :raises apsw.BusyError: the actor's database is already open in this process.
     :raises apsw.IOError: the KV failed while opening.
     :raises apsw.CorruptError: the stored meta is not a valid meta record.
@@ -76,20 +82,21 @@ def connect(
     if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
         raise ValueError(f"page_size must be a power of two from 512 to 65536, not {page_size}")
     backend.ensure_registered()
-    options = FileOptions(cache_chunks, readahead_max_chunks, max_dirty_bytes)
+    options = FileOptions(cache_chunks, readahead_max_chunks, max_dirty_bytes, read_only=readonly)
     binding = kvvfs.Binding(kv, preload if preload is not None else PreloadMap.empty(), options)
     filename = backend.bind(name, binding)
     identity = kv.identity
     kvvfs.claim(identity, filename)
     connection: KVConnection | None = None
     try:
-        flags = connection_kwargs.pop("flags", apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+        default_flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+        flags = connection_kwargs.pop("flags", default_flags)
         connection = KVConnection(filename, flags=flags, vfs=backend.VFS_NAME, **connection_kwargs)
         assert binding.file is not None, "xOpen did not run"
         connection.stats = binding.stats
         connection.kv_file = binding.file
         connection.kv = kv
-        if binding.file.committed_size == 0:
+        if binding.file.committed_size == 0 and not readonly:
             connection.execute(f"PRAGMA page_size={page_size}")
         for statement in pragmas.OPEN_PRAGMAS:
             connection.execute(statement)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import apsw
 
-__all__ = ["sqlite_error", "kv_failure"]
+__all__ = ["sqlite_error", "kv_failure", "describe_kv"]
 
 
 def sqlite_error(code: int, message: str) -> Exception:
@@ -29,3 +29,17 @@ def kv_failure(code: int, what: str, cause: BaseException) -> Exception:
     exc = sqlite_error(code, f"actor-db: KV {what} failed: {type(cause).__name__}: {cause}")
     exc.__cause__ = cause
     return exc
+
+
+def describe_kv(kv: object) -> str:
+    """``"actor 'a1'"`` for an actor-scoped view (following ``inner`` through wrappers
+    that have one), else the view's ``repr``: how error messages name a database."""
+    seen = 0
+    view: object = kv
+    while view is not None and seen < 8:
+        actor_id = getattr(view, "actor_id", None)
+        if isinstance(actor_id, str):
+            return f"actor {actor_id!r}"
+        view = getattr(view, "inner", None)
+        seen += 1
+    return repr(kv)

@@ -34,13 +34,13 @@ from lru import LRU
 
 from vfs import pragmas, redo
 from vfs.chunks import chunk_count, spans
-from vfs.errors import kv_failure, sqlite_error
+from vfs.errors import describe_kv, kv_failure, sqlite_error
 from vfs.keys import (
     CHUNK_SIZE, COMMIT_RECORD_KEY, FILE_MAIN, CorruptMetaError, chunk_index, chunk_key, chunk_range,
-    decode_meta, encode_meta, meta_key, staged_key, staged_range,
+    MAX_CHUNK_INDEX, decode_meta, encode_meta, meta_key, staged_key, staged_range,
 )
 from vfs.preload import ABSENT, NOT_LOADED, PreloadMap
-from vfs.protocol import KV, WriteBatch
+from vfs.protocol import KV, WriteBatch, holds_ownership
 from vfs.stats import VFSStats
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,20 @@ log = logging.getLogger(__name__)
 __all__ = ["FileOptions", "KVFile"]
 
 _ZERO_CHUNK = bytes(CHUNK_SIZE)
+_MIN_PAGE_SIZE = 512
+MAX_FILE_BYTES = (MAX_CHUNK_INDEX + 1) * CHUNK_SIZE
+"""Largest file the chunk key format addresses (2**32 chunks of 4096 bytes: 16 TiB)."""
+
+
+def _page_size(page1: bytes | bytearray | None) -> int | None:
+    """The page size page 1's header declares, or ``None`` without a valid header."""
+    if page1 is None or len(page1) < 100 or page1[:16] != b"SQLite format 3\x00":
+        return None
+    size = int.from_bytes(page1[16:18], "big")
+    size = 65536 if size == 1 else size
+    if size < _MIN_PAGE_SIZE or size > 65536 or size & (size - 1):
+        return None
+    return size
 
 
 @dataclass(frozen=True)
@@ -60,12 +74,15 @@ class FileOptions:
         to the KV staging range (the transaction then commits through the redo log).
     :ivar open_prefetch_chunks: chunks from offset 0 fetched with the meta when an open
         is not answered by the preload (same round trip; 0 fetches none).
+    :ivar read_only: the file never writes to the KV (a write is refused with
+        ``SQLITE_READONLY``); set by ``vfs.connect(readonly=True)``.
     """
 
     cache_chunks: int = 512
     readahead_max_chunks: int = 64
     max_dirty_bytes: int = 32 * 1024 * 1024
     open_prefetch_chunks: int = 8
+    read_only: bool = False
 
     def __post_init__(self) -> None:
         if self.cache_chunks < 0 or self.readahead_max_chunks < 0:
@@ -111,6 +128,12 @@ class KVFile:
         self._low_water = 0
         self._meta_stale = True
         self._pending_record: redo.CommitRecord | None = None
+        self._overlay: redo.CommitRecord | None = None
+        """A committed large transaction not yet applied, read through (:meth:`_read_through`)."""
+        self._stale_staging = False
+        """An earlier writer's uncommitted staging is in the KV: this file's next commit drops it."""
+        self._owner = holds_ownership(kv)
+        """This view took single-writer ownership (fencing), so it may recover at open."""
         self._next_sequential = -1
         self._readahead = 0
         self._closed = False
@@ -149,11 +172,30 @@ class KVFile:
 
     # ------------------------------------------------------- meta and recovery
     def _refresh(self, first_open: bool = False) -> None:
-        """(Re)load the meta and commit record, rolling a found record forward.
+        """(Re)load the meta and commit record; never writes unless this view owns the actor.
 
         On the first open the first ``open_prefetch_chunks`` chunks ride along in the same
-        round trip, unless the preload already answers the meta and record.
+        round trip, unless the preload already answers the meta and record. Chunk 0 is
+        always part of that call when it is not known yet: it validates the meta (page
+        size) and refuses to create a database over chunks whose meta was lost.
+
+        What an interrupted large transaction left behind (see :mod:`vfs.redo`):
+
+        - a staging marker (no commit point): the owner drops the staging range now; any
+          other open ignores it (the owner may still be staging) and a writable one
+          drops it inside its own next commit;
+        - a commit record (committed, not yet applied): the owner rolls it forward now;
+          any other open reads through it (staged chunks over chunk keys) and a writable
+          one rolls it forward before its own first KV write.
         """
+        try:
+            self._load_meta(first_open)
+        except BaseException:
+            self._meta_stale = True
+            raise
+
+    def _load_meta(self, first_open: bool) -> None:
+        head_key = chunk_key(self._tag, 0)
         wanted = [self._meta_key, COMMIT_RECORD_KEY]
         known: dict[bytes, bytes | None] = {}
         missing: list[bytes] = []
@@ -165,47 +207,156 @@ class KVFile:
                 known[key] = None if found is ABSENT else found  # type: ignore[assignment]
         head: list[int] = []
         head_values: list[bytes | None] = []
-        if missing:
+        first_chunk = self.preload.lookup(head_key)
+        if missing or (first_chunk is NOT_LOADED and known.get(self._meta_key) is None):
             if first_open and self._cache is not None:
                 # The first chunks ride along for free: SQLite reads page 1 next, and the
                 # roots of the first tables created sit right after it.
                 head = [i for i in range(self.options.open_prefetch_chunks)
                         if self.preload.lookup(chunk_key(self._tag, i)) is NOT_LOADED]
+            if first_chunk is NOT_LOADED and 0 not in head:
+                head.insert(0, 0)
             keys = missing + [chunk_key(self._tag, i) for i in head]
             values = self._kv_get(keys, apsw.SQLITE_IOERR_READ, "read of the database meta")
             known.update(zip(missing, values))
             head_values = values[len(missing):]
-        meta = known[self._meta_key]
-        try:
-            size = 0 if meta is None else decode_meta(meta)
-        except CorruptMetaError as exc:
-            raise sqlite_error(apsw.SQLITE_CORRUPT, f"actor-db: the database meta is corrupt: {exc}") from exc
+        chunk0_known = first_chunk is not NOT_LOADED
+        chunk0 = first_chunk if isinstance(first_chunk, bytes) else None
+        if head and head[0] == 0:
+            chunk0, chunk0_known = head_values[0], True
+        size = self._validated_size(known[self._meta_key], chunk0, chunk0_known)
         self._size = self._committed_size = self._low_water = size
+        if chunk0 is not None:
+            chunk0 = self._checked_chunk(0, chunk0, head_key)
+        self._overlay = None
+        self._stale_staging = False
         self._meta_stale = False
-        if head:
-            assert self._cache is not None
+        if head and self._cache is not None:
             for index, value in zip(head, head_values):
                 if value is not None and index * CHUNK_SIZE < size:
-                    self._cache[index] = value
+                    self._cache[index] = chunk0 if index == 0 else self._checked_chunk(
+                        index, value, chunk_key(self._tag, index))
             self.stats.chunks_fetched += len(head)
         record = known[COMMIT_RECORD_KEY]
+        if record is None:
+            return
+        may_recover = self._owner and not self.options.read_only
         if record == redo.STAGING_MARKER:
-            self._drop_staging()
-        elif record is not None:
-            try:
-                self._pending_record = redo.CommitRecord.decode(record)
-            except ValueError as exc:
-                raise sqlite_error(apsw.SQLITE_CORRUPT, f"actor-db: the commit record is corrupt: {exc}") from exc
+            if may_recover:
+                self._drop_staging()
+            else:
+                self._stale_staging = True
+            return
+        try:
+            decoded = redo.CommitRecord.decode(record)
+        except ValueError as exc:
+            raise self._corrupt(f"the commit record at key {COMMIT_RECORD_KEY!r} is corrupt: {exc}") from exc
+        if may_recover:
+            self._pending_record = decoded
             self._finish_roll_forward()
+        else:
+            self._read_through(decoded)
+
+    def _validated_size(self, meta: bytes | None, chunk0: bytes | None, chunk0_known: bool) -> int:
+        """The file size the meta declares, checked against page 1 and the chunk format.
+
+        :raises apsw.CorruptError: the meta is malformed, declares a size that is not a
+            whole number of pages or past the largest file the key format can address,
+            or is missing while chunk 0 exists (never create a database over chunks).
+        """
+        if meta is None:
+            if chunk0 is not None:
+                raise self._corrupt(f"the database meta (key {self._meta_key!r}) is missing but chunk 0 exists; "
+                                    "refusing to create a new database over stored pages")
+            return 0
+        try:
+            size = decode_meta(meta)
+        except CorruptMetaError as exc:
+            raise self._corrupt(f"the database meta is corrupt (key {self._meta_key!r}): {exc}") from exc
+        if size > MAX_FILE_BYTES:
+            raise self._corrupt(f"the database meta at key {self._meta_key!r} declares {size} bytes, more than "
+                                f"the {MAX_FILE_BYTES} bytes the chunk format can address")
+        # Page 1's header names the page size; unread, every page size is a multiple
+        # of 512; read but not a database header, SQLite itself refuses the file.
+        page_size = _page_size(chunk0) if chunk0_known else _MIN_PAGE_SIZE
+        if page_size and size % page_size:
+            raise self._corrupt(f"the database meta at key {self._meta_key!r} declares {size} bytes, not a whole "
+                                f"number of {page_size}-byte pages")
+        if size and chunk0 is None and chunk0_known:
+            raise self._corrupt(f"the database meta at key {self._meta_key!r} declares {size} bytes but chunk 0 "
+                                "(page 1) is missing")
+        return size
+
+    def _corrupt(self, what: str) -> Exception:
+        """``apsw.CorruptError`` naming this file's actor and ``what`` is wrong."""
+        return sqlite_error(apsw.SQLITE_CORRUPT, f"actor-db: {describe_kv(self._kv)}: {what}")
+
+    def _checked_chunk(self, index: int, value: bytes, key: bytes) -> bytes:
+        """``value`` padded to ``CHUNK_SIZE``, after checking its length: a chunk holds
+        exactly ``CHUNK_SIZE`` bytes, except that the file's last chunk may stop at the
+        file's end (older writers).
+
+        :raises apsw.CorruptError: the value is longer than a chunk, or shorter than the
+            file bytes it must hold (a truncated value would read as zeros).
+        """
+        n = len(value)
+        if n == CHUNK_SIZE:
+            return value
+        needed = min(CHUNK_SIZE, max(self._committed_size - index * CHUNK_SIZE, 0))
+        if n > CHUNK_SIZE or n < needed:
+            raise self._corrupt(f"chunk {index} at key {key!r} holds {n} bytes; expected {CHUNK_SIZE}"
+                                + (f" (at least {needed})" if n < needed else ""))
+        return value.ljust(CHUNK_SIZE, b"\x00")
+
+    def _read_through(self, record: redo.CommitRecord) -> None:
+        """Serve reads from a committed, not yet applied large transaction without
+        writing: staged chunks over chunk keys (:meth:`_fetch`), size from the record.
+
+        The preload's and cache's chunk values predate the record, so both are dropped.
+        """
+        log.info("reading through a committed large transaction that is not applied yet (size %d bytes)",
+                 record.size)
+        self._overlay = record
+        self.preload.clear(*chunk_range(self._tag))
+        if self._cache is not None:
+            self._cache.clear()
+        self._size = self._committed_size = self._low_water = record.size
 
     def _drop_staging(self) -> None:
-        """An interrupted transaction staged chunks but never reached its commit point."""
+        """An interrupted transaction staged chunks but never reached its commit point
+        (owner only: another writer may be staging right now)."""
         log.info("dropping the staging of an interrupted, uncommitted large transaction")
         try:
             redo.drop_staging(self._kv_write)
-        except Exception as exc:
+        except BaseException as exc:
             self._meta_stale = True
+            if not isinstance(exc, Exception):
+                raise
             raise kv_failure(apsw.SQLITE_IOERR_WRITE, "drop of an uncommitted transaction's staging", exc) from exc
+        self.preload.update(COMMIT_RECORD_KEY, None)
+
+    def _prepare_kv_write(self) -> None:
+        """Before this file's first KV write: refuse a read-only file, and apply the
+        committed large transaction it was reading through (its staging must not be
+        overwritten by this transaction's own staging)."""
+        if self.options.read_only:
+            raise sqlite_error(apsw.SQLITE_READONLY, f"actor-db: {describe_kv(self._kv)}: the database is open read-only")
+        record = self._overlay
+        if record is None:
+            return
+        log.info("applying a committed large transaction before this one writes (size %d bytes)", record.size)
+        try:
+            applied = redo.roll_forward(self._kv_write, self._kv_scan, self._limits, self._tag, record)
+        except BaseException as exc:
+            self._forget_after_failure()
+            if not isinstance(exc, Exception):
+                raise
+            raise kv_failure(apsw.SQLITE_IOERR_WRITE, "roll-forward of a committed large transaction", exc) from exc
+        # The chunk keys now hold the values read through staging: the cache stays valid.
+        self._overlay = None
+        self._stale_staging = False
+        self.stats.roll_forwards += 1
+        self.stats.chunks_written += applied
         self.preload.update(COMMIT_RECORD_KEY, None)
 
     def _finish_roll_forward(self, in_memory: dict[int, bytes] | None = None) -> None:
@@ -214,7 +365,10 @@ class KVFile:
         log.info("rolling forward an interrupted large commit (size %d bytes)", record.size)
         try:
             applied = redo.roll_forward(self._kv_write, self._kv_scan, self._limits, self._tag, record, in_memory)
-        except Exception as exc:
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                self._forget_after_failure()
+                raise
             raise kv_failure(apsw.SQLITE_IOERR_WRITE, "roll-forward of a committed large transaction", exc) from exc
         self._pending_record = None
         self.stats.roll_forwards += in_memory is None
@@ -252,12 +406,16 @@ class KVFile:
             self._finish_roll_forward()
 
     def _forget_after_failure(self) -> None:
-        """A KV call failed: the KV's state is unknown, so drop everything derived from it."""
+        """A KV call failed or was interrupted: the KV's state is unknown, so drop
+        everything derived from it (the uncommitted writes too: SQLite rolls its
+        transaction back, or its pager resets and re-reads the file)."""
         self._dirty.clear()
         self._staged.clear()
         if self._cache is not None:
             self._cache.clear()
         self.preload.clear(*chunk_range(self._tag))
+        self._pending_record = None  # re-read with the meta: rolled forward or read through
+        self._overlay = None
         self._meta_stale = True
 
     # -------------------------------------------------------------- chunk reads
@@ -272,8 +430,13 @@ class KVFile:
             return _ZERO_CHUNK
         found = self.preload.lookup(chunk_key(self._tag, index))
         if found is not NOT_LOADED:
-            self.stats.preload_hits += 1
-            return _ZERO_CHUNK if found is ABSENT else found  # type: ignore[return-value]
+            if found is ABSENT:
+                self.stats.preload_hits += 1
+                return _ZERO_CHUNK
+            if len(found) == CHUNK_SIZE:  # type: ignore[arg-type]
+                self.stats.preload_hits += 1
+                return found  # type: ignore[return-value]
+            # any other length is checked (and refused if damaged) by a live read
         if self._cache is not None:
             cached = self._cache.get(index)
             if cached is not None:
@@ -294,15 +457,45 @@ class KVFile:
                         and self.preload.lookup(chunk_key(self._tag, nxt)) is NOT_LOADED:
                     want.append(nxt)
                 nxt += 1
-        keys = [staged_key(self._tag, i) if i in self._staged else chunk_key(self._tag, i) for i in want]
-        values = self._kv_get(keys, apsw.SQLITE_IOERR_READ, f"read of {len(keys)} chunks")
-        self.stats.chunks_fetched += len(keys)
+        values = self._read_chunks(want, [i in self._staged for i in want])
         out: dict[int, bytes] = {}
-        for index, value in zip(want, values):
-            data = _ZERO_CHUNK if value is None else value
+        for index, data in zip(want, values):
             out[index] = data
             if self._cache is not None and index not in self._staged:
                 self._cache[index] = data
+        return out
+
+    def _read_chunks(self, indices: list[int], staged: list[bool]) -> list[bytes]:
+        """ONE KV call for chunks ``indices`` (``staged[j]``: this transaction's staged
+        copy), checked and padded to ``CHUNK_SIZE`` each; a missing chunk reads as zeros.
+
+        While reading through a committed large transaction (:meth:`_read_through`),
+        each chunk's staged copy and chunk key come back in the same call, the staged
+        copy winning; a chunk at or past the record's truncation point reads as zeros.
+        """
+        overlay = self._overlay
+        keys: list[bytes] = []
+        for index, own in zip(indices, staged):
+            if own:
+                keys.append(staged_key(self._tag, index))
+            elif overlay is not None:
+                keys += [staged_key(self._tag, index), chunk_key(self._tag, index)]
+            else:
+                keys.append(chunk_key(self._tag, index))
+        values = self._kv_get(keys, apsw.SQLITE_IOERR_READ, f"read of {len(indices)} chunks")
+        self.stats.chunks_fetched += len(indices)
+        out: list[bytes] = []
+        j = 0
+        for index, own in zip(indices, staged):
+            key, value = keys[j], values[j]
+            j += 1
+            if overlay is not None and not own:
+                if value is None:
+                    key, value = keys[j], values[j]
+                    if overlay.truncate_from is not None and index >= overlay.truncate_from:
+                        value = None
+                j += 1
+            out.append(_ZERO_CHUNK if value is None else self._checked_chunk(index, value, key))
         return out
 
     def _chunks(self, indices: Iterable[int]) -> dict[int, bytes | bytearray]:
@@ -351,29 +544,46 @@ class KVFile:
 
     def xWrite(self, data: bytes, offset: int) -> None:
         self._ensure_ready()
-        view = memoryview(data)
-        for p in spans(offset, len(data)):
-            whole = p.start == 0 and p.end == CHUNK_SIZE
-            buf = self._dirty_chunk(p.chunk, whole)
-            buf[p.start:p.end] = view[p.buffer_offset:p.buffer_offset + (p.end - p.start)]
-        self._size = max(self._size, offset + len(data))
-        if len(self._dirty) * CHUNK_SIZE > self.options.max_dirty_bytes:
-            self._spill()
+        try:
+            view = memoryview(data)
+            for p in spans(offset, len(data)):
+                whole = p.start == 0 and p.end == CHUNK_SIZE
+                buf = self._dirty_chunk(p.chunk, whole)
+                buf[p.start:p.end] = view[p.buffer_offset:p.buffer_offset + (p.end - p.start)]
+            self._size = max(self._size, offset + len(data))
+            if len(self._dirty) * CHUNK_SIZE > self.options.max_dirty_bytes:
+                self._spill()
+        except BaseException:
+            # A failed or interrupted write (also one of SQLite's rollback playback)
+            # leaves the pager rolling back or reset: no half-written buffer may survive.
+            self._forget_after_failure()
+            raise
 
     def _spill(self) -> None:
         """Move dirty chunks to the KV staging range to bound memory."""
+        self._prepare_kv_write()
         chunks = {i: bytes(b) for i, b in self._dirty.items()}
         try:
             redo.stage(self._kv_write, self._limits, self._tag, chunks, first=not self._staged)
-        except Exception as exc:
+        except BaseException as exc:
             self._forget_after_failure()
+            if not isinstance(exc, Exception):
+                raise
             raise kv_failure(apsw.SQLITE_IOERR_WRITE, f"staging of {len(chunks)} spilled chunks", exc) from exc
+        self._stale_staging = False  # the first staging batch cleared the range
         self._staged.update(chunks)
         self._dirty.clear()
         log.debug("spilled %d dirty chunks to the staging range", len(chunks))
 
     def xTruncate(self, newsize: int) -> None:
         self._ensure_ready()
+        try:
+            self._truncate(newsize)
+        except BaseException:
+            self._forget_after_failure()
+            raise
+
+    def _truncate(self, newsize: int) -> None:
         if newsize >= self._size:
             self._size = newsize  # extending: the new bytes are zero by the tail invariant
             return
@@ -389,7 +599,6 @@ class KVFile:
             try:
                 self._kv_write(batch)
             except Exception as exc:
-                self._forget_after_failure()
                 raise kv_failure(apsw.SQLITE_IOERR_TRUNCATE, f"delete of {len(gone)} staged chunks", exc) from exc
             self._staged.difference_update(gone)
         tail = newsize % CHUNK_SIZE
@@ -435,12 +644,12 @@ class KVFile:
             self.xTruncate(declared)
         try:
             extra = self.commit_hook() if self.commit_hook is not None else None
-        except Exception as exc:
+        except BaseException as exc:
             # SQLite rolls back from its memory journal after a failed sync: drop the
             # buffer so the file matches the KV again (as after a failed KV write). Only
             # an I/O error code makes SQLite's pager roll back cleanly, so wrap others.
             self._forget_after_failure()
-            if isinstance(exc, apsw.Error):
+            if isinstance(exc, apsw.Error) or not isinstance(exc, Exception):
                 raise
             failure = sqlite_error(apsw.SQLITE_IOERR_FSYNC, f"actor-db: the commit hook failed: {type(exc).__name__}: {exc}")
             raise failure from exc
@@ -458,42 +667,56 @@ class KVFile:
         :param extra: more operations to apply atomically with this commit.
         :raises apsw.IOError: the KV failed; nothing of this transaction is applied
             (or, after the redo commit point, it is rolled forward later).
+
+        Any exception, ``KeyboardInterrupt`` and ``SystemExit`` included, leaves the file
+        consistent with the KV: everything derived from the KV is dropped and the meta
+        is re-read before the next operation (the batch may or may not have landed;
+        SQLite's rollback then writes the old pages back as a new commit).
         """
-        dirty = self._dirty_snapshot()
-        truncate_from = chunk_count(self._low_water) if self._low_water < self._committed_size else None
-        batch = WriteBatch()
-        if truncate_from is not None:
-            batch.delete_range(*chunk_range(self._tag, truncate_from))
-        for index, data in dirty.items():
-            batch.put(chunk_key(self._tag, index), data)
-        batch.put(self._meta_key, encode_meta(self._size))
-        if extra:
-            batch.merge(extra)
-        applied = True
+        pending = len(self._dirty)
         try:
+            self._prepare_kv_write()
+            dirty = self._dirty_snapshot()
+            truncate_from = chunk_count(self._low_water) if self._low_water < self._committed_size else None
+            batch = WriteBatch()
+            if truncate_from is not None:
+                batch.delete_range(*chunk_range(self._tag, truncate_from))
+            if self._stale_staging and not self._staged:
+                batch.delete_range(*staged_range())  # an earlier writer's uncommitted leftovers
+                batch.delete(COMMIT_RECORD_KEY)
+            for index, data in dirty.items():
+                batch.put(chunk_key(self._tag, index), data)
+            batch.put(self._meta_key, encode_meta(self._size))
+            if extra:
+                batch.merge(extra)
+            applied = True
             if not self._staged and self._limits.batch_fits(batch.op_count, batch.payload_bytes):
                 self._kv_write(batch)
                 self.stats.chunks_written += len(dirty)
             else:
                 applied = self._commit_large(dirty, truncate_from, extra)
+            self._stale_staging = False
+            if applied:
+                # The KV now holds exactly these chunks: keep cache and preload current.
+                if truncate_from is not None:
+                    self.preload.delete_range(*chunk_range(self._tag, truncate_from))
+                    if self._cache is not None:
+                        for index in [i for i in self._cache.keys() if i >= truncate_from]:
+                            del self._cache[index]
+                self._cache_committed(dirty)
+                for index, data in dirty.items():
+                    self.preload.update(chunk_key(self._tag, index), data)
+                self.preload.update(self._meta_key, encode_meta(self._size))
+            self._reset_after_commit()
         except apsw.Error:
             self._forget_after_failure()
             raise
         except Exception as exc:
             self._forget_after_failure()
-            raise kv_failure(apsw.SQLITE_IOERR_FSYNC, f"write of the commit batch ({len(dirty)} chunks)", exc) from exc
-        if applied:
-            # The KV now holds exactly these chunks: keep cache and preload current.
-            if truncate_from is not None:
-                self.preload.delete_range(*chunk_range(self._tag, truncate_from))
-                if self._cache is not None:
-                    for index in [i for i in self._cache.keys() if i >= truncate_from]:
-                        del self._cache[index]
-            self._cache_committed(dirty)
-            for index, data in dirty.items():
-                self.preload.update(chunk_key(self._tag, index), data)
-            self.preload.update(self._meta_key, encode_meta(self._size))
-        self._reset_after_commit()
+            raise kv_failure(apsw.SQLITE_IOERR_FSYNC, f"write of the commit batch ({pending} chunks)", exc) from exc
+        except BaseException:
+            self._forget_after_failure()
+            raise
         self.stats.commits += 1
         if self.after_commit is not None:
             self.after_commit()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Hashable, Protocol, Sequence, runtime_checkabl
 if TYPE_CHECKING:
     from vfs.preload import PreloadMap
 
-__all__ = ["KV", "KVLimits", "WriteBatch", "KeyRange", "PreloadRequest", "PrefixBudget"]
+__all__ = ["KV", "KVLimits", "WriteBatch", "KeyRange", "PreloadRequest", "PrefixBudget", "holds_ownership"]
 
 
 @dataclass(frozen=True)
@@ -196,3 +196,14 @@ class KV(Protocol):
     def preload(self, request: PreloadRequest) -> PreloadMap:
         """Run ``request`` in one round trip and return what it found."""
         ...
+
+
+def holds_ownership(kv: object) -> bool:
+    """Whether ``kv`` took single-writer ownership of its actor (a fencing token).
+
+    A view may expose ``fence_token`` (``None`` until it acquired ownership; drivers in
+    ``actor_db.kv`` do, and wrappers forward it). Only an owner's writes are checked
+    against newer owners, so only an owner may clean up what an interrupted large
+    transaction left in the KV when it opens; any other open only reads.
+    """
+    return getattr(kv, "fence_token", None) is not None

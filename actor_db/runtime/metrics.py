@@ -54,6 +54,11 @@ class CountingKV:
     def limits(self) -> KVLimits:
         return self.inner.limits
 
+    @property
+    def fence_token(self) -> int | None:
+        """The inner view's fencing token (``None``: it never took ownership)."""
+        return getattr(self.inner, "fence_token", None)
+
     def _read(self) -> None:
         with self._lock:
             self.reads += 1

@@ -149,7 +149,7 @@ def test_keys_of_one_actor_share_a_hash_tag_and_the_index_is_byte_ordered(redis_
     assert [k for k, _ in kv.scan(b"", b"\xff\xff")] == sorted(keys)
     assert kv.scan(b"\x00\x00", b"\x80") == [(k, k + b"!") for k in sorted(keys) if b"\x00\x00" <= k < b"\x80"]
     redis_keys = sorted(redis_store.client.scan_iter(match=f"{redis_store.namespace}:*"))
-    assert len(redis_keys) == 3  # data hash, index, fencing counter
+    assert len(redis_keys) == 4  # data hash, index, fencing counter, write version
     assert len({key_slot(k) for k in redis_keys}) == 1
     assert redis_store.actor_ids() == ["tag{with}braces/ü"]
 

@@ -36,12 +36,12 @@ from vfs.keys import (
     CHUNK_SIZE, COMMIT_RECORD_KEY, chunk_index, chunk_key, chunk_range, encode_meta,
     meta_key, staged_key, staged_range,
 )
-from vfs.protocol import KVLimits, WriteBatch
+from vfs.protocol import KV, KVLimits, WriteBatch
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CommitRecord", "STAGING_MARKER", "chunks_per_batch", "stage", "drop_staging",
-           "write_commit_record", "roll_forward"]
+           "write_commit_record", "roll_forward", "recover"]
 
 _RECORD = struct.Struct("<HQq")
 _RECORD_VERSION = 1
@@ -196,3 +196,22 @@ def _apply(write: Writer, tag: int, record: CommitRecord, group: list[tuple[int,
         batch.delete(COMMIT_RECORD_KEY)
         batch.delete_range(*staged_range())
     write(batch)
+
+
+def recover(kv: KV, tag: int = 0) -> str:
+    """Finish what an interrupted large transaction left in ``kv``: roll a commit record
+    forward, or drop uncommitted staging. The WRITER's job only (an owner, or a process
+    that knows no other writer runs): another writer may be staging right now.
+
+    :returns: ``"rolled-forward"``, ``"dropped-staging"`` or ``"clean"``.
+    :raises Exception: whatever the KV raises (safe to call again).
+    """
+    record = kv.get_many([COMMIT_RECORD_KEY])[0]
+    if record is None:
+        return "clean"
+    if record == STAGING_MARKER:
+        drop_staging(kv.write)
+        return "dropped-staging"
+    roll_forward(kv.write, lambda start, end, limit: kv.scan(start, end, limit=limit), kv.limits, tag,
+                 CommitRecord.decode(record))
+    return "rolled-forward"

@@ -82,6 +82,14 @@ class MemoryKV(KVStore):
             found = None if request is None else evaluate_preload(request, self._data.get, self._iterate)
             return token, found
 
+    def _open_snapshot(self, start: bytes, end: bytes) -> MemoryKV:
+        """A frozen copy of the keys in ``[start, end)`` (one actor), taken under the
+        lock: every read of the snapshot sees this one state (:mod:`actor_db.kv.snapshot`)."""
+        copy = MemoryKV(self.limits)
+        with self._lock:
+            copy._data = SortedDict((k, self._data[k]) for k in self._data.irange(start, end, inclusive=(True, False)))
+        return copy
+
     def __len__(self) -> int:
         """Number of keys held (all actors)."""
         return len(self._data)

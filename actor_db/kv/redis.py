@@ -8,13 +8,14 @@ one actor lives in one slot and every per-actor call is single-slot)::
     ns:{H}:d   hash        actor-relative key -> value     (the data)
     ns:{H}:i   sorted set  actor-relative key, score 0    (the ordered index)
     ns:{H}:f   string      fencing counter (INCR)          (outside the data: never range-deleted)
+    ns:{H}:v   string      write version (INCR per batch)  (lets snapshot reads detect a commit)
 
 Why a hash plus a score-0 sorted set. Redis keys are unordered, but the protocol needs
 ordered prefix scans (the preload, the redo log, ``delete_range``). A sorted set whose
 members all have score 0 is ordered by ``memcmp`` of the member bytes, which is exactly
 the protocol's byte order, so ``ZRANGEBYLEX`` gives ordered range scans and range
 deletes in O(log N + M). Values sit in one hash per actor rather than one Redis key per
-KV key: one ``HMGET`` answers a multi-get, an actor costs 3 Redis keys however many
+KV key: one ``HMGET`` answers a multi-get, an actor costs 4 Redis keys however many
 chunks its database has (the keyspace, ``SCAN`` and cluster slot migration stay small),
 and deleting an actor drops two keys. Members and values are binary-safe.
 
@@ -80,7 +81,7 @@ _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.\-]+(?::[A-Za-z0-9_.\-]+)*$")
 # -- Lua ------------------------------------------------------------------------------
 # Scan pages through the index with ZRANGEBYLEX ... LIMIT, continuing after the last key
 # returned ("(" + key), so a call costs O(log N) per page and stops at the byte budget.
-_LUA_SCAN = r"""#!lua flags=no-writes
+_LUA_SCAN_BODY = r"""
 local d, z = KEYS[1], KEYS[2]
 local lo, hi = ARGV[1], ARGV[2]
 local limit, maxb = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -104,6 +105,22 @@ while true do
   lo = '(' .. keys[#keys]
 end
 return out
+"""
+_LUA_SCAN = "#!lua flags=no-writes" + _LUA_SCAN_BODY
+
+# Snapshot reads (actor_db.kv.snapshot): the same reads, answering {version, result}
+# in the same atomic script; KEYS[3] (scan, get) or KEYS[4] (preload) is the version.
+_LUA_SNAP_SCAN = ("#!lua flags=no-writes\nlocal version = redis.call('GET', KEYS[3]) or '0'"
+                  + _LUA_SCAN_BODY.replace("return out", "return {version, out}"))
+_LUA_SNAP_GET = r"""#!lua flags=no-writes
+local version = redis.call('GET', KEYS[3]) or '0'
+local out = {}
+local STEP = 1000
+for i = 1, #ARGV, STEP do
+  local vals = redis.call('HMGET', KEYS[1], unpack(ARGV, i, math.min(i + STEP - 1, #ARGV)))
+  for j = 1, #vals do out[#out + 1] = vals[j] end
+end
+return {version, out}
 """
 
 # ARGV: token ('' = unfenced), nranges, (min, max)*, ndeletes, key*, nputs, (key, value)*.
@@ -145,6 +162,7 @@ while i < stop do
   redis.call('ZADD', z, unpack(members))
   i = last + 1
 end
+redis.call('INCR', KEYS[4])
 return {1}
 """
 
@@ -200,6 +218,9 @@ end
 return {token, values, results}
 """
 _LUA_PRELOAD = "#!lua flags=no-writes\n" + _LUA_PRELOAD_BODY
+_LUA_SNAP_PRELOAD = ("#!lua flags=no-writes\nlocal version = redis.call('GET', KEYS[4]) or '0'"
+                     + _LUA_PRELOAD_BODY.replace("return {token, values, results}",
+                                                 "return {token, values, results, version}"))
 _LUA_ACQUIRE = "#!lua\n" + _LUA_PRELOAD_BODY
 
 
@@ -222,13 +243,16 @@ _SCAN = _Script(_LUA_SCAN)
 _WRITE = _Script(_LUA_WRITE)
 _PRELOAD = _Script(_LUA_PRELOAD)
 _ACQUIRE = _Script(_LUA_ACQUIRE)
-_SCRIPTS = (_SCAN, _WRITE, _PRELOAD, _ACQUIRE)
+_SNAP_SCAN = _Script(_LUA_SNAP_SCAN)
+_SNAP_GET = _Script(_LUA_SNAP_GET)
+_SNAP_PRELOAD = _Script(_LUA_SNAP_PRELOAD)
+_SCRIPTS = (_SCAN, _WRITE, _PRELOAD, _ACQUIRE, _SNAP_SCAN, _SNAP_GET, _SNAP_PRELOAD)
 
 
 class _Actor:
-    """Where one actor's keys live: its store prefix and its three Redis keys."""
+    """Where one actor's keys live: its store prefix and its four Redis keys."""
 
-    __slots__ = ("actor_id", "prefix", "end", "data", "index", "fence")
+    __slots__ = ("actor_id", "prefix", "end", "data", "index", "fence", "version")
 
     def __init__(self, namespace: str, actor_id: str) -> None:
         self.actor_id = actor_id
@@ -238,6 +262,7 @@ class _Actor:
         self.data = base + b"d"
         self.index = base + b"i"
         self.fence = base + b"f"
+        self.version = base + b"v"
 
     def rel(self, key: bytes) -> bytes:
         assert key.startswith(self.prefix), f"key {key!r} is outside actor {self.actor_id!r}"
@@ -253,7 +278,8 @@ class _Actor:
 
     @property
     def keys(self) -> list[bytes]:
-        return [self.data, self.index, self.fence]
+        """KEYS of the write and preload scripts."""
+        return [self.data, self.index, self.fence, self.version]
 
 
 class RedisKV(KVStore):
@@ -528,6 +554,10 @@ class RedisKV(KVStore):
             self._run("namespace drop", pipe.execute)
         return len(keys)
 
+    def _open_snapshot(self, start: bytes, end: bytes) -> _RedisSnapshot:
+        """Version-checked reads of one actor (see :mod:`actor_db.kv.snapshot`)."""
+        return _RedisSnapshot(self, self._actor_of(start))
+
     def close(self) -> None:
         """Close the client if this store created it (idempotent)."""
         if self._closed:
@@ -535,3 +565,50 @@ class RedisKV(KVStore):
         self._closed = True
         if self._owns_client:
             self._client.close()
+
+
+class _RedisSnapshot:
+    """Snapshot reads of one actor on Redis: every read returns the actor's write
+    version in the same atomic script, and a version other than the first read's raises
+    :class:`~actor_db.kv.snapshot.SnapshotChangedError` (no data from another state is
+    ever returned)."""
+
+    def __init__(self, store: RedisKV, actor: _Actor) -> None:
+        self._store = store
+        self._actor = actor
+        self._version: bytes | None = None
+
+    def _check(self, version: bytes) -> None:
+        from actor_db.kv.snapshot import SnapshotChangedError
+
+        if self._version is None:
+            self._version = version
+        elif version != self._version:
+            raise SnapshotChangedError(
+                f"actor {self._actor.actor_id!r} was written during a snapshot read "
+                f"(version {self._version.decode()} -> {version.decode()}); retry the read")
+
+    def _get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        a = self._actor
+        version, values = self._store._run("snapshot get", _SNAP_GET, self._store.client,
+                                           [a.data, a.index, a.version], [a.rel(k) for k in keys])
+        self._check(version)
+        return list(values)
+
+    def _scan(self, start: bytes, end: bytes, limit: int | None, max_bytes: int | None) -> list[tuple[bytes, bytes]]:
+        a = self._actor
+        version, flat = self._store._run("snapshot scan", _SNAP_SCAN, self._store.client, [a.data, a.index, a.version],
+                                         [a.lex_min(start), a.lex_max(end), -1 if limit is None else limit,
+                                          -1 if max_bytes is None else max_bytes])
+        self._check(version)
+        return [(a.prefix + flat[j], flat[j + 1]) for j in range(0, len(flat), 2)]
+
+    def _preload(self, request: PreloadRequest) -> PreloadMap:
+        a = self._actor
+        reply = self._store._run("snapshot preload", _SNAP_PRELOAD, self._store.client, a.keys,
+                                 self._store._preload_args(a, request, False))
+        self._check(reply[3])
+        return self._store._preload_map(a, request, reply[:3])
+
+    def close(self) -> None:
+        self._version = None

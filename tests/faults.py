@@ -29,6 +29,8 @@ class FaultyKV:
         self.fail_write_at = fail_write_at
         self.apply_then_fail = apply_then_fail
         self.writes = 0
+        self.batches: list[WriteBatch] = []
+        """Every batch this view was asked to write, in order (failed ones too)."""
         self.down = False
         self.failed = False
         self._limits = limits
@@ -56,6 +58,7 @@ class FaultyKV:
     def write(self, batch: WriteBatch) -> None:
         self._check()
         self.writes += 1
+        self.batches.append(batch)
         if self.fail_write_at is not None and self.writes == self.fail_write_at:
             self.failed = True
             if self.apply_then_fail:
@@ -65,4 +68,44 @@ class FaultyKV:
 
     def preload(self, request: PreloadRequest) -> PreloadMap:
         self._check()
+        return self.inner.preload(request)
+
+
+class OtherProcessView:
+    """An actor-scoped view as ANOTHER process would hold it: the same keys, but its own
+    identity (the one-open-per-process registry does not see it) and no ownership.
+    Counts its calls, so a test can assert that a reader never wrote.
+    """
+
+    def __init__(self, inner: KV) -> None:
+        self.inner = inner
+        self.reads = 0
+        self.writes = 0
+
+    @property
+    def identity(self) -> Hashable:
+        return (self.inner.identity, "other-process", id(self))
+
+    @property
+    def limits(self) -> KVLimits:
+        return self.inner.limits
+
+    @property
+    def actor_id(self) -> str | None:
+        return getattr(self.inner, "actor_id", None)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        self.reads += 1
+        return self.inner.get_many(keys)
+
+    def scan(self, start: bytes, end: bytes, *, limit: int | None = None, max_bytes: int | None = None) -> list[tuple[bytes, bytes]]:
+        self.reads += 1
+        return self.inner.scan(start, end, limit=limit, max_bytes=max_bytes)
+
+    def write(self, batch: WriteBatch) -> None:
+        self.writes += 1
+        self.inner.write(batch)
+
+    def preload(self, request: PreloadRequest) -> PreloadMap:
+        self.reads += 1
         return self.inner.preload(request)

@@ -82,7 +82,7 @@ class MemoryKV(KVStore):
             found = None if request is None else evaluate_preload(request, self._data.get, self._iterate)
             return token, found
 
-    def _open_snapshot(self, start: bytes, end: bytes) -> MemoryKV:
+    def _open_snapshot(self, start: bytes, end: bytes, pinned: bool = True) -> MemoryKV:
         """A frozen copy of the keys in ``[start, end)`` (one actor), taken under the
         lock: every read of the snapshot sees this one state (:mod:`actor_db.kv.snapshot`)."""
         copy = MemoryKV(self.limits)

@@ -218,6 +218,22 @@ end
 return {token, values, results}
 """
 _LUA_PRELOAD = "#!lua flags=no-writes\n" + _LUA_PRELOAD_BODY
+# A pinned snapshot: the actor's hash and index copied atomically to private keys in
+# the same slot (COPY is O(size) on the server), expiring after ARGV[1] seconds in case
+# the reader dies before it unlinks them.
+_LUA_SNAP_PIN = r"""#!lua
+local ttl = tonumber(ARGV[1])
+redis.call('UNLINK', KEYS[3], KEYS[4])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('COPY', KEYS[1], KEYS[3])
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('COPY', KEYS[2], KEYS[4])
+  redis.call('EXPIRE', KEYS[4], ttl)
+end
+return 1
+"""
 _LUA_SNAP_PRELOAD = ("#!lua flags=no-writes\nlocal version = redis.call('GET', KEYS[4]) or '0'"
                      + _LUA_PRELOAD_BODY.replace("return {token, values, results}",
                                                  "return {token, values, results, version}"))
@@ -246,7 +262,10 @@ _ACQUIRE = _Script(_LUA_ACQUIRE)
 _SNAP_SCAN = _Script(_LUA_SNAP_SCAN)
 _SNAP_GET = _Script(_LUA_SNAP_GET)
 _SNAP_PRELOAD = _Script(_LUA_SNAP_PRELOAD)
-_SCRIPTS = (_SCAN, _WRITE, _PRELOAD, _ACQUIRE, _SNAP_SCAN, _SNAP_GET, _SNAP_PRELOAD)
+_SNAP_PIN = _Script(_LUA_SNAP_PIN)
+_SCRIPTS = (_SCAN, _WRITE, _PRELOAD, _ACQUIRE, _SNAP_SCAN, _SNAP_GET, _SNAP_PRELOAD, _SNAP_PIN)
+PINNED_SNAPSHOT_TTL_S = 3600
+"""Seconds a pinned snapshot's copy survives a reader that never closed it."""
 
 
 class _Actor:
@@ -554,9 +573,10 @@ class RedisKV(KVStore):
             self._run("namespace drop", pipe.execute)
         return len(keys)
 
-    def _open_snapshot(self, start: bytes, end: bytes) -> _RedisSnapshot:
-        """Version-checked reads of one actor (see :mod:`actor_db.kv.snapshot`)."""
-        return _RedisSnapshot(self, self._actor_of(start))
+    def _open_snapshot(self, start: bytes, end: bytes, pinned: bool = False) -> _RedisSnapshot:
+        """Version-checked reads of one actor, or (``pinned``) reads of a server-side
+        copy taken in one atomic script (see :mod:`actor_db.kv.snapshot`)."""
+        return _RedisSnapshot(self, self._actor_of(start), pinned)
 
     def close(self) -> None:
         """Close the client if this store created it (idempotent)."""
@@ -568,15 +588,31 @@ class RedisKV(KVStore):
 
 
 class _RedisSnapshot:
-    """Snapshot reads of one actor on Redis: every read returns the actor's write
-    version in the same atomic script, and a version other than the first read's raises
-    :class:`~actor_db.kv.snapshot.SnapshotChangedError` (no data from another state is
-    ever returned)."""
+    """Snapshot reads of one actor on Redis, in one of two modes:
 
-    def __init__(self, store: RedisKV, actor: _Actor) -> None:
+    - versioned (cheap): every read returns the actor's write version in the same
+      atomic script, and a version other than the first read's raises
+      :class:`~actor_db.kv.snapshot.SnapshotChangedError` (no data from another state is
+      ever returned; the caller retries);
+    - pinned (always completes): one script COPYs the actor's hash and index to private
+      keys in the same slot (O(size) on the server, and as much memory again while the
+      snapshot lives); reads go to the copy; :meth:`close` unlinks it (a TTL cleans up
+      after a reader that died).
+    """
+
+    def __init__(self, store: RedisKV, actor: _Actor, pinned: bool) -> None:
         self._store = store
         self._actor = actor
         self._version: bytes | None = None
+        self._pinned: tuple[bytes, bytes] | None = None
+        if pinned:
+            import secrets
+
+            tag = actor.data[:-1] + b"s:" + secrets.token_hex(8).encode("ascii") + b":"
+            copy = (tag + b"d", tag + b"i")
+            store._run("snapshot copy", _SNAP_PIN, store.client, [actor.data, actor.index, *copy],
+                       [PINNED_SNAPSHOT_TTL_S])
+            self._pinned = copy
 
     def _check(self, version: bytes) -> None:
         from actor_db.kv.snapshot import SnapshotChangedError
@@ -590,25 +626,43 @@ class _RedisSnapshot:
 
     def _get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         a = self._actor
+        fields = [a.rel(k) for k in keys]
+        if self._pinned is not None:
+            return list(self._store._run("snapshot get", self._store.client.hmget, self._pinned[0], fields)) \
+                if fields else []
         version, values = self._store._run("snapshot get", _SNAP_GET, self._store.client,
-                                           [a.data, a.index, a.version], [a.rel(k) for k in keys])
+                                           [a.data, a.index, a.version], fields)
         self._check(version)
         return list(values)
 
     def _scan(self, start: bytes, end: bytes, limit: int | None, max_bytes: int | None) -> list[tuple[bytes, bytes]]:
         a = self._actor
-        version, flat = self._store._run("snapshot scan", _SNAP_SCAN, self._store.client, [a.data, a.index, a.version],
-                                         [a.lex_min(start), a.lex_max(end), -1 if limit is None else limit,
-                                          -1 if max_bytes is None else max_bytes])
-        self._check(version)
+        args = [a.lex_min(start), a.lex_max(end), -1 if limit is None else limit, -1 if max_bytes is None else max_bytes]
+        if self._pinned is not None:
+            flat = self._store._run("snapshot scan", _SCAN, self._store.client, list(self._pinned), args)
+        else:
+            version, flat = self._store._run("snapshot scan", _SNAP_SCAN, self._store.client,
+                                             [a.data, a.index, a.version], args)
+            self._check(version)
         return [(a.prefix + flat[j], flat[j + 1]) for j in range(0, len(flat), 2)]
 
     def _preload(self, request: PreloadRequest) -> PreloadMap:
         a = self._actor
-        reply = self._store._run("snapshot preload", _SNAP_PRELOAD, self._store.client, a.keys,
-                                 self._store._preload_args(a, request, False))
+        args = self._store._preload_args(a, request, False)
+        if self._pinned is not None:
+            reply = self._store._run("snapshot preload", _PRELOAD, self._store.client,
+                                     [*self._pinned, a.fence, a.version], args)
+            return self._store._preload_map(a, request, reply)
+        reply = self._store._run("snapshot preload", _SNAP_PRELOAD, self._store.client, a.keys, args)
         self._check(reply[3])
         return self._store._preload_map(a, request, reply[:3])
 
     def close(self) -> None:
         self._version = None
+        if self._pinned is not None:
+            copy, self._pinned = self._pinned, None
+            try:
+                self._store._run("snapshot release", self._store.client.unlink, *copy)
+            except KVError as exc:  # the TTL removes it
+                log.warning("could not delete a snapshot copy of actor %r (%s); it expires in %d s",
+                            self._actor.actor_id, exc, PINNED_SNAPSHOT_TTL_S)

@@ -12,7 +12,10 @@ states (a "backup" whose pages disagree, or a bank whose balances no longer sum 
   per-actor version counter, every snapshot read returns the version in the same
   atomic script, and a read that sees another version than the first raises
   :class:`SnapshotChangedError` instead of returning data from a different state. The
-  caller retries (:func:`retry_on_change` does it with backoff).
+  caller retries (:func:`retry_on_change` does it with backoff); after
+  ``PINNED_AFTER`` changed tries it takes a *pinned* snapshot instead: one script
+  copies the actor's keys server-side (O(size), and that much memory while it lives),
+  which always completes however busy the writer is.
 
 A snapshot view never writes (:meth:`SnapshotKV.write` raises) and has its own
 identity, so it can be opened with ``vfs.connect(snapshot, readonly=True)`` in the same
@@ -39,8 +42,10 @@ log = logging.getLogger(__name__)
 __all__ = ["SnapshotKV", "SnapshotReader", "SnapshotChangedError", "read_snapshot", "retry_on_change",
            "snapshot_changed", "DEFAULT_SNAPSHOT_ATTEMPTS"]
 
-DEFAULT_SNAPSHOT_ATTEMPTS = 20
+DEFAULT_SNAPSHOT_ATTEMPTS = 5
 """Tries :func:`retry_on_change` makes before giving up (drivers without read transactions)."""
+PINNED_AFTER = 2
+"""Changed tries after which :func:`retry_on_change` takes a pinned snapshot."""
 
 _serial = itertools.count(1)
 T = TypeVar("T")
@@ -139,8 +144,12 @@ class SnapshotKV:
         self.close()
 
 
-def read_snapshot(view: ActorKV) -> SnapshotKV:
+def read_snapshot(view: ActorKV, *, pinned: bool = False) -> SnapshotKV:
     """A :class:`SnapshotKV` of ``view``'s actor as of now (one consistent state).
+
+    :param pinned: for drivers without read transactions (Redis), copy the actor's
+        keys server-side now, so no later commit can interrupt the reads (costs the
+        copy); other drivers' snapshots are always pinned.
 
     :raises KVError: the driver cannot take snapshots, or the store failed.
     """
@@ -149,7 +158,7 @@ def read_snapshot(view: ActorKV) -> SnapshotKV:
         raise KVError(f"{type(view.store).__name__} cannot take snapshot reads")
     view.store._count()
     try:
-        reader = opener(view.prefix, view._end)
+        reader = opener(view.prefix, view._end, pinned)
     except KVError:
         raise
     except Exception as exc:
@@ -177,12 +186,13 @@ def retry_on_change(view: ActorKV, read: Callable[[SnapshotKV], T], *,
     :param read: does all its reads through the snapshot it is given; it may raise
         anything (an ``apsw`` error caused by :class:`SnapshotChangedError` counts as a
         change and is retried).
-    :param attempts: tries before the last :class:`SnapshotChangedError` is raised.
+    :param attempts: tries before the last :class:`SnapshotChangedError` is raised;
+        from try ``PINNED_AFTER + 1`` on the snapshot is pinned (cannot change).
     :param backoff_s: first pause between tries, doubled each time (capped at 0.5 s).
     """
     delay = backoff_s
     for attempt in range(1, attempts + 1):
-        with read_snapshot(view) as snapshot:
+        with read_snapshot(view, pinned=attempt > PINNED_AFTER) as snapshot:
             try:
                 return read(snapshot)
             except BaseException as exc:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 __all__ = [
     "ActorDBError", "KVError", "KVUnavailableError", "KVLimitError", "FencedError",
-    "ActorNotFoundError", "ConfigurationError",
-    "ActionNotFoundError", "ActorShuttingDownError", "MigrationError", "StateError",
+    "ActorNotFoundError", "ConfigurationError", "InvalidActorKeyError", "ActorKeyTooLongError",
+    "ActionNotFoundError", "ActorShuttingDownError", "ActorCallCycleError", "MigrationError", "StateError",
 ]
 
 
@@ -43,12 +43,59 @@ class ConfigurationError(ActorDBError, ValueError):
     """An option or argument is invalid (e.g. a malformed ``--kv`` URL)."""
 
 
+class InvalidActorKeyError(ConfigurationError):
+    """An actor key (or actor id) cannot name an actor: it is not a ``str``, is empty,
+    or is not valid Unicode encodable as UTF-8 (e.g. it holds a lone surrogate such as
+    ``"\\udc80"``). Raised by ``Registry.get_or_create`` and ``KVStore.actor`` before
+    anything is stored."""
+
+
+class ActorKeyTooLongError(InvalidActorKeyError, KVLimitError):
+    """An actor key (or actor id) is too long for the store: with its prefix, the keys
+    the actor's database and state need would exceed the driver's key limit (LMDB:
+    511 bytes), or it is longer than the key layout's 65535 bytes.
+
+    Both an :class:`InvalidActorKeyError` and a :class:`KVLimitError`.
+
+    :ivar length: the key's (or id's) length in UTF-8 bytes.
+    :ivar max_length: the longest key (or id) the store accepts, in UTF-8 bytes.
+    :ivar driver_limit: the driver's limit on a full store key in bytes, or ``None``
+        (no driver limit: the key layout's bound applies).
+    """
+
+    def __init__(self, message: str, *, length: int = -1, max_length: int = -1,
+                 driver_limit: int | None = None) -> None:
+        super().__init__(message)
+        self.length = length
+        self.max_length = max_length
+        self.driver_limit = driver_limit
+
+
 class ActionNotFoundError(ActorNotFoundError):
     """The actor type has no action with that name."""
 
 
 class ActorShuttingDownError(ActorDBError):
     """The actor is going to sleep or being destroyed; the query was not run."""
+
+
+class ActorCallCycleError(ActorDBError):
+    """An action called an actor that is already busy further up the same call chain
+    (``A -> B -> A``, or an action calling its own actor): waiting for it would
+    deadlock, so the call is refused at once. The calling action fails with this error
+    (its writes roll back) unless it catches it.
+
+    Raised by ``ActorHandle.call`` (and ``wake``/``sleep``/``destroy``) inside an
+    action, ``on_wake`` or ``on_sleep`` of an actor on the chain, including tasks that
+    such code starts while it runs.
+
+    :ivar chain: the labels (``"type/key"``) of the actors on the chain, the refused
+        one last, e.g. ``("pair/a", "pair/b", "pair/a")``.
+    """
+
+    def __init__(self, message: str, *, chain: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.chain = chain
 
 
 class MigrationError(ActorDBError):
@@ -63,4 +110,18 @@ class MigrationError(ActorDBError):
 
 
 class StateError(ActorDBError, TypeError):
-    """The actor's persisted state cannot be encoded (it must be JSON-serializable)."""
+    """The actor's persisted state cannot be saved as JSON, or would not come back the
+    same: a value that is not a JSON type (a ``tuple``, ``set``, ``bytes``, an object),
+    a dict key that is not a ``str``, a NaN or infinite float, or a cycle.
+
+    Raised when the state is encoded at commit (the end of an action, or the creation
+    of the actor): the action fails, its database writes roll back and ``c.state``
+    returns to its last saved value; nothing already committed is lost.
+
+    :ivar path: where in the state the offending value is, e.g. ``"state['tup']"`` or
+        ``"state[1]"``, or ``None`` when unknown.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path

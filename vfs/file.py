@@ -234,8 +234,7 @@ class KVFile:
         if head and self._cache is not None:
             for index, value in zip(head, head_values):
                 if value is not None and index * CHUNK_SIZE < size:
-                    self._cache[index] = chunk0 if index == 0 else self._checked_chunk(
-                        index, value, chunk_key(self._tag, index))
+                    self._cache[index] = self._checked_chunk(index, value, chunk_key(self._tag, index))
             self.stats.chunks_fetched += len(head)
         record = known[COMMIT_RECORD_KEY]
         if record is None:

@@ -6,11 +6,13 @@ from actor_db.kv.base import ActorKV, Fence, KVStore
 from actor_db.kv.fencing import fenced_cause
 from actor_db.kv.lmdb import LmdbKV
 from actor_db.kv.memory import MemoryKV
+from actor_db.kv.snapshot import SnapshotChangedError, SnapshotKV, retry_on_change
 
 if TYPE_CHECKING:
     from actor_db.kv.redis import RedisKV
 
-__all__ = ["KVStore", "ActorKV", "Fence", "MemoryKV", "LmdbKV", "RedisKV", "fenced_cause"]
+__all__ = ["KVStore", "ActorKV", "Fence", "MemoryKV", "LmdbKV", "RedisKV", "fenced_cause",
+           "SnapshotKV", "SnapshotChangedError", "retry_on_change"]
 
 
 def __getattr__(name: str) -> Any:

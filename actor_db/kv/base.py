@@ -21,17 +21,22 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from typing import Hashable, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Hashable, Iterator, NamedTuple, Sequence
 
 from vfs.preload import PreloadMap
 from vfs.protocol import KeyRange, KVLimits, PrefixBudget, PreloadRequest, WriteBatch
 
-from actor_db.errors import KVError, KVLimitError
-from actor_db.kv.namespace import ACTORS_END, ACTORS_START, actor_prefix, parse_actor_key, prefix_end
+from actor_db.errors import ActorKeyTooLongError, KVError, KVLimitError
+from actor_db.kv.namespace import (
+    ACTORS_END, ACTORS_START, actor_prefix, encode_actor_id, max_actor_id_bytes, parse_actor_key, prefix_end,
+)
+
+if TYPE_CHECKING:
+    from actor_db.kv.snapshot import SnapshotKV
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KVStore", "ActorKV", "Fence"]
+__all__ = ["KVStore", "ActorKV", "Fence", "check_actor_id"]
 
 
 class Fence(NamedTuple):
@@ -141,15 +146,41 @@ def scan_with_limits(items: Iterator[tuple[bytes, bytes]], limit: int | None, ma
     return out
 
 
+def check_actor_id(store: KVStore, actor_id: str) -> int:
+    """Check that ``actor_id`` can name an actor in ``store``; returns its UTF-8 length.
+
+    :raises InvalidActorKeyError: not a ``str``, empty, or not encodable as UTF-8.
+    :raises ActorKeyTooLongError: longer than
+        :func:`~actor_db.kv.namespace.max_actor_id_bytes` allows for the store's key limit.
+    """
+    length = len(encode_actor_id(actor_id))
+    driver_limit = store.limits.max_key_bytes
+    longest = max_actor_id_bytes(driver_limit)
+    if length > longest:
+        where = (f"its keys are limited to {driver_limit} bytes" if driver_limit is not None
+                 else "the key layout stores an id's length in 2 bytes")
+        raise ActorKeyTooLongError(
+            f"actor id of {length} bytes is too long for {type(store).__name__}: {where}, so actor ids "
+            f"to {longest} bytes", length=length, max_length=longest, driver_limit=driver_limit)
+    return length
+
+
 class ActorKV:
     """One actor's namespace in a :class:`KVStore`; satisfies :class:`vfs.protocol.KV`.
 
     Keys passed in and returned are relative to the actor; the prefix never leaks.
+
+    :raises InvalidActorKeyError: ``actor_id`` is empty, not a ``str`` or not valid
+        Unicode encodable as UTF-8.
+    :raises ActorKeyTooLongError: ``actor_id`` is so long that its prefix leaves too
+        little room under the driver's key limit for the keys an actor stores
+        (:data:`~actor_db.kv.namespace.ACTOR_KEY_ROOM`); also a ``KVLimitError``.
     """
 
     def __init__(self, store: KVStore, actor_id: str) -> None:
         self.store = store
         self.actor_id = actor_id
+        check_actor_id(store, actor_id)
         self._prefix = actor_prefix(actor_id)
         self._end = prefix_end(self._prefix)
         self._fence: Fence | None = None
@@ -282,3 +313,12 @@ class ActorKV:
         batch = WriteBatch()
         batch.delete_ranges.append(KeyRange(self._prefix, self._end))
         self._call("write", self.store._write, batch, self._fence)
+
+    def snapshot(self) -> SnapshotKV:
+        """A read-only view of this actor at ONE consistent committed state (one round
+        trip to take it). Every reader of a live actor (export, inspect, backups) must
+        read through one: see :mod:`actor_db.kv.snapshot` for what each driver does.
+        Close it (or use ``with``) when done."""
+        from actor_db.kv.snapshot import read_snapshot
+
+        return read_snapshot(self)

@@ -6,15 +6,25 @@ The length makes prefixes prefix-free: actor ``"a"`` can never see keys of actor
 
 Fencing counter of an actor (ordered drivers) = ``b"f" + u16 BE length + the id``: outside
 every actor's range, so range deletes of the actor (``delete_all``) never reset it.
+
+Actor ids must be valid Unicode encodable as UTF-8 (no lone surrogates), 1..65535 bytes,
+and short enough that the prefix leaves :data:`ACTOR_KEY_ROOM` bytes under the driver's
+key limit (:func:`max_actor_id_bytes`); :class:`actor_db.kv.ActorKV` checks this when the
+view is made, so a too-long id fails at once with a message naming the lengths.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
+from typing import Final
 
-from actor_db.errors import KVLimitError
+from actor_db.errors import ActorKeyTooLongError, InvalidActorKeyError
 
-__all__ = ["ACTORS_START", "ACTORS_END", "actor_prefix", "prefix_end", "parse_actor_key", "fence_key"]
+log = logging.getLogger(__name__)
+
+__all__ = ["ACTORS_START", "ACTORS_END", "ACTOR_KEY_ROOM", "MAX_ACTOR_ID_BYTES", "PREFIX_OVERHEAD", "actor_prefix",
+           "prefix_end", "parse_actor_key", "fence_key", "encode_actor_id", "max_actor_id_bytes"]
 
 _TAG = b"a"
 ACTORS_START = _TAG
@@ -22,15 +32,59 @@ ACTORS_END = bytes([_TAG[0] + 1])
 _LEN = struct.Struct(">H")
 _FENCE_TAG = b"f"
 
+PREFIX_OVERHEAD: Final = len(_TAG) + _LEN.size
+"""Bytes an actor prefix adds to the id: the tag and the u16 length."""
+
+MAX_ACTOR_ID_BYTES: Final = 0xFFFF
+"""The key layout's bound on an actor id (its length is stored as a u16)."""
+
+ACTOR_KEY_ROOM: Final = 8
+"""Bytes an actor's own (actor-relative) keys need under the driver's key limit: the
+longest key the VFS stores is 8 bytes (a chunk or staged-chunk key, :mod:`vfs.keys`);
+the runtime's keys (:mod:`actor_db.runtime.keys`) are at most 2 bytes."""
+
+
+def encode_actor_id(actor_id: str, what: str = "actor id") -> bytes:
+    """``actor_id`` as UTF-8 bytes.
+
+    :param what: how messages name the value (``"actor id"``, ``"actor key"``).
+    :raises InvalidActorKeyError: it is not a ``str``, or not valid Unicode encodable as
+        UTF-8 (a lone surrogate such as ``"\\udc80"``).
+    """
+    if not isinstance(actor_id, str):
+        raise InvalidActorKeyError(f"{what} must be a str, not {type(actor_id).__name__}")
+    try:
+        return actor_id.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = actor_id[exc.start:exc.end]
+        raise InvalidActorKeyError(
+            f"{what} {actor_id!r} is not valid Unicode: {bad!r} at position {exc.start} cannot be encoded as "
+            f"UTF-8 (lone surrogate); an {what} must be a str encodable as UTF-8") from None
+
+
+def max_actor_id_bytes(max_key_bytes: int | None) -> int:
+    """The longest actor id, in UTF-8 bytes, for a driver whose full keys are limited to
+    ``max_key_bytes`` (``None``: no limit; the layout's 65535 bytes apply): the prefix
+    plus :data:`ACTOR_KEY_ROOM` must fit. 0 when no id fits."""
+    if max_key_bytes is None:
+        return MAX_ACTOR_ID_BYTES
+    return max(0, min(MAX_ACTOR_ID_BYTES, max_key_bytes - PREFIX_OVERHEAD - ACTOR_KEY_ROOM))
+
 
 def actor_prefix(actor_id: str) -> bytes:
     """The key prefix of ``actor_id``'s namespace.
 
-    :raises KVLimitError: the id is empty or longer than 65535 UTF-8 bytes.
+    :raises InvalidActorKeyError: the id is empty, not a ``str`` or not encodable as UTF-8.
+    :raises ActorKeyTooLongError: the id is longer than 65535 UTF-8 bytes (also a
+        :class:`~actor_db.errors.KVLimitError`).
     """
-    raw = actor_id.encode("utf-8")
-    if not raw or len(raw) > 0xFFFF:
-        raise KVLimitError(f"actor id must be 1..65535 UTF-8 bytes, got {len(raw)}")
+    raw = encode_actor_id(actor_id)
+    if not raw:
+        raise InvalidActorKeyError("actor id must not be empty")
+    if len(raw) > MAX_ACTOR_ID_BYTES:
+        raise ActorKeyTooLongError(
+            f"actor id of {len(raw)} bytes is too long: actor ids are limited to {MAX_ACTOR_ID_BYTES} UTF-8 bytes",
+            length=len(raw), max_length=MAX_ACTOR_ID_BYTES)
     return _TAG + _LEN.pack(len(raw)) + raw
 
 

@@ -58,6 +58,9 @@ __all__ = ["ActorConnection", "Database", "SQL_LOG_CHARS"]
 SQL_LOG_CHARS = 200
 """SQL text longer than this is truncated in DEBUG logs (characters)."""
 
+_NOT_PREPARED: Any = object()
+"""``ActorConnection._prepared`` when no encoded record awaits the commit hook."""
+
 _COMMENTS = re.compile(r"\s*(?:--[^\n]*(?:\n|$)|/\*.*?\*/)\s*", re.S)
 _SELF_MANAGED = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "VACUUM"})
 
@@ -96,6 +99,7 @@ class ActorConnection:
         self.con: vfs.KVConnection | None = None
         self.action_active = False
         self._in_flight: bytes | None = None
+        self._prepared: Any = _NOT_PREPARED
         self._savepoints = itertools.count(1)
 
     # ------------------------------------------------------------------ opening
@@ -143,7 +147,8 @@ class ActorConnection:
             self._in_flight = None
             saved = self.state.saved
             return None if saved is None else self.state.batch_for(saved)
-        raw = self.state.pending()
+        raw = self.state.pending() if self._prepared is _NOT_PREPARED else self._prepared
+        self._prepared = _NOT_PREPARED
         self._in_flight = raw
         return None if raw is None else self.state.batch_for(raw)
 
@@ -239,9 +244,14 @@ class ActorConnection:
         try:
             raw = self.state.pending()  # raises StateError before anything is written
             if con is not None and con.in_transaction:
-                con.execute("COMMIT")  # the commit hook adds the state record
-            raw = self.state.pending()
-            if raw is not None:  # state changed but no database commit carried it
+                # No user code runs until the commit returns: the commit hook takes
+                # these bytes instead of encoding the state again.
+                self._prepared = raw
+                try:
+                    con.execute("COMMIT")  # the commit hook adds the state record
+                finally:
+                    self._prepared = _NOT_PREPARED
+            if raw is not None and raw != self.state.saved:  # no database commit carried it
                 self.kv.write(self.state.batch_for(raw))
                 self.state.mark_saved(raw)
         except BaseException as exc:

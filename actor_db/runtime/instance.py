@@ -13,6 +13,19 @@ Invariants:
   :class:`~actor_db.errors.ActorShuttingDownError` instead of touching the database.
 - Closing runs its cleanup in ``finally``: the connection is closed and the worker
   stopped even when a hook or the KV fails.
+- Call cycles fail at once instead of deadlocking. The ContextVar ``_chain`` holds the
+  actors whose lock is held on the current call chain (one :class:`_Frame` per lock
+  hold: an action, a wake with its migrations and ``on_wake``, a sleep with its
+  ``on_sleep``, a destroy). It follows the chain through ``await`` and into tasks
+  started meanwhile (asyncio copies the context into a new task). Asking for the lock
+  of an actor whose frame on the chain is still active (``A -> B -> A``, or an action
+  calling its own actor) raises :class:`~actor_db.errors.ActorCallCycleError` naming
+  the chain; a frame stops counting when its lock is released, so a task that outlives
+  the action that started it is not refused later.
+- An ``apsw`` (or any) error whose cause chain holds a
+  :class:`~actor_db.errors.FencedError`, during a wake or an action, reaches the caller
+  as a ``FencedError`` (its ``__cause__`` the original error) and the actor is closed
+  here: another runtime owns it now.
 """
 
 from __future__ import annotations
@@ -22,12 +35,15 @@ import contextvars
 import inspect
 import logging
 import time
+from types import TracebackType
 from typing import Any
 
 import vfs
 
 from actor_db.kv.fencing import fenced_cause
-from actor_db.errors import ActionNotFoundError, ActorDBError, ActorNotFoundError, ActorShuttingDownError
+from actor_db.errors import (
+    ActionNotFoundError, ActorCallCycleError, ActorDBError, ActorNotFoundError, ActorShuttingDownError, FencedError,
+)
 from actor_db.runtime.actor import ActorDefinition, Context
 from actor_db.runtime.database import ActorConnection, Database
 from actor_db.runtime.metrics import CountingKV, StartupMetrics
@@ -39,9 +55,59 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ActorInstance"]
 
-_current: contextvars.ContextVar[ActorInstance | None] = contextvars.ContextVar("actor_db_current_actor", default=None)
-
 ASLEEP, AWAKE, DESTROYED = "asleep", "awake", "destroyed"
+
+
+class _Frame:
+    """One hold of an actor's lock on a call chain; :attr:`active` until it is released."""
+
+    __slots__ = ("instance", "active")
+
+    def __init__(self, instance: ActorInstance) -> None:
+        self.instance = instance
+        self.active = True
+
+
+_chain: contextvars.ContextVar[tuple[_Frame, ...]] = contextvars.ContextVar("actor_db_call_chain", default=())
+"""The actors busy on the current call chain, outermost first (see the module docstring)."""
+
+
+class _Hold:
+    """``async with _Hold(instance, what)``: take the actor's lock and put the actor on
+    the call chain until the lock is released.
+
+    :raises ActorCallCycleError: (at construction, before anything else happens) the
+        actor is busy further up the current call chain.
+    """
+
+    __slots__ = ("_instance", "_chain", "_frame", "_token")
+
+    def __init__(self, instance: ActorInstance, what: str) -> None:
+        chain = tuple(frame for frame in _chain.get() if frame.active)
+        for frame in chain:
+            if frame.instance is instance:
+                labels = tuple(f.instance.label for f in chain) + (instance.label,)
+                path = " -> ".join(labels)
+                log.debug("actor call cycle refused: %s (%s)", path, what)
+                raise ActorCallCycleError(
+                    f"actor call cycle: {path}: {what} on {instance.label}, which is busy further up this "
+                    f"call chain; waiting for it would deadlock", chain=labels)
+        self._instance = instance
+        self._chain = chain
+        self._frame: _Frame | None = None
+        self._token: contextvars.Token[tuple[_Frame, ...]] | None = None
+
+    async def __aenter__(self) -> None:
+        await self._instance._lock.acquire()
+        self._frame = _Frame(self._instance)
+        self._token = _chain.set(self._chain + (self._frame,))
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        assert self._frame is not None and self._token is not None
+        self._frame.active = False
+        _chain.reset(self._token)
+        self._instance._lock.release()
 
 
 async def _call_user(fn: Any, *args: Any) -> Any:
@@ -109,8 +175,16 @@ class ActorInstance:
                     await self._run_as_action(self.definition.on_wake)
                 metrics.total_ms += (time.perf_counter() - started) * 1000.0
                 metrics.kv_round_trips = self.kv.round_trips - trips0
-        except BaseException:
-            await self._close_worker()
+        except BaseException as exc:
+            fenced = fenced_cause(exc) if isinstance(exc, Exception) else None
+            try:
+                await self._close_worker()
+            except Exception:  # keep the error that stopped the wake; the close's is logged
+                log.log(logging.DEBUG if fenced is not None else logging.WARNING,
+                        "actor %s: closing after a failed wake failed too", self.label, exc_info=True)
+            if fenced is not None and fenced is not exc:
+                log.warning("actor %s was taken over by another runtime while waking: %s", self.label, fenced)
+                raise FencedError(f"{fenced} (while waking actor {self.label}; it was not started here)") from exc
             raise
         finally:
             self._starting = False
@@ -143,14 +217,11 @@ class ActorInstance:
         worker, core = self._worker, self._core
         assert worker is not None and core is not None
         core.begin_action()
-        token = _current.set(self)
         try:
             result = await _call_user(fn, self._context(), *args)
         except BaseException:
-            _current.reset(token)
             await worker.run(core.end_action, False)
             raise
-        _current.reset(token)
         await worker.run(core.end_action, True)
         return result
 
@@ -159,16 +230,19 @@ class ActorInstance:
 
         :raises ActionNotFoundError: the type has no such action.
         :raises ActorNotFoundError: the actor was destroyed.
+        :raises ActorCallCycleError: this actor is busy further up the calling chain
+            (``A -> B -> A``, or an action calling its own actor).
+        :raises FencedError: another runtime took the actor over (during the wake or
+            the action); the actor was closed here.
         """
         fn = self.definition.actions.get(action)
         if fn is None:
             raise ActionNotFoundError(
                 f"actor type {self.definition.name!r} has no action {action!r} "
                 f"(actions: {sorted(self.definition.actions)})")
-        if _current.get() is self:
-            raise ActorDBError(f"actor {self.label}: an action called its own actor; that would deadlock")
+        hold = _Hold(self, f"action {action!r} called")
         self._generation += 1
-        async with self._lock:
+        async with hold:
             if self.status == DESTROYED:
                 raise ActorNotFoundError(f"actor {self.label} was destroyed")
             if self.status == ASLEEP:
@@ -187,13 +261,19 @@ class ActorInstance:
                     await self._close_worker()
                 except Exception:  # the rollback write-back is fenced too
                     log.debug("actor %s: close after takeover failed", self.label, exc_info=True)
-                raise fenced from exc
+                if fenced is exc:
+                    raise
+                raise FencedError(f"{fenced} (during action {action!r} of {self.label}; it was closed here)") from exc
             finally:
                 self._schedule_idle()
 
     async def wake(self) -> None:
-        """Start the actor now if it is asleep (creating it if it does not exist)."""
-        async with self._lock:
+        """Start the actor now if it is asleep (creating it if it does not exist).
+
+        :raises FencedError: another runtime took the actor over while it woke.
+        :raises ActorCallCycleError: called from this actor's own action (chain).
+        """
+        async with _Hold(self, "wake"):
             if self.status == DESTROYED:
                 raise ActorNotFoundError(f"actor {self.label} was destroyed")
             if self.status == ASLEEP:
@@ -222,7 +302,7 @@ class ActorInstance:
 
     async def _idle_sleep(self, generation: int) -> None:
         try:
-            async with self._lock:
+            async with _Hold(self, "idle sleep"):
                 if generation == self._generation and self.status == AWAKE:
                     log.debug("actor %s idle for %.3f s: going to sleep", self.label,
                               self.definition.options.idle_timeout_s or 0.0)
@@ -251,21 +331,30 @@ class ActorInstance:
                 setattr(self._vfs_closed, name, getattr(self._vfs_closed, name) + value)
 
     async def sleep(self) -> None:
-        """Let in-flight actions finish, then close the connection and free memory."""
+        """Let in-flight actions finish, then close the connection and free memory.
+
+        :raises ActorCallCycleError: called from this actor's own action (chain): it
+            would wait for that action forever.
+        """
+        hold = _Hold(self, "sleep")
         self._generation += 1
         if self._idle_handle is not None:
             self._idle_handle.cancel()
             self._idle_handle = None
-        async with self._lock:
+        async with hold:
             await self._sleep_locked()
 
     async def destroy(self) -> None:
-        """Close the actor and delete every key it has (one KV round trip). Final."""
+        """Close the actor and delete every key it has (one KV round trip). Final.
+
+        :raises ActorCallCycleError: called from this actor's own action (chain).
+        """
+        hold = _Hold(self, "destroy")
         self._generation += 1
         if self._idle_handle is not None:
             self._idle_handle.cancel()
             self._idle_handle = None
-        async with self._lock:
+        async with hold:
             if self.status == DESTROYED:
                 return
             try:

@@ -23,8 +23,9 @@ import logging
 import os
 from typing import Any, Iterable
 
-from actor_db.errors import ActorNotFoundError, ConfigurationError
-from actor_db.kv.base import KVStore
+from actor_db.errors import ActorKeyTooLongError, ActorNotFoundError, ConfigurationError
+from actor_db.kv.base import ActorKV, KVStore
+from actor_db.kv.namespace import encode_actor_id
 from actor_db.runtime.actor import ActorDefinition
 from actor_db.runtime.instance import ActorInstance
 
@@ -115,18 +116,34 @@ class Registry:
         """A handle to actor ``key`` of type ``name``; it is created on its first call.
 
         :raises ActorNotFoundError: no actor type is named ``name``.
-        :raises ConfigurationError: ``key`` is not a string.
+        :raises InvalidActorKeyError: ``key`` is not a string, or not valid Unicode
+            encodable as UTF-8 (a ``ConfigurationError``).
+        :raises ActorKeyTooLongError: ``key`` is too long for the store's key limit
+            (LMDB: 511-byte keys); the message gives the longest key it accepts.
         """
         definition = self._types.get(name)
         if definition is None:
             raise ActorNotFoundError(f"no actor type named {name!r} (known: {sorted(self._types)})")
-        if not isinstance(key, str):
-            raise ConfigurationError(f"actor key must be a str, not {type(key).__name__}")
-        instance = self._instances.get((name, key))
+        instance = self._instances.get((name, key)) if isinstance(key, str) else None
         if instance is None:
-            instance = ActorInstance(definition, key, self.kv.actor(f"{name}/{key}"), on_destroyed=self._forget)
+            instance = ActorInstance(definition, key, self._view(name, key), on_destroyed=self._forget)
             self._instances[(name, key)] = instance
         return ActorHandle(instance)
+
+    def _view(self, name: str, key: str) -> ActorKV:
+        """The KV view of actor ``key`` of type ``name``, errors phrased in terms of the key."""
+        encode_actor_id(key, "actor key")
+        try:
+            return self.kv.actor(f"{name}/{key}")
+        except ActorKeyTooLongError as exc:
+            overhead = len(name.encode("utf-8")) + 1  # the id is "<type>/<key>"
+            longest = max(0, exc.max_length - overhead)
+            where = (f"its keys are limited to {exc.driver_limit} bytes" if exc.driver_limit is not None
+                     else "the key layout stores an actor id's length in 2 bytes")
+            raise ActorKeyTooLongError(
+                f"actor key of {exc.length - overhead} bytes is too long for {type(self.kv).__name__}: {where}, "
+                f"so actor keys (of type {name!r}) to {longest} bytes",
+                length=exc.length - overhead, max_length=longest, driver_limit=exc.driver_limit) from None
 
     def handles(self) -> list[ActorHandle]:
         """Handles of every actor this registry has created a handle for (awake or asleep,

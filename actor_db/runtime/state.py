@@ -13,6 +13,14 @@ Invariants:
   that leaves the state alone costs no state write.
 - :meth:`PersistedState.pending_batch` is what the VFS commit hook returns: the
   record travels in the same atomic batch as the database commit.
+- Only state that comes back the same after a save and a reload is saved: JSON types
+  (``dict`` with ``str`` keys, ``list``, ``str``, ``int``, ``float``, ``bool``,
+  ``None``). ``json.dumps`` alone would silently turn ``{1: 'x', 'tup': (1, 2)}`` into
+  ``{'1': 'x', 'tup': [1, 2]}``; :meth:`PersistedState.pending` refuses it with
+  :class:`~actor_db.errors.StateError` naming the path (``state[1]``, ``state['tup']``).
+  The check is cheap: each new encoding is decoded once (C-speed ``json.loads``) and
+  compared with the live state (``==``); an unchanged encoding costs one ``==`` against
+  the decoded saved state. Only a mismatch runs the Python walk that finds the path.
 
 Left out: state formats other than JSON, partial (per-field) saves, throttling.
 """
@@ -20,6 +28,8 @@ Left out: state formats other than JSON, partial (per-field) saves, throttling.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import time
 from typing import Any
 
@@ -28,9 +38,60 @@ from vfs.protocol import WriteBatch
 from actor_db.errors import ConfigurationError, StateError
 from actor_db.runtime.keys import STATE_KEY
 
-__all__ = ["PersistedState", "RECORD_VERSION"]
+log = logging.getLogger(__name__)
+
+__all__ = ["PersistedState", "RECORD_VERSION", "find_non_json"]
 
 RECORD_VERSION = 1
+
+_UNSET: Any = object()
+
+
+def _path(parent: str, key: Any) -> str:
+    return f"{parent}[{key!r}]"
+
+
+def find_non_json(value: Any, path: str = "state") -> tuple[str, str] | None:
+    """The first place in ``value`` that would not come back the same from JSON.
+
+    :returns: ``(path, reason)``, e.g. ``("state[1]", "key is int, not str")`` or
+        ``("state['tup']", "tuple is not a JSON type")``; ``None`` if every value is a
+        JSON type (``dict`` with ``str`` keys, ``list``, ``str``, ``int``, ``float``
+        (finite), ``bool``, ``None``). A Python walk: used only to explain a failure.
+    """
+    ancestors: set[int] = set()  # containers being walked: a cycle, not a shared value
+    exit_marker = object()
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if item is exit_marker:
+            ancestors.discard(int(where))
+            continue
+        if item is None or isinstance(item, (str, bool, int)):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return where, f"float {item!r} is not allowed in JSON"
+            continue
+        if isinstance(item, (dict, list)):
+            if id(item) in ancestors:
+                return where, f"{type(item).__name__} contains itself (a cycle)"
+            ancestors.add(id(item))
+            stack.append((exit_marker, str(id(item))))
+            if isinstance(item, dict):
+                children: list[tuple[Any, str]] = []
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        return _path(where, key), f"key is {type(key).__name__}, not str (JSON object keys are strings)"
+                    children.append((child, _path(where, key)))
+            else:
+                children = [(child, _path(where, i)) for i, child in enumerate(item)]
+            stack.extend(reversed(children))
+            continue
+        if isinstance(item, tuple):
+            return where, "tuple is not a JSON type (it would come back as a list; use a list)"
+        return where, f"{type(item).__name__} is not a JSON type"
+    return None
 
 
 class PersistedState:
@@ -45,6 +106,11 @@ class PersistedState:
         self.value = value
         self.created_ms = created_ms
         self.saved = saved
+        # The state decoded from ``saved`` (never handed out: user code cannot mutate
+        # it), decoded lazily; and the last encoding checked to round-trip, decoded.
+        self._saved_state: Any = _UNSET
+        self._checked: bytes | None = None
+        self._checked_state: Any = _UNSET
 
     @classmethod
     def new(cls, actor_type: str, key: str, value: Any) -> PersistedState:
@@ -69,22 +135,68 @@ class PersistedState:
                 f"actor {actor_type}/{key}: the stored record belongs to actor type {record.get('type')!r}")
         return cls(actor_type, key, record.get("state"), int(record.get("created_ms", 0)), bytes(raw))
 
-    def encode(self) -> bytes:
-        """The record bytes for the current state.
-
-        :raises StateError: the state is not JSON-serializable.
-        """
+    def _dumps(self) -> bytes:
         record = {"v": RECORD_VERSION, "type": self.actor_type, "key": self.key,
                   "created_ms": self.created_ms, "state": self.value}
         try:
             return json.dumps(record, separators=(",", ":"), allow_nan=False).encode("utf-8")
-        except (TypeError, ValueError) as exc:
-            raise StateError(f"actor {self.actor_type}/{self.key}: state cannot be saved as JSON: {exc}") from exc
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise self._error(f"{type(exc).__name__}: {exc}") from exc
+
+    def _error(self, fallback: str) -> StateError:
+        """The :class:`StateError` for the live state, naming the offending path."""
+        try:
+            found = find_non_json(self.value)
+        except RecursionError:
+            found = None
+        if found is None:
+            return StateError(f"actor {self.actor_type}/{self.key}: state cannot be saved as JSON: {fallback}")
+        path, reason = found
+        return StateError(
+            f"actor {self.actor_type}/{self.key}: state cannot be saved as JSON: {path}: {reason}; "
+            "the state must be made of dict (str keys), list, str, int, float, bool and None", path=path)
+
+    def _same(self, decoded: Any) -> bool:
+        """Whether the live state equals ``decoded`` (a JSON decoding)."""
+        try:
+            return bool(decoded == self.value)
+        except Exception:  # a user type with an odd __eq__, or nesting too deep
+            return False
+
+    def _round_trips(self, raw: bytes) -> None:
+        """Check that ``raw`` (the encoding of :attr:`value`) decodes back to an equal
+        value (decoding each new encoding once; the copy is kept for :meth:`mark_saved`)."""
+        if raw != self._checked:
+            self._checked, self._checked_state = raw, json.loads(raw)["state"]
+        if not self._same(self._checked_state):
+            raise self._error("it would not come back the same after a reload")
+
+    def encode(self) -> bytes:
+        """The record bytes for the current state.
+
+        :raises StateError: the state is not made of JSON types (it would not come back
+            the same after a reload); the message names the offending path.
+        """
+        raw = self._dumps()
+        self._round_trips(raw)
+        return raw
 
     def pending(self) -> bytes | None:
-        """The record bytes if they differ from what is saved, else ``None``."""
-        raw = self.encode()
-        return None if raw == self.saved else raw
+        """The record bytes if they differ from what is saved, else ``None``.
+
+        :raises StateError: as :meth:`encode`, also when the bytes equal the saved ones
+            but the live state differs from the saved one (e.g. ``(1, 2)`` where
+            ``[1, 2]`` is saved).
+        """
+        raw = self._dumps()
+        if raw != self.saved:
+            self._round_trips(raw)
+            return raw
+        if self._saved_state is _UNSET:
+            self._saved_state = json.loads(raw)["state"]
+        if not self._same(self._saved_state):
+            raise self._error("it would not come back the same after a reload")
+        return None
 
     def batch_for(self, raw: bytes) -> WriteBatch:
         """A batch putting ``raw`` at the state key."""
@@ -94,6 +206,8 @@ class PersistedState:
 
     def mark_saved(self, raw: bytes) -> None:
         """Record that the KV now holds ``raw``."""
+        if raw != self.saved:
+            self._saved_state = self._checked_state if raw == self._checked else _UNSET
         self.saved = raw
 
     def revert(self) -> None:
@@ -105,3 +219,4 @@ class PersistedState:
         """The KV holds ``raw`` (found by re-reading it): make it the live and saved state."""
         self.value = json.loads(raw)["state"]
         self.saved = bytes(raw)
+        self._saved_state = _UNSET

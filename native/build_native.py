@@ -38,6 +38,7 @@ typedef struct kvn_file {
     long long committed_size;
     long long low_water;
     long long next_sequential;
+    long long stream_end;
     long long max_dirty_bytes;
     int readahead;
     int readahead_max;
@@ -78,6 +79,8 @@ void kvn_staged_discard(kvn_file *f, uint32_t index);
 void kvn_staged_clear(kvn_file *f);
 
 int kvn_cache_count(kvn_file *f);
+void kvn_cache_configure(long long budget_chunks);
+void kvn_cache_totals(long long *out);
 int kvn_cache_keys(kvn_file *f, uint32_t *out, int n);
 int kvn_cache_has(kvn_file *f, uint32_t index);
 int kvn_cache_read(kvn_file *f, uint32_t index, unsigned char *out);

@@ -33,7 +33,7 @@ import apsw
 
 from vfs import pragmas
 from vfs.errors import sqlite_error
-from vfs.file import FileOptions, KVFile
+from vfs.file import FileOptions, KVFile, readahead_cap
 from vfs.keys import CHUNK_SIZE, MAX_CHUNK_INDEX, SQLITE_PREFIX, chunk_index, chunk_key
 from vfs.preload import NOT_LOADED, PreloadMap
 from vfs.protocol import KV
@@ -223,6 +223,7 @@ class NativeFile(KVFile):
     _committed_size = _c_field("committed_size")
     _low_water = _c_field("low_water")
     _next_sequential = _c_field("next_sequential")
+    _stream_end = _c_field("stream_end")
     _readahead = _c_field("readahead")
     lock_level = _c_field("lock_level")
 
@@ -239,8 +240,8 @@ class NativeFile(KVFile):
         self._stale = True
         self._record: Any = None
         self._handle = ffi.new_handle(self)
-        lib.kvn_setup(cfile, self._handle, stats._ptr, options.cache_chunks,
-                      options.readahead_max_chunks, options.max_dirty_bytes)
+        lib.kvn_setup(cfile, self._handle, stats._ptr, -1 if options.cache_chunks is None else options.cache_chunks,
+                      readahead_cap(kv.limits, options.readahead_max_chunks), options.max_dirty_bytes)
         self._chunk_prefix = SQLITE_PREFIX + bytes([_CHUNK_SUBSPACE, 0])
         # Buffers of _dirty_snapshot, reused by every commit (capacity in chunks).
         self._snap_cap: int
@@ -273,7 +274,7 @@ class NativeFile(KVFile):
         self._c.not_ready = int(self._stale or value is not None)
 
     def _new_state(self, options: FileOptions) -> tuple[Any, Any, Any]:
-        cache = _CacheView(self._c) if options.cache_chunks else None
+        cache = _CacheView(self._c) if options.cache_chunks != 0 else None
         return cache, _DirtyView(self._c), _StagedView(self._c)
 
     def _dirty_chunk(self, index: int, whole: bool) -> Any:

@@ -168,67 +168,159 @@ static void kvn_map_clear(kvn_map *m, int free_values) {
   m->cap = m->count = 0;
 }
 
-/* ---------------------------------------------------------- LRU chunk cache */
-/* Same semantics as lru-dict's LRU as vfs/file.py uses it: get() and put() make an
-** entry most recent, a membership test does not, inserting past capacity evicts the
-** least recent. */
+/* --------------------------------------------- the process-wide chunk cache */
+/* ONE LRU of committed chunks for every file of this VFS in the process, bounded by a
+** byte budget (kvn_cache_configure; vfs/chunk_cache.py sets it), so a busy actor can
+** keep its whole database warm while idle actors hold nothing. Each file owns a view
+** (kvn_lru): its own index -> node map, its own recency list and an optional per-file
+** cap in chunks; every node is also on the global recency list. Lookups and puts make
+** an entry most recent in both lists; a membership test does not. Inserting past the
+** file's cap evicts the file's least recent entry; past the global budget, the
+** process's least recent entry, whichever file owns it. A file's entries are freed
+** when it closes (they may be stale for the next open: another process may write).
+**
+** Locking: kvn_cache_mu guards the global list AND every file's cache map and list
+** (an eviction touches another file's map). Lock order: a file's mu, then
+** kvn_cache_mu. Chunk bytes are copied out while kvn_cache_mu is held: a node may be
+** evicted by another thread as soon as it is released. */
+typedef struct kvn_lru kvn_lru;
 typedef struct kvn_node kvn_node;
 struct kvn_node {
-  kvn_node *prev, *next;        /* prev: more recent; next: less recent */
+  kvn_node *gprev, *gnext;      /* global list; gprev: more recent */
+  kvn_node *fprev, *fnext;      /* the owning file's list; fprev: more recent */
+  kvn_lru *owner;
   uint32_t index;
   unsigned char data[KVN_CHUNK];
 };
-typedef struct {
+struct kvn_lru {
   kvn_map map;                  /* index -> kvn_node* */
-  kvn_node *head, *tail;        /* head: most recent */
-  size_t cap;                   /* capacity in chunks; 0: the cache is disabled */
-} kvn_lru;
+  kvn_node *head, *tail;        /* this file's entries; head: most recent */
+  size_t cap;                   /* per-file cap in chunks; 0: the file does not cache */
+};
 
-static void kvn_lru_unlink(kvn_lru *c, kvn_node *n) {
-  if (n->prev) n->prev->next = n->next; else c->head = n->next;
-  if (n->next) n->next->prev = n->prev; else c->tail = n->prev;
-  n->prev = n->next = NULL;
+static pthread_mutex_t kvn_cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static kvn_node *kvn_ghead, *kvn_gtail;
+static size_t kvn_gcount;                          /* chunks held, all files */
+static size_t kvn_gcap = (64u << 20) / KVN_CHUNK;  /* budget in chunks (until configured) */
+static long long kvn_ghits, kvn_gmisses, kvn_gevictions;
+
+static void kvn_lru_unlink(kvn_node *n) {
+  kvn_lru *c = n->owner;
+  if (n->fprev) n->fprev->fnext = n->fnext; else c->head = n->fnext;
+  if (n->fnext) n->fnext->fprev = n->fprev; else c->tail = n->fprev;
+  if (n->gprev) n->gprev->gnext = n->gnext; else kvn_ghead = n->gnext;
+  if (n->gnext) n->gnext->gprev = n->gprev; else kvn_gtail = n->gprev;
+  n->fprev = n->fnext = n->gprev = n->gnext = NULL;
 }
-static void kvn_lru_push(kvn_lru *c, kvn_node *n) {
-  n->prev = NULL;
-  n->next = c->head;
-  if (c->head) c->head->prev = n;
+static void kvn_lru_push(kvn_node *n) {
+  kvn_lru *c = n->owner;
+  n->fprev = NULL;
+  n->fnext = c->head;
+  if (c->head) c->head->fprev = n;
   c->head = n;
   if (!c->tail) c->tail = n;
+  n->gprev = NULL;
+  n->gnext = kvn_ghead;
+  if (kvn_ghead) kvn_ghead->gprev = n;
+  kvn_ghead = n;
+  if (!kvn_gtail) kvn_gtail = n;
 }
+/* Free node n (caller holds kvn_cache_mu). */
+static void kvn_lru_drop(kvn_node *n) {
+  kvn_map_del(&n->owner->map, n->index);
+  kvn_lru_unlink(n);
+  kvn_gcount--;
+  kvn_free(n);
+}
+/* Caller holds kvn_cache_mu. */
 static kvn_node *kvn_lru_get(kvn_lru *c, uint32_t index) {
+  if (!c->cap) return NULL;
   kvn_node *n = kvn_map_get(&c->map, index);
-  if (n && c->head != n) { kvn_lru_unlink(c, n); kvn_lru_push(c, n); }
+  if (n) {
+    if (kvn_ghead != n || c->head != n) { kvn_lru_unlink(n); kvn_lru_push(n); }
+    kvn_ghits++;
+  } else {
+    kvn_gmisses++;
+  }
   return n;
 }
+/* Caller holds kvn_cache_mu. */
 static void kvn_lru_del(kvn_lru *c, uint32_t index) {
-  kvn_node *n = kvn_map_del(&c->map, index);
-  if (n) { kvn_lru_unlink(c, n); kvn_free(n); }
+  kvn_node *n = kvn_map_get(&c->map, index);
+  if (n) kvn_lru_drop(n);
 }
+/* Caller holds kvn_cache_mu. */
+static void kvn_lru_evict_to_budget(void) {
+  while (kvn_gcount > kvn_gcap && kvn_gtail) {
+    kvn_lru_drop(kvn_gtail);
+    kvn_gevictions++;
+  }
+}
+/* Caller holds kvn_cache_mu. */
 static int kvn_lru_put(kvn_lru *c, uint32_t index, const unsigned char *data, size_t len) {
-  if (!c->cap) return SQLITE_OK;
+  if (!c->cap || !kvn_gcap) return SQLITE_OK;
   if (len > KVN_CHUNK) len = KVN_CHUNK;
   kvn_node *n = kvn_map_get(&c->map, index);
   if (n) {
-    kvn_lru_unlink(c, n);
+    kvn_lru_unlink(n);
   } else {
     void *old;
     n = kvn_malloc(sizeof(kvn_node));
     if (!n) return SQLITE_NOMEM;
     n->index = index;
+    n->owner = c;
+    n->fprev = n->fnext = n->gprev = n->gnext = NULL;
     if (kvn_map_put(&c->map, index, n, &old) != SQLITE_OK) { kvn_free(n); return SQLITE_NOMEM; }
+    kvn_gcount++;
   }
   memcpy(n->data, data, len);
   if (len < KVN_CHUNK) memset(n->data + len, 0, KVN_CHUNK - len);
-  kvn_lru_push(c, n);
-  while (c->map.count > c->cap) kvn_lru_del(c, c->tail->index);
+  kvn_lru_push(n);
+  while (c->map.count > c->cap && c->tail) {
+    kvn_lru_drop(c->tail);
+    kvn_gevictions++;
+  }
+  kvn_lru_evict_to_budget();
   return SQLITE_OK;
 }
+/* Caller holds kvn_cache_mu. */
 static void kvn_lru_clear(kvn_lru *c) {
-  kvn_node *n = c->head;
-  while (n) { kvn_node *next = n->next; kvn_free(n); n = next; }
-  c->head = c->tail = NULL;
+  while (c->head) kvn_lru_drop(c->head);
   kvn_map_clear(&c->map, 0);
+}
+/* Copy [off, off+len) of cached chunk `index` into dst; 0 when not cached. */
+static int kvn_cache_copy(kvn_lru *c, uint32_t index, unsigned char *dst, size_t off, size_t len) {
+  if (!c->cap) return 0;
+  pthread_mutex_lock(&kvn_cache_mu);
+  kvn_node *n = kvn_lru_get(c, index);
+  if (n) memcpy(dst, n->data + off, len);
+  pthread_mutex_unlock(&kvn_cache_mu);
+  return n != NULL;
+}
+static int kvn_cache_contains(kvn_lru *c, uint32_t index) {
+  if (!c->cap) return 0;
+  pthread_mutex_lock(&kvn_cache_mu);
+  int r = kvn_map_get(&c->map, index) != NULL;
+  pthread_mutex_unlock(&kvn_cache_mu);
+  return r;
+}
+
+/* Process-wide settings and counters (vfs/chunk_cache.py). */
+static void kvn_cache_configure(long long budget_chunks) {
+  pthread_mutex_lock(&kvn_cache_mu);
+  kvn_gcap = budget_chunks < 0 ? 0 : (size_t)budget_chunks;
+  kvn_lru_evict_to_budget();
+  pthread_mutex_unlock(&kvn_cache_mu);
+}
+/* out: chunks held, budget in chunks, hits, misses, evictions. */
+static void kvn_cache_totals(long long *out) {
+  pthread_mutex_lock(&kvn_cache_mu);
+  out[0] = (long long)kvn_gcount;
+  out[1] = (long long)kvn_gcap;
+  out[2] = kvn_ghits;
+  out[3] = kvn_gmisses;
+  out[4] = kvn_gevictions;
+  pthread_mutex_unlock(&kvn_cache_mu);
 }
 
 /* ----------------------------------------------- preload chunks and coverage */
@@ -362,6 +454,7 @@ typedef struct kvn_file {
   long long committed_size;   /* size in the KV's meta */
   long long low_water;        /* smallest size since the last commit: KV bytes past it read as 0 */
   long long next_sequential;  /* chunk after the last read, for read-ahead detection */
+  long long stream_end;       /* chunk after the last read-ahead: a miss there is sequential too */
   long long max_dirty_bytes;  /* dirty bytes held before kvn_py_spill */
   int readahead;              /* current read-ahead window, in chunks */
   int readahead_max;          /* largest read-ahead window, in chunks */
@@ -460,27 +553,42 @@ static int kvn_ensure_ready(kvn_file *f) {
   return rc;
 }
 
-/* Chunk `index` if held locally (kvn_zero when known to be zeros), else NULL.
+/* Copy bytes [off, off+len) of chunk `index` into dst if the chunk is held locally
+** (dirty buffer, zero tail, preload, chunk cache); 0 when it must be fetched.
 ** vfs.file.KVFile._local, with the same hit counting. Caller holds mu. */
-static const unsigned char *kvn_local(kvn_file *f, uint32_t index) {
+static int kvn_local_copy(kvn_file *f, uint32_t index, unsigned char *dst, size_t off, size_t len) {
   const unsigned char *d = kvn_map_get(&f->dirty, index);
-  if (d) return d;
-  if (kvn_map_get(&f->staged, index)) return NULL;
-  if ((long long)index * KVN_CHUNK >= f->low_water) return kvn_zero;
+  if (d) { memcpy(dst, d + off, len); return 1; }
+  if (kvn_map_get(&f->staged, index)) return 0;
+  if ((long long)index * KVN_CHUNK >= f->low_water) { memset(dst, 0, len); return 1; }
   const unsigned char *v;
   int st = kvn_preload_state(&f->preload, index, &v);
   if (st != KVN_NOT_LOADED) {
     f->stats->preload_hits++;
-    return st == KVN_FOUND ? v : kvn_zero;
+    if (st == KVN_FOUND) memcpy(dst, v + off, len); else memset(dst, 0, len);
+    return 1;
   }
-  if (f->cache.cap) {
-    kvn_node *n = kvn_lru_get(&f->cache, index);
-    if (n) {
-      f->stats->cache_hits++;
-      return n->data;
-    }
+  if (kvn_cache_copy(&f->cache, index, dst, off, len)) {
+    f->stats->cache_hits++;
+    return 1;
   }
-  return NULL;
+  return 0;
+}
+
+/* The read-ahead window after a miss at `first` (vfs.file.KVFile._next_window):
+** a miss right after the last read, or right after the last read-ahead, is sequential
+** and doubles the window (from KVN_FIRST_WINDOW, up to readahead_max); any other miss
+** halves it and reads nothing ahead. Returns the chunks to read ahead. Caller holds mu. */
+#define KVN_FIRST_WINDOW 32
+static int kvn_next_window(kvn_file *f, uint32_t first) {
+  int sequential = (long long)first == f->next_sequential || (long long)first == f->stream_end;
+  if (!sequential) {
+    f->readahead /= 2;
+    return 0;
+  }
+  long long ra = f->readahead ? (long long)f->readahead * 2 : KVN_FIRST_WINDOW;
+  f->readahead = (int)(ra < f->readahead_max ? ra : f->readahead_max);
+  return f->readahead;
 }
 
 /* Fetch the chunks `miss[0..n)` (not held locally) in ONE KV call, with read-ahead
@@ -490,31 +598,25 @@ static int kvn_fetch(kvn_file *f, const uint32_t *miss, int n, unsigned char **o
   int rc = SQLITE_OK;
   *out = NULL;
   LOCK(f);
-  int sequential = (long long)miss[0] == f->next_sequential;
-  if (sequential) {
-    int ra = f->readahead * 2;
-    if (ra < 4) ra = 4;
-    f->readahead = ra < f->readahead_max ? ra : f->readahead_max;
-  } else {
-    f->readahead = 0;
-  }
-  int want_cap = n + (f->cache.cap ? f->readahead : 0);
+  int ahead = kvn_next_window(f, miss[0]);
+  int want_cap = n + (f->cache.cap ? ahead : 0);
   uint32_t *want = kvn_malloc((size_t)want_cap * sizeof(uint32_t));
   unsigned char *staged = kvn_malloc((size_t)want_cap);
   if (!want || !staged) { UNLOCK(f); rc = SQLITE_IOERR_NOMEM; goto done; }
   memcpy(want, miss, (size_t)n * sizeof(uint32_t));
   int nw = n;
-  if (f->readahead && f->cache.cap) {
+  if (ahead && f->cache.cap) {
     long long last_committed = kvn_chunk_count(f->low_water);
     long long nxt = (long long)miss[n - 1] + 1;
     while (nw < want_cap && nxt < last_committed) {
       const unsigned char *v;
       uint32_t i = (uint32_t)nxt;
-      if (!kvn_map_get(&f->dirty, i) && !kvn_map_get(&f->staged, i) && !kvn_map_get(&f->cache.map, i)
+      if (!kvn_map_get(&f->dirty, i) && !kvn_map_get(&f->staged, i) && !kvn_cache_contains(&f->cache, i)
           && kvn_preload_state(&f->preload, i, &v) == KVN_NOT_LOADED)
         want[nw++] = i;
       nxt++;
     }
+    f->stream_end = nxt;
   }
   for (int i = 0; i < nw; i++) staged[i] = kvn_map_get(&f->staged, want[i]) != NULL;
   UNLOCK(f);
@@ -527,11 +629,13 @@ static int kvn_fetch(kvn_file *f, const uint32_t *miss, int n, unsigned char **o
     goto done;
   }
   LOCK(f);
+  pthread_mutex_lock(&kvn_cache_mu);
   for (int i = 0; i < nw; i++)
     if (!staged[i] && kvn_lru_put(&f->cache, want[i], buf + (size_t)i * KVN_CHUNK, KVN_CHUNK) != SQLITE_OK) {
       rc = SQLITE_IOERR_NOMEM;
       break;
     }
+  pthread_mutex_unlock(&kvn_cache_mu);
   UNLOCK(f);
   if (rc != SQLITE_OK) kvn_free(buf);
   else *out = buf;
@@ -547,32 +651,27 @@ done:
 static int kvn_dirty_chunk(kvn_file *f, uint32_t index, int whole, unsigned char **out) {
   unsigned char *buf = kvn_map_get(&f->dirty, index);
   if (buf) { *out = buf; return SQLITE_OK; }
-  unsigned char *fetched = NULL;
-  const unsigned char *base = NULL;
-  if (!whole) {
-    base = kvn_local(f, index);
-    if (!base) {
-      UNLOCK(f);
-      int rc = kvn_fetch(f, &index, 1, &fetched);
-      LOCK(f);
-      if (rc != SQLITE_OK) return rc;
-      base = fetched;
-    }
-  }
   kvn_dirty_entry *e = kvn_malloc(sizeof *e);
-  void *old;
-  if (!e || kvn_map_put(&f->dirty, index, e, &old) != SQLITE_OK) {
-    kvn_free(e);
+  if (!e) return SQLITE_IOERR_NOMEM;
+  if (whole) {
+    memset(e->data, 0, KVN_CHUNK);
+  } else if (!kvn_local_copy(f, index, e->data, 0, KVN_CHUNK)) {
+    unsigned char *fetched = NULL;
+    UNLOCK(f);
+    int rc = kvn_fetch(f, &index, 1, &fetched);
+    LOCK(f);
+    if (rc != SQLITE_OK) { kvn_free(e); return rc; }
+    memcpy(e->data, fetched, KVN_CHUNK);
     kvn_free(fetched);
+  }
+  void *old;
+  if (kvn_map_put(&f->dirty, index, e, &old) != SQLITE_OK) {
+    kvn_free(e);
     return SQLITE_IOERR_NOMEM;
   }
-  e->seq = ++f->dirty_seq;
-  buf = e->data;
   assert(old == NULL);
-  if (base) memcpy(buf, base, KVN_CHUNK);
-  else memset(buf, 0, KVN_CHUNK);
-  kvn_free(fetched);
-  *out = buf;
+  e->seq = ++f->dirty_seq;
+  *out = e->data;
   return SQLITE_OK;
 }
 
@@ -601,9 +700,8 @@ static int kvnRead(sqlite3_file *pFile, void *zBuf, int iAmt, sqlite3_int64 iOfs
     long long cstart = (long long)idx * KVN_CHUNK;
     long long lo = iOfst > cstart ? iOfst : cstart;
     long long hi = iOfst + amount < cstart + KVN_CHUNK ? iOfst + amount : cstart + KVN_CHUNK;
-    const unsigned char *d = kvn_local(f, idx);
-    if (d) memcpy(out + (lo - iOfst), d + (lo - cstart), (size_t)(hi - lo));
-    else miss[nmiss++] = idx;
+    if (!kvn_local_copy(f, idx, out + (lo - iOfst), (size_t)(lo - cstart), (size_t)(hi - lo)))
+      miss[nmiss++] = idx;
   }
   UNLOCK(f);
 
@@ -738,7 +836,9 @@ static int kvnDeviceCharacteristics(sqlite3_file *pFile) {
 static void kvn_release(kvn_file *f) {
   kvn_map_clear(&f->dirty, 1);
   kvn_map_clear(&f->staged, 0);
+  pthread_mutex_lock(&kvn_cache_mu);
   kvn_lru_clear(&f->cache);
+  pthread_mutex_unlock(&kvn_cache_mu);
   kvn_preload_clear(&f->preload);
   kvn_drop_error(f);
   pthread_mutex_destroy(&f->mu);
@@ -788,6 +888,7 @@ static int kvnOpen(sqlite3_vfs *vfs, const char *zName, sqlite3_file *pFile, int
   int serial = atoi(zName + sizeof(KVN_PREFIX) - 1);
   f->stats = &kvn_file_stats_fallback;
   f->next_sequential = -1;
+  f->stream_end = -1;
   pthread_mutex_init(&f->mu, NULL);
   int rc;
   KVN_PYCALL(f, rc, kvn_py_open(serial, f));  /* builds the NativeFile: reads the meta (1 round trip) */
@@ -884,7 +985,7 @@ static void kvn_setup(kvn_file *f, void *py, kvn_stats *stats, int cache_chunks,
   LOCK(f);
   f->py = py;
   f->stats = stats;
-  f->cache.cap = (size_t)cache_chunks;
+  f->cache.cap = cache_chunks < 0 ? SIZE_MAX : (size_t)cache_chunks;
   f->readahead_max = readahead_max;
   f->max_dirty_bytes = max_dirty_bytes;
   UNLOCK(f);
@@ -959,8 +1060,10 @@ static int kvn_cache_put_dirty(kvn_file *f) {
     if (!refs) rc = SQLITE_NOMEM;
     else {
       size_t k = kvn_dirty_refs(f, refs, n);
+      pthread_mutex_lock(&kvn_cache_mu);
       for (size_t i = 0; i < k && rc == SQLITE_OK; i++)
         rc = kvn_lru_put(&f->cache, refs[i].index, refs[i].data, KVN_CHUNK);
+      pthread_mutex_unlock(&kvn_cache_mu);
       if (refs != stack) kvn_free(refs);
     }
   }
@@ -1031,26 +1134,24 @@ static int kvn_staged_add(kvn_file *f, uint32_t index) {
 static void kvn_staged_discard(kvn_file *f, uint32_t index) { LOCK(f); kvn_map_del(&f->staged, index); UNLOCK(f); }
 static void kvn_staged_clear(kvn_file *f) { LOCK(f); kvn_map_clear(&f->staged, 0); UNLOCK(f); }
 
-static int kvn_cache_count(kvn_file *f) { return (int)f->cache.map.count; }
+#define CLOCK() pthread_mutex_lock(&kvn_cache_mu)
+#define CUNLOCK() pthread_mutex_unlock(&kvn_cache_mu)
+static int kvn_cache_count(kvn_file *f) { CLOCK(); int n = (int)f->cache.map.count; CUNLOCK(); return n; }
 static int kvn_cache_keys(kvn_file *f, uint32_t *out, int n) {
-  LOCK(f); int k = (int)kvn_map_keys(&f->cache.map, out, (size_t)n); UNLOCK(f); return k;
+  CLOCK(); int k = (int)kvn_map_keys(&f->cache.map, out, (size_t)n); CUNLOCK(); return k;
 }
 static int kvn_cache_has(kvn_file *f, uint32_t index) {
-  LOCK(f); int r = kvn_map_get(&f->cache.map, index) != NULL; UNLOCK(f); return r;
+  CLOCK(); int r = kvn_map_get(&f->cache.map, index) != NULL; CUNLOCK(); return r;
 }
 /* LRU get (makes the entry most recent): copies into out, returns 0 when absent. */
 static int kvn_cache_read(kvn_file *f, uint32_t index, unsigned char *out) {
-  LOCK(f);
-  kvn_node *n = kvn_lru_get(&f->cache, index);
-  if (n) memcpy(out, n->data, KVN_CHUNK);
-  UNLOCK(f);
-  return n != NULL;
+  return kvn_cache_copy(&f->cache, index, out, 0, KVN_CHUNK);
 }
 static int kvn_cache_put(kvn_file *f, uint32_t index, const unsigned char *data, int len) {
-  LOCK(f); int rc = kvn_lru_put(&f->cache, index, data, (size_t)len); UNLOCK(f); return rc;
+  CLOCK(); int rc = kvn_lru_put(&f->cache, index, data, (size_t)len); CUNLOCK(); return rc;
 }
-static void kvn_cache_delete(kvn_file *f, uint32_t index) { LOCK(f); kvn_lru_del(&f->cache, index); UNLOCK(f); }
-static void kvn_cache_clear(kvn_file *f) { LOCK(f); kvn_lru_clear(&f->cache); UNLOCK(f); }
+static void kvn_cache_delete(kvn_file *f, uint32_t index) { CLOCK(); kvn_lru_del(&f->cache, index); CUNLOCK(); }
+static void kvn_cache_clear(kvn_file *f) { CLOCK(); kvn_lru_clear(&f->cache); CUNLOCK(); }
 
 static void kvn_preload_forget_range(kvn_file *f, uint64_t lo, uint64_t hi) {
   LOCK(f); kvn_preload_forget(&f->preload, lo, hi); UNLOCK(f);

@@ -43,8 +43,8 @@ def connect(
     name: str = "main.db",
     *,
     preload: PreloadMap | None = None,
-    cache_chunks: int = 512,
-    readahead_max_chunks: int = 64,
+    cache_chunks: int | None = None,
+    readahead_max_chunks: int | None = None,
     max_dirty_bytes: int = 32 * 1024 * 1024,
     page_size: int = DEFAULT_PAGE_SIZE,
     vfs: str | None = None,
@@ -62,8 +62,13 @@ def connect(
         not the name, selects the keys.
     :param preload: the startup preload map; reads it covers cost no round trip.
         ``None`` starts with an empty one (the open then costs 1 round trip).
-    :param cache_chunks: chunk cache capacity in chunks (4096 bytes each).
-    :param readahead_max_chunks: largest read-ahead window, in chunks.
+    :param cache_chunks: this connection's cap on its share of the process-wide chunk
+        cache, in 4096-byte chunks (:mod:`vfs.chunk_cache`; its byte budget is set with
+        ``vfs.chunk_cache.configure`` or ``$ACTOR_DB_CACHE_BYTES``). ``None``: no cap of
+        its own; 0: no caching.
+    :param readahead_max_chunks: largest read-ahead window, in chunks (``None``: what
+        the driver's limits and the cache budget allow; the window doubles per
+        sequential miss).
     :param max_dirty_bytes: dirty bytes held before spilling to the redo staging range.
     :param page_size: page size of a NEW database, 512-65536 (ignored if it exists).
     :param vfs: ``"native"`` (the C VFS of :mod:`native`: same KV format and round

@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import apsw
-from lru import LRU
-
-from vfs import pragmas, redo
+from vfs import chunk_cache, pragmas, redo
 from vfs.chunks import chunk_count, spans
 from vfs.errors import describe_kv, kv_failure, sqlite_error
 from vfs.keys import (
@@ -40,7 +38,7 @@ from vfs.keys import (
     MAX_CHUNK_INDEX, decode_meta, encode_meta, meta_key, staged_key, staged_range,
 )
 from vfs.preload import ABSENT, NOT_LOADED, PreloadMap
-from vfs.protocol import KV, WriteBatch, holds_ownership
+from vfs.protocol import KV, KVLimits, WriteBatch, holds_ownership
 from vfs.stats import VFSStats
 
 log = logging.getLogger(__name__)
@@ -49,6 +47,26 @@ __all__ = ["FileOptions", "KVFile"]
 
 _ZERO_CHUNK = bytes(CHUNK_SIZE)
 _MIN_PAGE_SIZE = 512
+FIRST_READAHEAD_CHUNKS = 32
+"""Read-ahead window on the first sequential miss (then doubled per sequential miss)."""
+MAX_READAHEAD_CHUNKS = 65536
+"""Hard cap of the read-ahead window (256 MiB per KV call)."""
+
+
+def readahead_cap(limits: KVLimits, configured: int | None) -> int:
+    """The largest read-ahead window for a driver with ``limits``, in chunks: a read
+    call is kept within the driver's batch limits (keys, bytes) and a quarter of the
+    chunk cache's budget (read-ahead beyond what the cache holds would evict itself)."""
+    if configured is not None:
+        return configured
+    cap = MAX_READAHEAD_CHUNKS
+    if limits.max_batch_keys is not None:
+        cap = min(cap, limits.max_batch_keys)
+    if limits.max_batch_bytes is not None:
+        cap = min(cap, limits.max_batch_bytes // (CHUNK_SIZE + 64))
+    cap = min(cap, max(chunk_cache.shared.budget_chunks // 4, FIRST_READAHEAD_CHUNKS))
+    return max(cap, 1)
+
 MAX_FILE_BYTES = (MAX_CHUNK_INDEX + 1) * CHUNK_SIZE
 """Largest file the chunk key format addresses (2**32 chunks of 4096 bytes: 16 TiB)."""
 
@@ -68,8 +86,14 @@ def _page_size(page1: bytes | bytearray | None) -> int | None:
 class FileOptions:
     """Tuning of one database file.
 
-    :ivar cache_chunks: capacity of the chunk cache, in chunks (0 disables it).
-    :ivar readahead_max_chunks: most chunks fetched ahead of a sequential read run.
+    :ivar cache_chunks: this file's cap on its share of the process-wide chunk cache
+        (:mod:`vfs.chunk_cache`), in chunks; ``None`` (default): only the process's byte
+        budget bounds it; 0 disables caching for this file.
+    :ivar readahead_max_chunks: largest read-ahead window, in chunks; ``None``
+        (default): as large as the driver's per-call limits and a quarter of the cache
+        budget allow (at most :data:`MAX_READAHEAD_CHUNKS`). The window starts at
+        :data:`FIRST_READAHEAD_CHUNKS` on the first sequential miss and doubles on each
+        next one, so a cold scan of N chunks costs O(log N) + N / cap round trips.
     :ivar max_dirty_bytes: bytes of dirty chunks held in memory before they are spilled
         to the KV staging range (the transaction then commits through the redo log).
     :ivar open_prefetch_chunks: chunks from offset 0 fetched with the meta when an open
@@ -78,15 +102,16 @@ class FileOptions:
         ``SQLITE_READONLY``); set by ``vfs.connect(readonly=True)``.
     """
 
-    cache_chunks: int = 512
-    readahead_max_chunks: int = 64
+    cache_chunks: int | None = None
+    readahead_max_chunks: int | None = None
     max_dirty_bytes: int = 32 * 1024 * 1024
     open_prefetch_chunks: int = 8
     read_only: bool = False
 
     def __post_init__(self) -> None:
-        if self.cache_chunks < 0 or self.readahead_max_chunks < 0:
-            raise ValueError("cache_chunks and readahead_max_chunks must be >= 0")
+        if (self.cache_chunks is not None and self.cache_chunks < 0) or \
+                (self.readahead_max_chunks is not None and self.readahead_max_chunks < 0):
+            raise ValueError("cache_chunks and readahead_max_chunks must be >= 0 (or None)")
         if self.max_dirty_bytes < CHUNK_SIZE:
             raise ValueError(f"max_dirty_bytes must be at least {CHUNK_SIZE}")
 
@@ -119,7 +144,7 @@ class KVFile:
         self.options = options
         self.stats = stats
         self._on_close = on_close
-        self._cache: LRU[int, bytes] | None
+        self._cache: Any
         self._dirty: dict[int, bytearray]
         self._staged: set[int]
         self._cache, self._dirty, self._staged = self._new_state(options)
@@ -135,7 +160,9 @@ class KVFile:
         self._owner = holds_ownership(kv)
         """This view took single-writer ownership (fencing), so it may recover at open."""
         self._next_sequential = -1
+        self._stream_end = -1
         self._readahead = 0
+        self._readahead_cap = readahead_cap(self._limits, options.readahead_max_chunks)
         self._closed = False
         self.lock_level = 0
         self.commit_hook: CommitHook | None = None
@@ -144,13 +171,15 @@ class KVFile:
         """Called after each successful commit (e.g. to mark state as saved)."""
         self._refresh(first_open=True)
 
-    def _new_state(self, options: FileOptions) -> tuple[LRU[int, bytes] | None, dict[int, bytearray], set[int]]:
-        """The chunk cache (``None`` when disabled), dirty buffer and staged set.
+    def _new_state(self, options: FileOptions) -> tuple[Any, dict[int, bytearray], set[int]]:
+        """The chunk cache (this file's view of the process-wide cache, ``None`` when
+        disabled), dirty buffer and staged set.
 
         The native VFS (:mod:`native.file`) overrides this to return views of the same
         containers held in C, so the methods below run unchanged on its state.
         """
-        return (LRU(options.cache_chunks) if options.cache_chunks else None), {}, set()
+        cache = None if options.cache_chunks == 0 else chunk_cache.shared.open_file(options.cache_chunks)
+        return cache, {}, set()
 
     # ----------------------------------------------------------------- KV access
     def _kv_get(self, keys: list[bytes], code: int, what: str) -> list[bytes | None]:
@@ -446,16 +475,16 @@ class KVFile:
     def _fetch(self, indices: list[int]) -> dict[int, bytes]:
         """Fetch chunks not held locally in ONE KV call, with read-ahead."""
         want = list(indices)
-        sequential = indices[0] == self._next_sequential
-        self._readahead = min(max(self._readahead * 2, 4), self.options.readahead_max_chunks) if sequential else 0
-        if self._readahead and self._cache is not None:
+        ahead = self._next_window(indices[0])
+        if ahead and self._cache is not None:
             last_committed = chunk_count(self._low_water)
             nxt = indices[-1] + 1
-            while len(want) < len(indices) + self._readahead and nxt < last_committed:
+            while len(want) < len(indices) + ahead and nxt < last_committed:
                 if nxt not in self._dirty and nxt not in self._staged and nxt not in self._cache \
                         and self.preload.lookup(chunk_key(self._tag, nxt)) is NOT_LOADED:
                     want.append(nxt)
                 nxt += 1
+            self._stream_end = nxt
         values = self._read_chunks(want, [i in self._staged for i in want])
         out: dict[int, bytes] = {}
         for index, data in zip(want, values):
@@ -463,6 +492,19 @@ class KVFile:
             if self._cache is not None and index not in self._staged:
                 self._cache[index] = data
         return out
+
+    def _next_window(self, first: int) -> int:
+        """The read-ahead for a miss at chunk ``first``: a miss right after the last read,
+        or right after the last read-ahead, is sequential and doubles the window (from
+        :data:`FIRST_READAHEAD_CHUNKS` up to the cap); any other miss halves it and
+        reads nothing ahead (an interior B-tree page in the middle of a scan costs the
+        scan half its window, not all of it). Same rule as the native VFS."""
+        if first != self._next_sequential and first != self._stream_end:
+            self._readahead //= 2
+            return 0
+        window = self._readahead * 2 if self._readahead else FIRST_READAHEAD_CHUNKS
+        self._readahead = min(window, self._readahead_cap)
+        return self._readahead
 
     def _read_chunks(self, indices: list[int], staged: list[bool]) -> list[bytes]:
         """ONE KV call for chunks ``indices`` (``staged[j]``: this transaction's staged
@@ -807,8 +849,15 @@ class KVFile:
                 log.warning("database closed with %d unsynced chunks; committing them", len(self._dirty))
                 self.commit()
         finally:
+            self._release_cache()
             if self._on_close is not None:
                 self._on_close()
+
+    def _release_cache(self) -> None:
+        """Drop this file's chunks from the process-wide cache (they may be stale for
+        the next open: another process may write the actor meanwhile)."""
+        if isinstance(self._cache, chunk_cache.FileChunkCache):
+            self._cache.close()
 
     # ------------------------------------------------------------- inspection
     @property

@@ -93,6 +93,10 @@ int kvn_preload_cover(kvn_file *f, uint64_t lo, uint64_t hi);
 int kvn_preload_put(kvn_file *f, uint32_t index, const unsigned char *data, int len);
 int kvn_preload_lookup(kvn_file *f, uint32_t index);
 
+int kvn_hot_items(kvn_file *f, uint32_t *indices, uint32_t *counts, unsigned char *interior, int n);
+long long kvn_hot_inserts(kvn_file *f);
+int kvn_hot_capacity(void);
+
 const char *kvn_entry_point(void);
 const char *kvn_vfs_name(void);
 const char *kvn_prefix(void);

@@ -273,6 +273,15 @@ class NativeFile(KVFile):
         self._record = value
         self._c.not_ready = int(self._stale or value is not None)
 
+    def _hot_items(self) -> list[tuple[int, int, bool]]:
+        n = lib.kvn_hot_capacity()
+        indices, counts, interior = ffi.new("uint32_t[]", n), ffi.new("uint32_t[]", n), ffi.new("unsigned char[]", n)
+        k = lib.kvn_hot_items(self._c, indices, counts, interior, n)
+        return [(indices[j], counts[j], bool(interior[j])) for j in range(k)]
+
+    def _hot_inserts(self) -> int:
+        return int(lib.kvn_hot_inserts(self._c))
+
     def _new_state(self, options: FileOptions) -> tuple[Any, Any, Any]:
         cache = _CacheView(self._c) if options.cache_chunks != 0 else None
         return cache, _DirtyView(self._c), _StagedView(self._c)

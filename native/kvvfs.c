@@ -432,6 +432,73 @@ static void kvn_preload_clear(kvn_preload *p) {
   p->nspans = p->capspans = 0;
 }
 
+/* ------------------------------------------------------------ the hot set */
+/* Chunks SQLite read since the file was opened (vfs/hint.py HotSet, same rules): up to
+** KVN_HOT_CAP distinct chunks with a read count and an interior-page flag. When full,
+** a newly read interior page replaces the least read leaf (ties: the highest index);
+** a new leaf is not tracked. Open addressing over 2 * KVN_HOT_CAP slots. */
+#define KVN_HOT_CAP 256
+#define KVN_HOT_SLOTS (2 * KVN_HOT_CAP)
+typedef struct { uint32_t index; uint32_t count; unsigned char interior; unsigned char used; } kvn_hot_slot;
+typedef struct {
+  kvn_hot_slot *slots;    /* KVN_HOT_SLOTS, allocated on the first read */
+  int n;                  /* chunks tracked */
+  long long inserts;      /* chunks newly tracked since open */
+} kvn_hot;
+
+static size_t kvn_hot_find(const kvn_hot *h, uint32_t index) {
+  size_t mask = KVN_HOT_SLOTS - 1;
+  size_t i = kvn_ideal(index, mask);
+  while (h->slots[i].used && h->slots[i].index != index) i = (i + 1) & mask;
+  return i;
+}
+static void kvn_hot_remove(kvn_hot *h, size_t i) {
+  size_t mask = KVN_HOT_SLOTS - 1, j = i;
+  for (;;) {
+    j = (j + 1) & mask;
+    if (!h->slots[j].used) break;
+    size_t k = kvn_ideal(h->slots[j].index, mask);
+    int between = (i <= j) ? (i < k && k <= j) : (i < k || k <= j);
+    if (between) continue;
+    h->slots[i] = h->slots[j];
+    i = j;
+  }
+  h->slots[i].used = 0;
+  h->n--;
+}
+static void kvn_hot_record(kvn_hot *h, uint32_t index, int interior) {
+  if (!h->slots) {
+    h->slots = kvn_calloc(KVN_HOT_SLOTS, sizeof(kvn_hot_slot));
+    if (!h->slots) return;  /* out of memory: a hint is only a hint */
+  }
+  size_t i = kvn_hot_find(h, index);
+  if (h->slots[i].used) {
+    h->slots[i].count++;
+    h->slots[i].interior |= (unsigned char)interior;
+    return;
+  }
+  if (h->n >= KVN_HOT_CAP) {
+    if (!interior) return;
+    long victim = -1;
+    for (size_t j = 0; j < KVN_HOT_SLOTS; j++) {
+      kvn_hot_slot *s = &h->slots[j];
+      if (!s->used || s->interior) continue;
+      if (victim < 0 || s->count < h->slots[victim].count
+          || (s->count == h->slots[victim].count && s->index > h->slots[victim].index))
+        victim = (long)j;
+    }
+    if (victim < 0) return;
+    kvn_hot_remove(h, (size_t)victim);
+    i = kvn_hot_find(h, index);
+  }
+  h->slots[i].used = 1;
+  h->slots[i].index = index;
+  h->slots[i].count = 1;
+  h->slots[i].interior = (unsigned char)interior;
+  h->n++;
+  h->inserts++;
+}
+
 /* ---------------------------------------------------------------- the file */
 /* Counters shared with vfs.stats.VFSStats (same names, same order). The memory is
 ** owned by the Python NativeStats object; the file only points at it while open. */
@@ -471,6 +538,7 @@ typedef struct kvn_file {
   kvn_map staged;             /* index -> (void*)1: newest copy is in the KV staging range */
   kvn_lru cache;              /* committed chunks fetched live or written by commits */
   kvn_preload preload;        /* chunk part of the preload map */
+  kvn_hot hot;                /* chunks SQLite read since open (the hot-set hint) */
 } kvn_file;
 
 /* A dirty chunk. `data` first: a pointer to the entry is a pointer to the bytes. `seq`
@@ -579,9 +647,11 @@ static int kvn_local_copy(kvn_file *f, uint32_t index, unsigned char *dst, size_
 ** a miss right after the last read, or right after the last read-ahead, is sequential
 ** and doubles the window (from KVN_FIRST_WINDOW, up to readahead_max); any other miss
 ** halves it and reads nothing ahead. Returns the chunks to read ahead. Caller holds mu. */
-#define KVN_FIRST_WINDOW 32
+#define KVN_FIRST_WINDOW 64
 static int kvn_next_window(kvn_file *f, uint32_t first) {
-  int sequential = (long long)first == f->next_sequential || (long long)first == f->stream_end;
+  long long slack = f->readahead / 8 > 2 ? f->readahead / 8 : 2;  /* another B-tree's pages in between */
+  long long a = (long long)first - f->next_sequential, b = (long long)first - f->stream_end;
+  int sequential = (a >= 0 && a <= slack) || (b >= 0 && b <= slack);
   if (!sequential) {
     f->readahead /= 2;
     return 0;
@@ -721,6 +791,17 @@ static int kvnRead(sqlite3_file *pFile, void *zBuf, int iAmt, sqlite3_int64 iOfs
   if (miss != stack_miss) kvn_free(miss);
   if (rc != SQLITE_OK) return rc;
   f->next_sequential = (long long)last + 1;
+  LOCK(f);
+  for (uint32_t idx = first; idx <= last; idx++) {
+    long long header = (long long)idx * KVN_CHUNK + (idx == 0 ? 100 : 0);
+    int interior = 0;
+    if (header >= iOfst && header < iOfst + amount) {
+      unsigned char flag = out[header - iOfst];
+      interior = flag == 2 || flag == 5;
+    }
+    kvn_hot_record(&f->hot, idx, interior);
+  }
+  UNLOCK(f);
   if (amount < iAmt) {
     memset(out + amount, 0, (size_t)(iAmt - amount));  /* SQLite requires the zero fill */
     return SQLITE_IOERR_SHORT_READ;
@@ -840,6 +921,9 @@ static void kvn_release(kvn_file *f) {
   kvn_lru_clear(&f->cache);
   pthread_mutex_unlock(&kvn_cache_mu);
   kvn_preload_clear(&f->preload);
+  kvn_free(f->hot.slots);
+  f->hot.slots = NULL;
+  f->hot.n = 0;
   kvn_drop_error(f);
   pthread_mutex_destroy(&f->mu);
 }
@@ -1167,6 +1251,23 @@ static int kvn_preload_lookup(kvn_file *f, uint32_t index) {
   const unsigned char *v;
   LOCK(f); int st = kvn_preload_state(&f->preload, index, &v); UNLOCK(f); return st;
 }
+
+/* The hot set: at most n entries into the arrays; returns how many. */
+static int kvn_hot_items(kvn_file *f, uint32_t *indices, uint32_t *counts, unsigned char *interior, int n) {
+  int k = 0;
+  LOCK(f);
+  for (size_t j = 0; f->hot.slots && j < KVN_HOT_SLOTS && k < n; j++) {
+    if (!f->hot.slots[j].used) continue;
+    indices[k] = f->hot.slots[j].index;
+    counts[k] = f->hot.slots[j].count;
+    interior[k] = f->hot.slots[j].interior;
+    k++;
+  }
+  UNLOCK(f);
+  return k;
+}
+static long long kvn_hot_inserts(kvn_file *f) { LOCK(f); long long r = f->hot.inserts; UNLOCK(f); return r; }
+static int kvn_hot_capacity(void) { return KVN_HOT_CAP; }
 
 static const char *kvn_entry_point(void) { return "sqlite3_actordbnative_init"; }
 static const char *kvn_vfs_name(void) { return KVN_VFS_NAME; }

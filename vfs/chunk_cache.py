@@ -29,7 +29,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 from lru import LRU
 
@@ -233,7 +233,7 @@ shared = ChunkCache(_budget)
 """The Python VFS's process-wide cache."""
 
 
-def _native_lib() -> object | None:
+def _native_lib() -> Any:
     import native
 
     if not native.AVAILABLE:
@@ -246,7 +246,7 @@ def _native_lib() -> object | None:
 def _apply_native(budget: int) -> None:
     lib = _native_lib()
     if lib is not None:
-        lib.kvn_cache_configure(budget // CHUNK_SIZE)  # type: ignore[attr-defined]
+        lib.kvn_cache_configure(budget // CHUNK_SIZE)
 
 
 def configure(max_bytes: int) -> None:
@@ -278,7 +278,7 @@ def stats() -> CacheStats:
         from native._kvvfs import ffi
 
         out = ffi.new("long long[5]")
-        lib.kvn_cache_totals(out)  # type: ignore[attr-defined]
+        lib.kvn_cache_totals(out)
         entries += out[0]
         hits += out[2]
         misses += out[3]

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import apsw
-from vfs import chunk_cache, pragmas, redo
+from vfs import chunk_cache, hint, pragmas, redo
 from vfs.chunks import chunk_count, spans
 from vfs.errors import describe_kv, kv_failure, sqlite_error
 from vfs.keys import (
@@ -39,6 +39,7 @@ from vfs.keys import (
 )
 from vfs.preload import ABSENT, NOT_LOADED, PreloadMap
 from vfs.protocol import KV, KVLimits, WriteBatch, holds_ownership
+from vfs.startup import DEFAULT_SQLITE_PRELOAD_BYTES
 from vfs.stats import VFSStats
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ __all__ = ["FileOptions", "KVFile"]
 
 _ZERO_CHUNK = bytes(CHUNK_SIZE)
 _MIN_PAGE_SIZE = 512
-FIRST_READAHEAD_CHUNKS = 32
+FIRST_READAHEAD_CHUNKS = 64
 """Read-ahead window on the first sequential miss (then doubled per sequential miss)."""
 MAX_READAHEAD_CHUNKS = 65536
 """Hard cap of the read-ahead window (256 MiB per KV call)."""
@@ -100,6 +101,8 @@ class FileOptions:
         is not answered by the preload (same round trip; 0 fetches none).
     :ivar read_only: the file never writes to the KV (a write is refused with
         ``SQLITE_READONLY``); set by ``vfs.connect(readonly=True)``.
+    :ivar hint_max_chunks: most chunks the hot-set hint lists (:mod:`vfs.hint`; the
+        SQLite preload budget in chunks); 0 never writes a hint.
     """
 
     cache_chunks: int | None = None
@@ -107,6 +110,7 @@ class FileOptions:
     max_dirty_bytes: int = 32 * 1024 * 1024
     open_prefetch_chunks: int = 8
     read_only: bool = False
+    hint_max_chunks: int = DEFAULT_SQLITE_PRELOAD_BYTES // CHUNK_SIZE
 
     def __post_init__(self) -> None:
         if (self.cache_chunks is not None and self.cache_chunks < 0) or \
@@ -163,6 +167,9 @@ class KVFile:
         self._stream_end = -1
         self._readahead = 0
         self._readahead_cap = readahead_cap(self._limits, options.readahead_max_chunks)
+        self._hot = hint.HotSet()
+        self._hint_inserts_seen = 0
+        self._persisted_hint = self._hint_from_preload()
         self._closed = False
         self.lock_level = 0
         self.commit_hook: CommitHook | None = None
@@ -466,7 +473,7 @@ class KVFile:
                 return found  # type: ignore[return-value]
             # any other length is checked (and refused if damaged) by a live read
         if self._cache is not None:
-            cached = self._cache.get(index)
+            cached: bytes | None = self._cache.get(index)
             if cached is not None:
                 self.stats.cache_hits += 1
                 return cached
@@ -495,11 +502,13 @@ class KVFile:
 
     def _next_window(self, first: int) -> int:
         """The read-ahead for a miss at chunk ``first``: a miss right after the last read,
-        or right after the last read-ahead, is sequential and doubles the window (from
+        or right after the last read-ahead (within a slack of an eighth of the window,
+        for the pages of another B-tree in between), is sequential and doubles the window (from
         :data:`FIRST_READAHEAD_CHUNKS` up to the cap); any other miss halves it and
         reads nothing ahead (an interior B-tree page in the middle of a scan costs the
         scan half its window, not all of it). Same rule as the native VFS."""
-        if first != self._next_sequential and first != self._stream_end:
+        slack = max(self._readahead // 8, 2)  # pages of another B-tree interleaved
+        if not (0 <= first - self._next_sequential <= slack or 0 <= first - self._stream_end <= slack):
             self._readahead //= 2
             return 0
         window = self._readahead * 2 if self._readahead else FIRST_READAHEAD_CHUNKS
@@ -560,6 +569,9 @@ class KVFile:
         pieces = list(spans(offset, amount))
         chunks = self._chunks(p.chunk for p in pieces)
         self._next_sequential = pieces[-1].chunk + 1
+        for p in pieces:  # the hot set (what the native VFS records in C, same rule)
+            header = (100 if p.chunk == 0 else 0)
+            self._hot.record(p.chunk, p.start <= header < p.end and chunks[p.chunk][header] in (2, 5))
         if len(pieces) == 1:
             p = pieces[0]
             data = chunks[p.chunk]
@@ -728,6 +740,10 @@ class KVFile:
             for index, data in dirty.items():
                 batch.put(chunk_key(self._tag, index), data)
             batch.put(self._meta_key, encode_meta(self._size))
+            new_hint = self._hint_to_write(force=False)
+            if new_hint is not None:
+                extra = WriteBatch() if extra is None else extra
+                extra.put(hint.HINT_KEY, hint.encode(new_hint))
             if extra:
                 batch.merge(extra)
             applied = True
@@ -737,6 +753,8 @@ class KVFile:
             else:
                 applied = self._commit_large(dirty, truncate_from, extra)
             self._stale_staging = False
+            if new_hint is not None:
+                self._persisted_hint = new_hint
             if applied:
                 # The KV now holds exactly these chunks: keep cache and preload current.
                 if truncate_from is not None:
@@ -761,6 +779,52 @@ class KVFile:
         self.stats.commits += 1
         if self.after_commit is not None:
             self.after_commit()
+
+    # ------------------------------------------------------------ the hint
+    def _hint_from_preload(self) -> list[int] | None:
+        """The hint record the startup preload brought (``None``: unknown)."""
+        found = self.preload.lookup(hint.HINT_KEY)
+        if found is NOT_LOADED:
+            return None
+        return [] if found is ABSENT else hint.decode(found)  # type: ignore[arg-type]
+
+    def _hot_items(self) -> list[tuple[int, int, bool]]:
+        """``(chunk, reads, interior)`` of the hot set (the native VFS reads C's)."""
+        return self._hot.items()
+
+    def _hot_inserts(self) -> int:
+        return self._hot.inserts
+
+    _HINT_RECHECK = 8
+    """New hot chunks since the last look before a commit looks again (keeps the
+    per-commit cost of hints to one integer comparison)."""
+
+    def _hint_to_write(self, force: bool) -> list[int] | None:
+        """The new hint if it is worth writing now, else ``None``."""
+        if self.options.read_only or self.options.hint_max_chunks <= 0:
+            return None
+        inserts = self._hot_inserts()
+        if inserts == self._hint_inserts_seen or (not force and inserts - self._hint_inserts_seen < self._HINT_RECHECK):
+            return None
+        self._hint_inserts_seen = inserts
+        new = hint.rank(self._hot_items(), self.options.hint_max_chunks, chunk_count(self._committed_size))
+        return new if hint.changed_materially(self._persisted_hint, new) else None
+
+    def _write_hint_at_close(self) -> None:
+        """The owner saves a materially changed hint when it closes (an actor's sleep):
+        one write, best effort (a failure is logged; the next wake just costs more)."""
+        if not self._owner or self._meta_stale or self._overlay is not None:
+            return
+        new = self._hint_to_write(force=True)
+        if new is None:
+            return
+        batch = WriteBatch()
+        batch.put(hint.HINT_KEY, hint.encode(new))
+        try:
+            self._kv_write(batch)
+            self._persisted_hint = new
+        except Exception as exc:
+            log.info("could not save the hot-set hint at close (%s); the next wake reads more live", exc)
 
     def _dirty_snapshot(self) -> dict[int, bytes]:
         """Every dirty chunk as immutable bytes (``CHUNK_SIZE`` each), in order of first
@@ -848,6 +912,7 @@ class KVFile:
                 # journal_mode=MEMORY); flushing keeps file semantics.
                 log.warning("database closed with %d unsynced chunks; committing them", len(self._dirty))
                 self.commit()
+            self._write_hint_at_close()
         finally:
             self._release_cache()
             if self._on_close is not None:

@@ -22,7 +22,7 @@ import enum
 import threading
 from typing import Callable, Iterable, Iterator, Mapping
 
-from vfs.protocol import KeyRange, PreloadRequest
+from vfs.protocol import HintSpec, KeyRange, PreloadRequest
 
 __all__ = ["PreloadMap", "PreloadMiss", "ABSENT", "NOT_LOADED", "build_preload", "evaluate_preload"]
 
@@ -174,6 +174,7 @@ def build_preload(
     request_keys: Iterable[bytes],
     key_values: Mapping[bytes, bytes | None],
     ranges: Iterable[tuple[KeyRange, list[tuple[bytes, bytes]], bool]],
+    hinted: Mapping[bytes, bytes | None] | None = None,
 ) -> PreloadMap:
     """Assemble a :class:`PreloadMap` from a driver's raw results.
 
@@ -182,8 +183,12 @@ def build_preload(
     :param ranges: per range: the range, the pairs kept (ascending), and whether the
         range was scanned to its end (``complete``). An incomplete range covers only up
         to its last kept key; an incomplete range that kept nothing covers nothing.
+    :param hinted: hint records and the hinted chunks fetched (``None``: absent); each
+        is known exactly, like a requested key.
     """
+    hinted = dict(hinted or {})
     values = {k: v for k, v in key_values.items() if v is not None}
+    values.update((k, v) for k, v in hinted.items() if v is not None)
     covered: list[KeyRange] = []
     for rng, pairs, complete in ranges:
         for k, v in pairs:
@@ -193,7 +198,7 @@ def build_preload(
         elif pairs:
             # Everything up to and including the last kept key is known.
             covered.append(KeyRange(rng.start, pairs[-1][0] + b"\x00"))
-    return PreloadMap(values, request_keys, covered)
+    return PreloadMap(values, [*request_keys, *hinted], covered)
 
 
 def evaluate_preload(
@@ -210,6 +215,10 @@ def evaluate_preload(
     nothing). A partial range keeps the lowest keys that fit; an all-or-nothing range
     that does not fit keeps nothing and covers nothing.
 
+    A range with a ``hint`` first reads the hint record and the chunks it lists, in
+    its order, charging them to the range's budget until one does not fit; the scan
+    then keeps what fits in the rest, skipping (not charging again) hinted keys.
+
     :param get: reads one key (``None``: absent), inside the caller's transaction.
     :param iterate: yields pairs of ``[start, end)`` in ascending key order.
     """
@@ -218,6 +227,7 @@ def evaluate_preload(
     if remaining is not None:
         remaining -= sum(len(v) for v in key_values.values() if v is not None)
     results: list[tuple[KeyRange, list[tuple[bytes, bytes]], bool]] = []
+    hinted: dict[bytes, bytes | None] = {}
     for budget_spec in request.ranges:
         if budget_spec.max_bytes <= 0:
             continue
@@ -226,7 +236,12 @@ def evaluate_preload(
         kept: list[tuple[bytes, bytes]] = []
         used = 0
         complete = True
+        fetched: set[bytes] = set()
+        if budget_spec.hint is not None:
+            used = _fetch_hinted(budget_spec.hint, budget, get, hinted, fetched)
         for key, value in iterate(rng.start, rng.end):
+            if key in fetched:
+                continue
             if used + len(value) > budget:
                 complete = False
                 break
@@ -237,4 +252,27 @@ def evaluate_preload(
         results.append((rng, kept, complete))
         if remaining is not None:
             remaining -= used
-    return build_preload(request.keys, key_values, results)
+    return build_preload(request.keys, key_values, results, hinted)
+
+
+def _fetch_hinted(spec: HintSpec, budget: int, get: Callable[[bytes], bytes | None],
+                  out: dict[bytes, bytes | None], fetched: set[bytes]) -> int:
+    """Read the hint record and the chunks it lists into ``out`` until the budget is
+    spent; returns the value bytes used. ``fetched`` receives the chunk keys kept."""
+    from vfs import hint  # the record format (vfs.hint imports nothing of this module)
+
+    record = get(spec.key)
+    out[spec.key] = record
+    used = 0
+    for index in hint.decode(record) or ():
+        key = spec.chunk_prefix + index.to_bytes(4, "big")
+        if key in fetched:
+            continue
+        value = get(key)
+        size = 0 if value is None else len(value)
+        if used + size > budget:
+            break
+        out[key] = value
+        fetched.add(key)
+        used += size
+    return used

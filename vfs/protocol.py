@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Hashable, Protocol, Sequence, runtime_checkabl
 if TYPE_CHECKING:
     from vfs.preload import PreloadMap
 
-__all__ = ["KV", "KVLimits", "WriteBatch", "KeyRange", "PreloadRequest", "PrefixBudget", "holds_ownership"]
+__all__ = ["KV", "KVLimits", "WriteBatch", "KeyRange", "PreloadRequest", "PrefixBudget", "HintSpec",
+           "holds_ownership"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,19 @@ class WriteBatch:
 
 
 @dataclass(frozen=True)
+class HintSpec:
+    """Chunks to preload first because a hint record lists them (:mod:`vfs.hint`).
+
+    :ivar key: the hint record's key; it is read in the same call (and reported found or
+        absent, like an exact key).
+    :ivar chunk_prefix: the listed chunk ``i`` is the key ``chunk_prefix + u32 BE i``.
+    """
+
+    key: bytes
+    chunk_prefix: bytes
+
+
+@dataclass(frozen=True)
 class PrefixBudget:
     """A range to preload, bounded by a byte budget.
 
@@ -129,11 +143,16 @@ class PrefixBudget:
     :ivar partial: when the range holds more than the budget, ``True`` keeps the
         lowest keys that fit (and covers keys only up to the last one kept);
         ``False`` keeps nothing (all-or-nothing).
+    :ivar hint: before the scan, the chunks a hint record lists are fetched in its order
+        and charged to this range's budget first (each reported found or absent, as an
+        exact key; those past the budget are not loaded); the scan then fills what is
+        left, skipping them. Only for partial ranges. All in the same single call.
     """
 
     range: KeyRange
     max_bytes: int
     partial: bool = True
+    hint: HintSpec | None = None
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Hashable, Iterator, NamedTuple, Sequence
 
 from vfs.preload import PreloadMap
-from vfs.protocol import KeyRange, KVLimits, PrefixBudget, PreloadRequest, WriteBatch
+from vfs.protocol import HintSpec, KeyRange, KVLimits, PrefixBudget, PreloadRequest, WriteBatch
 
 from actor_db.errors import ActorKeyTooLongError, KVError, KVLimitError
 from actor_db.kv.namespace import (
@@ -264,7 +264,9 @@ class ActorKV:
         return PreloadRequest(
             keys=tuple(self._full(k) for k in request.keys),
             ranges=tuple(
-                PrefixBudget(KeyRange(self._full(b.range.start), self._prefix + b.range.end), b.max_bytes, b.partial)
+                PrefixBudget(KeyRange(self._full(b.range.start), self._prefix + b.range.end), b.max_bytes, b.partial,
+                             None if b.hint is None else HintSpec(self._full(b.hint.key),
+                                                                  self._prefix + b.hint.chunk_prefix))
                 for b in request.ranges
             ),
             max_total_bytes=request.max_total_bytes,

@@ -168,9 +168,21 @@ return {1}
 
 # The rules of vfs.preload.evaluate_preload, in Lua. ARGV: acquire ('1' bumps the
 # fencing counter first), max_total (-1 none), nkeys, key*, nranges,
-# (min, max, budget, partial)*. Returns {token, values, {complete, {k, v, ...}} or {-1}}.
+# (min, max, budget, partial, hint key ('' none), hinted chunk prefix)*. Returns
+# {token, values, {complete, {k, v, ...}, hint record or false, {k, v or false, ...}} or {-1}}.
+# A hint record (vfs.hint): u8 version 1, u32 BE count, count x u32 BE chunk index; the
+# chunk key is the prefix followed by those 4 bytes, so no number is decoded.
 _LUA_PRELOAD_BODY = r"""
 local d, z, f = KEYS[1], KEYS[2], KEYS[3]
+local function hinted_suffixes(v)
+  if not v or #v < 5 or string.byte(v, 1) ~= 1 then return {} end
+  local b1, b2, b3, b4 = string.byte(v, 2, 5)
+  local n = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+  if n > 65536 or #v ~= 5 + 4 * n then return {} end
+  local out = {}
+  for j = 0, n - 1 do out[#out + 1] = string.sub(v, 6 + 4 * j, 9 + 4 * j) end
+  return out
+end
 local token = 0
 if ARGV[1] == '1' then token = redis.call('INCR', f) end
 local remaining = tonumber(ARGV[2])
@@ -188,20 +200,37 @@ local nranges = tonumber(ARGV[i]); i = i + 1
 for r = 1, nranges do
   local lo, hi = ARGV[i], ARGV[i + 1]
   local max_bytes, partial = tonumber(ARGV[i + 2]), ARGV[i + 3] == '1'
-  i = i + 4
+  local hint_key, hint_prefix = ARGV[i + 4], ARGV[i + 5]
+  i = i + 6
   if max_bytes <= 0 then
     results[r] = {-1}
   else
     local budget = max_bytes
     if remaining then budget = math.min(max_bytes, math.max(remaining, 0)) end
     local kept, used, complete = {}, 0, true
+    local record, hinted, fetched = false, {}, {}
+    if hint_key ~= '' then
+      record = redis.call('HGET', d, hint_key)
+      for _, suffix in ipairs(hinted_suffixes(record)) do
+        local k = hint_prefix .. suffix
+        if not fetched[k] then
+          local v = redis.call('HGET', d, k)
+          local size = 0
+          if v then size = #v end
+          if used + size > budget then break end
+          hinted[#hinted + 1] = k; hinted[#hinted + 1] = v
+          fetched[k] = true
+          used = used + size
+        end
+      end
+    end
     while complete do
       local keys = redis.call('ZRANGEBYLEX', z, lo, hi, 'LIMIT', 0, 128)
       if #keys == 0 then break end
       local vals = redis.call('HMGET', d, unpack(keys))
       for j = 1, #keys do
         local v = vals[j]
-        if v then
+        if v and not fetched[keys[j]] then
           if used + #v > budget then complete = false; break end
           kept[#kept + 1] = keys[j]; kept[#kept + 1] = v
           used = used + #v
@@ -211,7 +240,7 @@ for r = 1, nranges do
       lo = '(' .. keys[#keys]
     end
     if not complete and not partial then kept, used = {}, 0 end
-    results[r] = {complete and 1 or 0, kept}
+    results[r] = {complete and 1 or 0, kept, record, hinted}
     if remaining then remaining = remaining - used end
   end
 end
@@ -301,6 +330,21 @@ class _Actor:
         return [self.data, self.index, self.fence, self.version]
 
 
+DEFAULT_MAX_CONNECTIONS = 128
+"""Default cap on one ``RedisKV``'s connections to one server (calls beyond it wait)."""
+
+
+def _blocking_client(url: str, max_connections: int, pool_timeout: float, options: dict[str, Any]) -> redis.Redis:
+    """A client on ``url`` whose pool holds at most ``max_connections`` connections and
+    makes a call wait up to ``pool_timeout`` seconds for a free one (then redis-py raises
+    ``ConnectionError``, which the driver reports as ``KVUnavailableError``)."""
+    pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=pool_timeout,
+                                                 retry=Retry(NoBackoff(), 1), **options)
+    client = redis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True
+    return client
+
+
 class RedisKV(KVStore):
     """A store on a Redis/Valkey server or a Redis Cluster.
 
@@ -315,7 +359,14 @@ class RedisKV(KVStore):
         :class:`~actor_db.errors.KVUnavailableError` (clients built from a URL).
     :param check_persistence: ask the server (``CONFIG GET``, once) whether it is set
         up for durable commits and log a warning when it is not.
-    :raises ConfigurationError: a bad namespace, URL or client.
+    :param max_connections: (one server, from a URL) the most connections the client
+        opens; size it for the callers' concurrency (the runtime makes at most
+        ``Registry(max_threads=...)`` calls at once, default 64). A call that finds
+        every connection busy WAITS for one (a ``BlockingConnectionPool``) instead of
+        failing with redis-py's "Too many connections". Default 128.
+    :param pool_timeout: seconds a call waits for a free connection before it fails
+        with :class:`~actor_db.errors.KVUnavailableError`; ``None``: ``socket_timeout``.
+    :raises ConfigurationError: a bad namespace, URL, client or pool size.
 
     Example::
 
@@ -331,8 +382,12 @@ class RedisKV(KVStore):
         cluster: bool = False,
         socket_timeout: float = 10.0,
         check_persistence: bool = True,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float | None = None,
     ) -> None:
         super().__init__(KVLimits(max_value_bytes=MAX_VALUE_BYTES, max_batch_bytes=MAX_BATCH_BYTES))
+        if not isinstance(max_connections, int) or max_connections < 1:
+            raise ConfigurationError(f"max_connections must be an int >= 1, not {max_connections!r}")
         if not _NAMESPACE_RE.match(namespace):
             raise ConfigurationError(f"invalid Redis namespace {namespace!r}: use letters, digits, '_.-' and ':'")
         self.namespace = namespace
@@ -350,7 +405,8 @@ class RedisKV(KVStore):
                 if cluster:
                     self._client: Any = RedisCluster.from_url(url_or_client, **options)
                 else:
-                    self._client = redis.Redis.from_url(url_or_client, retry=Retry(NoBackoff(), 1), **options)
+                    self._client = _blocking_client(url_or_client, max_connections,
+                                                    socket_timeout if pool_timeout is None else pool_timeout, options)
             except (ValueError, RedisError) as exc:
                 raise ConfigurationError(f"cannot connect to Redis at {url_or_client!r}: {exc}") from exc
             self._url = url_or_client
@@ -508,12 +564,14 @@ class RedisKV(KVStore):
         args.append(len(request.ranges))
         for b in request.ranges:
             args += [actor.lex_min(b.range.start), actor.lex_max(b.range.end), b.max_bytes, "1" if b.partial else "0"]
+            args += [b"", b""] if b.hint is None else [actor.rel(b.hint.key), actor.rel(b.hint.chunk_prefix)]
         return args
 
     def _preload_map(self, actor: _Actor, request: PreloadRequest, reply: Any) -> PreloadMap:
         _, values, results = reply
         key_values = dict(zip(request.keys, values))
         ranges: list[tuple[KeyRange, list[tuple[bytes, bytes]], bool]] = []
+        hinted: dict[bytes, bytes | None] = {}
         p = actor.prefix
         for spec, result in zip(request.ranges, results):
             if int(result[0]) < 0:
@@ -521,7 +579,11 @@ class RedisKV(KVStore):
             flat = result[1]
             pairs = [(p + flat[j], flat[j + 1]) for j in range(0, len(flat), 2)]
             ranges.append((spec.range, pairs, int(result[0]) == 1))
-        return build_preload(request.keys, key_values, ranges)
+            if spec.hint is not None:
+                hinted[spec.hint.key] = result[2]
+                chunks = result[3]
+                hinted.update((p + chunks[j], chunks[j + 1]) for j in range(0, len(chunks), 2))
+        return build_preload(request.keys, key_values, ranges, hinted)
 
     def _request_actor(self, request: PreloadRequest) -> _Actor | None:
         if request.keys:

@@ -30,7 +30,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Hashable, Protocol, Sequence, TypeVar
 
 from vfs.preload import PreloadMap
-from vfs.protocol import KeyRange, KVLimits, PrefixBudget, PreloadRequest, WriteBatch
+from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
 
 from actor_db.errors import KVError
 
@@ -118,12 +118,7 @@ class SnapshotKV:
 
     def preload(self, request: PreloadRequest) -> PreloadMap:
         prefix = self.view.prefix
-        full = PreloadRequest(
-            keys=tuple(self.view._full(k) for k in request.keys),
-            ranges=tuple(PrefixBudget(KeyRange(self.view._full(b.range.start), prefix + b.range.end),
-                                      b.max_bytes, b.partial) for b in request.ranges),
-            max_total_bytes=request.max_total_bytes,
-        )
+        full = self.view._full_request(request)
         found: PreloadMap = self._call("snapshot preload", self._reader._preload, full)
         return found.without_prefix(prefix)
 

@@ -23,6 +23,7 @@ setup(
         "sortedcontainers>=2.4",
         "prometheus_client>=0.17",
         "tqdm>=4.60",
+        "sqlite-utils>=4.2",  # actor-db import of CSV/TSV/JSON lines (actor_db.tabular)
     ],
     extras_require={
         "redis": ["redis>=5", "hiredis"],

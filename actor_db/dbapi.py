@@ -18,8 +18,10 @@ The standard library's ``_sqlite3`` links the system ``libsqlite3.so.0`` (3.40.1
 and cannot register a VFS from Python. Running the real ``sqlite3`` module on KV pages
 would need a C shim (a cffi module ``dlopen``-ing that library and calling
 ``sqlite3_vfs_register`` with callbacks into :class:`vfs.file.KVFile`) — a second SQLite
-library in the process next to apsw's 3.54.1 (DESIGN.md section 7 warns against binding
-one module to two SQLite libraries), a native build, and it would still need a fallback
+library in the process next to apsw's 3.54.1 (a C extension binds to ONE SQLite library
+through its API table; two libraries in one process keep separate global state and
+locks, and SQLite warns that two copies opening one file can corrupt it), a native
+build, and it would still need a fallback
 on Pythons whose SQLite is linked statically. This module instead re-implements the
 ``sqlite3`` semantics in Python over the same apsw connection :func:`vfs.connect`
 returns: one SQLite library (apsw's), no native code, portable to every Python apsw
@@ -44,8 +46,8 @@ Which database a name opens
   like paths (contain ``/``, ``.`` or ``:``, or name an existing file): plain SQLite,
   exactly like the stdlib.
 - any other bare name (``"orders"``, letters/digits/``-``/``_``): the KV-backed database
-  of that actor in the default store (:func:`default_store`: LMDB in ``./.actor-db``,
-  or ``$ACTOR_DB_PATH``).
+  of that actor in the default store (:func:`default_store`: ``$ACTOR_DB_KV`` if set,
+  else LMDB in ``./.actor-db``; see :mod:`actor_db.defaults`).
 - :func:`set_router` installs a function that may send any name to an actor view
   (the CPython suite runner uses it to put every test database on a KV).
 
@@ -415,13 +417,18 @@ def set_router(router: Router | None) -> Router | None:
 
 
 def default_store() -> Any:
-    """The default KV store (LMDB in ``$ACTOR_DB_PATH`` or ``./.actor-db``), opened once."""
+    """The default KV store, opened once per process on first use.
+
+    The rule of :mod:`actor_db.defaults` (the same for the CLI and ``Registry()``):
+    ``$ACTOR_DB_KV`` if set, else LMDB in ``./.actor-db`` (``$ACTOR_DB_PATH`` is a
+    deprecated alias for ``$ACTOR_DB_KV=lmdb:PATH``).
+    """
     global _default_store
     with _registry_lock:
         if _default_store is None:
-            from actor_db.kv import LmdbKV
+            from actor_db.defaults import open_default_store
 
-            _default_store = LmdbKV(os.environ.get("ACTOR_DB_PATH", "./.actor-db"))
+            _default_store = open_default_store()
         return _default_store
 
 

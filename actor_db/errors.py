@@ -9,7 +9,7 @@ by SQLite surfaces as an SQLite I/O error whose ``__cause__`` is one of the
 from __future__ import annotations
 
 __all__ = [
-    "ActorDBError", "KVError", "KVUnavailableError", "KVLimitError", "FencedError",
+    "ActorDBError", "KVError", "KVUnavailableError", "KVLimitError", "FencedError", "CommitFailedError",
     "ActorNotFoundError", "ConfigurationError", "InvalidActorKeyError", "ActorKeyTooLongError",
     "ActionNotFoundError", "ActorShuttingDownError", "ActorCallCycleError", "MigrationError", "StateError",
 ]
@@ -33,6 +33,14 @@ class KVLimitError(KVError, ValueError):
 
 class FencedError(KVError):
     """Another runtime took ownership of the actor; this one may no longer write it."""
+
+
+class CommitFailedError(KVError):
+    """A KV write that an actor's action depended on failed (the runtime's output
+    gate): the action's result was withheld, the actor's in-memory state was discarded
+    and the actor re-opens from the KV on its next call. ``__cause__`` is the driver's
+    error. Whether the failed write was applied is unknown (a lost reply); writes of
+    actions queued behind it were never sent."""
 
 
 class ActorNotFoundError(ActorDBError, LookupError):

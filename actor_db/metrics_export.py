@@ -50,6 +50,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+
+import vfs
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -161,6 +163,8 @@ class RegistryCollector(Collector):
             family.add_metric([], float(store_trips))
             yield family
 
+        yield from _chunk_cache_families()
+
         actors = GaugeMetricFamily("actor_db_actors", "Actors the registry holds, by status.", labels=["status"])
         for status in ("awake", "asleep"):
             actors.add_metric([status], float(sum(1 for m in rows if m.get("status") == status)))
@@ -184,6 +188,22 @@ class RegistryCollector(Collector):
                 if key.startswith(prefix) and key.endswith("_ms"):
                     phases.add_metric([kind, key[len(prefix):-len("_ms")]], float(value) / 1000.0)
         yield phases
+
+
+def _chunk_cache_families() -> Iterator[Metric]:
+    """The process-wide chunk cache (:mod:`vfs.chunk_cache`), shared by every actor."""
+    cache = vfs.chunk_cache.stats()
+    yield GaugeMetricFamily("actor_db_chunk_cache_bytes", "Bytes of chunks the process-wide cache holds.",
+                            value=float(cache.bytes))
+    yield GaugeMetricFamily("actor_db_chunk_cache_budget_bytes", "Byte budget of the process-wide chunk cache.",
+                            value=float(cache.budget_bytes))
+    for name, value, help_text in (
+            ("actor_db_chunk_cache_hits", cache.hits, "Chunk lookups the process-wide cache answered."),
+            ("actor_db_chunk_cache_misses", cache.misses, "Chunk lookups the process-wide cache missed."),
+            ("actor_db_chunk_cache_evictions", cache.evictions, "Chunks evicted to stay within the budget.")):
+        family = CounterMetricFamily(name, help_text)
+        family.add_metric([], float(value))
+        yield family
 
 
 def _collector_registry(registry: Any) -> CollectorRegistry:

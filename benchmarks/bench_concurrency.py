@@ -1,9 +1,10 @@
 """Concurrency: many actors doing mixed actions against a KV with 1 ms and 5 ms latency.
 
 Every actor (type ``conc``, a 100-row table) runs its own client loop of actions, one
-at a time, and all actors run at once on one event loop (the runtime gives each awake
-actor a worker thread; the injected latency is a ``time.sleep`` that releases the GIL,
-so KV waits overlap as on a network). The mix, drawn per actor from a seeded RNG:
+at a time, and all actors run at once on one event loop (the runtime runs their SQLite
+calls and KV writes on one bounded thread pool, default 64 threads; the injected latency
+is a ``time.sleep`` that releases the GIL, so KV waits overlap as on a network). The
+mix, drawn per actor from a seeded RNG:
 
 - 60 % ``read``: ``SELECT n, length(v) FROM items WHERE id = ?`` (0 round trips warm);
 - 30 % ``update``: ``UPDATE items SET n = n + 1 WHERE id = ?`` plus a ``c.state``
@@ -128,7 +129,7 @@ def test_concurrency(benchmark: Any, actors: int, latency_s: float) -> None:
                mix="60% read / 30% update+state / 10% insert", throughput_per_s=total / wall,
                p50_ms=_percentile(latencies, 0.5) * 1000.0, p99_ms=_percentile(latencies, 0.99) * 1000.0,
                mean_ms=statistics.fmean(latencies) * 1000.0, round_trips=trips, round_trips_per_action=trips / total,
-               threads=actors)
+               threads=registry.pool.peak_threads)
     finally:
         store.latency_s = 0.0
         loop.run_until_complete(registry.close())

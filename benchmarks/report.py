@@ -39,7 +39,7 @@ from benchmarks.reference import RIVETKIT_1MIB_INSERT
 
 log = logging.getLogger(__name__)
 
-__all__ = ["main", "run_benchmarks", "render", "readme_snippet", "update_readme"]
+__all__ = ["main", "run_benchmarks", "render", "readme_snippet", "update_readme", "eta_seconds"]
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -85,12 +85,45 @@ def run_benchmarks(json_path: Path, *, quick: bool, log_path: Path, progress: bo
         os.unlink(progress_file)
 
 
+ETA_MIN_DONE = 3
+"""Benchmarks that must have finished before the bar shows an ETA."""
+
+
+def eta_seconds(durations: list[float], remaining: int) -> float | None:
+    """Seconds left for ``remaining`` benchmarks, from the ``durations`` (seconds) of the
+    finished ones; ``None`` until :data:`ETA_MIN_DONE` have finished.
+
+    The slowest tenth of the finished ones (at least the slowest one) is left out of the
+    average: the first benchmark of a suite also builds that suite's datasets (a 512 MiB
+    database takes most of a minute the first time), and counting that one-off cost for
+    every remaining benchmark made the first ETA of a 3-minute run read over an hour.
+    """
+    if len(durations) < ETA_MIN_DONE:
+        return None
+    kept = sorted(durations)[: len(durations) - max(1, len(durations) // 10)]
+    return remaining * sum(kept) / len(kept)
+
+
+def _format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "ETA …"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"ETA {minutes}:{secs:02d}"
+
+
 def _follow(child: subprocess.Popen[Any], progress_file: Path, show: bool) -> None:
-    """Turn the plugin's progress lines into a tqdm bar until ``child`` exits."""
+    """Turn the plugin's progress lines into a tqdm bar until ``child`` exits.
+
+    The bar shows its own ETA (:func:`eta_seconds`), not tqdm's rate-based one.
+    """
     from tqdm import tqdm
 
-    bar = tqdm(total=None, desc="benchmarks", unit="bench", disable=not show, dynamic_ncols=True)
+    bar = tqdm(total=None, desc="benchmarks", unit="bench", disable=not show, dynamic_ncols=True,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
     offset = 0
+    durations: list[float] = []
+    started: float | None = None
+    current = ""
     try:
         while True:
             finished = child.poll() is not None
@@ -104,9 +137,14 @@ def _follow(child: subprocess.Popen[Any], progress_file: Path, show: bool) -> No
                 if kind == "total":
                     bar.reset(total=int(rest))
                 elif kind == "start":
-                    bar.set_postfix_str(rest.split("::", 1)[-1][:60], refresh=True)
+                    started, current = time.monotonic(), rest.split("::", 1)[-1][:60]
                 elif kind == "done":
+                    if started is not None:
+                        durations.append(time.monotonic() - started)
                     bar.update(1)
+                if kind in ("total", "start", "done"):
+                    left = (bar.total or 0) - bar.n
+                    bar.set_postfix_str(f"{_format_eta(eta_seconds(durations, left))}, {current}", refresh=True)
             if finished:
                 return
             time.sleep(0.2)
@@ -434,7 +472,7 @@ class Report:
         mix = benches[0]["extra_info"].get("mix", "")
         return "\n\n".join([
             "## 4. Concurrency: actors doing mixed actions",
-            f"Each actor (runtime: one worker thread and one SQLite connection per awake actor) runs its "
+            f"Each actor (runtime: one SQLite connection per awake actor, all on one bounded thread pool) runs its "
             f"own sequence of actions, all actors at once; mix {mix}. Throughput is all actions over the "
             "wall time; latencies are per `handle.call`.",
             _table(["KV latency", "actors", "actions", "throughput (actions/s)", "p50 (ms)", "p99 (ms)",
@@ -509,11 +547,118 @@ class Report:
 
     def markdown(self) -> str:
         sections = [self.header(), self.headline_section(), self.cold_start(), self.commits(), self.warm_reads(),
-                    self.concurrency(), self.memory(), self.others()]
+                    self.concurrency(), self.memory(), scale_section(self.groups, self.summary),
+                    size_section(self.groups, self.summary), self.others()]
         return "\n\n".join(s for s in sections if s) + "\n"
 
     def headline_section(self) -> str:
         return "{HEADLINE}"
+
+
+def scale_section(groups: dict[str, list[Bench]], summary: dict[str, Any]) -> str:
+    """"Actors at scale" (issue 13, ``bench_scale.py``): pops its groups from ``groups``."""
+    awake = sorted((b["extra_info"] for b in groups.pop("scale-awake", [])), key=lambda e: e["actors"])
+    cpu = [b["extra_info"] for b in groups.pop("scale-cpu", [])]
+    latency = sorted((b["extra_info"] for b in groups.pop("scale-latency", [])), key=lambda e: e["actors"])
+    callers = [b["extra_info"] for b in groups.pop("scale-callers", [])]
+    if not (awake or cpu or latency or callers):
+        return ""
+    parts = ["## 6. Actors at scale",
+             "One process, MemoryKV; every probe in a fresh process (`benchmarks/scale.py` defines each "
+             "figure). CPU is process CPU time (all threads) per action or per actor."]
+    if awake:
+        rows = [[_num(e["actors"]), _num(e["threads"]), _num(e["rss_anon_per_awake_actor_bytes"] / 1024, 1),
+                 _num(e["vm_size_bytes"] / 2**30, 2), _num(e["read_p50_us"], 1),
+                 _num(e["wake_all_cpu_per_actor_us"]), _num(e["wake_one_cpu_per_actor_us"]),
+                 _num(e["sleep_all_cpu_per_actor_us"])] for e in awake]
+        parts.append(_table(["awake actors", "OS threads", "RssAnon per awake actor (KiB)", "VmSize (GiB)",
+                             "read action p50 (µs)", "wake all at once, CPU/actor (µs)",
+                             "wake one at a time, CPU/actor (µs)", "sleep all at once, CPU/actor (µs)"], rows))
+        if len(awake) > 1:
+            summary["scale_read_p50_ratio"] = awake[-1]["read_p50_us"] / awake[0]["read_p50_us"]
+            parts.append(f"Read p50 with {awake[-1]['actors']} awake is "
+                         f"{_ratio(summary['scale_read_p50_ratio'])} the p50 with {awake[0]['actors']} awake.")
+    if cpu:
+        e = cpu[0]
+        summary["scale_cpu_us"] = {"read": e["cpu_per_read_action_us"], "write": e["cpu_per_write_action_us"]}
+        parts.append(_table(["action (one actor, no KV latency)", "CPU per action (µs)", "wall per action (µs)",
+                             "KV round trips"], [
+            ["cached read (1-row SELECT)", _num(e["cpu_per_read_action_us"], 1), _num(e["wall_per_read_action_us"], 1),
+             _num(e["kv_round_trips_per_read_action"], 2)],
+            ["1-row write (UPDATE, one commit)", _num(e["cpu_per_write_action_us"], 1),
+             _num(e["wall_per_write_action_us"], 1), _num(e["kv_round_trips_per_write_action"], 2)]]))
+    if latency:
+        one = next((e["throughput_per_s"] for e in latency if e["actors"] == 1), None)
+        rows = [[_num(e["actors"]), _num(e["throughput_per_s"]), _ratio(e["throughput_per_s"] / one if one else None),
+                 _num(e["round_trips_per_action"], 2), _num(e["threads"]), _num(e["failures"])] for e in latency]
+        parts.append("1-row write actions, each actor called by one client back to back, "
+                     f"{_num(latency[0]['latency_ms'], 0)} ms injected per KV round trip:")
+        parts.append(_table(["actors", "actions/s", "vs 1 actor", "KV writes/action", "threads", "failed calls"],
+                            rows))
+    if callers:
+        e = callers[0]
+        summary["scale_one_actor_callers"] = e["throughput_per_s"]
+        parts.append(f"ONE actor, {e['callers']} concurrent callers doing 1-row writes, "
+                     f"{_num(e['latency_ms'], 0)} ms per round trip: **{_num(e['throughput_per_s'])} actions/s**, "
+                     f"{_num(e['round_trips_per_action'], 3)} KV writes per action (commits merged by the output gate).")
+    return "\n\n".join(parts)
+
+
+def size_section(groups: dict[str, list[Bench]], summary: dict[str, Any]) -> str:
+    """"Database size" (issue 12, ``bench_big_databases.py``): pops its groups."""
+    wakes = [b["extra_info"] for b in groups.pop("size-wake", [])]
+    scans = sorted((b for b in groups.pop("size-scan", [])), key=lambda b: b["extra_info"]["size"])
+    warm = groups.pop("size-warm", [])
+    if not (wakes or scans or warm):
+        return ""
+    parts = ["## 7. Database size: hot-set hint, read-ahead, one chunk cache",
+             "Tables of ~200-byte rows with a secondary index (`benchmarks/bench_big_databases.py`). "
+             "Round trips are exact; times include the injected latency where a KV is involved."]
+    if wakes:
+        sizes = sorted({e["size"] for e in wakes})
+        drivers = _ordered(e["driver"] for e in wakes)
+        cell = {(e["driver"], e["size"], e["mode"]): e for e in wakes}
+        rows = []
+        for d in drivers:
+            for mode in ("no hint", "hint"):
+                row = [d, mode]
+                for size in sizes:
+                    e = cell.get((d, size, mode))
+                    row.append("–" if e is None else f"{e['wake_pk_round_trips']} / {e['wake_pk_index_round_trips']}")
+                rows.append(row)
+        summary["size_wake_round_trips"] = {
+            f"{e['driver']} {human_size(e['size'])} {e['mode']}": e["wake_pk_index_round_trips"] for e in wakes}
+        parts.append("After an actor ran a primary-key query and a secondary-index query once and slept: round "
+                     "trips of **wake + the primary-key query / wake + both queries** (the one startup call "
+                     "included). `no hint` preloads the lowest 768 KiB only (the behaviour before hints).")
+        parts.append(_table(["driver", "preload", *[human_size(s) for s in sizes]], rows))
+    if scans:
+        rows = [[human_size(b["extra_info"]["size"]), _num(b["extra_info"]["round_trips"]), _ms(_median(b))]
+                for b in scans]
+        summary["size_scan_round_trips"] = {human_size(b["extra_info"]["size"]): b["extra_info"]["round_trips"]
+                                            for b in scans}
+        parts.append("A cold full scan (wake without a hint, then `SELECT count(*), sum(length(v))`; geometric "
+                     "read-ahead, chunk cache budget holding the database):")
+        parts.append(_table(["database", "round trips (incl. the startup call)", "time"], rows))
+    if warm:
+        cell = {(b["extra_info"]["size"], b["extra_info"]["query"], b["extra_info"]["backend"]): b for b in warm}
+        rows = []
+        ratios: dict[str, float] = {}
+        for (size, query, backend), b in sorted(cell.items()):
+            if backend == "local file":
+                continue
+            local = cell.get((size, query, "local file"))
+            ratio = None if local is None else float(local["stats"]["mean"]) / float(b["stats"]["mean"])
+            if ratio is not None:
+                ratios[f"{human_size(size)} {query} {backend}"] = ratio
+            rows.append([human_size(size), query, backend, _num(1.0 / float(b["stats"]["mean"])),
+                         _ratio(ratio), human_size(b["extra_info"]["cache_budget_bytes"])])
+        summary["size_warm_ratio_to_local"] = ratios
+        parts.append("Warm random lookups with default settings (the process-wide chunk cache's budget; for a "
+                     "database larger than half of it, a budget that holds it), as queries/s and as a ratio "
+                     "to apsw on a local file:")
+        parts.append(_table(["database", "query", "backend", "queries/s", "vs local file", "cache budget"], rows))
+    return "\n\n".join(parts)
 
 
 def _headline_rows(summary: dict[str, Any]) -> list[list[str]]:

@@ -648,17 +648,28 @@ static int kvn_local_copy(kvn_file *f, uint32_t index, unsigned char *dst, size_
 ** and doubles the window (from KVN_FIRST_WINDOW, up to readahead_max); any other miss
 ** halves it and reads nothing ahead. Returns the chunks to read ahead. Caller holds mu. */
 #define KVN_FIRST_WINDOW 64
-static int kvn_next_window(kvn_file *f, uint32_t first) {
+static int kvn_next_window(kvn_file *f, uint32_t first, long long *gap) {
   long long slack = f->readahead / 8 > 2 ? f->readahead / 8 : 2;  /* another B-tree's pages in between */
   long long a = (long long)first - f->next_sequential, b = (long long)first - f->stream_end;
-  int sequential = (a >= 0 && a <= slack) || (b >= 0 && b <= slack);
-  if (!sequential) {
+  *gap = first;
+  if (a >= 0 && a <= slack) {
+    *gap = f->next_sequential;
+  } else if (b >= 0 && b <= slack) {
+    *gap = f->stream_end;
+  } else {
     f->readahead /= 2;
     return 0;
   }
   long long ra = f->readahead ? (long long)f->readahead * 2 : KVN_FIRST_WINDOW;
   f->readahead = (int)(ra < f->readahead_max ? ra : f->readahead_max);
   return f->readahead;
+}
+
+/* Whether read-ahead should fetch chunk i (not held locally). Caller holds mu. */
+static int kvn_wanted_ahead(kvn_file *f, uint32_t i) {
+  const unsigned char *v;
+  return !kvn_map_get(&f->dirty, i) && !kvn_map_get(&f->staged, i) && !kvn_cache_contains(&f->cache, i)
+         && kvn_preload_state(&f->preload, i, &v) == KVN_NOT_LOADED;
 }
 
 /* Fetch the chunks `miss[0..n)` (not held locally) in ONE KV call, with read-ahead
@@ -668,7 +679,8 @@ static int kvn_fetch(kvn_file *f, const uint32_t *miss, int n, unsigned char **o
   int rc = SQLITE_OK;
   *out = NULL;
   LOCK(f);
-  int ahead = kvn_next_window(f, miss[0]);
+  long long gap;
+  int ahead = kvn_next_window(f, miss[0], &gap);
   int want_cap = n + (f->cache.cap ? ahead : 0);
   uint32_t *want = kvn_malloc((size_t)want_cap * sizeof(uint32_t));
   unsigned char *staged = kvn_malloc((size_t)want_cap);
@@ -676,14 +688,14 @@ static int kvn_fetch(kvn_file *f, const uint32_t *miss, int n, unsigned char **o
   memcpy(want, miss, (size_t)n * sizeof(uint32_t));
   int nw = n;
   if (ahead && f->cache.cap) {
+    /* The chunks skipped between the stream and this miss, then the window after it
+    ** (vfs.file.KVFile._fetch). */
     long long last_committed = kvn_chunk_count(f->low_water);
+    for (long long g = gap > 0 ? gap : 0; g < (long long)miss[0] && nw < want_cap; g++)
+      if (kvn_wanted_ahead(f, (uint32_t)g)) want[nw++] = (uint32_t)g;
     long long nxt = (long long)miss[n - 1] + 1;
     while (nw < want_cap && nxt < last_committed) {
-      const unsigned char *v;
-      uint32_t i = (uint32_t)nxt;
-      if (!kvn_map_get(&f->dirty, i) && !kvn_map_get(&f->staged, i) && !kvn_cache_contains(&f->cache, i)
-          && kvn_preload_state(&f->preload, i, &v) == KVN_NOT_LOADED)
-        want[nw++] = i;
+      if (kvn_wanted_ahead(f, (uint32_t)nxt)) want[nw++] = (uint32_t)nxt;
       nxt++;
     }
     f->stream_end = nxt;

@@ -10,7 +10,7 @@ import pytest
 
 from tests.cli_support import assert_one_line_error, dump, make_sqlite_file, run_cli
 
-COMMANDS = ["shell", "import", "export", "ls", "inspect", "bench"]
+COMMANDS = ["shell", "import", "export", "ls", "rm", "inspect", "integrity", "compact", "bench"]
 
 
 @pytest.fixture
@@ -107,7 +107,9 @@ def test_import_under_an_actor_type_and_ls(tmp_path: pathlib.Path, sqlite_file: 
     assert user["db_bytes"] == sqlite_file.stat().st_size
     assert user["chunks"] == sqlite_file.stat().st_size // 4096
     only = run_cli("ls", "--actor-type", "user", cwd=tmp_path)
-    assert only.stdout.split("\t")[0] == "user/alice" and len(only.stdout.splitlines()) == 1
+    header, *listed_rows = only.stdout.splitlines()
+    assert header.split() == ["ACTOR", "DB_BYTES", "CHUNKS"]
+    assert [line.split()[0] for line in listed_rows] == ["user/alice"]
     # the same actor, named by its id or by type and key
     by_id = run_cli("shell", "user/alice", "-c", "SELECT count(*) FROM users", cwd=tmp_path)
     by_key = run_cli("shell", "alice", "--actor-type", "user", "-c", "SELECT count(*) FROM users", cwd=tmp_path)
@@ -150,8 +152,8 @@ def test_import_rejects_files_that_are_not_sqlite(tmp_path: pathlib.Path, conten
     bad = tmp_path / "bad.db"
     bad.write_bytes(content)
     assert_one_line_error(run_cli("import", str(bad), "a", cwd=tmp_path), message)
-    # nothing was written: the store has no actor
-    assert run_cli("ls", cwd=tmp_path).stdout == ""
+    # nothing was written: the store was not even created
+    assert not (tmp_path / ".actor-db").exists()
 
 
 def test_bad_input_is_one_line(tmp_path: pathlib.Path) -> None:
@@ -178,11 +180,11 @@ def test_memory_store_and_env_default(tmp_path: pathlib.Path) -> None:
     scratch = run_cli("--kv", "memory:", "shell", "s", "--create", "-c", "CREATE TABLE t (x)",
                       "-c", "INSERT INTO t VALUES (41 + 1)", "-c", "SELECT x FROM t", cwd=tmp_path)
     assert scratch.returncode == 0 and scratch.stdout == "42\n"
-    assert run_cli("--kv", "memory:", "ls", cwd=tmp_path).stdout == ""  # a new store each run
+    assert run_cli("--kv", "memory:", "ls", cwd=tmp_path).stdout.splitlines()[1:] == []  # a new store each run
     env = {"ACTOR_DB_KV": f"lmdb:{tmp_path / 'elsewhere'}"}
     assert run_cli("shell", "e", "--create", "-c", "CREATE TABLE t (x)", cwd=tmp_path, env=env).returncode == 0
     assert (tmp_path / "elsewhere").is_dir() and not (tmp_path / ".actor-db").exists()
-    assert run_cli("ls", cwd=tmp_path, env=env).stdout.startswith("e\t")
+    assert run_cli("ls", cwd=tmp_path, env=env).stdout.splitlines()[1].split()[0] == "e"
 
 
 def test_inspect_reports_chunks_and_preload_coverage(tmp_path: pathlib.Path) -> None:

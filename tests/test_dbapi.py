@@ -52,7 +52,7 @@ def test_memory_and_file_paths_stay_plain_sqlite(tmp_path: Any) -> None:
 
 
 def test_bare_name_uses_default_store(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ACTOR_DB_PATH", str(tmp_path / "default-store"))
+    monkeypatch.setenv("ACTOR_DB_KV", f"lmdb:{tmp_path / 'default-store'}")  # the rule: actor_db.defaults
     monkeypatch.setattr(sqlite3, "_default_store", None)
     c = sqlite3.connect("orders")
     try:

@@ -67,7 +67,8 @@ def test_partial_preload_never_claims_skipped_chunks_absent(store: KVStore, vfs_
 
 def test_sequential_scan_reads_ahead_and_cache_serves_rereads(store: KVStore, vfs_kind: str) -> None:
     build(store, vfs_kind, "scan", 3000)  # ~3 MB, far above the 100-page SQLite cache below
-    con = vfs.connect(store.actor("scan"), vfs=vfs_kind, cache_chunks=2000, readahead_max_chunks=64)
+    con = vfs.connect(store.actor("scan"), vfs=vfs_kind, cache_chunks=2000, readahead_max_chunks=64,
+                      preload=vfs.PreloadMap.empty())
     con.execute("PRAGMA cache_size=100")
     assert rows(con, "SELECT count(*), sum(length(b)) FROM t") == [(3000, 3_000_000)]
     first = con.stats.snapshot()

@@ -328,7 +328,9 @@ def test_fenced_while_creating_the_actor_raises_fenced_error(store: KVStore, run
         with pytest.raises(FencedError) as info:
             await handle.call("add", 1)
         assert stolen["n"] == 1
-        assert isinstance(info.value.__cause__, apsw.IOError)  # what the VFS raised, kept as the cause
+        # what refused the write, kept as the cause: the driver's FencedError (the output
+        # gate's write at the end of the start)
+        assert isinstance(info.value.__cause__, FencedError)
         assert "while waking actor t/new" in str(info.value)
         assert handle.metrics()["status"] == "asleep"
         assert actor_keys(store, "t/new") == []  # nothing of the fenced creation landed

@@ -4,6 +4,7 @@ Entry point: :func:`connect`. The KV side is the narrow :class:`KV` protocol; th
 package never imports ``actor_db`` (drivers live there and satisfy the protocol).
 """
 
+from vfs import chunk_cache, hint
 from vfs.connect import KVConnection, connect
 from vfs.file import FileOptions, KVFile
 from vfs.keys import CHUNK_SIZE
@@ -17,5 +18,5 @@ __all__ = [
     "connect", "KVConnection", "KVFile", "FileOptions", "CHUNK_SIZE", "VFS_NAME",
     "PreloadMap", "PreloadMiss", "ABSENT", "NOT_LOADED", "evaluate_preload",
     "KV", "KVLimits", "KeyRange", "PrefixBudget", "PreloadRequest", "WriteBatch",
-    "VFSStats", "sqlite_preload_keys", "sqlite_preload_ranges",
+    "VFSStats", "sqlite_preload_keys", "sqlite_preload_ranges", "chunk_cache", "hint",
 ]

@@ -10,14 +10,22 @@ import apsw
 from vfs import kvvfs, pragmas
 from vfs.file import FileOptions, KVFile
 from vfs.preload import PreloadMap
-from vfs.protocol import KV
+from vfs.protocol import KV, PreloadRequest
+from vfs.startup import DEFAULT_SQLITE_PRELOAD_BYTES, sqlite_preload_keys, sqlite_preload_ranges
 from vfs.stats import VFSStats
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KVConnection", "connect"]
+__all__ = ["KVConnection", "connect", "open_preload_request", "DEFAULT_OPEN_PRELOAD_BYTES"]
 
 DEFAULT_PAGE_SIZE = 4096
+DEFAULT_OPEN_PRELOAD_BYTES = DEFAULT_SQLITE_PRELOAD_BYTES
+"""SQLite chunk budget of the preload ``vfs.connect`` makes itself (768 KiB)."""
+
+
+def open_preload_request(max_bytes: int = DEFAULT_OPEN_PRELOAD_BYTES) -> PreloadRequest:
+    """What ``vfs.connect(kv)`` preloads in its one call when given no preload."""
+    return PreloadRequest(keys=sqlite_preload_keys(), ranges=sqlite_preload_ranges(max_bytes))
 
 
 class KVConnection(apsw.Connection):
@@ -61,7 +69,11 @@ def connect(
     :param name: a label for SQLite (``PRAGMA database_list``); the actor's namespace,
         not the name, selects the keys.
     :param preload: the startup preload map; reads it covers cost no round trip.
-        ``None`` starts with an empty one (the open then costs 1 round trip).
+        ``None`` (default): the open makes one preload call itself (1 round trip, as
+        the open's own read of the meta would cost): the meta, the chunks the hot-set
+        hint lists, then the lowest chunks, within :data:`DEFAULT_OPEN_PRELOAD_BYTES`.
+        ``PreloadMap.empty()``: nothing preloaded (the open reads the meta and the
+        first chunks, also 1 round trip).
     :param cache_chunks: this connection's cap on its share of the process-wide chunk
         cache, in 4096-byte chunks (:mod:`vfs.chunk_cache`; its byte budget is set with
         ``vfs.chunk_cache.configure`` or ``$ACTOR_DB_CACHE_BYTES``). ``None``: no cap of
@@ -87,8 +99,10 @@ def connect(
     if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
         raise ValueError(f"page_size must be a power of two from 512 to 65536, not {page_size}")
     backend.ensure_registered()
+    if preload is None:
+        preload = kv.preload(open_preload_request())
     options = FileOptions(cache_chunks, readahead_max_chunks, max_dirty_bytes, read_only=readonly)
-    binding = kvvfs.Binding(kv, preload if preload is not None else PreloadMap.empty(), options)
+    binding = kvvfs.Binding(kv, preload, options)
     filename = backend.bind(name, binding)
     identity = kv.identity
     kvvfs.claim(identity, filename)

@@ -34,7 +34,7 @@ from vfs import chunk_cache, hint, pragmas, redo
 from vfs.chunks import chunk_count, spans
 from vfs.errors import describe_kv, kv_failure, sqlite_error
 from vfs.keys import (
-    CHUNK_SIZE, COMMIT_RECORD_KEY, FILE_MAIN, CorruptMetaError, chunk_index, chunk_key, chunk_range,
+    CHUNK_SIZE, COMMIT_RECORD_KEY, FILE_MAIN, SQLITE_PREFIX, SQLITE_RANGE_END, CorruptMetaError, chunk_index, chunk_key, chunk_range,
     MAX_CHUNK_INDEX, decode_meta, encode_meta, meta_key, staged_key, staged_range,
 )
 from vfs.preload import ABSENT, NOT_LOADED, PreloadMap
@@ -260,7 +260,11 @@ class KVFile:
         chunk0 = first_chunk if isinstance(first_chunk, bytes) else None
         if head and head[0] == 0:
             chunk0, chunk0_known = head_values[0], True
-        size = self._validated_size(known[self._meta_key], chunk0, chunk0_known)
+        record = known[COMMIT_RECORD_KEY]
+        # A committed large transaction being applied may have written chunks before
+        # the meta (its final batch): the record, not the meta, then says the size.
+        applying = record is not None and record != redo.STAGING_MARKER
+        size = self._validated_size(known[self._meta_key], None if applying else chunk0, chunk0_known and not applying)
         self._size = self._committed_size = self._low_water = size
         if chunk0 is not None:
             chunk0 = self._checked_chunk(0, chunk0, head_key)
@@ -272,7 +276,6 @@ class KVFile:
                 if value is not None and index * CHUNK_SIZE < size:
                     self._cache[index] = self._checked_chunk(index, value, chunk_key(self._tag, index))
             self.stats.chunks_fetched += len(head)
-        record = known[COMMIT_RECORD_KEY]
         if record is None:
             return
         may_recover = self._owner and not self.options.read_only
@@ -448,7 +451,8 @@ class KVFile:
         self._staged.clear()
         if self._cache is not None:
             self._cache.clear()
-        self.preload.clear(*chunk_range(self._tag))
+        # The meta and record too: a write that failed may have applied (a lost reply).
+        self.preload.clear(SQLITE_PREFIX, SQLITE_RANGE_END)
         self._pending_record = None  # re-read with the meta: rolled forward or read through
         self._overlay = None
         self._meta_stale = True
@@ -482,15 +486,18 @@ class KVFile:
     def _fetch(self, indices: list[int]) -> dict[int, bytes]:
         """Fetch chunks not held locally in ONE KV call, with read-ahead."""
         want = list(indices)
-        ahead = self._next_window(indices[0])
+        gap, ahead = self._next_window(indices[0])
         if ahead and self._cache is not None:
             last_committed = chunk_count(self._low_water)
+            # The chunks skipped between the stream and this miss (a few pages of another
+            # B-tree, or read later), then the window after the miss.
+            extra = [i for i in range(max(gap, 0), indices[0]) if self._wanted_ahead(i)]
             nxt = indices[-1] + 1
-            while len(want) < len(indices) + ahead and nxt < last_committed:
-                if nxt not in self._dirty and nxt not in self._staged and nxt not in self._cache \
-                        and self.preload.lookup(chunk_key(self._tag, nxt)) is NOT_LOADED:
-                    want.append(nxt)
+            while len(extra) < ahead and nxt < last_committed:
+                if self._wanted_ahead(nxt):
+                    extra.append(nxt)
                 nxt += 1
+            want += extra
             self._stream_end = nxt
         values = self._read_chunks(want, [i in self._staged for i in want])
         out: dict[int, bytes] = {}
@@ -500,20 +507,31 @@ class KVFile:
                 self._cache[index] = data
         return out
 
-    def _next_window(self, first: int) -> int:
+    def _wanted_ahead(self, index: int) -> bool:
+        """Whether read-ahead should fetch chunk ``index`` (not held locally)."""
+        return index not in self._dirty and index not in self._staged and index not in self._cache \
+            and self.preload.lookup(chunk_key(self._tag, index)) is NOT_LOADED
+
+    def _next_window(self, first: int) -> tuple[int, int]:
         """The read-ahead for a miss at chunk ``first``: a miss right after the last read,
         or right after the last read-ahead (within a slack of an eighth of the window,
         for the pages of another B-tree in between), is sequential and doubles the window (from
         :data:`FIRST_READAHEAD_CHUNKS` up to the cap); any other miss halves it and
         reads nothing ahead (an interior B-tree page in the middle of a scan costs the
-        scan half its window, not all of it). Same rule as the native VFS."""
+        scan half its window, not all of it). Returns ``(gap, window)``: read-ahead
+        also fetches the chunks from ``gap`` (where the stream was) up to the miss.
+        Same rule as the native VFS."""
         slack = max(self._readahead // 8, 2)  # pages of another B-tree interleaved
-        if not (0 <= first - self._next_sequential <= slack or 0 <= first - self._stream_end <= slack):
+        if 0 <= first - self._next_sequential <= slack:
+            gap = self._next_sequential
+        elif 0 <= first - self._stream_end <= slack:
+            gap = self._stream_end
+        else:
             self._readahead //= 2
-            return 0
+            return first, 0
         window = self._readahead * 2 if self._readahead else FIRST_READAHEAD_CHUNKS
         self._readahead = min(window, self._readahead_cap)
-        return self._readahead
+        return gap, self._readahead
 
     def _read_chunks(self, indices: list[int], staged: list[bool]) -> list[bytes]:
         """ONE KV call for chunks ``indices`` (``staged[j]``: this transaction's staged

@@ -40,7 +40,17 @@ def _open_env(path: str, map_size: int, durable: bool) -> Any:
         if entry is not None:
             _envs[path] = (entry[0], entry[1] + 1)
             return entry[0]
-        os.makedirs(path, exist_ok=True)
+        # Only the last directory, never its parents (as sqlite3.connect creates only
+        # the file): a typo in a parent is an error, not a new directory tree.
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            pass  # lmdb.open reports a path that is not a directory
+        except FileNotFoundError:
+            from actor_db.errors import ConfigurationError
+
+            raise ConfigurationError(f"cannot create LMDB store {path}: its parent directory "
+                                     f"{os.path.dirname(path)} does not exist") from None
         env = lmdb.open(path, map_size=map_size, subdir=True, max_dbs=0, sync=durable,
                         metasync=durable, readahead=False, max_readers=1024, lock=True)
         _envs[path] = (env, 1)
@@ -144,8 +154,33 @@ class LmdbKV(KVStore):
                 request, txn.get, lambda s, e: self._iterate(txn, s, e))
         return token, found
 
+    def _open_snapshot(self, start: bytes, end: bytes, pinned: bool = True) -> _LmdbSnapshot:
+        """A read transaction held open: every read of the snapshot sees the state of
+        this moment (LMDB's MVCC; writers are not blocked). See :mod:`actor_db.kv.snapshot`."""
+        return _LmdbSnapshot(self, self._txn())
+
     def close(self) -> None:
         """Release this handle; the environment closes with its last handle."""
         if not self._closed:
             self._closed = True
             _close_env(self.path)
+
+
+class _LmdbSnapshot:
+    """One LMDB read transaction serving a :class:`~actor_db.kv.snapshot.SnapshotKV`."""
+
+    def __init__(self, store: LmdbKV, txn: Any) -> None:
+        self._store = store
+        self._txn = txn
+
+    def _get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        return [self._txn.get(k) for k in keys]
+
+    def _scan(self, start: bytes, end: bytes, limit: int | None, max_bytes: int | None) -> list[tuple[bytes, bytes]]:
+        return scan_with_limits(self._store._iterate(self._txn, start, end), limit, max_bytes)
+
+    def _preload(self, request: PreloadRequest) -> PreloadMap:
+        return evaluate_preload(request, self._txn.get, lambda s, e: self._store._iterate(self._txn, s, e))
+
+    def close(self) -> None:
+        self._txn.abort()

@@ -3,7 +3,10 @@
 Modules, one concept each: :mod:`~actor_db.runtime.actor` (declaring types and
 actions), :mod:`~actor_db.runtime.migrations` (``db()`` and migrations),
 :mod:`~actor_db.runtime.database` (``c.db`` and the worker-side connection),
-:mod:`~actor_db.runtime.worker` (the asyncio bridge), :mod:`~actor_db.runtime.state`
+:mod:`~actor_db.runtime.pool` (the bounded thread pool all actors share),
+:mod:`~actor_db.runtime.worker` (one actor's serial queue on the pool),
+:mod:`~actor_db.runtime.inline` (inline on the event loop, or on the pool),
+:mod:`~actor_db.runtime.gate` (output gates and write coalescing), :mod:`~actor_db.runtime.state`
 (the persisted record), :mod:`~actor_db.runtime.startup` (the one-call start),
 :mod:`~actor_db.runtime.instance` (lifecycle and mutex),
 :mod:`~actor_db.runtime.registry` (``Registry`` and handles),

@@ -51,6 +51,18 @@ class ActorOptions:
     :ivar preload_max_connections_bytes: connections, all-or-nothing (64 KiB).
     :ivar idle_timeout_s: seconds without calls before the actor sleeps; ``None``
         never sleeps on its own.
+    :ivar output_gate: ``True`` (default): commits are queued and coalesced, the next
+        action runs at once, and a caller gets its result only once every write it
+        depends on is durable (see ``docs/runtime.md``). ``False``: each commit waits
+        for the KV inside its action (one KV write per commit).
+    :ivar inline_queries: with an output gate, let SQLite calls whose pages are in
+        memory run on the event loop's thread without a thread hop (learned per actor:
+        :mod:`actor_db.runtime.inline`). ``False``: every call goes to a pool thread.
+    :ivar sqlite_cache_pages: SQLite's own page cache per awake actor (``PRAGMA
+        cache_size``, pages). Default 0: no SQLite page cache slab (~87 KiB saved per
+        awake actor); pages are then served by the VFS chunk cache (a memory copy per
+        page, ~1.5 µs more per small query). ``None``: SQLite's default (2 MiB, 20
+        pages allocated at the first read).
     """
 
     preload_max_bytes: int = DEFAULT_PRELOAD_MAX_BYTES
@@ -58,6 +70,9 @@ class ActorOptions:
     preload_max_workflow_bytes: int = DEFAULT_PRELOAD_MAX_WORKFLOW_BYTES
     preload_max_connections_bytes: int = DEFAULT_PRELOAD_MAX_CONNECTIONS_BYTES
     idle_timeout_s: float | None = DEFAULT_IDLE_TIMEOUT_S
+    output_gate: bool = True
+    inline_queries: bool = True
+    sqlite_cache_pages: int | None = 0
 
     def __post_init__(self) -> None:
         for name in ("preload_max_bytes", "preload_max_sqlite_bytes", "preload_max_workflow_bytes",
@@ -65,6 +80,12 @@ class ActorOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ConfigurationError(f"{name} must be an int >= 0 (bytes), not {value!r}")
+        for name in ("output_gate", "inline_queries"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigurationError(f"{name} must be True or False, not {getattr(self, name)!r}")
+        if self.sqlite_cache_pages is not None and (not isinstance(self.sqlite_cache_pages, int)
+                                                    or self.sqlite_cache_pages < 0):
+            raise ConfigurationError(f"sqlite_cache_pages must be an int >= 0 or None, not {self.sqlite_cache_pages!r}")
         if self.idle_timeout_s is not None and self.idle_timeout_s <= 0:
             raise ConfigurationError(f"idle_timeout_s must be > 0 seconds or None, not {self.idle_timeout_s!r}")
 

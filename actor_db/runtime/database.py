@@ -1,9 +1,10 @@
-"""An actor's database: the SQLite connection on its worker thread, and ``c.db``.
+"""An actor's database: the SQLite connection, and ``c.db``.
 
-:class:`ActorConnection` is the synchronous side. It runs only on the actor's worker
-thread (see :mod:`actor_db.runtime.worker`) and owns the actor's ``vfs.KVConnection``.
-:class:`Database` is the asyncio side users get as ``c.db``; every call is one hop to
-the worker.
+:class:`ActorConnection` is the synchronous side and owns the actor's
+``vfs.KVConnection``; its methods run one at a time, on a pool thread through the
+actor's worker (:mod:`actor_db.runtime.worker`) or inline on the event loop when that
+needs no KV round trip (:mod:`actor_db.runtime.inline`). :class:`Database` is the
+asyncio side users get as ``c.db``; every call is at most one hop.
 
 Transactions (write coalescing, as Cloudflare Durable Objects do): an action's
 statements run in ONE implicit transaction, begun lazily before its first statement
@@ -17,7 +18,8 @@ value. ``c.db.transaction()`` nests as a SAVEPOINT. An action whose first statem
 
 Invariants:
 
-- Only the worker thread touches the apsw connection.
+- Only one thread at a time touches the apsw connection (the actor's serial queue, or
+  the event loop while that queue is idle).
 - ``PersistedState.saved`` changes only in ``after_commit`` or after a successful
   state-only write, so it always equals what the KV holds.
 - SQLite also syncs while it rolls back (writing original pages back after a failed
@@ -33,6 +35,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import threading
 import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Sequence
@@ -44,12 +47,13 @@ from vfs.preload import PreloadMap
 
 from actor_db.errors import ConfigurationError, KVError
 from actor_db.runtime.keys import STATE_KEY
+from actor_db.runtime.gate import OutputGate
 from actor_db.runtime.metrics import CountingKV
 from actor_db.runtime.rows import Row, column_index
 from actor_db.runtime.state import PersistedState
 
 if TYPE_CHECKING:
-    from actor_db.runtime.worker import Worker
+    from actor_db.runtime.inline import Runner
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +69,22 @@ _COMMENTS = re.compile(r"\s*(?:--[^\n]*(?:\n|$)|/\*.*?\*/)\s*", re.S)
 _SELF_MANAGED = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "VACUUM"})
 
 
+_KEYWORDS: dict[str, str] = {}
+"""``first_keyword`` results by SQL text (bounded: cleared when it reaches 1024 entries)."""
+
+
 def first_keyword(sql: str) -> str:
-    """The first SQL keyword of ``sql``, upper-cased (leading comments skipped)."""
+    """The first SQL keyword of ``sql``, upper-cased (leading comments skipped); cached
+    per SQL text, so a statement run again costs one dict lookup."""
+    found = _KEYWORDS.get(sql)
+    if found is None:
+        if len(_KEYWORDS) >= 1024:
+            _KEYWORDS.clear()
+        found = _KEYWORDS[sql] = _first_keyword(sql)
+    return found
+
+
+def _first_keyword(sql: str) -> str:
     pos = 0
     while True:
         m = _COMMENTS.match(sql, pos)
@@ -77,6 +95,26 @@ def first_keyword(sql: str) -> str:
     return m.group(1).upper() if m else ""
 
 
+_opening = threading.local()
+"""``cache_pages``: the ``PRAGMA cache_size`` for the connection this thread is opening
+now (set only inside :meth:`ActorConnection.open`), else absent."""
+
+
+def _size_page_cache(con: apsw.Connection) -> None:
+    """apsw connection hook: runs on every new connection in the process, before its
+    first page is read, and acts only on the runtime's own opens. SQLite allocates a
+    20-page slab for a connection's page cache at its first page read unless the cache
+    is smaller than 3 pages: ``cache_size=0`` saves ~87 KiB per awake actor (the
+    VFS's chunk cache still holds the pages, so a read that misses SQLite's cache is a
+    memory copy, not a KV call)."""
+    pages = getattr(_opening, "cache_pages", None)
+    if pages is not None:
+        con.execute(f"PRAGMA cache_size={int(pages)}")
+
+
+apsw.connection_hooks.append(_size_page_cache)
+
+
 def _bindings(args: tuple[Any, ...]) -> Any:
     """``execute(sql, *args)`` positional values, or one dict / sequence of values."""
     if len(args) == 1 and isinstance(args[0], (dict, list, tuple)):
@@ -85,14 +123,14 @@ def _bindings(args: tuple[Any, ...]) -> Any:
 
 
 class ActorConnection:
-    """The actor's SQLite connection and state-saving logic (worker thread only).
+    """The actor's SQLite connection and state-saving logic (one caller at a time).
 
     :param kv: the actor's counting KV view (every KV call of the actor goes through it).
     :param state: the persisted record.
     :param label: ``"type/key"`` for log messages.
     """
 
-    def __init__(self, kv: CountingKV, state: PersistedState, label: str) -> None:
+    def __init__(self, kv: CountingKV | OutputGate, state: PersistedState, label: str) -> None:
         self.kv = kv
         self.state = state
         self.label = label
@@ -101,15 +139,48 @@ class ActorConnection:
         self._in_flight: bytes | None = None
         self._prepared: Any = _NOT_PREPARED
         self._savepoints = itertools.count(1)
+        self._cursor: apsw.Cursor | None = None
+        self._index: dict[str, int] | None = None
+        self._shapes: dict[tuple[str, ...], dict[str, int]] = {}
 
     # ------------------------------------------------------------------ opening
-    def open(self, preload: PreloadMap, options: dict[str, Any]) -> None:
+    def open(self, preload: PreloadMap, options: dict[str, Any], cache_pages: int | None = None) -> None:
         """Open the database on the preloaded data (no round trip if the preload
-        covers the meta, the commit record and the head chunk)."""
-        con = vfs.connect(self.kv, f"{self.label}.db", preload=preload, **options)
+        covers the meta, the commit record and the head chunk).
+
+        :param cache_pages: SQLite's ``PRAGMA cache_size`` (pages) set before the first
+            page is read; ``None`` keeps SQLite's default (a 2 MiB cache, 20 pages
+            allocated at once).
+        """
+        _opening.cache_pages = cache_pages
+        try:
+            con = vfs.connect(self.kv, f"{self.label}.db", preload=preload, **options)
+        finally:
+            _opening.cache_pages = None
         con.kv_file.commit_hook = self._commit_hook
         con.kv_file.after_commit = self._after_commit
         self.con = con
+        # One cursor for every query of the actor (queries never overlap): its exec
+        # tracer marks each new statement, so a result's column names are read once
+        # per statement, not once per row.
+        cursor = con.cursor()
+        cursor.exec_trace = self._new_statement
+        self._cursor = cursor
+
+    def _new_statement(self, cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
+        self._index = None
+        return True
+
+    def _shape(self, cursor: apsw.Cursor) -> dict[str, int]:
+        """The name index of the running statement's result (shared by its rows)."""
+        names = tuple(d[0] for d in cursor.description)
+        index = self._shapes.get(names)
+        if index is None:
+            if len(self._shapes) >= 256:
+                self._shapes.clear()
+            index = self._shapes[names] = column_index(names)
+        self._index = index
+        return index
 
     def create(self, application_id: int) -> None:
         """Write a new actor's first page, meta and state record in ONE batch.
@@ -172,42 +243,41 @@ class ActorConnection:
         """Run ``sql`` (may hold several statements) and return every result row."""
         con = self._require()
         self._maybe_begin(con, sql)
-        started, reads, writes = time.perf_counter(), self.kv.reads, self.kv.writes
-        shapes: dict[tuple[str, ...], dict[str, int]] = {}
-
-        def row_trace(cursor: apsw.Cursor, values: tuple[Any, ...]) -> Row:
-            names = tuple(d[0] for d in cursor.description)
-            index = shapes.get(names)
-            if index is None:
-                index = shapes[names] = column_index(names)
-            return Row(values, index)
-
-        cursor = con.cursor()
-        cursor.row_trace = row_trace
+        cursor = self._cursor
+        assert cursor is not None
+        debug = log.isEnabledFor(logging.DEBUG)
+        if debug:
+            started, reads, writes = time.perf_counter(), self.kv.reads, self.kv.writes
+        out: list[Row] = []
         try:
-            return list(cursor.execute(sql, _bindings(args)))
+            for values in cursor.execute(sql, _bindings(args)):
+                out.append(Row(values, self._index or self._shape(cursor)))
+            return out
         finally:
-            self._log_query(sql, started, reads, writes)
+            if debug:
+                self._log_query(sql, started, reads, writes)
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any] | dict[str, Any]]) -> int:
         """Run ``sql`` once per bindings in ``seq``; returns the rows changed."""
         con = self._require()
         self._maybe_begin(con, sql)
-        started, reads, writes = time.perf_counter(), self.kv.reads, self.kv.writes
+        debug = log.isEnabledFor(logging.DEBUG)
+        if debug:
+            started, reads, writes = time.perf_counter(), self.kv.reads, self.kv.writes
         before = con.total_changes()
         try:
             for _ in con.executemany(sql, seq):
                 pass
             return int(con.total_changes() - before)
         finally:
-            self._log_query(sql, started, reads, writes)
+            if debug:
+                self._log_query(sql, started, reads, writes)
 
     def _log_query(self, sql: str, started: float, reads: int, writes: int) -> None:
-        if log.isEnabledFor(logging.DEBUG):
-            text = sql if len(sql) <= SQL_LOG_CHARS else sql[:SQL_LOG_CHARS] + "…"
-            log.debug("actor %s query %.3f ms, kv reads %d, kv writes %d: %s", self.label,
-                      (time.perf_counter() - started) * 1000.0, self.kv.reads - reads,
-                      self.kv.writes - writes, text)
+        text = sql if len(sql) <= SQL_LOG_CHARS else sql[:SQL_LOG_CHARS] + "…"
+        log.debug("actor %s query %.3f ms, kv reads %d, kv writes %d: %s", self.label,
+                  (time.perf_counter() - started) * 1000.0, self.kv.reads - reads,
+                  self.kv.writes - writes, text)
 
     def savepoint(self) -> str:
         """Begin a savepoint (a transaction if none is open); returns its name."""
@@ -256,8 +326,8 @@ class ActorConnection:
                 self.state.mark_saved(raw)
         except BaseException as exc:
             self._rollback()
-            if isinstance(exc, (apsw.IOError, KVError)):
-                self._reload_state()
+            if isinstance(exc, (apsw.IOError, KVError)) and getattr(self.kv, "failure", None) is None:
+                self._reload_state()  # (a broken output gate discards the whole actor instead)
             raise
 
     def _reload_state(self) -> None:
@@ -289,6 +359,7 @@ class ActorConnection:
     def close(self) -> None:
         """Close the connection (rolling back anything uncommitted). Idempotent."""
         con, self.con = self.con, None
+        self._cursor = None
         if con is None:
             return
         try:
@@ -301,7 +372,8 @@ class ActorConnection:
 class Database:
     """``c.db``: the actor's SQLite database, from asyncio.
 
-    :param worker: the actor's worker thread.
+    :param runner: runs the actor's SQLite calls, inline on the event loop when that
+        needs no KV round trip, else on its worker (:mod:`actor_db.runtime.inline`).
     :param gate: returns the live :class:`ActorConnection`, or raises
         :class:`~actor_db.errors.ActorShuttingDownError` when the actor is going to
         sleep or was destroyed.
@@ -313,33 +385,35 @@ class Database:
         rows[0]["total"], rows[0][0]
     """
 
-    def __init__(self, worker: Worker, gate: Callable[[], ActorConnection]) -> None:
-        self._worker = worker
+    __slots__ = ("_runner", "_gate")
+
+    def __init__(self, runner: Runner, gate: Callable[[], ActorConnection]) -> None:
+        self._runner = runner
         self._gate = gate
 
     async def execute(self, sql: str, *args: Any) -> list[Row]:
         """Run ``sql`` with ``args`` bound to its ``?`` parameters (or one dict for
-        ``:name`` parameters) and return all result rows (one worker hop).
+        ``:name`` parameters) and return all result rows (at most one worker hop).
 
         :raises apsw.Error: SQLite's error for bad SQL or a failed constraint;
             ``apsw.IOError`` (``__cause__``: a :class:`~actor_db.errors.KVError`) when
             the KV failed.
         """
-        return await self._worker.run(self._gate().execute, sql, args)
+        return await self._runner.call(self._gate().execute, sql, args)
 
     async def executemany(self, sql: str, seq_of_args: Iterable[Sequence[Any] | dict[str, Any]]) -> int:
         """Run ``sql`` once per bindings; returns the number of rows changed."""
-        return await self._worker.run(self._gate().executemany, sql, list(seq_of_args))
+        return await self._runner.call(self._gate().executemany, sql, list(seq_of_args))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Database]:
         """A savepoint: its statements commit together with the action, or all roll
         back when the block raises (the exception propagates)."""
         core = self._gate()
-        name = await self._worker.run(core.savepoint)
+        name = await self._runner.call(core.savepoint)
         try:
             yield self
         except BaseException:
-            await self._worker.run(core.rollback_to, name)
+            await self._runner.call(core.rollback_to, name)
             raise
-        await self._worker.run(core.release, name)
+        await self._runner.call(core.release, name)

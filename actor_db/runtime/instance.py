@@ -1,13 +1,24 @@
 """One actor instance: its mutex, its lifecycle (wake, sleep, destroy) and its actions.
 
-States: ``asleep`` (nothing in memory but counters) → ``awake`` (worker thread, SQLite
-connection, state) → ``asleep`` again, or ``destroyed`` (every key deleted; final).
+States: ``asleep`` (nothing in memory but counters) → ``awake`` (worker queue, SQLite
+connection, state, output gate) → ``asleep`` again, or ``destroyed`` (every key
+deleted; final).
 
 Invariants:
 
 - One :class:`asyncio.Lock` per instance: actions, wake, sleep and destroy of one
-  actor never overlap; different actors run concurrently (each has its own worker
-  thread, so a slow KV call blocks only its own actor).
+  actor never overlap; different actors run concurrently (their SQLite calls run on the
+  shared pool, so a slow KV call blocks only its own actor, up to the pool's cap).
+- Output gate (on unless the type says ``output_gate=False``): an action's commit is
+  queued in the actor's :class:`~actor_db.runtime.gate.OutputGate` and the lock is
+  released when the action returns, so the next action runs at once and sees its data;
+  the caller gets the result (or the action's error) only when every batch queued up to
+  the action's end is durable. When a gate write fails, every caller waiting on it and
+  every action that ran on the same in-memory state gets
+  :class:`~actor_db.errors.CommitFailedError` (or ``FencedError``), the SQLite
+  connection is discarded (the actor goes ``asleep``) and the next call re-opens the
+  actor from the KV. Without a gate, a commit waits for the KV inside the action, as
+  before.
 - ``c.db`` works only while an action (or ``on_wake``/``on_sleep``, or a migration)
   of this actor runs; after sleep or destroy began it raises
   :class:`~actor_db.errors.ActorShuttingDownError` instead of touching the database.
@@ -46,7 +57,10 @@ from actor_db.errors import (
 )
 from actor_db.runtime.actor import ActorDefinition, Context
 from actor_db.runtime.database import ActorConnection, Database
+from actor_db.runtime.gate import OutputGate
+from actor_db.runtime.inline import Runner
 from actor_db.runtime.metrics import CountingKV, StartupMetrics
+from actor_db.runtime.pool import ThreadPool
 from actor_db.runtime.startup import start_actor
 from actor_db.runtime.state import PersistedState
 from actor_db.runtime.worker import Worker
@@ -56,6 +70,12 @@ log = logging.getLogger(__name__)
 __all__ = ["ActorInstance"]
 
 ASLEEP, AWAKE, DESTROYED = "asleep", "awake", "destroyed"
+
+_COUNTERS = ("output_gate_batches", "output_gate_flushes", "output_gate_merged_batches", "inline_calls",
+             "inline_misses", "worker_calls")
+"""Lifetime counters of ``handle.metrics()`` (summed over wakes): batches handed to the
+output gate, KV writes it made (round trips), batches that rode in another's write,
+SQLite calls run inline on the event loop / on the worker, inline calls that missed."""
 
 
 class _Frame:
@@ -121,18 +141,25 @@ class ActorInstance:
     """The runtime side of one actor (type ``definition``, key ``key``).
 
     :param kv: the actor's KV view (``store.actor(actor_id)``).
+    :param pool: the runtime's thread pool (its SQLite calls and KV writes run there).
     """
 
-    def __init__(self, definition: ActorDefinition, key: str, kv: Any, on_destroyed: Any = None) -> None:
+    def __init__(self, definition: ActorDefinition, key: str, kv: Any, pool: ThreadPool,
+                 on_destroyed: Any = None) -> None:
         self.definition = definition
         self.key = key
         self.label = f"{definition.name}/{key}"
         self.kv = CountingKV(kv)
         self.status = ASLEEP
+        self._pool = pool
         self._lock = asyncio.Lock()
         self._worker: Worker | None = None
+        self._runner: Runner | None = None
+        self._outgate: OutputGate | None = None
         self._core: ActorConnection | None = None
         self._database: Database | None = None
+        self._counters = dict.fromkeys(_COUNTERS, 0)
+        self._resets = 0
         self._closing = False
         self._starting = False
         self._startup = StartupMetrics()
@@ -144,7 +171,7 @@ class ActorInstance:
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_destroyed = on_destroyed
 
-    # ------------------------------------------------------------------ gate
+    # ------------------------------------------------------------------ c.db's gate
     def _gate(self) -> ActorConnection:
         core = self._core
         if self.status != AWAKE or self._closing or core is None:
@@ -155,34 +182,51 @@ class ActorInstance:
 
     # ------------------------------------------------------------------ wake
     async def _wake(self) -> None:
-        worker = Worker(f"actor-db:{self.label}")
-        database = Database(worker, self._gate)
-        self._worker, self._database = worker, database
+        options = self.definition.options
+        worker = Worker(self._pool, self.label)
+        view: CountingKV | OutputGate = self.kv
+        if options.output_gate:
+            # Held while starting: a new actor's creation batch, its migrations and
+            # on_wake's commit go out as one KV write at the end of the start.
+            gate = OutputGate(self.kv, self._pool, asyncio.get_running_loop(), self.label,
+                              on_failure=lambda exc: self._gate_failed(gate), held=True)
+            view = self._outgate = gate
+        runner = Runner(worker, view, inline=options.inline_queries)
+        database = Database(runner, self._gate)
+        self._worker, self._runner, self._database = worker, runner, database
 
         def make_core(state: PersistedState) -> ActorConnection:
-            self._core = ActorConnection(self.kv, state, self.label)
+            self._core = ActorConnection(view, state, self.label)
             return self._core
 
         self._starting = True
         self.status = AWAKE
         trips0 = self.kv.round_trips
         try:
-            core, metrics = await start_actor(self.definition, self.key, self.kv, worker, make_core, database)
+            core, metrics = await start_actor(self.definition, self.key, view, worker, make_core, database)
             self._starting = False
             if self.definition.on_wake is not None:
                 started = time.perf_counter()
                 with metrics.user("on_wake"):
                     await self._run_as_action(self.definition.on_wake)
                 metrics.total_ms += (time.perf_counter() - started) * 1000.0
-                metrics.kv_round_trips = self.kv.round_trips - trips0
+            if self._outgate is not None:
+                # The start's writes (creation, migrations, on_wake) are durable before
+                # the actor serves anything: one KV write when they fit one batch.
+                started = time.perf_counter()
+                self._outgate.open()
+                await self._outgate.wait(self._outgate.enqueued)
+                metrics.total_ms += (time.perf_counter() - started) * 1000.0
+            metrics.kv_round_trips = self.kv.round_trips - trips0
         except BaseException as exc:
             fenced = fenced_cause(exc) if isinstance(exc, Exception) else None
+            gate_failed = self._outgate is not None and self._outgate.failure is not None
             try:
                 await self._close_worker()
             except Exception:  # keep the error that stopped the wake; the close's is logged
                 log.log(logging.DEBUG if fenced is not None else logging.WARNING,
                         "actor %s: closing after a failed wake failed too", self.label, exc_info=True)
-            if fenced is not None and fenced is not exc:
+            if fenced is not None and (fenced is not exc or gate_failed):
                 log.warning("actor %s was taken over by another runtime while waking: %s", self.label, fenced)
                 raise FencedError(f"{fenced} (while waking actor {self.label}; it was not started here)") from exc
             raise
@@ -194,17 +238,66 @@ class ActorInstance:
                  metrics.kv_round_trips, metrics.total_ms)
 
     async def _close_worker(self) -> None:
-        """Close the connection and stop the worker; always leaves the actor not awake."""
-        worker, core = self._worker, self._core
+        """Close the connection, stop the worker and wait until the output gate has
+        nothing in flight (durable or broken); always leaves the actor not awake."""
+        worker, core, gate = self._worker, self._core, self._outgate
         self._fold_stats()
         try:
             if worker is not None:
                 await worker.close(core.close if core is not None else None)
         finally:
-            self._worker = self._core = self._database = None
-            if self.status == AWAKE:
-                self.status = ASLEEP
-            self._closing = False
+            try:
+                if gate is not None:
+                    await gate.settle()
+                    if gate.failure is not None:
+                        log.info("actor %s closed after a failed KV write: its in-memory state was discarded",
+                                 self.label)
+            finally:
+                self._fold_counters()
+                self._worker = self._core = self._database = self._runner = self._outgate = None
+                if self.status == AWAKE:
+                    self.status = ASLEEP
+                self._closing = False
+
+    def _gate_failed(self, gate: OutputGate) -> None:
+        """(Event loop, from the gate.) Discard the actor's in-memory state soon."""
+        if self._outgate is gate:
+            task = asyncio.get_running_loop().create_task(self._discard(gate))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _discard(self, gate: OutputGate) -> None:
+        """Close the actor if ``gate`` (broken) is still its gate; the next call re-opens
+        it from the KV. Never raises (its errors are logged)."""
+        try:
+            async with _Hold(self, "reset after a failed KV write"):
+                await self._discard_locked(gate)
+        except Exception:
+            log.exception("actor %s: reset after a failed KV write failed", self.label)
+
+    async def _discard_locked(self, gate: OutputGate) -> None:
+        if self._outgate is not gate or self.status != AWAKE:
+            return
+        self._closing = True
+        self._resets += 1
+        try:
+            await self._close_worker()
+        except Exception:  # the connection's own rollback write-back fails too: expected
+            log.debug("actor %s: close after a failed KV write failed", self.label, exc_info=True)
+        log.warning("actor %s was reset after a failed KV write; it re-opens from the KV on its next call: %s",
+                    self.label, gate.failure)
+
+    async def _gate_wait(self, gate: OutputGate | None, seq: int) -> None:
+        """Wait until batch ``seq`` of ``gate`` is durable (the output gate). On a broken
+        gate, the actor is discarded before the error reaches the caller."""
+        if gate is None or seq <= gate.durable:
+            return
+        try:
+            await gate.wait(seq)
+        except Exception:
+            if gate.failure is not None:
+                await self._discard(gate)
+            raise
 
     # ------------------------------------------------------------------ actions
     def _context(self) -> Context:
@@ -214,15 +307,15 @@ class ActorInstance:
 
     async def _run_as_action(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(c, *args)`` with the implicit transaction (lock already held)."""
-        worker, core = self._worker, self._core
-        assert worker is not None and core is not None
+        runner, core = self._runner, self._core
+        assert runner is not None and core is not None
         core.begin_action()
         try:
             result = await _call_user(fn, self._context(), *args)
         except BaseException:
-            await worker.run(core.end_action, False)
+            await runner.call(core.end_action, False)
             raise
-        await worker.run(core.end_action, True)
+        await runner.call(core.end_action, True)
         return result
 
     async def call(self, action: str, *args: Any) -> Any:
@@ -234,6 +327,8 @@ class ActorInstance:
             (``A -> B -> A``, or an action calling its own actor).
         :raises FencedError: another runtime took the actor over (during the wake or
             the action); the actor was closed here.
+        :raises CommitFailedError: a KV write this action depended on failed (output
+            gate); the actor was reset and re-opens from the KV on its next call.
         """
         fn = self.definition.actions.get(action)
         if fn is None:
@@ -242,30 +337,50 @@ class ActorInstance:
                 f"(actions: {sorted(self.definition.actions)})")
         hold = _Hold(self, f"action {action!r} called")
         self._generation += 1
+        error: Exception | None = None
         async with hold:
             if self.status == DESTROYED:
                 raise ActorNotFoundError(f"actor {self.label} was destroyed")
+            if self._outgate is not None and self._outgate.failure is not None:
+                await self._discard_locked(self._outgate)  # broken: re-open from the KV below
             if self.status == ASLEEP:
                 await self._wake()
+            gate = self._outgate
             try:
                 self._actions += 1
-                return await self._run_as_action(fn, *args)
+                result = await self._run_as_action(fn, *args)
             except Exception as exc:
+                if gate is not None and gate.failure is not None:
+                    # The action ran on state that is being thrown away: the gate's error.
+                    await self._discard_locked(gate)
+                    raise gate.error() from exc
                 fenced = fenced_cause(exc)
                 if fenced is None:
-                    raise
-                # Another runtime owns the actor now: this instance must stop writing.
-                log.warning("actor %s was taken over by another runtime; closing it here: %s", self.label, fenced)
-                self._closing = True
-                try:
-                    await self._close_worker()
-                except Exception:  # the rollback write-back is fenced too
-                    log.debug("actor %s: close after takeover failed", self.label, exc_info=True)
-                if fenced is exc:
-                    raise
-                raise FencedError(f"{fenced} (during action {action!r} of {self.label}; it was closed here)") from exc
+                    if gate is None:
+                        raise
+                    error = exc  # the error is an output too: released by the gate below
+                else:
+                    await self._fenced(action, exc, fenced)
             finally:
                 self._schedule_idle()
+            seq = gate.enqueued if gate is not None else 0
+        await self._gate_wait(gate, seq)
+        if error is not None:
+            raise error
+        return result
+
+    async def _fenced(self, action: str, exc: Exception, fenced: FencedError) -> None:
+        """(Lock held.) Close the actor after a fenced commit and raise the FencedError:
+        another runtime owns the actor now, so this instance must stop writing."""
+        log.warning("actor %s was taken over by another runtime; closing it here: %s", self.label, fenced)
+        self._closing = True
+        try:
+            await self._close_worker()
+        except Exception:  # the rollback write-back is fenced too
+            log.debug("actor %s: close after takeover failed", self.label, exc_info=True)
+        if fenced is exc:
+            raise exc
+        raise FencedError(f"{fenced} (during action {action!r} of {self.label}; it was closed here)") from exc
 
     async def wake(self) -> None:
         """Start the actor now if it is asleep (creating it if it does not exist).
@@ -276,9 +391,14 @@ class ActorInstance:
         async with _Hold(self, "wake"):
             if self.status == DESTROYED:
                 raise ActorNotFoundError(f"actor {self.label} was destroyed")
+            if self._outgate is not None and self._outgate.failure is not None:
+                await self._discard_locked(self._outgate)
             if self.status == ASLEEP:
                 await self._wake()
                 self._schedule_idle()
+            gate = self._outgate
+            seq = gate.enqueued if gate is not None else 0
+        await self._gate_wait(gate, seq)
 
     # ------------------------------------------------------------------ sleep / destroy
     def _schedule_idle(self) -> None:
@@ -330,6 +450,22 @@ class ActorInstance:
             for name, value in stats.as_dict().items():
                 setattr(self._vfs_closed, name, getattr(self._vfs_closed, name) + value)
 
+    def _fold_counters(self) -> None:
+        for name, value in self._live_counters().items():
+            self._counters[name] += value
+
+    def _live_counters(self) -> dict[str, int]:
+        """The awake instance's gate and runner counters (zeros when asleep)."""
+        gate, runner = self._outgate, self._runner
+        return {
+            "output_gate_batches": gate.enqueued if gate is not None else 0,
+            "output_gate_flushes": gate.flushes if gate is not None else 0,
+            "output_gate_merged_batches": gate.merged_batches if gate is not None else 0,
+            "inline_calls": runner.inline_calls if runner is not None else 0,
+            "inline_misses": runner.inline_misses if runner is not None else 0,
+            "worker_calls": runner.worker_calls if runner is not None else 0,
+        }
+
     async def sleep(self) -> None:
         """Let in-flight actions finish, then close the connection and free memory.
 
@@ -364,7 +500,7 @@ class ActorInstance:
             finally:
                 self.status = DESTROYED
                 try:
-                    await asyncio.to_thread(self.kv.delete_all)
+                    await Worker(self._pool, self.label).run(self.kv.delete_all)
                 finally:
                     if self._on_destroyed is not None:
                         self._on_destroyed(self)
@@ -388,6 +524,13 @@ class ActorInstance:
             "vfs_commits": stats.commits,
             "starts_total": self._starts,
             "actions_total": self._actions,
+            "resets_total": self._resets,
             "status": self.status,
         })
+        live = self._live_counters()
+        out.update({name: self._counters[name] + live[name] for name in _COUNTERS})
+        cache = vfs.chunk_cache.stats()  # process-wide: shared by every actor
+        out.update({"chunk_cache_bytes": cache.bytes, "chunk_cache_budget_bytes": cache.budget_bytes,
+                    "chunk_cache_hits": cache.hits, "chunk_cache_misses": cache.misses,
+                    "chunk_cache_evictions": cache.evictions})
         return out

@@ -19,8 +19,8 @@ keeps one instance per actor; two registries must not run the same actor at once
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
 from typing import Any, Iterable
 
 from actor_db.errors import ActorKeyTooLongError, ActorNotFoundError, ConfigurationError
@@ -28,6 +28,7 @@ from actor_db.kv.base import ActorKV, KVStore
 from actor_db.kv.namespace import encode_actor_id
 from actor_db.runtime.actor import ActorDefinition
 from actor_db.runtime.instance import ActorInstance
+from actor_db.runtime.pool import DEFAULT_MAX_THREADS, ThreadPool
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +91,18 @@ class Registry:
     """Runs actors of the given types on ``kv``.
 
     :param actors: the actor types (from :func:`actor_db.actor`).
-    :param kv: the store; default: an :class:`~actor_db.kv.LmdbKV` in ``./.actor-db``
-        (owned and closed by the registry).
-    :raises ConfigurationError: two types share a name, or ``kv`` is not a store.
+    :param kv: the store; default: the store ``$ACTOR_DB_KV`` names, else an
+        :class:`~actor_db.kv.LmdbKV` in ``./.actor-db`` (owned and closed by the registry).
+    :param max_threads: the cap on the OS threads that run the actors' SQLite calls and
+        KV writes (:class:`~actor_db.runtime.pool.ThreadPool`), whatever the number of
+        awake actors: at most this many KV round trips are in flight at once. Threads
+        start on demand and exit after 10 s idle. Default 64.
+    :raises ConfigurationError: two types share a name, ``kv`` is not a store, or
+        ``max_threads`` is not an int >= 1.
     """
 
-    def __init__(self, actors: Iterable[ActorDefinition], kv: KVStore | None = None) -> None:
+    def __init__(self, actors: Iterable[ActorDefinition], kv: KVStore | None = None, *,
+                 max_threads: int = DEFAULT_MAX_THREADS) -> None:
         self._types: dict[str, ActorDefinition] = {}
         for definition in actors:
             if not isinstance(definition, ActorDefinition):
@@ -104,12 +111,14 @@ class Registry:
                 raise ConfigurationError(f"two actor types are named {definition.name!r}")
             self._types[definition.name] = definition
         self._owns_kv = kv is None
-        if kv is None:
-            from actor_db.kv.lmdb import LmdbKV
-            kv = LmdbKV(os.path.abspath(DEFAULT_KV_PATH))
+        if kv is None:  # $ACTOR_DB_KV, else LMDB in ./.actor-db (the rule of actor_db.defaults)
+            from actor_db.defaults import open_default_store
+            kv = open_default_store()
         if not isinstance(kv, KVStore):
             raise ConfigurationError(f"kv must be an actor_db.kv store, not {type(kv).__name__}")
         self.kv = kv
+        self.pool = ThreadPool(max_threads)
+        """The shared thread pool (``pool.threads``, ``pool.peak_threads``, ``pool.max_threads``)."""
         self._instances: dict[tuple[str, str], ActorInstance] = {}
 
     def get_or_create(self, name: str, key: str = "default") -> ActorHandle:
@@ -126,7 +135,7 @@ class Registry:
             raise ActorNotFoundError(f"no actor type named {name!r} (known: {sorted(self._types)})")
         instance = self._instances.get((name, key)) if isinstance(key, str) else None
         if instance is None:
-            instance = ActorInstance(definition, key, self._view(name, key), on_destroyed=self._forget)
+            instance = ActorInstance(definition, key, self._view(name, key), self.pool, on_destroyed=self._forget)
             self._instances[(name, key)] = instance
         return ActorHandle(instance)
 
@@ -160,14 +169,18 @@ class Registry:
             del self._instances[(instance.definition.name, instance.key)]
 
     async def close(self) -> None:
-        """Put every awake actor to sleep, then close the store if the registry opened it."""
+        """Put every awake actor to sleep (all at once), then close the store if the
+        registry opened it; idle pool threads exit."""
         try:
-            for instance in list(self._instances.values()):
-                try:
-                    await instance.sleep()
-                except Exception:
-                    log.exception("actor %s failed to go to sleep", instance.label)
+            instances = list(self._instances.values())
+            results = await asyncio.gather(*(instance.sleep() for instance in instances), return_exceptions=True)
+            for instance, result in zip(instances, results):
+                if isinstance(result, Exception):
+                    log.error("actor %s failed to go to sleep", instance.label, exc_info=result)
+                elif isinstance(result, BaseException):
+                    raise result
         finally:
+            self.pool.shutdown()
             if self._owns_kv:
                 self.kv.close()
 

@@ -34,6 +34,7 @@ from vfs.protocol import PrefixBudget, PreloadRequest
 
 from actor_db.runtime.database import ActorConnection, Database
 from actor_db.runtime.keys import CONNECTIONS_RANGE, STATE_KEY, WORKFLOWS_RANGE
+from actor_db.runtime.gate import OutputGate
 from actor_db.runtime.metrics import CountingKV, StartupMetrics
 from actor_db.runtime.migrations import DEFAULT_APPLICATION_ID, run_migrations
 from actor_db.runtime.state import PersistedState
@@ -59,17 +60,17 @@ def preload_request(options: ActorOptions, has_db: bool) -> PreloadRequest:
     return PreloadRequest(keys=keys, ranges=tuple(ranges), max_total_bytes=options.preload_max_bytes)
 
 
-def _preload(kv: CountingKV, request: PreloadRequest, metrics: StartupMetrics) -> PreloadMap:
+def _preload(kv: CountingKV | OutputGate, request: PreloadRequest, metrics: StartupMetrics) -> PreloadMap:
     with metrics.internal("preload"):
         # Ownership (the fencing token) and the preload come in the same single call.
         return kv.acquire_and_preload(request)
 
 
 def _open(core: ActorConnection, preload: PreloadMap, config_options: dict[str, Any], is_new: bool,
-          metrics: StartupMetrics) -> int:
+          metrics: StartupMetrics, cache_pages: int | None) -> int:
     """Open (and for a new actor create) the database; returns its user_version."""
     with metrics.internal("open_db"):
-        core.open(preload, config_options)
+        core.open(preload, config_options, cache_pages)
     if is_new:
         with metrics.internal("create"):
             core.create(DEFAULT_APPLICATION_ID)
@@ -84,7 +85,7 @@ def _create_without_db(core: ActorConnection, metrics: StartupMetrics) -> None:
 async def start_actor(
     definition: ActorDefinition,
     key: str,
-    kv: CountingKV,
+    kv: CountingKV | OutputGate,
     worker: Worker,
     core_factory: Any,
     database: Database,
@@ -127,7 +128,8 @@ async def start_actor(
 
     version = 0
     if config is not None:
-        version = await worker.run(_open, core, preload, dict(config.vfs_options), is_new, metrics)
+        version = await worker.run(_open, core, preload, dict(config.vfs_options), is_new, metrics,
+                                   definition.options.sqlite_cache_pages)
     elif is_new:
         await worker.run(_create_without_db, core, metrics)
     extra_reads = kv.reads - reads0 - 1

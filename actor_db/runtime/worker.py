@@ -1,35 +1,45 @@
-"""The asyncio bridge: one worker thread and one queue per awake actor (aiosqlite-style).
+"""The asyncio bridge: one serial queue (a *strand*) per awake actor on the shared pool.
 
-Every SQLite call of an actor runs on its own worker thread, so a slow KV call (made by
-the VFS inside SQLite) blocks only that actor; the event loop and other actors go on.
+An actor no longer owns a thread. Its SQLite calls are queued on its :class:`Worker`;
+when the queue goes from empty to non-empty the worker submits ONE drain job to the
+runtime's :class:`~actor_db.runtime.pool.ThreadPool`, which runs the queued calls one
+after another and hands each result back to the event loop. So a slow KV call (made by
+the VFS inside SQLite) blocks one pool thread and only its own actor; other actors go
+on as long as the pool has threads (its cap).
 
 Invariants:
 
-- One thread hop per :meth:`Worker.run` call; the callable does all its SQLite work
-  (execute and fetch together) on the worker.
-- Calls run one at a time, in submission order (FIFO), so an actor's SQLite calls
-  never interleave even without the actor lock.
+- An actor's calls run one at a time, in submission order (FIFO), whichever pool
+  thread runs them: a drain job is the only runner of its worker's queue, and the
+  worker submits a new one only after the last one found the queue empty.
+- :meth:`Worker.run_inline` runs a call on the event loop's thread, only while the queue
+  is empty and nothing runs (:attr:`Worker.idle`), so it never interleaves with a
+  queued call either.
+- A drain job runs at most :data:`FAIRNESS_CALLS` calls, then re-queues itself behind
+  the other actors' jobs, so one busy actor cannot hold a thread forever.
 - A result is handed back with ``loop.call_soon_threadsafe`` behind a ``fut.done()``
-  guard, so a cancelled await cannot crash the worker.
+  guard, so a cancelled await cannot crash the pool thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
-import queue
 import threading
 from typing import Any, Callable, TypeVar
 
 from actor_db.errors import ActorShuttingDownError
+from actor_db.runtime.pool import ThreadPool
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "FAIRNESS_CALLS"]
 
 T = TypeVar("T")
 
-_STOP = object()
+FAIRNESS_CALLS = 64
+"""Calls one drain job runs before it lets other actors' jobs go first."""
 
 
 def _resolve(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
@@ -41,24 +51,45 @@ def _resolve(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -
         fut.set_result(result)
 
 
-class Worker:
-    """A daemon thread running submitted callables one at a time.
+_Item = tuple["asyncio.Future[Any]", asyncio.AbstractEventLoop, Callable[..., Any], tuple[Any, ...]]
 
-    :param name: the thread's name (shows in tracebacks and ``threading.enumerate()``).
+
+class Worker:
+    """One actor's serial queue of calls, run on the shared ``pool``.
+
+    :param pool: the runtime's thread pool.
+    :param name: the actor's label (for log messages).
     """
 
-    def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+    __slots__ = ("_pool", "name", "_lock", "_queue", "_scheduled", "_closed")
 
-    def _loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            fut, loop, fn, args = item
+    def __init__(self, pool: ThreadPool, name: str) -> None:
+        self._pool = pool
+        self.name = name
+        self._lock = threading.Lock()
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._scheduled = False
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def idle(self) -> bool:
+        """No call is queued or running (read on the event loop; a call queued from
+        the loop makes it ``False`` at once, and it turns ``True`` only once the queue
+        is empty and the last call returned)."""
+        return not self._scheduled
+
+    def _drain(self) -> None:
+        lock, queue = self._lock, self._queue
+        for _ in range(FAIRNESS_CALLS):
+            with lock:
+                if not queue:
+                    self._scheduled = False
+                    return
+                fut, loop, fn, args = queue.popleft()
             result: Any = None
             error: BaseException | None = None
             try:
@@ -68,14 +99,11 @@ class Worker:
             try:
                 loop.call_soon_threadsafe(_resolve, fut, result, error)
             except RuntimeError:  # the loop is closed: nobody is waiting any more
-                log.debug("worker %s: event loop closed before a result was delivered", self._thread.name)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
+                log.debug("worker %s: event loop closed before a result was delivered", self.name)
+        self._pool.submit(self._drain)  # fairness: other actors' jobs first
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the worker thread and return its result (one hop).
+        """Run ``fn(*args)`` on a pool thread after the calls queued before it.
 
         :raises ActorShuttingDownError: the worker was closed.
         """
@@ -83,14 +111,33 @@ class Worker:
             raise ActorShuttingDownError("actor is shutting down: its database worker is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fut, loop, fn, args))
+        with self._lock:
+            self._queue.append((fut, loop, fn, args))
+            start = not self._scheduled
+            self._scheduled = True
+        if start:
+            self._pool.submit(self._drain)
         return await fut
 
+    def run_inline(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` right here on the event loop's thread (no hop).
+
+        Only for calls that need no KV round trip (pages in memory, writes handed to an
+        output gate); the caller checks :attr:`idle` first.
+
+        :raises ActorShuttingDownError: the worker was closed.
+        """
+        if self._closed:
+            raise ActorShuttingDownError("actor is shutting down: its database worker is closed")
+        assert not self._scheduled, "run_inline while calls are queued"
+        return fn(*args)
+
     async def close(self, final: Callable[[], None] | None = None) -> None:
-        """Run ``final`` (if given) as the last call, stop the thread and wait for it.
+        """Run ``final`` (if given) as the last call, then refuse new calls.
 
         Calls submitted before ``close`` still run; later ones raise
-        :class:`ActorShuttingDownError`. Idempotent.
+        :class:`ActorShuttingDownError`. Idempotent. No thread to join: the pool's
+        threads outlive every actor.
         """
         if self._closed:
             return
@@ -99,5 +146,3 @@ class Worker:
                 await self.run(final)
         finally:
             self._closed = True
-            self._queue.put(_STOP)
-            await asyncio.to_thread(self._thread.join)

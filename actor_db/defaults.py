@@ -1,0 +1,115 @@
+"""The one rule for the default store, shared by the CLI, the drop-in and ``Registry()``.
+
+Rule: ``$ACTOR_DB_KV`` when it is set and not empty (``lmdb:PATH``, ``memory:`` or
+``redis://HOST:PORT/DB[?namespace=NS]``), else LMDB in ``./.actor-db`` (relative to the
+working directory when the store is opened). ``$ACTOR_DB_PATH`` (an LMDB directory, the
+drop-in's variable before this rule) still works when ``$ACTOR_DB_KV`` is not set, with
+a :class:`DeprecationWarning`.
+
+- ``actor-db`` (the CLI): ``--kv`` when given, else this rule.
+- ``actor_db.connect("name")`` / ``actor_db.dbapi`` (bare names without ``kv=``): this rule.
+- ``actor_db.Registry(actors)`` without ``kv=``: this rule.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.parse
+import warnings
+from typing import Any, Mapping
+
+from actor_db.errors import ActorDBError, ConfigurationError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_KV", "ENV_KV", "ENV_PATH_DEPRECATED", "default_store_spec", "open_store", "open_default_store"]
+
+DEFAULT_KV = "lmdb:./.actor-db"
+"""The store used when ``$ACTOR_DB_KV`` (and the deprecated ``$ACTOR_DB_PATH``) is not set."""
+
+ENV_KV = "ACTOR_DB_KV"
+"""The environment variable naming the default store (a ``--kv`` value)."""
+
+ENV_PATH_DEPRECATED = "ACTOR_DB_PATH"
+"""Deprecated alias: an LMDB directory, used only when ``$ACTOR_DB_KV`` is not set."""
+
+
+def default_store_spec(environ: Mapping[str, str] | None = None) -> str:
+    """The ``--kv``-style spec of the default store, by the rule in this module's docstring.
+
+    :param environ: the environment to read (default ``os.environ``).
+    """
+    env = os.environ if environ is None else environ
+    spec = env.get(ENV_KV, "").strip()
+    if spec:
+        return spec
+    legacy = env.get(ENV_PATH_DEPRECATED, "").strip()
+    if legacy:
+        warnings.warn(f"${ENV_PATH_DEPRECATED} is deprecated; set {ENV_KV}=lmdb:{legacy} instead",
+                      DeprecationWarning, stacklevel=2)
+        return f"lmdb:{legacy}"
+    return DEFAULT_KV
+
+
+def open_store(spec: str, *, create: bool = True) -> Any:
+    """Open the :class:`~actor_db.kv.KVStore` a ``--kv``-style spec names.
+
+    :param spec: ``lmdb:PATH`` (a directory; relative paths are resolved now),
+        ``memory:`` (a new, empty in-memory store), or a ``redis://``/``rediss://``/
+        ``unix://`` URL with an optional ``?namespace=NS``.
+    :param create: allow creating a missing LMDB directory (only the last path
+        component; ``False`` for callers that only read).
+    :raises ConfigurationError: unknown scheme, missing store, or driver unavailable.
+    :raises KVError: the store exists but cannot be opened or reached.
+    """
+    if spec in ("memory:", "memory"):
+        from actor_db.kv import MemoryKV
+
+        return MemoryKV()
+    if spec.startswith("lmdb:"):
+        path = spec[len("lmdb:"):]
+        if not path:
+            raise ConfigurationError("--kv lmdb: needs a directory, e.g. lmdb:./.actor-db")
+        path = os.path.abspath(os.path.expanduser(path))
+        if not create and not os.path.isdir(path):
+            raise ConfigurationError(f"no LMDB store at {path} (nothing imported or created there yet)")
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ConfigurationError(f"--kv lmdb:{path} is not a directory")
+        from actor_db.kv import LmdbKV
+
+        return LmdbKV(path)
+    scheme = spec.split(":", 1)[0].lower() if ":" in spec else ""
+    if scheme in ("redis", "rediss", "unix"):
+        return _open_redis(spec)
+    raise ConfigurationError(
+        f"unknown --kv {spec!r}: expected lmdb:PATH, memory: or redis://HOST:PORT/DB")
+
+
+def _open_redis(url: str) -> Any:
+    try:
+        from actor_db import kv as kv_module
+
+        redis_kv = getattr(kv_module, "RedisKV")
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(
+            f"the Redis driver is not available ({exc}); install it with: pip install 'actor-db[redis]'") from None
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    namespace = [v for k, v in query if k == "namespace"]
+    rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "namespace"])
+    clean = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment))
+    kwargs: dict[str, Any] = {"namespace": namespace[-1]} if namespace else {}
+    try:
+        return redis_kv(clean, **kwargs)
+    except ActorDBError:
+        raise
+    except Exception as exc:  # redis-py raises its own types for a bad URL
+        raise ConfigurationError(f"cannot open Redis store {url!r}: {exc}") from exc
+
+
+def open_default_store(environ: Mapping[str, str] | None = None) -> Any:
+    """Open the default store (:func:`default_store_spec`); the caller owns and closes it."""
+    spec = default_store_spec(environ)
+    log.debug("default store: %s", spec)
+    return open_store(spec)

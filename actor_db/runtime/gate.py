@@ -1,0 +1,452 @@
+"""Output gates and write coalescing (Cloudflare Durable Objects' storage model).
+
+:class:`OutputGate` is the actor-scoped KV view the actor's SQLite connection writes
+through. Its :meth:`~OutputGate.write` does not wait for the KV: it appends the batch to
+the actor's queue of *pending* batches, numbered ``1, 2, 3, ...`` (the *sequence*), and
+returns. A *flusher* job on the runtime's pool writes pending batches in order; every
+batch queued while one write is in flight goes out in the NEXT single write, merged
+into one atomic :class:`~vfs.protocol.WriteBatch` (later operations win, as
+:meth:`WriteBatch.merge` applies them) for as long as the merged batch fits the driver's
+limits (:meth:`KVLimits.batch_fits`). The write goes through the actor's fenced view,
+so a merged batch is applied whole or refused whole.
+
+The runtime releases an action's caller only when :attr:`OutputGate.durable` reaches the
+sequence the action ended at (:meth:`OutputGate.wait`): its result never reveals data
+that is not durable yet, while the actor runs its next action at once.
+
+Invariants:
+
+- Batches reach the KV in sequence order; a merged write holds consecutive batches
+  only. So the KV always holds a prefix of the actor's commits: after any crash it is
+  the state after some commit, and every commit whose caller got a result is in it.
+- Reads never see a stale value: :meth:`get_many` answers a key from the newest pending
+  batch touching it (put, delete, or range delete) and reads the KV only for keys no
+  pending batch touches (pending batches only reach the KV, in order, so those keys
+  cannot change meanwhile: the actor's own strand is the only writer). Scans and
+  preloads first wait until every pending batch is durable (:meth:`drain`).
+- After a failed write the gate is *broken* for good: :attr:`failure` is set, pending
+  batches are dropped (never written), every waiter and every later ``write``, read or
+  wait raises :class:`~actor_db.errors.CommitFailedError` (a
+  :class:`~actor_db.errors.FencedError` when another runtime took the actor over), and
+  the runtime discards the actor's SQLite connection; the next call re-opens it from
+  the KV, the only truth.
+- Waiting never deadlocks the pool: a thread that must wait for pending batches
+  (:meth:`drain`, or :meth:`write` over :attr:`max_pending_bytes`) writes them itself
+  when no flusher runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
+
+from vfs.preload import PreloadMap
+from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
+
+from actor_db.errors import CommitFailedError, FencedError, KVLimitError
+from actor_db.kv.fencing import fenced_cause
+
+if TYPE_CHECKING:
+    from actor_db.runtime.metrics import CountingKV
+    from actor_db.runtime.pool import ThreadPool
+
+log = logging.getLogger(__name__)
+
+__all__ = ["OutputGate", "DEFAULT_MAX_PENDING_BYTES", "merge_run"]
+
+DEFAULT_MAX_PENDING_BYTES = 16 * 1024 * 1024
+"""Pending (not yet durable) payload bytes per actor above which :meth:`OutputGate.write`
+waits for the KV (backpressure)."""
+
+
+def merge_run(batches: Sequence[WriteBatch], limits: KVLimits) -> tuple[WriteBatch, int]:
+    """Merge the longest prefix of ``batches`` whose merge fits ``limits``.
+
+    The first batch is always taken (alone, it is what the VFS would have written).
+
+    :returns: the batch to write and how many of ``batches`` it holds (>= 1).
+    """
+    first = batches[0]
+    if len(batches) == 1:
+        return first, 1
+    merged = WriteBatch()
+    merged.merge(first)
+    ops, nbytes = merged.op_count, merged.payload_bytes
+    taken = 1
+    for batch in batches[1:]:
+        # A merge never has more operations or bytes than its two parts: when the sum
+        # fits, merge in place; otherwise check the exact merge on a copy.
+        add_ops, add_bytes = batch.op_count, batch.payload_bytes
+        if limits.batch_fits(ops + add_ops, nbytes + add_bytes):
+            merged.merge(batch)
+            ops, nbytes = ops + add_ops, nbytes + add_bytes
+        else:
+            candidate = WriteBatch(dict(merged.puts), set(merged.deletes), list(merged.delete_ranges))
+            candidate.merge(batch)
+            ops, nbytes = candidate.op_count, candidate.payload_bytes
+            if not limits.batch_fits(ops, nbytes):
+                break
+            merged = candidate
+        taken += 1
+    return merged, taken
+
+
+def _lookup(batch: WriteBatch, key: bytes) -> tuple[bool, bytes | None]:
+    """What ``batch`` does to ``key``: ``(True, value)`` for a put, ``(True, None)`` for a
+    delete (exact or range), ``(False, None)`` if it does not touch it."""
+    value = batch.puts.get(key)
+    if value is not None:
+        return True, value
+    if key in batch.deletes:
+        return True, None
+    for r in batch.delete_ranges:
+        if r.start <= key < r.end:
+            return True, None
+    return False, None
+
+
+class OutputGate:
+    """An actor's KV view with an output gate (see the module docstring).
+
+    :param inner: the actor's counting, fenced view (every real KV call goes through it).
+    :param pool: where flusher jobs run.
+    :param loop: the event loop waiting callers run on.
+    :param label: ``"type/key"`` for messages.
+    :param on_failure: called on the event loop once, when the gate breaks.
+    :param max_pending_bytes: backpressure bound (payload bytes not yet durable).
+    :param held: start *held*: batches are queued but not written until :meth:`open`
+        (or until something must wait for them: :meth:`drain`, backpressure). The
+        runtime holds the gate while an actor starts, so a new actor's creation batch
+        and its migrations go out as one write.
+    """
+
+    def __init__(self, inner: CountingKV, pool: ThreadPool, loop: asyncio.AbstractEventLoop, label: str,
+                 on_failure: Callable[[BaseException], None] | None = None,
+                 max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES, held: bool = False) -> None:
+        self.inner = inner
+        self.label = label
+        self.max_pending_bytes = max_pending_bytes
+        self._pool = pool
+        self._loop = loop
+        self._on_failure = on_failure
+        self._limits = inner.limits
+        self._cond = threading.Condition(threading.Lock())
+        self._pending: collections.deque[tuple[int, WriteBatch, int]] = collections.deque()
+        """``(sequence, batch, payload bytes)`` of every batch not durable yet (the one in flight too)."""
+        self._pending_bytes = 0
+        self._flushing = False
+        self._held = held
+        self._release_scheduled = False
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.enqueued = 0
+        """Sequence of the last batch handed to :meth:`write`."""
+        self.durable = 0
+        """Sequence of the last batch the KV acknowledged (all before it too)."""
+        self.failure: BaseException | None = None
+        """The error that broke the gate, or ``None``."""
+        self.flushes = 0
+        """KV writes the gate made (round trips; a failed one too)."""
+        self.merged_batches = 0
+        """Batches that went out merged into another one's write (round trips saved;
+        counted when the write is made, so a refused merged write counts too)."""
+
+    # ------------------------------------------------------------ KV protocol
+    @property
+    def identity(self) -> Hashable:
+        return self.inner.identity
+
+    @property
+    def limits(self) -> KVLimits:
+        return self._limits
+
+    @property
+    def fence_token(self) -> int | None:
+        return self.inner.fence_token
+
+    @property
+    def reads(self) -> int:
+        return self.inner.reads
+
+    @property
+    def writes(self) -> int:
+        return self.inner.writes
+
+    @property
+    def round_trips(self) -> int:
+        return self.inner.round_trips
+
+    @property
+    def pending(self) -> int:
+        """Batches not durable yet."""
+        return self.enqueued - self.durable if self.failure is None else 0
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
+
+    def write(self, batch: WriteBatch) -> None:
+        """Queue ``batch`` to be written after every batch queued before it; returns at
+        once unless :attr:`max_pending_bytes` are pending (then it waits for the KV).
+
+        :raises CommitFailedError: the gate is broken (an earlier write failed).
+        :raises KVLimitError: the batch breaks the driver's limits (checked here, so the
+            commit fails at once, as it would without a gate, and the gate stays whole).
+        """
+        size = self._check(batch)
+        with self._cond:
+            self._raise_if_failed()
+            self.enqueued += 1
+            self._pending.append((self.enqueued, batch, size))
+            self._pending_bytes += size
+            over = self._pending_bytes > self.max_pending_bytes
+            start = not self._flushing and (over or not self._held)
+            self._flushing = self._flushing or start
+        if start:
+            if over:
+                self._flush()  # write it here: we are going to wait for it anyway
+            else:
+                self._pool.submit(self._flush)
+        if over:
+            self._wait_below(self.max_pending_bytes)
+
+    def _check(self, batch: WriteBatch) -> int:
+        """``batch``'s payload bytes, after checking it against the driver's limits."""
+        limits = self._limits
+        size = batch.payload_bytes
+        if limits.max_value_bytes is not None:
+            for key, value in batch.puts.items():
+                if len(value) > limits.max_value_bytes:
+                    raise KVLimitError(f"value of {len(value)} bytes for key {key!r} exceeds the driver's limit "
+                                       f"of {limits.max_value_bytes} bytes")
+        if limits.max_key_bytes is not None:
+            for key in (*batch.puts, *batch.deletes):
+                if len(key) > limits.max_key_bytes:
+                    raise KVLimitError(f"key of {len(key)} bytes exceeds the driver's limit of "
+                                       f"{limits.max_key_bytes} bytes")
+        if not limits.batch_fits(batch.op_count, size):
+            raise KVLimitError(
+                f"batch of {batch.op_count} operations / {size} bytes exceeds the driver's atomic-batch limit "
+                f"({limits.max_batch_keys} operations / {limits.max_batch_bytes} bytes)")
+        return size
+
+    def open(self) -> None:
+        """Stop holding (see ``held``): write what is queued, and every later batch."""
+        with self._cond:
+            self._held = False
+            start = bool(self._pending) and not self._flushing and self.failure is None
+            self._flushing = self._flushing or start
+        if start:
+            self._pool.submit(self._flush)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """Values for ``keys``, pending batches first; one KV round trip for the keys no
+        pending batch touches (none when every key is answered)."""
+        with self._cond:
+            self._raise_if_failed()
+            pending = [batch for _, batch, _ in self._pending]
+        if not pending:
+            return self.inner.get_many(keys)
+        out: list[bytes | None] = [None] * len(keys)
+        missing: list[int] = []
+        for i, key in enumerate(keys):
+            for batch in reversed(pending):
+                hit, value = _lookup(batch, key)
+                if hit:
+                    out[i] = value
+                    break
+            else:
+                missing.append(i)
+        if missing:
+            values = self.inner.get_many([keys[i] for i in missing])
+            for i, value in zip(missing, values):
+                out[i] = value
+        return out
+
+    def scan(self, start: bytes, end: bytes, *, limit: int | None = None,
+             max_bytes: int | None = None) -> list[tuple[bytes, bytes]]:
+        """The KV's scan once every pending batch is durable (rare: the redo log's)."""
+        self.drain()
+        return self.inner.scan(start, end, limit=limit, max_bytes=max_bytes)
+
+    def preload(self, request: PreloadRequest) -> PreloadMap:
+        self.drain()
+        return self.inner.preload(request)
+
+    def acquire_and_preload(self, request: PreloadRequest) -> PreloadMap:
+        self.drain()
+        return self.inner.acquire_and_preload(request)
+
+    def delete_all(self) -> None:
+        self.drain()
+        self.inner.delete_all()
+
+    # ------------------------------------------------------------ flushing
+    def _raise_if_failed(self) -> None:
+        """(Lock held.) Raise the gate's error if it is broken."""
+        if self.failure is not None:
+            raise self.error()
+
+    def error(self) -> BaseException:
+        """The exception callers get from a broken gate: the :class:`FencedError` when
+        another runtime took the actor over, else a :class:`CommitFailedError`."""
+        failure = self.failure
+        assert failure is not None
+        fenced = fenced_cause(failure)
+        if fenced is not None:
+            exc: BaseException = FencedError(f"{fenced} (a write of actor {self.label} was refused whole: another "
+                                             "runtime owns it now; the actor was closed here)")
+        else:
+            exc = CommitFailedError(
+                f"actor {self.label}: a KV write that this action depends on failed "
+                f"({type(failure).__name__}: {failure}); the actor's in-memory state was discarded and it "
+                "re-opens from the KV on its next call; writes of actions that did not return are not "
+                "known to be stored")
+        exc.__cause__ = failure
+        return exc
+
+    def _flush(self) -> None:
+        """The flusher: write pending batches (merged while they fit) until none is left
+        or a write fails. Exactly one flusher runs at a time (``_flushing``)."""
+        while True:
+            with self._cond:
+                if self.failure is not None or not self._pending:
+                    self._flushing = False
+                    self._cond.notify_all()
+                    return
+                batches = [batch for _, batch, _ in self._pending]
+            merged, taken = merge_run(batches, self._limits)
+            self.flushes += 1
+            self.merged_batches += taken - 1
+            try:
+                self.inner.write(merged)
+            except BaseException as exc:
+                self._fail(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            with self._cond:
+                freed = 0
+                for _ in range(taken):
+                    seq, _, size = self._pending.popleft()
+                    freed += size
+                self._pending_bytes -= freed
+                self.durable = seq
+                self._cond.notify_all()
+                schedule = bool(self._waiters) and not self._release_scheduled
+                self._release_scheduled = self._release_scheduled or schedule
+            if schedule:
+                self._call_soon(self._release)
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._cond:
+            lost = len(self._pending)
+            self.failure = exc
+            self._pending.clear()
+            self._pending_bytes = 0
+            self._flushing = False
+            self._cond.notify_all()
+        log.warning("actor %s: KV write failed with %d batch(es) not durable; the actor is reset: %s",
+                    self.label, lost, exc)
+        self._call_soon(self._broken)
+
+    def _call_soon(self, fn: Callable[[], None]) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            log.debug("actor %s: event loop closed before the output gate could release callers", self.label)
+
+    def _release(self) -> None:
+        """(Event loop.) Resolve the waiters whose sequence is durable now."""
+        with self._cond:
+            self._release_scheduled = False
+            durable = self.durable
+        keep: list[tuple[int, asyncio.Future[None]]] = []
+        for seq, fut in self._waiters:
+            if seq <= durable:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                keep.append((seq, fut))
+        self._waiters = keep
+
+    def _broken(self) -> None:
+        """(Event loop.) Fail every waiter, then tell the runtime."""
+        waiters, self._waiters = self._waiters, []
+        for _, fut in waiters:
+            if not fut.done():
+                fut.set_exception(self.error())
+        if self._on_failure is not None and self.failure is not None:
+            self._on_failure(self.failure)
+
+    # ------------------------------------------------------------ waiting
+    async def wait(self, seq: int) -> None:
+        """(Event loop.) Return once batch ``seq`` (and every one before it) is durable.
+
+        :raises CommitFailedError: the gate broke before that (or
+            :class:`FencedError`: another runtime owns the actor).
+        """
+        if self.failure is not None:
+            raise self.error()
+        if seq <= self.durable:
+            return
+        # Callers of one actor run on one loop at a time; follow it if the application
+        # moved to another one (e.g. a second asyncio.run with the same registry).
+        self._loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._waiters.append((seq, fut))
+        with self._cond:  # a flush may have finished before we registered
+            if seq <= self.durable and not self._release_scheduled:
+                self._release_scheduled = True
+                self._loop.call_soon(self._release)
+        await fut
+
+    async def settle(self) -> None:
+        """(Event loop.) Wait until nothing is pending or in flight (durable or broken);
+        never raises the gate's error. Opens a held gate."""
+        self.open()
+        try:
+            await self.wait(self.enqueued)
+        except Exception:  # broken: nothing is in flight any more (the write returned)
+            pass
+
+    def drain(self) -> None:
+        """(Any thread.) Block until every batch queued so far is durable, writing them
+        here when no flusher runs.
+
+        :raises CommitFailedError: the gate broke (or :class:`FencedError`).
+        """
+        with self._cond:
+            self._raise_if_failed()
+            target = self.enqueued
+            if target <= self.durable:
+                return
+            start = not self._flushing
+            self._flushing = True
+        if start:
+            self._flush()
+        with self._cond:
+            while self.durable < target and self.failure is None:
+                self._cond.wait()
+            self._raise_if_failed()
+
+    def _wait_below(self, bound: int) -> None:
+        with self._cond:
+            while self._pending_bytes > bound and self.failure is None:
+                if not self._flushing:
+                    self._flushing = True
+                    self._cond.release()
+                    try:
+                        self._flush()
+                    finally:
+                        self._cond.acquire()
+                    continue
+                self._cond.wait()
+            self._raise_if_failed()
+
+    def describe(self) -> dict[str, Any]:
+        """Counters for ``handle.metrics()``."""
+        return {"enqueued": self.enqueued, "durable": self.durable, "flushes": self.flushes,
+                "merged": self.merged_batches}

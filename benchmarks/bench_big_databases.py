@@ -1,0 +1,219 @@
+"""Big databases (issue 12): the database-size axis of the report.
+
+Datasets: ``t(id INTEGER PRIMARY KEY, k TEXT, v BLOB)`` with ~200-byte rows and a
+secondary index on ``k`` (built once as a local file, cached, then copied into each
+store). Groups:
+
+- ``size-wake``: an actor ran a workload once (a primary-key query and a
+  secondary-index query) and slept; then, per round: wake (ownership + the ONE startup
+  preload call, 768 KiB SQLite budget within 1 MiB), the same primary-key query, the
+  same index query, sleep. ``hint`` uses the hot-set hint (the default); ``no hint``
+  preloads the lowest chunks only (the behaviour before hints). Round trips of wake +
+  PK query and of wake + both queries, per driver (memory, LMDB, Redis) and size.
+- ``size-scan``: a cold full scan (wake without a hint, then ``SELECT count(*),
+  sum(length(v))``), chunk cache budget large enough for the database: round trips.
+- ``size-warm``: warm random primary-key lookups and index lookups with DEFAULT
+  settings (the process-wide cache's default budget; for the larger database a budget
+  that holds it), against apsw on a local file: queries/s.
+
+Injected latency: the run's (``ACTOR_DB_BENCH_LATENCY_MS``, 1 ms by default) on wakes
+and scans; 0 for warm reads (they make no round trip; counted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import apsw
+import pytest
+
+import vfs
+from vfs import chunk_cache, hint
+from vfs.protocol import PreloadRequest
+
+from actor_db.kv import LmdbKV, MemoryKV
+from actor_db.runtime.metrics import CountingKV
+from benchmarks import backends
+from benchmarks.datasets import cache_dir, human_size, load_into
+from benchmarks.kvlatency import LatencyKV
+from benchmarks.measure import record, run_rounds
+from benchmarks.settings import MIB, settings
+
+S = settings()
+FORMAT = 1
+ROW_BYTES = 180
+WAKE_SIZES = (4 * MIB,) if S.quick else (4 * MIB, 64 * MIB, 512 * MIB)
+SCAN_SIZES = (16 * MIB,) if S.quick else (16 * MIB, 512 * MIB)
+WARM_SIZES = (4 * MIB,) if S.quick else (20 * MIB, 200 * MIB)
+WAKE_ROUNDS = 2 if S.quick else 10
+DRIVERS = ["memory", "lmdb"] + (["redis"] if backends.redis_available() else [])
+PK_QUERY = "SELECT length(v) FROM t WHERE id = ?"
+INDEX_QUERY = "SELECT id FROM t WHERE k = ?"
+
+
+def rows_for(size: int) -> int:
+    """Rows in a database of about ``size`` bytes (row plus its index entry ~260 bytes)."""
+    return max(100, size // 260)
+
+
+def key_of(i: int, rows: int) -> str:
+    return f"key-{(i * 7919) % rows:09d}"
+
+
+def indexed_dataset(size: int) -> Path:
+    """The local SQLite file of about ``size`` bytes (built on first use, cached)."""
+    path = cache_dir() / f"indexed-v{FORMAT}-{size}.db"
+    if path.exists():
+        return path
+    partial = path.with_suffix(".building")
+    partial.unlink(missing_ok=True)
+    rows = rows_for(size)
+    con = apsw.Connection(str(partial))
+    try:
+        con.execute("PRAGMA page_size=4096; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF")
+        con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT NOT NULL, v BLOB NOT NULL)")
+        con.execute("WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?) "
+                    "INSERT INTO t SELECT i, printf('key-%09d', (i * 7919) % ?), randomblob(?) FROM c",
+                    (rows, rows, ROW_BYTES))
+        con.execute("CREATE INDEX t_k ON t (k)")
+        con.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        con.close()
+    partial.rename(path)
+    return path
+
+
+@contextlib.contextmanager
+def open_store(driver: str) -> Iterator[Any]:
+    """A fresh store of ``driver`` (LMDB in a temporary directory; Redis a fresh server)."""
+    if driver == "memory":
+        yield MemoryKV()
+    elif driver == "lmdb":
+        tmp = tempfile.mkdtemp(prefix="actor-db-bench-big-")
+        store = LmdbKV(os.path.join(tmp, "kv"), durable=False)
+        try:
+            yield store
+        finally:
+            store.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        with backends.redis_server() as store:
+            yield store
+
+
+def wake_request(use_hint: bool) -> PreloadRequest:
+    return PreloadRequest(keys=vfs.sqlite_preload_keys(),
+                          ranges=vfs.sqlite_preload_ranges(768 * 1024, use_hint=use_hint),
+                          max_total_bytes=1024 * 1024)
+
+
+def wake_and_query(store: LatencyKV, actor: str, rows: int, use_hint: bool) -> tuple[int, int]:
+    """One wake, the PK query, the index query, sleep; ``(trips to PK, trips to both)``."""
+    counting = CountingKV(store.actor(actor))
+    preload = counting.acquire_and_preload(wake_request(use_hint))
+    con = vfs.connect(counting, preload=preload)
+    con.execute(PK_QUERY, (rows * 2 // 3,)).fetchall()
+    to_pk = counting.round_trips
+    con.execute(INDEX_QUERY, (key_of(rows // 2, rows),)).fetchall()
+    both = counting.round_trips
+    con.close()
+    return to_pk, both
+
+
+WAKE_CASES = [pytest.param(d, s, m, id=f"{d}-{human_size(s)}-{m}")
+              for d in DRIVERS for s in WAKE_SIZES for m in ("hint", "no hint")]
+
+
+@pytest.mark.benchmark(group="size-wake")
+@pytest.mark.parametrize(("driver", "size", "mode"), WAKE_CASES)
+def test_wake_after_one_run(benchmark: Any, driver: str, size: int, mode: str) -> None:
+    path = indexed_dataset(size)
+    rows = rows_for(size)
+    use_hint = mode == "hint"
+    with open_store(driver) as inner:
+        nbytes = load_into(inner, "big", path)
+        store = LatencyKV(inner, 0.0)
+        first = wake_and_query(store, "big", rows, use_hint)   # the run before the sleep
+        store.latency_s = S.latency_s
+        trips: list[tuple[int, int]] = []
+        run_rounds(benchmark, lambda: trips.append(wake_and_query(store, "big", rows, use_hint)),
+                   rounds=WAKE_ROUNDS)
+        saved = hint.decode(inner.actor("big").get_many([hint.HINT_KEY])[0]) or []
+    record(benchmark, driver=driver, size=size, db_bytes=nbytes, mode=mode, first_run_round_trips=first[1],
+           wake_pk_round_trips=max(t[0] for t in trips), wake_pk_index_round_trips=max(t[1] for t in trips),
+           hint_chunks=len(saved), round_trips=max(t[1] for t in trips))
+
+
+@pytest.mark.benchmark(group="size-scan")
+@pytest.mark.parametrize("size", SCAN_SIZES, ids=human_size)
+def test_cold_full_scan(benchmark: Any, size: int) -> None:
+    path = indexed_dataset(size)
+    inner = MemoryKV()
+    nbytes = load_into(inner, "scan", path)
+    store = LatencyKV(inner, S.latency_s)
+    chunk_cache.configure(max(chunk_cache.DEFAULT_BUDGET_BYTES, 2 * nbytes))
+    trips: list[int] = []
+
+    def scan() -> None:
+        counting = CountingKV(store.actor("scan"))
+        preload = counting.preload(wake_request(use_hint=False))
+        con = vfs.connect(counting, preload=preload)
+        con.execute("SELECT count(*), sum(length(v)) FROM t").fetchall()
+        con.close()  # drops its chunks: every round is cold
+        trips.append(counting.round_trips)
+
+    try:
+        run_rounds(benchmark, scan, rounds=2 if S.quick or size > 64 * MIB else 5)
+    finally:
+        chunk_cache.configure(chunk_cache.DEFAULT_BUDGET_BYTES)
+    record(benchmark, size=size, db_bytes=nbytes, round_trips=max(trips), latency_ms=S.latency_s * 1000.0)
+
+
+WARM_BACKENDS = ["local file", "ours"] + (["ours (native VFS)"] if backends.native_available() else [])
+WARM_CASES = [pytest.param(s, q, b, id=f"{human_size(s)}-{q}-{b}")
+              for s in WARM_SIZES for q in ("pk-lookup", "index-lookup") for b in WARM_BACKENDS]
+
+
+@pytest.mark.benchmark(group="size-warm")
+@pytest.mark.parametrize(("size", "query", "backend"), WARM_CASES)
+def test_warm_lookups(benchmark: Any, size: int, query: str, backend: str) -> None:
+    path = indexed_dataset(size)
+    rows = rows_for(size)
+    tmpdir = None
+    budget = chunk_cache.DEFAULT_BUDGET_BYTES if size * 2 <= chunk_cache.DEFAULT_BUDGET_BYTES else 2 * size
+    if backend == "local file":
+        tmpdir = tempfile.mkdtemp(prefix="actor-db-bench-warm-big-")
+        local = os.path.join(tmpdir, "db.sqlite")
+        shutil.copyfile(path, local)
+        con: Any = apsw.Connection(local)
+        con.execute("PRAGMA locking_mode=EXCLUSIVE")
+    else:
+        chunk_cache.configure(budget)
+        store = MemoryKV()
+        load_into(store, "warm", path)
+        con = vfs.connect(store.actor("warm"), vfs="native" if backend == "ours (native VFS)" else "python")
+    rng = random.Random(11)
+    try:
+        con.execute("SELECT count(*), sum(length(v)), count(DISTINCT k) FROM t").fetchall()  # warm everything
+        if query == "pk-lookup":
+            def run() -> None:
+                con.execute(PK_QUERY, (rng.randint(1, rows),)).fetchall()
+        else:
+            def run() -> None:
+                con.execute(INDEX_QUERY, (key_of(rng.randint(1, rows), rows),)).fetchall()
+        rounds = 300 if S.quick else 20000
+        run_rounds(benchmark, run, rounds=rounds, warmup_rounds=min(100, rounds))
+        stats = con.stats.snapshot() if hasattr(con, "stats") else None
+    finally:
+        con.close()
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        chunk_cache.configure(chunk_cache.DEFAULT_BUDGET_BYTES)
+    record(benchmark, size=size, db_bytes=path.stat().st_size, query=query, backend=backend, cache_budget_bytes=budget,
+           live_reads=None if stats is None else stats.live_reads)

@@ -1,0 +1,76 @@
+"""Actors at scale (issue 13): threads, memory, p50 and CPU with many awake actors,
+throughput with 5 ms per KV round trip, and one actor with 64 concurrent callers.
+
+Each probe runs in a fresh process (:mod:`benchmarks.scale`, which documents every
+figure); the benchmark's own time is the probe's run time and means little: the
+figures are in ``extra_info`` and in REPORT.md's "Actors at scale" section.
+Full mode: 100 and 10,000 awake actors, 1 / 64 / 256 actors at 5 ms; quick mode
+(``ACTOR_DB_BENCH_QUICK=1``): 50 and 500 awake, 1 / 8 actors, 1 s runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import backends
+from benchmarks.measure import record
+from benchmarks.settings import settings
+
+S = settings()
+ROOT = Path(__file__).resolve().parent.parent
+AWAKE = (50, 500) if S.quick else (100, 10_000)
+LATENCY_ACTORS = (1, 8) if S.quick else (1, 64, 256)
+SECONDS = 1.0 if S.quick else 4.0
+
+pytestmark = pytest.mark.skipif(not backends.runtime_available(), reason="the actor runtime is not in this checkout")
+
+
+def probe(*args: str) -> Any:
+    """Run ``python -m benchmarks.scale ARGS`` in a fresh process; its JSON."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-m", "benchmarks.scale", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=True, timeout=900)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.benchmark(group="scale-awake")
+@pytest.mark.parametrize("actors", AWAKE, ids=lambda n: f"{n}-awake")
+def test_awake_actors(benchmark: Any, actors: int) -> None:
+    out: dict[str, Any] = {}
+    benchmark.pedantic(lambda: out.update(probe("awake", "--actors", str(actors), "--reads", "2000")),
+                       rounds=1, iterations=1)
+    record(benchmark, round_trips=None, **out)
+
+
+@pytest.mark.benchmark(group="scale-cpu")
+def test_cpu_per_action(benchmark: Any) -> None:
+    out: dict[str, Any] = {}
+    benchmark.pedantic(lambda: out.update(probe("cpu", "--actions", "500" if S.quick else "5000")),
+                       rounds=1, iterations=1)
+    assert out["kv_round_trips_per_read_action"] == 0 and out["kv_round_trips_per_write_action"] == 1
+    record(benchmark, round_trips=None, **out)
+
+
+@pytest.mark.benchmark(group="scale-latency")
+@pytest.mark.parametrize("actors", LATENCY_ACTORS, ids=lambda n: f"{n}-actors")
+def test_write_throughput_with_5ms(benchmark: Any, actors: int) -> None:
+    out: dict[str, Any] = {}
+    benchmark.pedantic(lambda: out.update(probe("latency", "--actors", str(actors), "--seconds", str(SECONDS))),
+                       rounds=1, iterations=1)
+    assert out["failures"] == 0
+    record(benchmark, round_trips=None, **out)
+
+
+@pytest.mark.benchmark(group="scale-callers")
+def test_one_actor_64_callers_with_5ms(benchmark: Any) -> None:
+    out: dict[str, Any] = {}
+    benchmark.pedantic(lambda: out.update(probe("callers", "--callers", "64", "--seconds", str(SECONDS))),
+                       rounds=1, iterations=1)
+    record(benchmark, round_trips=None, **out)

@@ -1,0 +1,76 @@
+# Sourced by scripts/demo and scripts/test: set up the project-local virtual environment.
+#
+# Everything is installed into ./.venv (created if missing); the system Python is never
+# touched. System packages come from apt-get (as root, else through sudo) only when
+# missing: Debian's python3-venv when `python3 -m venv` does not work, and whatever the
+# caller asks for. A line on stderr announces every apt-get and pip step; their own
+# output is kept in a log that is shown only if the step fails.
+
+VENV="$PWD/.venv"
+PY="$VENV/bin/python"
+SETUP_LOG="$(mktemp "${TMPDIR:-/tmp}/actor-db-setup.XXXXXX")"
+trap 'rm -f "$SETUP_LOG"' EXIT
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+# Run a step quietly; on failure show its output and stop.
+quietly() {
+  if ! "$@" >"$SETUP_LOG" 2>&1; then
+    cat "$SETUP_LOG" >&2
+    say "failed: $*"
+    exit 1
+  fi
+}
+
+as_root() {
+  if [ "$(id -u)" = "0" ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    say "need root (or sudo) for: $*"
+    return 1
+  fi
+}
+
+APT_UPDATED=""
+apt_install() {
+  if ! command -v apt-get >/dev/null 2>&1; then
+    say "cannot install $* (no apt-get): install it with your package manager and run this again"
+    exit 1
+  fi
+  if [ -z "$APT_UPDATED" ]; then
+    say "apt-get update (system package lists)"
+    quietly as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    APT_UPDATED=1
+  fi
+  say "apt-get install $* (system packages)"
+  quietly as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+ensure_venv() {
+  if [ -x "$PY" ] && "$PY" -c 'import sys' >/dev/null 2>&1; then
+    say "using the virtual environment $VENV"
+    return
+  fi
+  rm -rf "$VENV"
+  say "creating the virtual environment $VENV (packages go there, not into the system Python)"
+  if ! python3 -m venv "$VENV" >"$SETUP_LOG" 2>&1; then
+    rm -rf "$VENV"
+    say "python3 -m venv does not work here (Debian ships it separately)"
+    apt_install python3-venv
+    quietly python3 -m venv "$VENV"
+  fi
+}
+
+# Call before `exec`: an exec'd shell runs no EXIT trap.
+setup_done() {
+  rm -f "$SETUP_LOG"
+  trap - EXIT
+}
+
+# pip_install ARGS...: install into the virtual environment.
+pip_install() {
+  say "pip install $* into $VENV"
+  quietly "$PY" -m pip install --disable-pip-version-check "$@"
+}

@@ -44,6 +44,7 @@ typedef struct kvn_file {
     int readahead_max;
     int not_ready;
     int lock_level;
+    int tail_pending;
     ...;
 } kvn_file;
 

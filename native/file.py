@@ -273,6 +273,9 @@ class NativeFile(KVFile):
         self._record = value
         self._c.not_ready = int(self._stale or value is not None)
 
+    def _set_tail_flag(self, pending: bool) -> None:
+        self._c.tail_pending = int(pending)
+
     def _hot_items(self) -> list[tuple[int, int, bool]]:
         n = lib.kvn_hot_capacity()
         indices, counts, interior = ffi.new("uint32_t[]", n), ffi.new("uint32_t[]", n), ffi.new("unsigned char[]", n)
@@ -387,6 +390,10 @@ class NativeFile(KVFile):
             assert name is not None
             message = pragmas.refusal(name, value)
             return (0, "") if message is None else (2, message)
+        if op == apsw.SQLITE_FCNTL_COMMIT_PHASETWO and self._tail_from is not None:
+            self._drop_tail()
+            if not self._has_pending_changes():
+                return 1, ""
         if op == apsw.SQLITE_FCNTL_COMMIT_PHASETWO and self._has_pending_changes():
             log.warning("changes after the commit's sync; committing them separately")
             try:

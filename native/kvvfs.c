@@ -527,6 +527,7 @@ typedef struct kvn_file {
   int readahead_max;          /* largest read-ahead window, in chunks */
   int not_ready;              /* meta stale or a commit record pending: call kvn_py_ensure_ready first */
   int lock_level;             /* last xLock/xUnlock level (no cross-process locking) */
+  int tail_pending;           /* a shrink's chunks past the end await phase two (KVFile._tail_from) */
   kvn_stats *stats;           /* never NULL while open (points at kvn_file_stats_fallback before setup) */
   /* Private to C. */
   void *py;                   /* cffi handle of the native.file.NativeFile; NULL until set up */
@@ -888,7 +889,8 @@ static int kvnCheckReservedLock(sqlite3_file *pFile, int *pResOut) {
 /* Pending changes since the last commit (KVFile._has_pending_changes). */
 static int kvn_has_pending(kvn_file *f) {
   LOCK(f);
-  int r = f->dirty.count || f->staged.count || f->size != f->committed_size || f->low_water != f->committed_size;
+  int r = f->dirty.count || f->staged.count || f->size != f->committed_size || f->low_water != f->committed_size
+          || f->tail_pending;
   UNLOCK(f);
   return r;
 }

@@ -433,15 +433,16 @@ def test_reopen_with_full_preload_reads_nothing_live(store: KVStore, vfs_kind: s
 
 
 def test_reopen_without_preload_reads_live(store: KVStore, vfs_kind: str) -> None:
-    """The counterpart of the preload test: without ``preload=`` the same query costs
-    KV calls, so the test above really measures the pass-through."""
+    """The counterpart of the preload test: without ``preload=`` the open makes its own
+    preload call (one round trip, counted in the connection's stats), so the test above
+    really measures the pass-through."""
     name = _name("dbapi-rt")
     _make_db(store, vfs_kind, name, rows=3000)
     before = store.round_trips
     con = _open(name, store, vfs_kind)
     assert con.execute("SELECT count(*), max(v) FROM t").fetchall() == [(3000, "row 999")]
     assert store.round_trips - before >= 1
-    assert _stats(con).live_reads > 0
+    assert _stats(con).round_trips >= 1
     con.close()
 
 

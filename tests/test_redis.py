@@ -304,7 +304,7 @@ def test_connection_loss_during_a_query_then_the_same_connection_recovers(tmp_pa
     store = RedisKV(server.url, namespace="loss")
     try:
         make_db(store.actor("db"), 20_000)  # ~100 pages: more than the chunk cache below
-        con = vfs.connect(store.actor("db"), cache_chunks=0)
+        con = vfs.connect(store.actor("db"), cache_chunks=0, preload=vfs.PreloadMap.empty())
         con.execute("PRAGMA cache_size = 0")  # every query reads pages live
         assert rows(con, "SELECT count(*) FROM t") == [(20_000,)]
         server.kill()

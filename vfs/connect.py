@@ -8,6 +8,7 @@ from typing import Any
 import apsw
 
 from vfs import kvvfs, pragmas
+from vfs.errors import kv_failure
 from vfs.file import FileOptions, KVFile
 from vfs.preload import PreloadMap
 from vfs.protocol import KV, PreloadRequest
@@ -99,8 +100,12 @@ def connect(
     if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
         raise ValueError(f"page_size must be a power of two from 512 to 65536, not {page_size}")
     backend.ensure_registered()
+    own_preload = preload is None
     if preload is None:
-        preload = kv.preload(open_preload_request())
+        try:
+            preload = kv.preload(open_preload_request())
+        except Exception as exc:
+            raise kv_failure(apsw.SQLITE_IOERR_READ, "preload of the database at open", exc) from exc
     options = FileOptions(cache_chunks, readahead_max_chunks, max_dirty_bytes, read_only=readonly)
     binding = kvvfs.Binding(kv, preload, options)
     filename = backend.bind(name, binding)
@@ -113,6 +118,8 @@ def connect(
         connection = KVConnection(filename, flags=flags, vfs=backend.VFS_NAME, **connection_kwargs)
         assert binding.file is not None, "xOpen did not run"
         connection.stats = binding.stats
+        if own_preload:
+            connection.stats.round_trips += 1  # the open's one call, as when the open read the meta
         connection.kv_file = binding.file
         connection.kv = kv
         if binding.file.committed_size == 0 and not readonly:

@@ -161,6 +161,12 @@ class KVFile:
         """A committed large transaction not yet applied, read through (:meth:`_read_through`)."""
         self._stale_staging = False
         """An earlier writer's uncommitted staging is in the KV: this file's next commit drops it."""
+        self._ambiguous = False
+        """The last commit failed: its batch may or may not have landed, and SQLite rolls
+        back in place (see :meth:`commit`); cleared by the next successful commit."""
+        self._tail_from: int | None = None
+        """First chunk past the end of a successful shrinking commit, still in the KV
+        until SQLite's commit phase two (:meth:`_drop_tail`)."""
         self._owner = holds_ownership(kv)
         """This view took single-writer ownership (fencing), so it may recover at open."""
         self._next_sequential = -1
@@ -384,7 +390,8 @@ class KVFile:
             return
         log.info("applying a committed large transaction before this one writes (size %d bytes)", record.size)
         try:
-            applied = redo.roll_forward(self._kv_write, self._kv_scan, self._limits, self._tag, record)
+            applied = redo.roll_forward(self._kv_write, self._kv_scan, self._limits, self._tag, record,
+                                        keep_tail=self._ambiguous)
         except BaseException as exc:
             self._forget_after_failure()
             if not isinstance(exc, Exception):
@@ -397,12 +404,13 @@ class KVFile:
         self.stats.chunks_written += applied
         self.preload.update(COMMIT_RECORD_KEY, None)
 
-    def _finish_roll_forward(self, in_memory: dict[int, bytes] | None = None) -> None:
+    def _finish_roll_forward(self, in_memory: dict[int, bytes] | None = None, keep_tail: bool = False) -> None:
         record = self._pending_record
         assert record is not None
         log.info("rolling forward an interrupted large commit (size %d bytes)", record.size)
         try:
-            applied = redo.roll_forward(self._kv_write, self._kv_scan, self._limits, self._tag, record, in_memory)
+            applied = redo.roll_forward(self._kv_write, self._kv_scan, self._limits, self._tag, record, in_memory,
+                                        keep_tail=keep_tail or self._ambiguous)
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 self._forget_after_failure()
@@ -443,6 +451,41 @@ class KVFile:
         elif self._pending_record is not None:
             self._finish_roll_forward()
 
+    def _after_failed_commit(self) -> None:
+        """A commit failed or was interrupted, and its batch may have landed anyway (a
+        lost reply; an interrupt after the commit point). SQLite now rolls back in
+        place: it writes back the pages it journaled and relies on every other page of
+        its file being as before the transaction. Everything derived from the KV is
+        dropped; until a commit succeeds again, no chunk past a file's end is deleted,
+        so a shrink that landed leaves the old tail for that rollback to find."""
+        self._forget_after_failure()
+        self._ambiguous = True
+
+    def _set_tail(self, first: int) -> None:
+        self._tail_from = first
+        self._set_tail_flag(True)
+
+    def _drop_tail(self) -> None:
+        """SQLite's commit phase two: the shrinking commit is final, delete the chunks
+        past the file's end (one batch; on a KV error they stay as orphans past the
+        meta's size, never read, and the next growing commit deletes them)."""
+        first, self._tail_from = self._tail_from, None
+        self._set_tail_flag(False)
+        if first is None or self._meta_stale or self.options.read_only:
+            return
+        first = max(first, chunk_count(self._committed_size))
+        if first > MAX_CHUNK_INDEX:
+            return
+        batch = WriteBatch()
+        batch.delete_range(*chunk_range(self._tag, first))
+        try:
+            self._kv_write(batch)
+        except Exception as exc:
+            log.info("could not delete the chunks past the end after a shrink (%s); they stay unread", exc)
+
+    def _set_tail_flag(self, pending: bool) -> None:
+        """Tell the native VFS's C side whether phase two has work (no-op here)."""
+
     def _forget_after_failure(self) -> None:
         """A KV call failed or was interrupted: the KV's state is unknown, so drop
         everything derived from it (the uncommitted writes too: SQLite rolls its
@@ -454,6 +497,8 @@ class KVFile:
         # The meta and record too: a write that failed may have applied (a lost reply).
         self.preload.clear(SQLITE_PREFIX, SQLITE_RANGE_END)
         self._pending_record = None  # re-read with the meta: rolled forward or read through
+        self._tail_from = None
+        self._set_tail_flag(False)
         self._overlay = None
         self._meta_stale = True
 
@@ -750,8 +795,15 @@ class KVFile:
             dirty = self._dirty_snapshot()
             truncate_from = chunk_count(self._low_water) if self._low_water < self._committed_size else None
             batch = WriteBatch()
+            new_end = chunk_count(self._size)
             if truncate_from is not None:
-                batch.delete_range(*chunk_range(self._tag, truncate_from))
+                # Holes inside the new size now; the tail past the new end only after
+                # SQLite has seen the commit succeed (phase two): if this commit fails
+                # and SQLite rolls back in place, those pages must still be there.
+                redo.truncate(batch, self._tag, truncate_from, new_end, keep_tail=True)
+            elif self._size > self._committed_size and not self._ambiguous:
+                # Growing: a tail left past the committed end must not reappear as data.
+                batch.delete_range(*chunk_range(self._tag, chunk_count(self._committed_size)))
             if self._stale_staging and not self._staged:
                 batch.delete_range(*staged_range())  # an earlier writer's uncommitted leftovers
                 batch.delete(COMMIT_RECORD_KEY)
@@ -771,6 +823,9 @@ class KVFile:
             else:
                 applied = self._commit_large(dirty, truncate_from, extra)
             self._stale_staging = False
+            self._ambiguous = False
+            if truncate_from is not None:
+                self._set_tail(max(truncate_from, new_end))
             if new_hint is not None:
                 self._persisted_hint = new_hint
             if applied:
@@ -786,13 +841,13 @@ class KVFile:
                 self.preload.update(self._meta_key, encode_meta(self._size))
             self._reset_after_commit()
         except apsw.Error:
-            self._forget_after_failure()
+            self._after_failed_commit()
             raise
         except Exception as exc:
-            self._forget_after_failure()
+            self._after_failed_commit()
             raise kv_failure(apsw.SQLITE_IOERR_FSYNC, f"write of the commit batch ({pending} chunks)", exc) from exc
         except BaseException:
-            self._forget_after_failure()
+            self._after_failed_commit()
             raise
         self.stats.commits += 1
         if self.after_commit is not None:
@@ -877,7 +932,7 @@ class KVFile:
         redo.write_commit_record(self._kv_write, record, extra)
         self._pending_record = record
         try:
-            self._finish_roll_forward(None if spilled else dirty)
+            self._finish_roll_forward(None if spilled else dirty, keep_tail=True)
         except apsw.Error as exc:
             log.warning("large commit is durable but applying it failed; will retry: %s", exc)
             if self._cache is not None:
@@ -903,6 +958,8 @@ class KVFile:
         return int(apsw.SQLITE_IOCAP_POWERSAFE_OVERWRITE)
 
     def xFileControl(self, op: int, ptr: int) -> bool:
+        if op == apsw.SQLITE_FCNTL_COMMIT_PHASETWO and self._tail_from is not None:
+            self._drop_tail()  # an interrupt here reaches the caller after the commit
         if op == apsw.SQLITE_FCNTL_COMMIT_PHASETWO and self._has_pending_changes():
             # Safety net: a change SQLite made after the commit's sync (none is known
             # once the header-declared truncation above is applied). This hint cannot

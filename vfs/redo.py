@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Mapping
 
 from vfs.chunks import chunk_count
 from vfs.keys import (
-    CHUNK_SIZE, COMMIT_RECORD_KEY, chunk_index, chunk_key, chunk_range, encode_meta,
+    CHUNK_SIZE, COMMIT_RECORD_KEY, MAX_CHUNK_INDEX, chunk_index, chunk_key, chunk_range, encode_meta,
     meta_key, staged_key, staged_range,
 )
 from vfs.protocol import KV, KVLimits, WriteBatch
@@ -41,7 +41,7 @@ from vfs.protocol import KV, KVLimits, WriteBatch
 log = logging.getLogger(__name__)
 
 __all__ = ["CommitRecord", "STAGING_MARKER", "chunks_per_batch", "stage", "drop_staging",
-           "write_commit_record", "roll_forward", "recover"]
+           "write_commit_record", "roll_forward", "recover", "truncate"]
 
 _RECORD = struct.Struct("<HQq")
 _RECORD_VERSION = 1
@@ -128,6 +128,19 @@ def drop_staging(write: Writer) -> None:
     write(batch)
 
 
+def truncate(batch: WriteBatch, tag: int, first_gone: int, new_end: int, *, keep_tail: bool) -> None:
+    """Add a shrink to ``batch``: delete chunks ``[first_gone, new_end)`` (holes the
+    transaction left inside the new file size) and, unless ``keep_tail``, every chunk
+    from ``max(first_gone, new_end)`` on (past the new end)."""
+    end_of_file = chunk_range(tag)[1]
+    if first_gone < new_end:
+        batch.delete_range(chunk_key(tag, first_gone), chunk_key(tag, new_end) if new_end <= MAX_CHUNK_INDEX
+                           else end_of_file)
+    tail = max(first_gone, new_end)
+    if not keep_tail and tail <= MAX_CHUNK_INDEX:
+        batch.delete_range(chunk_key(tag, tail), end_of_file)
+
+
 def write_commit_record(write: Writer, record: CommitRecord, extra: WriteBatch | None) -> None:
     """The commit point: one atomic batch with the record and ``extra``."""
     batch = WriteBatch()
@@ -144,12 +157,18 @@ def roll_forward(
     tag: int,
     record: CommitRecord,
     in_memory: Mapping[int, bytes] | None = None,
+    *,
+    keep_tail: bool = False,
 ) -> int:
     """Apply a committed large transaction; returns the number of chunks applied.
 
     :param scan: ``scan(start, end, limit)`` over the KV, one round trip per call.
     :param in_memory: every staged chunk, if the caller still holds them all (saves
         reading the staging range back); ``None`` reads staging from the KV.
+    :param keep_tail: a shrinking transaction's chunks past its new end are left in
+        place (orphans past the meta's size, never read) instead of deleted: the
+        committing file deletes them once SQLite has seen the commit succeed (see
+        :meth:`vfs.file.KVFile.commit`). Holes inside the new size are deleted anyway.
     Safe to run again after it fails part-way.
     """
     per_batch = chunks_per_batch(limits)
@@ -176,19 +195,20 @@ def roll_forward(
     first = True
     for group in source():
         if pending is not None:
-            _apply(write, tag, record, pending, first=first, final=False)
+            _apply(write, tag, record, pending, first=first, final=False, keep_tail=keep_tail)
             first = False
         applied += len(group)
         pending = group
-    _apply(write, tag, record, pending or [], first=first, final=True)
+    _apply(write, tag, record, pending or [], first=first, final=True, keep_tail=keep_tail)
     log.debug("rolled forward a large commit: %d chunks, size %d bytes", applied, record.size)
     return applied
 
 
-def _apply(write: Writer, tag: int, record: CommitRecord, group: list[tuple[int, bytes]], *, first: bool, final: bool) -> None:
+def _apply(write: Writer, tag: int, record: CommitRecord, group: list[tuple[int, bytes]], *, first: bool,
+           final: bool, keep_tail: bool) -> None:
     batch = WriteBatch()
     if first and record.truncate_from is not None:
-        batch.delete_range(*chunk_range(tag, record.truncate_from))
+        truncate(batch, tag, record.truncate_from, chunk_count(record.size), keep_tail=keep_tail)
     for index, data in group:
         batch.put(chunk_key(tag, index), data)
     if final:

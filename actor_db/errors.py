@@ -8,8 +8,10 @@ by SQLite surfaces as an SQLite I/O error whose ``__cause__`` is one of the
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 __all__ = [
-    "ActorDBError", "KVError", "KVUnavailableError", "KVLimitError", "FencedError", "CommitFailedError",
+    "find_cause", "ActorDBError", "KVError", "KVUnavailableError", "KVLimitError", "FencedError", "CommitFailedError",
     "ActorNotFoundError", "ConfigurationError", "InvalidActorKeyError", "ActorKeyTooLongError",
     "ActionNotFoundError", "ActorShuttingDownError", "ActorCallCycleError", "MigrationError", "StateError",
 ]
@@ -133,3 +135,19 @@ class StateError(ActorDBError, TypeError):
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def find_cause(exc: BaseException | None, kind: type[_E]) -> _E | None:
+    """The first exception of type ``kind`` in ``exc``'s chain (itself, then along
+    ``__cause__`` / ``__context__``, e.g. behind the ``apsw.IOError`` a KV failure
+    becomes), else ``None``."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

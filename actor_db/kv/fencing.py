@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import struct
 
-from actor_db.errors import FencedError
+from actor_db.errors import FencedError, find_cause
 
 __all__ = ["encode_token", "decode_token", "fenced", "fenced_cause"]
 
@@ -72,10 +72,4 @@ def fenced(actor_id: str, mine: int, current: int) -> FencedError:
 def fenced_cause(exc: BaseException | None) -> FencedError | None:
     """The :class:`FencedError` behind ``exc`` (itself, or along its ``__cause__`` /
     ``__context__`` chain, e.g. the ``apsw.IOError`` a fenced commit raises), else ``None``."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, FencedError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
+    return find_cause(exc, FencedError)

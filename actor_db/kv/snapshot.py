@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Callable, Hashable, Protocol, Sequence, TypeVa
 from vfs.preload import PreloadMap
 from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
 
-from actor_db.errors import KVError
+from actor_db.errors import KVError, find_cause
 
 if TYPE_CHECKING:
     from actor_db.kv.base import ActorKV
@@ -164,14 +164,7 @@ def read_snapshot(view: ActorKV, *, pinned: bool = False) -> SnapshotKV:
 def snapshot_changed(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception in its cause/context chain, e.g. the
     ``apsw.IOError`` the VFS raised) is a :class:`SnapshotChangedError`."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, SnapshotChangedError):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
+    return find_cause(exc, SnapshotChangedError) is not None
 
 
 def retry_on_change(view: ActorKV, read: Callable[[SnapshotKV], T], *,

@@ -34,10 +34,7 @@ FENCE = re.compile(r"^```([A-Za-z0-9_+-]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S
 RUNNABLE = ("python", "sh")
 README_COMMANDS = ["./scripts/demo", "./scripts/test"]
 
-CONTINUED_PAGES: dict[str, str] = {
-    "commit-protocol.md": "its samples still build on its first one (con, store, imports); "
-                          "to be made standalone by the page's owner",
-}
+CONTINUED_PAGES: dict[str, str] = {}
 """Pages whose samples may still build on an earlier sample of the page, with the reason:
 a block of theirs that fails on its own is an expected failure (xfail, not strict, so a
 fixed page shows XPASS and can leave this list). Every other page must pass."""

@@ -694,6 +694,13 @@ def _headline_rows(summary: dict[str, Any]) -> list[list[str]]:
         rows.append([f"concurrency, {best['actors']} actors, KV {best['latency_ms']:g} ms", "ours (runtime)",
                      f"{best['round_trips_per_action']:.2f}/action",
                      f"{best['throughput_per_s']:,.0f} actions/s, p99 {best['p99_ms']:.1f} ms"])
+    wakes = summary.get("size_wake_round_trips", {})
+    for mode in ("hint", "no hint"):
+        trips = wakes.get(f"memory 512 MiB {mode}")
+        if trips is not None:
+            rows.append(["wake + PK + index query after one run, 512 MiB db", f"ours, {mode}", str(trips), "—"])
+    for size, trips in summary.get("size_scan_round_trips", {}).items():
+        rows.append([f"cold full scan, {size} db", "ours (geometric read-ahead)", str(trips), "—"])
     mem = summary.get("memory")
     if mem:
         rows.append(["memory per actor", "ours (runtime)", "—",

@@ -52,6 +52,10 @@ class KVStore(ABC):
     :ivar round_trips: KV calls made through this instance, all actors together.
     """
 
+    instant_writes = False
+    """Whether a write is applied in memory, in microseconds, with no I/O to wait for
+    (the runtime's output gate then writes in the committing thread)."""
+
     def __init__(self, limits: KVLimits) -> None:
         self._limits = limits
         self._round_trips = 0

@@ -28,6 +28,8 @@ class MemoryKV(KVStore):
     :param limits: limits to enforce (default: none).
     """
 
+    instant_writes = True
+
     def __init__(self, limits: KVLimits | None = None) -> None:
         super().__init__(limits or KVLimits())
         self._data: SortedDict = SortedDict()

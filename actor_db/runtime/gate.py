@@ -134,6 +134,11 @@ class OutputGate:
         self._on_failure = on_failure
         self._limits = inner.limits
         self._cond = threading.Condition(threading.Lock())
+        store = getattr(getattr(inner, "inner", None), "store", None)
+        self._inline = bool(getattr(store, "instant_writes", False))
+        """The store applies a write in microseconds without I/O (``MemoryKV``): write
+        it in the committing thread instead of handing it to a pool thread (the hand-off
+        would cost more CPU than the write; nothing is waiting on a network)."""
         self._pending: collections.deque[tuple[int, WriteBatch, int]] = collections.deque()
         """``(sequence, batch, payload bytes)`` of every batch not durable yet (the one in flight too)."""
         self._pending_bytes = 0
@@ -205,8 +210,8 @@ class OutputGate:
             start = not self._flushing and (over or not self._held)
             self._flushing = self._flushing or start
         if start:
-            if over:
-                self._flush()  # write it here: we are going to wait for it anyway
+            if over or self._inline:
+                self._flush()  # write it here: we wait for it anyway, or it costs nothing
             else:
                 self._pool.submit(self._flush)
         if over:

@@ -385,9 +385,13 @@ class NativeFile(KVFile):
         ffi.memmove(out, b"".join(values), n * CHUNK_SIZE)
 
     def native_file_control(self, op: int, name: str | None, value: str | None) -> tuple[int, str]:
-        """``(0 not handled | 1 handled | 2 refused, message)`` for an xFileControl."""
+        """``(0 not handled | 1 handled | 2 refused | 3 answered, message)`` for an
+        xFileControl (3: a PRAGMA whose result row is ``message``)."""
         if op == apsw.SQLITE_FCNTL_PRAGMA:
             assert name is not None
+            answer = pragmas.answer(name, value)
+            if answer is not None:
+                return 3, answer
             message = pragmas.refusal(name, value)
             return (0, "") if message is None else (2, message)
         if op == apsw.SQLITE_FCNTL_COMMIT_PHASETWO and self._tail_from is not None:
@@ -518,7 +522,7 @@ def kvn_py_file_control(handle: Any, op: int, name: Any, value: Any, msg: Any, m
         )
     except BaseException as exc:  # a bug in the guard: refuse rather than crash
         result, message = 2, f"actor-db native VFS: {type(exc).__name__}: {exc}"
-    if result == 2:
+    if result in (2, 3):
         raw = message.encode("utf-8")[: msglen - 1]
         ffi.memmove(msg, raw + b"\x00", len(raw) + 1)
     return result

@@ -907,7 +907,8 @@ static int kvnFileControl(sqlite3_file *pFile, int op, void *pArg) {
   }
   char msg[512];
   msg[0] = 0;
-  /* 0: not handled, 1: handled, 2: refused with msg (KVFile.xFileControl). */
+  /* 0: not handled, 1: handled, 2: refused with msg, 3: PRAGMA answered with msg as its
+  ** result row (KVFile.xFileControl). */
   kvn_pycall c;
   kvn_enter(&c);
   int r = kvn_py_file_control(f->py, op, name, value, msg, (int)sizeof msg);
@@ -915,6 +916,12 @@ static int kvnFileControl(sqlite3_file *pFile, int op, void *pArg) {
   if (r == 2) {
     if (op == SQLITE_FCNTL_PRAGMA) ((char **)pArg)[0] = sqlite3_mprintf("%s", msg);
     return SQLITE_ERROR;
+  }
+  if (r == 3 && op == SQLITE_FCNTL_PRAGMA) {
+    char *answer = sqlite3_mprintf("%s", msg);
+    if (!answer) return SQLITE_NOMEM;
+    ((char **)pArg)[0] = answer;  /* SQLITE_OK with az[0] set: SQLite returns it as the row */
+    return SQLITE_OK;
   }
   return r == 1 ? SQLITE_OK : SQLITE_NOTFOUND;
 }

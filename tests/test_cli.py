@@ -69,8 +69,11 @@ def test_shell_errors_exit_non_zero(tmp_path: pathlib.Path) -> None:
     assert piped.returncode == 1
     assert run_cli("shell", "a", "-c", "SELECT x FROM t", cwd=tmp_path).stdout == "2\n"
     # the commit protocol's pragmas are guarded
-    guarded = run_cli("shell", "a", "-c", "PRAGMA journal_mode=WAL", cwd=tmp_path)
+    guarded = run_cli("shell", "a", "-c", "PRAGMA synchronous=OFF", cwd=tmp_path)
     assert guarded.returncode == 1
+    # journal_mode cannot change: no error, the mode kept is the result (SQLite's rule)
+    kept = run_cli("shell", "a", "-c", "PRAGMA journal_mode=WAL", cwd=tmp_path)
+    assert kept.returncode == 0 and kept.stdout == "memory\n", kept
 
 
 def test_shell_unknown_actor_is_one_line(tmp_path: pathlib.Path) -> None:

@@ -303,8 +303,8 @@ def test_errors_are_stdlib_classes_with_codes(con: Any) -> None:
         con.execute("select * from nope")
     assert info2.value.sqlite_errorcode == sqlite3.SQLITE_ERROR
     # the VFS's pragma guard comes through as OperationalError
-    with pytest.raises(sqlite3.OperationalError, match="journal_mode"):
-        con.execute("PRAGMA journal_mode=WAL")
+    with pytest.raises(sqlite3.OperationalError, match="synchronous"):
+        con.execute("PRAGMA synchronous=OFF")
     con.close()
     with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
         con.execute("select 1")
@@ -445,3 +445,146 @@ def test_works_without_the_stdlib_sqlite3() -> None:
     assert proc.stdout.split() == ["raised", "SQLITE_CONSTRAINT_UNIQUE", "False", "4"]
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("actor_db.dbapi")]
     assert len(warnings) == 1 and "standard library sqlite3 module is unavailable" in warnings[0]
+
+
+@pytest.mark.parametrize("mode", ["WAL", "wal", "DELETE", "OFF", "TRUNCATE", "PERSIST", "MEMORY", "'wal'"])
+def test_journal_mode_set_returns_memory_without_error(store: KVStore, vfs_kind: str, mode: str) -> None:
+    """SQLite's rule for a database whose journal mode cannot change: no error, the row
+    returned is the mode it kept (apps that set WAL on connect run unchanged)."""
+    c = sqlite3.connect("jm", kv=store, vfs_options={"vfs": vfs_kind})
+    try:
+        assert c.apsw_connection.kv_file is not None
+        assert c.execute(f"PRAGMA journal_mode={mode}").fetchone() == ("memory",)
+        assert c.execute(f"PRAGMA main.journal_mode={mode}").fetchall() == [("memory",)]
+        assert c.execute("PRAGMA journal_mode").fetchone() == ("memory",)
+        with c:
+            c.execute("create table t(x)")
+            c.execute("insert into t values (1)")
+        c.execute("insert into t values (2)")
+        c.rollback()  # the in-memory journal still rolls back
+        assert c.execute("select x from t").fetchall() == [(1,)]
+    finally:
+        c.close()
+    c = sqlite3.connect("jm", kv=store)
+    try:
+        assert c.execute("select x from t").fetchall() == [(1,)]
+        assert c.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        c.close()
+
+
+def _actor_items(store: KVStore, name: str) -> list[tuple[bytes, bytes]]:
+    return store.actor(name).scan(b"", b"")
+
+
+@pytest.mark.parametrize("how", ["readonly", "uri"])
+def test_read_only_connection(store: KVStore, vfs_kind: str, how: str) -> None:
+    """``readonly=True`` and ``file:NAME?mode=ro`` URIs: reads work, every write is the
+    stdlib's ``OperationalError: attempt to write a readonly database``, nothing reaches
+    the KV, and the process's writable connection keeps working beside it."""
+    options = {"vfs": vfs_kind}
+    w = sqlite3.connect("ro", kv=store, vfs_options=options)
+    with w:
+        w.execute("create table t(x)")
+        w.execute("insert into t values (1)")
+    before = _actor_items(store, "ro")
+    if how == "readonly":
+        r = actor_db.connect("ro", kv=store, readonly=True, vfs_options=options)
+    else:
+        r = actor_db.connect("file:ro?mode=ro", uri=True, kv=store, vfs_options=options)
+    try:
+        assert r.kv_backed and r.apsw_connection is not w.apsw_connection
+        assert r.execute("select x from t").fetchall() == [(1,)]
+        for statement in ("insert into t values (2)", "create table u(y)", "delete from t"):
+            with pytest.raises(sqlite3.OperationalError, match="attempt to write a readonly database") as info:
+                r.execute(statement)
+            assert info.value.sqlite_errorname.startswith("SQLITE_READONLY")
+            r.rollback()
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            r.executescript("insert into t values (2);")
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            with r:
+                r.execute("update t set x = 5")
+        assert not r.in_transaction
+        # the writable connection is not blocked by the read-only one
+        with w:
+            w.execute("insert into t values (3)")
+        assert w.execute("select x from t order by x").fetchall() == [(1,), (3,)]
+        # the read-only connection reads the snapshot taken when it opened
+        assert r.execute("select x from t").fetchall() == [(1,)]
+    finally:
+        r.close()
+    after = sqlite3.connect("ro", kv=store, readonly=True, vfs_options=options)
+    try:
+        assert after.execute("select x from t order by x").fetchall() == [(1,), (3,)]
+    finally:
+        after.close()
+    w.close()
+    r2 = sqlite3.connect("ro", kv=store, readonly=True)
+    r2.close()
+    assert _actor_items(store, "ro") != before  # the writer's commit, and only it, changed the KV
+    c = sqlite3.connect("ro", kv=store)
+    try:
+        assert c.execute("select x from t order by x").fetchall() == [(1,), (3,)]
+        assert c.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        c.close()
+
+
+def test_read_only_connections_write_nothing_to_the_kv(store: KVStore) -> None:
+    w = sqlite3.connect("ro2", kv=store)
+    with w:
+        w.execute("create table t(x)")
+        w.executemany("insert into t values (?)", [(i,) for i in range(200)])
+    w.close()
+    before = _actor_items(store, "ro2")
+    cons = [sqlite3.connect("ro2", kv=store, readonly=True) for _ in range(3)]  # not shared, no conflict
+    try:
+        assert len({id(c.apsw_connection) for c in cons}) == 3
+        for c in cons:
+            assert c.execute("select count(*) from t").fetchone() == (200,)
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                c.execute("delete from t")
+    finally:
+        for c in cons:
+            c.close()
+    assert _actor_items(store, "ro2") == before
+
+
+def test_read_only_uri_of_a_bare_name_uses_the_default_store(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACTOR_DB_KV", f"lmdb:{tmp_path / 'default-store'}")
+    monkeypatch.setattr(sqlite3, "_default_store", None)
+    monkeypatch.chdir(tmp_path)
+    try:
+        w = actor_db.connect("orders")
+        with w:
+            w.execute("create table t(x)")
+            w.execute("insert into t values ('a')")
+        r = actor_db.connect("file:orders?mode=ro", uri=True)
+        try:
+            assert r.kv_backed
+            assert r.execute("select x from t").fetchall() == [("a",)]
+            with pytest.raises(sqlite3.OperationalError, match="attempt to write a readonly database"):
+                r.execute("insert into t values ('b')")
+        finally:
+            r.close()
+        w.close()
+        assert not (tmp_path / "orders").exists()
+    finally:
+        if sqlite3._default_store is not None:
+            sqlite3._default_store.close()
+        monkeypatch.setattr(sqlite3, "_default_store", None)
+
+
+def test_read_only_plain_file_like_the_stdlib(tmp_path: Any) -> None:
+    path = tmp_path / "plain.db"
+    with stdlib_sqlite3.connect(str(path)) as f:
+        f.execute("create table t(x)")
+    for r in (sqlite3.connect(str(path), readonly=True),
+              sqlite3.connect(f"file:{path}?mode=ro", uri=True)):
+        try:
+            assert not r.kv_backed
+            with pytest.raises(sqlite3.OperationalError, match="attempt to write a readonly database"):
+                r.execute("insert into t values (1)")
+        finally:
+            r.close()

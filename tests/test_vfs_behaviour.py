@@ -84,8 +84,7 @@ def test_second_open_of_one_actor_is_refused(store: KVStore, reopen_store: Any, 
 
 
 @pytest.mark.parametrize("pragma", [
-    "journal_mode=WAL", "journal_mode=DELETE", "journal_mode=OFF", "journal_mode=truncate",
-    "synchronous=OFF", "synchronous=0", "locking_mode=NORMAL",
+    "synchronous=OFF", "synchronous=0", "locking_mode=NORMAL", "locking_mode=normal",
 ])
 def test_pragmas_that_break_the_commit_protocol_are_refused(store: KVStore, vfs_kind: str, pragma: str) -> None:
     con = vfs.connect(store.actor("pr"), vfs=vfs_kind)
@@ -98,6 +97,31 @@ def test_pragmas_that_break_the_commit_protocol_are_refused(store: KVStore, vfs_
     con.execute("PRAGMA synchronous=FULL")  # stricter is fine
     con.execute("PRAGMA journal_mode=MEMORY")
     con.execute("INSERT INTO t VALUES (1)")
+    assert integrity(con) == "ok"
+    con.close()
+
+
+@pytest.mark.parametrize("mode", ["WAL", "wal", "DELETE", "OFF", "truncate", "PERSIST", "bogus", "'WAL'", "MEMORY"])
+def test_journal_mode_cannot_change_and_says_so_without_error(store: KVStore, vfs_kind: str, mode: str) -> None:
+    """SQLite's rule for a database whose journal mode cannot change (an in-memory one):
+    no error, the row returned is the mode it kept. Nothing changes: the in-memory
+    journal still rolls back, and commits still reach the KV as before."""
+    kv = store.actor("jm")
+    con = vfs.connect(kv, vfs=vfs_kind)
+    con.execute("CREATE TABLE t (x)")
+    assert rows(con, f"PRAGMA journal_mode={mode}") == [("memory",)]
+    assert rows(con, f"PRAGMA main.journal_mode={mode}") == [("memory",)]
+    assert rows(con, "PRAGMA journal_mode") == [("memory",)]
+    assert rows(con, "PRAGMA locking_mode") == [("exclusive",)]
+    con.execute("BEGIN")
+    con.execute(f"PRAGMA journal_mode={mode}")  # inside a transaction too
+    con.execute("INSERT INTO t VALUES (1)")
+    con.execute("ROLLBACK")
+    con.execute("INSERT INTO t VALUES (2)")
+    assert rows(con, "SELECT x FROM t") == [(2,)]
+    con.close()
+    con = vfs.connect(kv, vfs=vfs_kind)
+    assert rows(con, "SELECT x FROM t") == [(2,)]
     assert integrity(con) == "ok"
     con.close()
 

@@ -972,6 +972,10 @@ class KVFile:
             return True
         if op == apsw.SQLITE_FCNTL_PRAGMA:
             pragma = apsw.VFSFcntlPragma(ptr)
+            answer = pragmas.answer(pragma.name, pragma.value)
+            if answer is not None:
+                pragma.result = answer  # SQLITE_OK with az[0] set: SQLite returns it as the row
+                return True
             message = pragmas.refusal(pragma.name, pragma.value)
             if message is not None:
                 raise sqlite_error(apsw.SQLITE_ERROR, message)

@@ -12,16 +12,22 @@ them as one KV batch at the commit's sync. That only holds with:
 - ``locking_mode=EXCLUSIVE``: one pager per database (enforced in-process), and
   SQLite's page cache stays valid across transactions, so warm reads cost 0 round trips.
 
-SQLite sends every ``PRAGMA`` to the VFS as ``SQLITE_FCNTL_PRAGMA`` before acting on it;
-:func:`refusal` answers it, so a user's ``PRAGMA journal_mode=WAL`` fails with a clear
-``apsw.SQLError`` instead of silently breaking atomicity. Other pragmas (page_size,
+SQLite sends every ``PRAGMA`` to the VFS as ``SQLITE_FCNTL_PRAGMA`` before acting on it.
+:func:`answer` handles ``journal_mode``: the mode cannot change, and SQLite's own rule for
+such a database (an in-memory one) is "no error, the row returned is the mode it kept",
+so ``PRAGMA journal_mode=WAL`` (or any other value) returns the one row ``memory`` and
+changes nothing (the VFS answers the pragma itself; SQLite then names the result column
+after the value, ``memory``). :func:`refusal` answers the settings whose change SQLite
+itself could report as an error, so ``PRAGMA synchronous=OFF`` or ``PRAGMA
+locking_mode=NORMAL`` fails with a clear ``apsw.SQLError`` instead of silently breaking
+atomicity. Other pragmas (page_size,
 cache_size, user_version, ...) pass through; page sizes 512-65536 all work because
 chunks stay 4096 bytes and reads/writes may span or share chunks.
 """
 
 from __future__ import annotations
 
-__all__ = ["OPEN_PRAGMAS", "refusal"]
+__all__ = ["OPEN_PRAGMAS", "JOURNAL_MODE", "answer", "refusal"]
 
 OPEN_PRAGMAS: tuple[str, ...] = (
     "PRAGMA locking_mode=EXCLUSIVE",
@@ -31,17 +37,32 @@ OPEN_PRAGMAS: tuple[str, ...] = (
 )
 """Run on every connection right after it opens."""
 
+JOURNAL_MODE = "memory"
+"""The journal mode of every KV-backed database (the one ``PRAGMA journal_mode`` reports)."""
+
 _ALLOWED: dict[str, frozenset[str]] = {
-    "journal_mode": frozenset({"memory"}),
     "synchronous": frozenset({"normal", "full", "extra", "1", "2", "3"}),
     "locking_mode": frozenset({"exclusive"}),
 }
 
 _WHY: dict[str, str] = {
-    "journal_mode": "commits are made atomic by the VFS's one-batch commit, which needs journal_mode=MEMORY",
     "synchronous": "the sync is the commit point, so synchronous must be NORMAL, FULL or EXTRA",
     "locking_mode": "one pager per database is required, so locking_mode must stay EXCLUSIVE",
 }
+
+
+def answer(name: str, value: str | None) -> str | None:
+    """The result row the VFS returns itself for ``PRAGMA name=value``, or ``None`` to let
+    SQLite run the pragma.
+
+    ``journal_mode`` set to anything but MEMORY answers ``memory`` (the mode kept, no
+    error, nothing changed); reading it, or setting MEMORY, runs normally.
+    """
+    if name.lower() != "journal_mode" or value is None:
+        return None
+    if value.strip().strip("'\"").lower() == JOURNAL_MODE:
+        return None
+    return JOURNAL_MODE
 
 
 def refusal(name: str, value: str | None) -> str | None:

@@ -1,0 +1,224 @@
+"""The underlying (possibly shared) SQLite connection of the drop-in ``sqlite3``.
+
+Two connections to one KV-backed database (invariant)
+-----------------------------------------------------
+:func:`vfs.connect` allows one pager per actor database per process (a second pager
+would overwrite the first's commits). Connections opened here on the same actor
+database therefore SHARE one underlying apsw connection, reference-counted, with a
+re-entrant lock around every SQLite call. A transaction belongs to the connection that
+began it: while it is open, another connection's statements wait up to that
+connection's ``timeout`` seconds and then raise ``OperationalError("database is
+locked")`` (``SQLITE_BUSY``), at once when the owner was last used on the same thread
+(waiting could only deadlock). So the second connection never sees nor commits the
+first's uncommitted writes. Functions, aggregates and collations registered on one of
+them are visible to all (one SQLite connection); authorizer, progress handler and trace
+callback are per connection (swapped in when the connection runs a statement).
+
+Read-only connections
+---------------------
+``readonly=True``, or ``mode=ro`` in a ``file:`` URI with ``uri=True``. On plain SQLite:
+``SQLITE_OPEN_READONLY``. On a KV-backed database the connection is NOT shared: it gets
+its own pager, :func:`vfs.connect` with ``readonly=True`` (it never writes to the KV) on
+a snapshot of the actor (``ActorKV.snapshot``, pinned: one consistent committed state,
+its own identity, so it never shares nor blocks the process's writable pager). It
+therefore reads the database **as committed when it was opened**: commits made later
+(by other connections, here or elsewhere) are not seen; open a new read-only
+connection to see them. The snapshot is released when the connection closes (LMDB:
+its read transaction ends; Redis: the pinned copy, O(database size) to take, is
+dropped). A write raises ``OperationalError("attempt to write a readonly database")``
+(``SQLITE_READONLY``), as in the stdlib. ``preload`` is ignored for it (the snapshot
+makes its own one-round-trip preload); a view without ``snapshot`` (e.g. a
+``SnapshotKV`` passed as ``kv=``) is opened read-only as it is.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import logging
+import os
+import threading
+import time
+import warnings
+from typing import TYPE_CHECKING, Any, Callable, Hashable
+
+import apsw
+
+import vfs
+
+from . import routing
+from .errors import OperationalError, _error, _translate
+from .routing import _actor_view, _is_bare_name, _is_bare_uri, _parse_uri, _registry_lock, default_store
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+log = logging.getLogger(__name__)
+
+_shared: dict[Hashable, "_Database"] = {}
+
+
+class _Database:
+    """One apsw connection, shared by the facade connections on one KV-backed database.
+
+    Invariants: every SQLite call holds :attr:`lock`; :attr:`owner` is the facade whose
+    transaction is open (``None`` when ``raw.in_transaction`` is false or the
+    transaction was started by a statement outside any facade).
+    """
+
+    def __init__(self, raw: apsw.Connection, key: Hashable | None) -> None:
+        self.raw = raw
+        self.key = key
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
+        self.refs = 1
+        self.owner: Connection | None = None
+        self.owner_thread = 0
+        self.active: Connection | None = None
+        self.closed = False
+        self.on_close: Callable[[], None] | None = None  # after the apsw connection closed
+
+    @property
+    def kv_backed(self) -> bool:
+        return self.key is not None
+
+    def enter(self, con: Connection) -> None:
+        """Called with :attr:`lock` held before ``con`` runs a statement."""
+        if self.key is not None and self.owner is not None and self.owner is not con:
+            if self.raw.in_transaction:
+                deadline = time.monotonic() + con._timeout
+                while self.owner is not None and self.owner is not con and self.raw.in_transaction:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self.owner_thread == threading.get_ident():
+                        raise _error(OperationalError, "database is locked", apsw.SQLITE_BUSY)
+                    self.cond.wait(remaining)
+            else:
+                self.owner = None
+        if self.active is not con:
+            self.active = con
+            con._install_hooks()
+
+    def leave(self, con: Connection) -> None:
+        """Called with :attr:`lock` held after ``con`` ran a statement."""
+        if self.closed:
+            return
+        if self.raw.in_transaction:
+            if self.owner is None:
+                self.owner = con
+            if self.owner is con:
+                self.owner_thread = threading.get_ident()
+        elif self.owner is not None:
+            self.owner = None
+            self.cond.notify_all()
+
+    def release(self) -> None:
+        """Drop one reference; close the apsw connection with the last one."""
+        with _registry_lock:
+            self.refs -= 1
+            last = self.refs <= 0
+            if last and self.key is not None and _shared.get(self.key) is self:
+                del _shared[self.key]
+        if last:
+            with self.lock:
+                self.closed = True
+                try:
+                    self.raw.close(True)
+                finally:
+                    if self.on_close is not None:
+                        self.on_close()
+
+
+def _open_database(database: Any, uri: bool, kv: Any, timeout: float, preload: vfs.PreloadMap | None = None,
+                   vfs_options: collections.abc.Mapping[str, Any] | None = None,
+                   readonly: bool = False) -> _Database:
+    if isinstance(database, (bytes, os.PathLike)):
+        database = os.fsdecode(database)
+    if not isinstance(database, str):
+        raise TypeError(f"expected str, bytes or os.PathLike object, not {type(database).__name__}")
+    if "\0" in database:
+        raise ValueError("embedded null character")
+    name = database  # the actor name (a URI's path)
+    parsed = _parse_uri(database) if uri else None
+    if parsed is not None:
+        name = parsed[0]
+        readonly = readonly or parsed[1].get("mode") == "ro"
+    view = None
+    if kv is not None:
+        view = _actor_view(kv, name)
+    elif routing._router is not None:
+        view = routing._router(database)
+    if view is None and kv is None and (_is_bare_name(database, uri)
+                                        or (parsed is not None and _is_bare_uri(*parsed))):
+        view = default_store().actor(name)
+    if view is None:
+        flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+        if uri:
+            flags |= apsw.SQLITE_OPEN_URI
+        try:
+            raw = apsw.Connection(database, flags=flags)
+        except apsw.Error as exc:
+            raise _translate(exc) from None
+        raw.set_busy_timeout(int(timeout * 1000))
+        return _Database(raw, None)
+    if readonly:
+        return _open_readonly(view, name, timeout, vfs_options)
+    key = view.identity
+    with _registry_lock:
+        shared = _shared.get(key)
+        if shared is not None and not shared.closed:
+            # preload/vfs_options only apply to the open that creates the pager.
+            shared.refs += 1
+            return shared
+        try:
+            raw = vfs.connect(view, database or "main.db", preload=preload, **dict(vfs_options or {}))
+        except apsw.BusyError as exc:
+            raise _error(OperationalError, f"database is locked: {exc}", apsw.SQLITE_BUSY) from exc
+        except apsw.Error as exc:
+            raise _translate(exc) from exc
+        db = _Database(raw, key)
+        _shared[key] = db
+    log.debug("opened KV-backed database %r (%r)", database, key)
+    return db
+
+
+def _open_readonly(view: Any, name: str, timeout: float,
+                   vfs_options: collections.abc.Mapping[str, Any] | None) -> _Database:
+    """A read-only KV-backed database of its own (not shared): ``vfs.connect(...,
+    readonly=True)`` on a pinned snapshot of ``view`` (see the module docstring)."""
+    from actor_db.kv.base import ActorKV
+    from actor_db.kv.snapshot import read_snapshot
+
+    snapshot = None
+    target = view
+    if isinstance(view, ActorKV):
+        try:
+            snapshot = read_snapshot(view, pinned=True)
+        except Exception as exc:
+            raise _error(OperationalError, f"unable to open database file: {exc}", apsw.SQLITE_CANTOPEN) from exc
+        target = snapshot
+    try:
+        raw = vfs.connect(target, name or "main.db", readonly=True, **dict(vfs_options or {}))
+    except BaseException as exc:
+        if snapshot is not None:
+            snapshot.close()
+        if isinstance(exc, apsw.BusyError):
+            raise _error(OperationalError, f"database is locked: {exc}", apsw.SQLITE_BUSY) from exc
+        if isinstance(exc, apsw.Error):
+            raise _translate(exc) from exc
+        raise
+    db = _Database(raw, target.identity)
+    if snapshot is not None:
+        db.on_close = snapshot.close
+    log.debug("opened KV-backed database %r read-only (%r)", name, target.identity)
+    return db
+
+
+def enable_shared_cache(enable: int) -> None:
+    """Deprecated in SQLite; kept for compatibility (warns, like the stdlib)."""
+    warnings.warn("enable_shared_cache is deprecated and will be removed in Python 3.12. "
+                  "Shared cache is strongly discouraged by the SQLite 3 documentation. "
+                  "If shared cache must be used, open the database in URI mode using the "
+                  "cache=shared query parameter.", DeprecationWarning, stacklevel=2)
+    try:
+        apsw.enable_shared_cache(bool(enable))
+    except Exception:  # apsw's SQLite may be built without shared cache: nothing to enable
+        log.debug("shared cache is not available in apsw's SQLite")

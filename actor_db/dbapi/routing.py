@@ -1,0 +1,98 @@
+"""Which database a name opens (URI / KV routing, the default store).
+
+- ``kv=`` given (a :class:`actor_db.kv.KVStore` or an actor view): the KV-backed
+  database of actor ``database`` in that store.
+- ``":memory:"``, ``""``, ``uri=True``, bytes/path-like objects, and strings that look
+  like paths (contain ``/``, ``.`` or ``:``, or name an existing file): plain SQLite,
+  exactly like the stdlib.
+- any other bare name (``"orders"``, letters/digits/``-``/``_``): the KV-backed database
+  of that actor in the default store (:func:`default_store`: ``$ACTOR_DB_KV`` if set,
+  else LMDB in ``./.actor-db``; see :mod:`actor_db.defaults`).
+- ``uri=True`` with a ``file:`` URI: plain SQLite (SQLite reads the URI), except that
+  the URI's path is the actor name when ``kv=`` is given, and a path that is a bare
+  name (as above, and no ``vfs=`` parameter) is that actor in the default store.
+- :func:`set_router` installs a function that may send any name to an actor view
+  (the CPython suite runner uses it to put every test database on a KV); it gets the
+  name exactly as given (a URI included).
+
+Read-only opens: ``mode=ro`` in a ``file:`` URI (with ``uri=True``) or ``readonly=True``
+(see :func:`actor_db.dbapi.database._open_database`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import urllib.parse
+from typing import Any, Callable
+
+Router = Callable[[str], Any]
+"""``router(name) -> actor KV view or None`` (``None``: open ``name`` as plain SQLite)."""
+
+_router: Router | None = None
+_default_store: Any = None
+_registry_lock = threading.Lock()
+_BARE_NAME = re.compile(r"[A-Za-z0-9_\-]+\Z")
+
+
+def set_router(router: Router | None) -> Router | None:
+    """Install ``router`` (consulted for every name without ``kv=``); return the old one."""
+    global _router
+    old, _router = _router, router
+    return old
+
+
+def default_store() -> Any:
+    """The default KV store, opened once per process on first use.
+
+    The rule of :mod:`actor_db.defaults` (the same for the CLI and ``Registry()``):
+    ``$ACTOR_DB_KV`` if set, else LMDB in ``./.actor-db`` (``$ACTOR_DB_PATH`` is a
+    deprecated alias for ``$ACTOR_DB_KV=lmdb:PATH``).
+    """
+    global _default_store
+    with _registry_lock:
+        if _default_store is None:
+            from actor_db.defaults import open_default_store
+
+            _default_store = open_default_store()
+        return _default_store
+
+
+def _actor_view(kv: Any, name: str) -> Any:
+    """An actor view for ``kv``: a store (has ``actor``) or already a view."""
+    if hasattr(kv, "actor") and callable(kv.actor):
+        return kv.actor(name)
+    if hasattr(kv, "get_many") and hasattr(kv, "identity"):
+        return kv
+    raise TypeError(f"kv must be an actor_db.kv.KVStore or an actor KV view, not {type(kv).__name__}")
+
+
+def _is_bare_name(database: Any, uri: bool) -> bool:
+    return (not uri and isinstance(database, str) and bool(_BARE_NAME.match(database))
+            and not os.path.exists(database))
+
+
+def _parse_uri(database: str) -> tuple[str, dict[str, str]] | None:
+    """``(path, query parameters)`` of a ``file:`` URI (percent-decoded, like SQLite;
+    the fragment dropped), or ``None`` when ``database`` is not one."""
+    if not database.startswith("file:"):
+        return None
+    rest = database[5:].split("#", 1)[0]
+    path, _, query = rest.partition("?")
+    if path.startswith("//"):  # an authority: SQLite accepts "" and "localhost" only
+        slash = path.find("/", 2)
+        path = path[slash:] if slash >= 0 else ""
+    params: dict[str, str] = {}
+    for item in query.split("&"):
+        if item:
+            key, _, value = item.partition("=")
+            params[urllib.parse.unquote(key)] = urllib.parse.unquote(value)
+    return urllib.parse.unquote(path), params
+
+
+def _is_bare_uri(path: str, params: dict[str, str]) -> bool:
+    """Whether a ``file:`` URI names an actor of the default store (its path is a bare
+    name that is not an existing file, and it asks for no other VFS nor memory)."""
+    return (bool(_BARE_NAME.match(path)) and not os.path.exists(path) and "vfs" not in params
+            and params.get("mode") != "memory")

@@ -120,6 +120,10 @@ _FORWARDED: dict[str, types.ModuleType] = {
 }
 
 
+_INITIAL: dict[str, Any] = {name: getattr(owner, name) for name, owner in _FORWARDED.items()}
+"""Each forwarded variable's value at import (what deleting it restores)."""
+
+
 def __getattr__(name: str) -> Any:
     owner = _FORWARDED.get(name)
     if owner is not None:
@@ -140,9 +144,11 @@ class _Module(types.ModuleType):
             super().__setattr__(name, value)
 
     def __delattr__(self, name: str) -> None:
-        if name in _FORWARDED:
-            raise AttributeError(f"cannot delete {name!r}")
-        super().__delattr__(name)
+        owner = _FORWARDED.get(name)
+        if owner is not None:  # e.g. monkeypatch's undo: back to the value at import
+            setattr(owner, name, _INITIAL[name])
+        else:
+            super().__delattr__(name)
 
 
 sys.modules[__name__].__class__ = _Module

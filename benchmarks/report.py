@@ -651,11 +651,12 @@ def size_section(groups: dict[str, list[Bench]], summary: dict[str, Any]) -> str
             ratio = None if local is None else float(local["stats"]["median"]) / float(b["stats"]["median"])
             if ratio is not None:
                 ratios[f"{human_size(size)} {query} {backend}"] = ratio
-            rows.append([human_size(size), query, backend, _num(1.0 / float(b["stats"]["median"])),
+            per_round = float(b["extra_info"].get("queries_per_round", 1))
+            rows.append([human_size(size), query, backend, _num(per_round / float(b["stats"]["median"])),
                          _ratio(ratio), human_size(b["extra_info"]["cache_budget_bytes"])])
         summary["size_warm_ratio_to_local"] = ratios
         parts.append("Warm random lookups with default settings (the process-wide chunk cache's budget; for a "
-                     "database larger than half of it, a budget that holds it), as queries/s (median round) "
+                     "database larger than half of it, a budget that holds it), as queries/s (median round of 100 lookups) "
                      "and as a ratio to apsw on a local file. Where SQLite's own page cache answers a "
                      "query whole (index lookups touch few pages), both sides run the same SQLite code "
                      "and the ratio is 1 within noise:")

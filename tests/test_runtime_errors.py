@@ -24,7 +24,6 @@ import functools
 import json
 import logging
 import math
-import time
 from typing import Any, Awaitable, Callable, TypeVar
 
 import apsw
@@ -99,10 +98,10 @@ def test_two_actor_call_cycle_fails_at_once_naming_the_chain(store: KVStore) -> 
         for key in "abc":
             handles[key] = registry.get_or_create("pair", key=key)
         assert await within(handles["a"].call("hop", ["b"])) == ["a", "b"]
-        started = time.perf_counter()
+        # Detected, not waited out: without detection this call deadlocks, and
+        # within() turns a hang into a failure (a guard, not a timing measurement).
         with pytest.raises(ActorCallCycleError) as info:
             await within(handles["a"].call("hop", ["b", "a"]))
-        assert time.perf_counter() - started < 1.0
         assert isinstance(info.value, ActorDBError)
         assert info.value.chain == ("pair/a", "pair/b", "pair/a")
         assert "pair/a -> pair/b -> pair/a" in str(info.value)

@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable
 
 import apsw
 import pytest
 
 import vfs
-from vfs.preload import PreloadMap
-from vfs.protocol import KV, KVLimits, PreloadRequest, WriteBatch
+from vfs.protocol import KV, KVLimits, WriteBatch
 
 from actor_db.kv import KVStore
-from tests.faults import OtherProcessView
+from tests.faults import ForwardingKV, OtherProcessView
 from tests.helpers import integrity
 
 LIMITS = KVLimits(max_batch_keys=16, max_batch_bytes=64 * 1024)
@@ -55,17 +54,13 @@ SCRIPT: list[Txn] = [
 ]
 
 
-class Interrupt(Exception):
-    """Marker for the injection plan (never raised)."""
-
-
-class InterruptingKV:
+class InterruptingKV(ForwardingKV):
     """An actor view that raises ``exc`` at its ``at``-th call once armed (before the
     call reaches the store, or, with ``after``, once a write has been applied: the
-    interrupt lands between the KV and the VFS's bookkeeping)."""
+    interrupt lands between the KV and the VFS's bookkeeping). Reports :data:`LIMITS`."""
 
     def __init__(self, inner: KV) -> None:
-        self.inner = inner
+        super().__init__(inner, LIMITS)
         self.calls = 0
         self.at: int | None = None
         self.after = False
@@ -74,41 +69,16 @@ class InterruptingKV:
         self.armed = True
         """Calls are counted (and may raise) only while armed: not during checks."""
 
-    @property
-    def identity(self) -> Hashable:
-        return self.inner.identity
-
-    @property
-    def limits(self) -> KVLimits:
-        return LIMITS
-
-    @property
-    def fence_token(self) -> int | None:
-        return getattr(self.inner, "fence_token", None)
-
-    def _call(self, fn: Callable[[], Any], is_write: bool) -> Any:
+    def _around(self, call: Callable[[], Any], batch: WriteBatch | None) -> Any:
         if not self.armed:
-            return fn()
+            return call()
         self.calls += 1
         if self.at is not None and self.calls == self.at and not self.fired:
             self.fired = True
-            if self.after and is_write:
-                fn()
+            if self.after and batch is not None:
+                call()
             raise self.exc("injected interrupt")
-        return fn()
-
-    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        return self._call(lambda: self.inner.get_many(keys), False)  # type: ignore[no-any-return]
-
-    def scan(self, start: bytes, end: bytes, *, limit: int | None = None,
-             max_bytes: int | None = None) -> list[tuple[bytes, bytes]]:
-        return self._call(lambda: self.inner.scan(start, end, limit=limit, max_bytes=max_bytes), False)  # type: ignore[no-any-return]
-
-    def write(self, batch: WriteBatch) -> None:
-        self._call(lambda: self.inner.write(batch), True)
-
-    def preload(self, request: PreloadRequest) -> PreloadMap:
-        return self._call(lambda: self.inner.preload(request), False)  # type: ignore[no-any-return]
+        return call()
 
 
 FILE_METHODS = ("xWrite", "xTruncate", "xSync", "xRead")

@@ -25,7 +25,7 @@ from vfs.keys import COMMIT_RECORD_KEY, staged_range
 from vfs.protocol import KVLimits
 
 from actor_db.cli import export_database, inspect_actor
-from actor_db.kv import KVStore
+from actor_db.kv import KVStore, MemoryKV
 from tests.faults import FaultyKV, OtherProcessView
 from tests.helpers import dump, integrity
 
@@ -91,7 +91,7 @@ def test_a_reader_reads_through_a_committed_unapplied_transaction(store: KVStore
     writes_before = probe.writes
     # The big transaction: stage batches, the commit record, then the apply batches.
     # Fail the first apply batch: find it by counting the writes a clean run needs.
-    reference = FaultyKV(MemoryActor(), limits=limits)
+    reference = FaultyKV(MemoryKV().actor("reference"), limits=limits)
     ref = vfs.connect(reference, vfs="python")
     ref.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
     ref.execute("INSERT INTO t (v) VALUES (x'01')")
@@ -121,15 +121,6 @@ def test_a_reader_reads_through_a_committed_unapplied_transaction(store: KVStore
     con.execute("INSERT INTO t (v) VALUES (x'02')")  # the owner's next write applies it first
     assert base.get_many([COMMIT_RECORD_KEY])[0] is None and base.scan(*staged_range()) == []
     con.close()
-
-
-class MemoryActor:
-    """A fresh in-memory actor view (for reference runs)."""
-
-    def __new__(cls) -> Any:  # type: ignore[misc]
-        from actor_db.kv import MemoryKV
-
-        return MemoryKV().actor("reference")
 
 
 def _writes_until_record(kv: FaultyKV, start: int) -> int:

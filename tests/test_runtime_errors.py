@@ -26,7 +26,6 @@ import logging
 import math
 from typing import Any, Awaitable, Callable, TypeVar
 
-import apsw
 import pytest
 
 import actor_db

@@ -390,35 +390,38 @@ class KVFile:
             return
         log.info("applying a committed large transaction before this one writes (size %d bytes)", record.size)
         try:
-            applied = redo.roll_forward(self._kv_write, self._kv_scan, self._limits, self._tag, record,
-                                        keep_tail=self._ambiguous)
-        except BaseException as exc:
+            self._roll_forward(record)
+        except apsw.Error:
             self._forget_after_failure()
-            if not isinstance(exc, Exception):
-                raise
-            raise kv_failure(apsw.SQLITE_IOERR_WRITE, "roll-forward of a committed large transaction", exc) from exc
+            raise
         # The chunk keys now hold the values read through staging: the cache stays valid.
         self._overlay = None
         self._stale_staging = False
-        self.stats.roll_forwards += 1
-        self.stats.chunks_written += applied
         self.preload.update(COMMIT_RECORD_KEY, None)
+
+    def _roll_forward(self, record: redo.CommitRecord, in_memory: dict[int, bytes] | None = None,
+                      keep_tail: bool = False) -> None:
+        """Apply ``record`` through this file's counted KV calls (:func:`vfs.redo.roll_forward`).
+        A KV failure becomes an SQLite I/O error; an interrupt first drops everything the
+        file derived from the KV. The tail past the new end is kept while the last commit
+        is ambiguous (see :meth:`_after_failed_commit`)."""
+        try:
+            applied = redo.roll_forward(self._kv_write, self._kv_scan, self._limits, self._tag, record, in_memory,
+                                        keep_tail=keep_tail or self._ambiguous)
+        except Exception as exc:
+            raise kv_failure(apsw.SQLITE_IOERR_WRITE, "roll-forward of a committed large transaction", exc) from exc
+        except BaseException:
+            self._forget_after_failure()
+            raise
+        self.stats.roll_forwards += in_memory is None
+        self.stats.chunks_written += applied
 
     def _finish_roll_forward(self, in_memory: dict[int, bytes] | None = None, keep_tail: bool = False) -> None:
         record = self._pending_record
         assert record is not None
         log.info("rolling forward an interrupted large commit (size %d bytes)", record.size)
-        try:
-            applied = redo.roll_forward(self._kv_write, self._kv_scan, self._limits, self._tag, record, in_memory,
-                                        keep_tail=keep_tail or self._ambiguous)
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                self._forget_after_failure()
-                raise
-            raise kv_failure(apsw.SQLITE_IOERR_WRITE, "roll-forward of a committed large transaction", exc) from exc
+        self._roll_forward(record, in_memory, keep_tail)  # on failure the record stays pending
         self._pending_record = None
-        self.stats.roll_forwards += in_memory is None
-        self.stats.chunks_written += applied
         # Chunk keys changed under the preload and cache: forget what they hold.
         self.preload.clear(*chunk_range(self._tag))
         if self._cache is not None:

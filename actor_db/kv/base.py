@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Hashable, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Hashable, Iterator, NamedTuple, Sequence
 
 from vfs.preload import PreloadMap
 from vfs.protocol import HintSpec, KeyRange, KVLimits, PrefixBudget, PreloadRequest, WriteBatch
@@ -208,6 +208,11 @@ class ActorKV:
         return self._limits
 
     @property
+    def instant_writes(self) -> bool:
+        """The store's :attr:`KVStore.instant_writes`."""
+        return self.store.instant_writes
+
+    @property
     def prefix(self) -> bytes:
         """This actor's store-level key prefix."""
         return self._prefix
@@ -248,12 +253,21 @@ class ActorKV:
 
     # -- the protocol ----------------------------------------------------------
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        full = [self._full(k) for k in keys]
-        return self._call("get", self.store._get_many, full)  # type: ignore[no-any-return]
+        return self._get_many_from(self.store, "get", keys)
 
     def scan(self, start: bytes, end: bytes, *, limit: int | None = None, max_bytes: int | None = None) -> list[tuple[bytes, bytes]]:
+        return self._scan_from(self.store, "scan", start, end, limit, max_bytes)
+
+    def _get_many_from(self, source: Any, what: str, keys: Sequence[bytes]) -> list[bytes | None]:
+        """:meth:`get_many` through ``source``'s raw ``_get_many`` (the store, or a
+        snapshot reader: :mod:`actor_db.kv.snapshot`)."""
+        return self._call(what, source._get_many, [self._full(k) for k in keys])  # type: ignore[no-any-return]
+
+    def _scan_from(self, source: Any, what: str, start: bytes, end: bytes, limit: int | None,
+                   max_bytes: int | None) -> list[tuple[bytes, bytes]]:
+        """:meth:`scan` through ``source``'s raw ``_scan``."""
         n = len(self._prefix)
-        pairs = self._call("scan", self.store._scan, self._full(start), self._prefix + end if end else self._end, limit, max_bytes)
+        pairs = self._call(what, source._scan, self._full(start), self._prefix + end if end else self._end, limit, max_bytes)
         return [(k[n:], v) for k, v in pairs]
 
     def write(self, batch: WriteBatch) -> None:

@@ -100,27 +100,23 @@ class SnapshotKV:
         """Always ``None``: a snapshot never owns the actor (and never writes)."""
         return None
 
-    def _call(self, what: str, fn, *args):  # type: ignore[no-untyped-def]
+    def _check_open(self) -> None:
         if self._closed:
             raise KVError(f"{self!r} is closed")
-        return self.view._call(what, fn, *args)
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        full = [self.view._full(k) for k in keys]
-        return self._call("snapshot get", self._reader._get_many, full)  # type: ignore[no-any-return]
+        self._check_open()
+        return self.view._get_many_from(self._reader, "snapshot get", keys)
 
     def scan(self, start: bytes, end: bytes, *, limit: int | None = None,
              max_bytes: int | None = None) -> list[tuple[bytes, bytes]]:
-        prefix = self.view.prefix
-        pairs = self._call("snapshot scan", self._reader._scan, self.view._full(start),
-                           prefix + end if end else self.view._end, limit, max_bytes)
-        return [(k[len(prefix):], v) for k, v in pairs]
+        self._check_open()
+        return self.view._scan_from(self._reader, "snapshot scan", start, end, limit, max_bytes)
 
     def preload(self, request: PreloadRequest) -> PreloadMap:
-        prefix = self.view.prefix
-        full = self.view._full_request(request)
-        found: PreloadMap = self._call("snapshot preload", self._reader._preload, full)
-        return found.without_prefix(prefix)
+        self._check_open()
+        found: PreloadMap = self.view._call("snapshot preload", self._reader._preload, self.view._full_request(request))
+        return found.without_prefix(self.view.prefix)
 
     def write(self, batch: WriteBatch) -> None:
         """Always refused: a snapshot is read-only."""

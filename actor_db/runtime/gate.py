@@ -134,8 +134,7 @@ class OutputGate:
         self._on_failure = on_failure
         self._limits = inner.limits
         self._cond = threading.Condition(threading.Lock())
-        store = getattr(getattr(inner, "inner", None), "store", None)
-        self._inline = bool(getattr(store, "instant_writes", False))
+        self._inline = inner.instant_writes
         """The store applies a write in microseconds without I/O (``MemoryKV``): write
         it in the committing thread instead of handing it to a pool thread (the hand-off
         would cost more CPU than the write; nothing is waiting on a network)."""

@@ -55,6 +55,11 @@ class CountingKV:
         return self.inner.limits
 
     @property
+    def instant_writes(self) -> bool:
+        """Whether the inner view's store applies writes instantly (``MemoryKV``)."""
+        return bool(getattr(self.inner, "instant_writes", False))
+
+    @property
     def fence_token(self) -> int | None:
         """The inner view's fencing token (``None``: it never took ownership)."""
         return getattr(self.inner, "fence_token", None)

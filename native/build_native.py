@@ -45,6 +45,7 @@ typedef struct kvn_file {
     int not_ready;
     int lock_level;
     int tail_pending;
+    long long hot_inserts;
     ...;
 } kvn_file;
 
@@ -95,7 +96,6 @@ int kvn_preload_put(kvn_file *f, uint32_t index, const unsigned char *data, int 
 int kvn_preload_lookup(kvn_file *f, uint32_t index);
 
 int kvn_hot_items(kvn_file *f, uint32_t *indices, uint32_t *counts, unsigned char *interior, int n);
-long long kvn_hot_inserts(kvn_file *f);
 int kvn_hot_capacity(void);
 
 const char *kvn_entry_point(void);

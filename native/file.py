@@ -283,7 +283,7 @@ class NativeFile(KVFile):
         return [(indices[j], counts[j], bool(interior[j])) for j in range(k)]
 
     def _hot_inserts(self) -> int:
-        return int(lib.kvn_hot_inserts(self._c))
+        return int(self._c.hot_inserts)  # a struct field: no C call (cffi calls release the GIL)
 
     def _new_state(self, options: FileOptions) -> tuple[Any, Any, Any]:
         cache = _CacheView(self._c) if options.cache_chunks != 0 else None

@@ -528,6 +528,7 @@ typedef struct kvn_file {
   int not_ready;              /* meta stale or a commit record pending: call kvn_py_ensure_ready first */
   int lock_level;             /* last xLock/xUnlock level (no cross-process locking) */
   int tail_pending;           /* a shrink's chunks past the end await phase two (KVFile._tail_from) */
+  long long hot_inserts;      /* chunks newly tracked by the hot set (read by Python as a field: no call) */
   kvn_stats *stats;           /* never NULL while open (points at kvn_file_stats_fallback before setup) */
   /* Private to C. */
   void *py;                   /* cffi handle of the native.file.NativeFile; NULL until set up */
@@ -758,6 +759,23 @@ static int kvn_dirty_chunk(kvn_file *f, uint32_t index, int whole, unsigned char
   return SQLITE_OK;
 }
 
+/* Record chunks [first, last] of a read in the hot set, in order (the header byte of each
+** page, when the read covers it, says whether it is a B-tree interior page). Caller
+** holds mu. */
+static void kvn_record_read(kvn_file *f, uint32_t first, uint32_t last, const unsigned char *out,
+                            long long iOfst, long long amount) {
+  for (uint32_t idx = first; idx <= last; idx++) {
+    long long header = (long long)idx * KVN_CHUNK + (idx == 0 ? 100 : 0);
+    int interior = 0;
+    if (header >= iOfst && header < iOfst + amount) {
+      unsigned char flag = out[header - iOfst];
+      interior = flag == 2 || flag == 5;
+    }
+    kvn_hot_record(&f->hot, idx, interior);
+    f->hot_inserts = f->hot.inserts;
+  }
+}
+
 /* ------------------------------------------------------------- io methods */
 static int kvnRead(sqlite3_file *pFile, void *zBuf, int iAmt, sqlite3_int64 iOfst) {
   kvn_file *f = (kvn_file *)pFile;
@@ -786,6 +804,7 @@ static int kvnRead(sqlite3_file *pFile, void *zBuf, int iAmt, sqlite3_int64 iOfs
     if (!kvn_local_copy(f, idx, out + (lo - iOfst), (size_t)(lo - cstart), (size_t)(hi - lo)))
       miss[nmiss++] = idx;
   }
+  if (!nmiss) kvn_record_read(f, first, last, out, iOfst, amount);  /* the common case: one lock */
   UNLOCK(f);
 
   if (nmiss) {
@@ -804,17 +823,11 @@ static int kvnRead(sqlite3_file *pFile, void *zBuf, int iAmt, sqlite3_int64 iOfs
   if (miss != stack_miss) kvn_free(miss);
   if (rc != SQLITE_OK) return rc;
   f->next_sequential = (long long)last + 1;
-  LOCK(f);
-  for (uint32_t idx = first; idx <= last; idx++) {
-    long long header = (long long)idx * KVN_CHUNK + (idx == 0 ? 100 : 0);
-    int interior = 0;
-    if (header >= iOfst && header < iOfst + amount) {
-      unsigned char flag = out[header - iOfst];
-      interior = flag == 2 || flag == 5;
-    }
-    kvn_hot_record(&f->hot, idx, interior);
+  if (nmiss) {
+    LOCK(f);
+    kvn_record_read(f, first, last, out, iOfst, amount);
+    UNLOCK(f);
   }
-  UNLOCK(f);
   if (amount < iAmt) {
     memset(out + amount, 0, (size_t)(iAmt - amount));  /* SQLite requires the zero fill */
     return SQLITE_IOERR_SHORT_READ;
@@ -1287,7 +1300,6 @@ static int kvn_hot_items(kvn_file *f, uint32_t *indices, uint32_t *counts, unsig
   UNLOCK(f);
   return k;
 }
-static long long kvn_hot_inserts(kvn_file *f) { LOCK(f); long long r = f->hot.inserts; UNLOCK(f); return r; }
 static int kvn_hot_capacity(void) { return KVN_HOT_CAP; }
 
 static const char *kvn_entry_point(void) { return "sqlite3_actordbnative_init"; }

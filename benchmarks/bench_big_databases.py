@@ -27,8 +27,9 @@ import os
 import random
 import shutil
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import apsw
 import pytest
@@ -181,44 +182,67 @@ WARM_CASES = [pytest.param(s, q, b, id=f"{human_size(s)}-{q}-{b}")
               for s in WARM_SIZES for q in ("pk-lookup", "index-lookup") for b in WARM_BACKENDS]
 
 
+def _lookups(con: Any, query: str, rows: int, rng: random.Random) -> Callable[[], None]:
+    """One timed unit: QUERIES_PER_ROUND lookups (one ~3 µs lookup is too close to the
+    timer's own cost to compare backends)."""
+    if query == "pk-lookup":
+        def run() -> None:
+            for _ in range(QUERIES_PER_ROUND):
+                con.execute(PK_QUERY, (rng.randint(1, rows),)).fetchall()
+    else:
+        def run() -> None:
+            for _ in range(QUERIES_PER_ROUND):
+                con.execute(INDEX_QUERY, (key_of(rng.randint(1, rows), rows),)).fetchall()
+    return run
+
+
 @pytest.mark.benchmark(group="size-warm")
 @pytest.mark.parametrize(("size", "query", "backend"), WARM_CASES)
 def test_warm_lookups(benchmark: Any, size: int, query: str, backend: str) -> None:
+    """Timed: ``backend``'s rounds. For our backends the local file's batches run in the
+    (untimed by pytest-benchmark) setup before each round, timed here, so the two
+    alternate in one process over the same kind of keys and the ratio is not skewed by
+    drift between separately run benchmarks."""
     path = indexed_dataset(size)
     rows = rows_for(size)
-    tmpdir = None
+    tmpdir = tempfile.mkdtemp(prefix="actor-db-bench-warm-big-")
     budget = chunk_cache.DEFAULT_BUDGET_BYTES if size * 2 <= chunk_cache.DEFAULT_BUDGET_BYTES else 2 * size
-    if backend == "local file":
-        tmpdir = tempfile.mkdtemp(prefix="actor-db-bench-warm-big-")
-        local = os.path.join(tmpdir, "db.sqlite")
-        shutil.copyfile(path, local)
-        con: Any = apsw.Connection(local)
-        con.execute("PRAGMA locking_mode=EXCLUSIVE")
-    else:
+    local_path = os.path.join(tmpdir, "db.sqlite")
+    shutil.copyfile(path, local_path)
+    local: Any = apsw.Connection(local_path)
+    local.execute("PRAGMA locking_mode=EXCLUSIVE")
+    con: Any = local
+    if backend != "local file":
         chunk_cache.configure(budget)
         store = MemoryKV()
         load_into(store, "warm", path)
         con = vfs.connect(store.actor("warm"), vfs="native" if backend == "ours (native VFS)" else "python")
-    rng = random.Random(11)
+    local_times: list[float] = []
     try:
-        con.execute("SELECT count(*), sum(length(v)), count(DISTINCT k) FROM t").fetchall()  # warm everything
-        # QUERIES_PER_ROUND lookups per timed round: one lookup (~3 µs) is too close to the
-        # timer's own cost to compare backends reliably.
-        if query == "pk-lookup":
-            def run() -> None:
-                for _ in range(QUERIES_PER_ROUND):
-                    con.execute(PK_QUERY, (rng.randint(1, rows),)).fetchall()
-        else:
-            def run() -> None:
-                for _ in range(QUERIES_PER_ROUND):
-                    con.execute(INDEX_QUERY, (key_of(rng.randint(1, rows), rows),)).fetchall()
+        for c in {id(local): local, id(con): con}.values():
+            c.execute("SELECT count(*), sum(length(v)), count(DISTINCT k) FROM t").fetchall()  # warm everything
+        run = _lookups(con, query, rows, random.Random(11))
+        local_run = _lookups(local, query, rows, random.Random(12))
+
+        def alternate() -> None:
+            if con is not local:
+                started = time.perf_counter()
+                local_run()
+                local_times.append(time.perf_counter() - started)
+
         rounds = 5 if S.quick else 200
-        run_rounds(benchmark, run, rounds=rounds, warmup_rounds=min(5, rounds))
+        run_rounds(benchmark, run, rounds=rounds, warmup_rounds=min(5, rounds), setup=alternate)
         stats = con.stats.snapshot() if hasattr(con, "stats") else None
     finally:
-        con.close()
-        if tmpdir is not None:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+        if con is not local:
+            con.close()
+        local.close()
+        shutil.rmtree(tmpdir, ignore_errors=True)
         chunk_cache.configure(chunk_cache.DEFAULT_BUDGET_BYTES)
-    record(benchmark, size=size, db_bytes=path.stat().st_size, query=query, queries_per_round=QUERIES_PER_ROUND, backend=backend, cache_budget_bytes=budget,
+    ratio = None
+    if local_times:
+        local_times.sort()
+        ratio = local_times[len(local_times) // 2] / float(benchmark.stats.stats.median)
+    record(benchmark, size=size, db_bytes=path.stat().st_size, query=query, queries_per_round=QUERIES_PER_ROUND,
+           backend=backend, cache_budget_bytes=budget, ratio_to_local_interleaved=ratio,
            live_reads=None if stats is None else stats.live_reads)

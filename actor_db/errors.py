@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from vfs.protocol import ConditionFailedError
+
 __all__ = [
-    "find_cause", "ActorDBError", "KVError", "KVUnavailableError", "KVLimitError", "FencedError", "CommitFailedError",
+    "find_cause", "ActorDBError", "KVError", "KVUnavailableError", "KVLimitError", "FencedError",
+    "KVConditionFailedError", "CommitFailedError",
     "ActorNotFoundError", "ConfigurationError", "InvalidActorKeyError", "ActorKeyTooLongError",
     "ActionNotFoundError", "ActorShuttingDownError", "ActorCallCycleError", "MigrationError", "StateError",
 ]
@@ -35,6 +38,22 @@ class KVLimitError(KVError, ValueError):
 
 class FencedError(KVError):
     """Another runtime took ownership of the actor; this one may no longer write it."""
+
+
+class KVConditionFailedError(KVError, ConditionFailedError):
+    """A conditional write was refused: a key the batch expected
+    (:attr:`vfs.protocol.WriteBatch.expect`) did not hold the expected value when the
+    batch would have applied; nothing of the batch was applied (retry after re-reading,
+    as a compare-and-set does).
+
+    Both a :class:`KVError` and a :class:`vfs.protocol.ConditionFailedError`.
+
+    :ivar key: the first expected key that did not hold, as the caller passed it
+        (actor-relative, without the driver's prefix), or ``None`` when unknown.
+    """
+
+    def __init__(self, message: str = "", *, key: bytes | None = None) -> None:
+        super().__init__(message, key=key)
 
 
 class CommitFailedError(KVError):

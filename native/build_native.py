@@ -45,6 +45,7 @@ typedef struct kvn_file {
     int not_ready;
     int lock_level;
     int tail_pending;
+    int shared_locks;
     long long hot_inserts;
     ...;
 } kvn_file;
@@ -57,6 +58,7 @@ extern "Python" int kvn_py_sync(void *py, int flags);
 extern "Python" int kvn_py_close(void *py);
 extern "Python" int kvn_py_truncate(void *py, long long size);
 extern "Python" int kvn_py_file_control(void *py, int op, const char *name, const char *value, char *msg, int msglen);
+extern "Python" int kvn_py_lock(void *py, int op, int level, int *out);
 
 void kvn_setup(kvn_file *f, void *py, kvn_stats *stats, int cache_chunks, int readahead_max, long long max_dirty_bytes);
 void kvn_set_error(kvn_file *f, void *exc);

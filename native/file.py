@@ -24,6 +24,7 @@ Left out: anything that is not a main database (C hands such files to the defaul
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import operator
@@ -34,6 +35,7 @@ import apsw
 from vfs import pragmas
 from vfs.errors import sqlite_error
 from vfs.file import FileOptions, KVFile, readahead_cap
+from vfs.locks import DatabaseShare
 from vfs.keys import CHUNK_SIZE, MAX_CHUNK_INDEX, SQLITE_PREFIX, chunk_index, chunk_key
 from vfs.preload import NOT_LOADED, PreloadMap
 from vfs.protocol import KV
@@ -75,6 +77,34 @@ for _f in dataclasses.fields(VFSStats):
     setattr(NativeStats, _f.name, _counter(_f.name))
 
 
+def _gil_holding(name: str, restype: Any = ctypes.c_int, *argtypes: Any) -> Callable[..., Any]:
+    """C function ``name(kvn_file *, *argtypes)`` called WITHOUT releasing the GIL.
+
+    Every cffi call releases and re-takes the GIL; with pool threads waiting for it,
+    each such call of a busy thread (the event loop's, committing an inline action)
+    hands the GIL over and waits to get it back: tens of microseconds per call under
+    load, several calls per commit. Only for the commit path's short calls that never
+    call Python and never wait for anything but the file's and the chunk cache's
+    mutexes, which C never holds while calling Python (so no holder waits for the
+    GIL): through ctypes' Python calling convention (``PYFUNCTYPE``), which keeps the
+    GIL. Pointers are passed as addresses (:func:`_address`).
+    """
+    address = int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
+    return ctypes.PYFUNCTYPE(restype, ctypes.c_void_p, *argtypes)(address)  # type: ignore[no-any-return]
+
+
+_dirty_count = _gil_holding("kvn_dirty_count")
+_staged_count = _gil_holding("kvn_staged_count")
+_dirty_ptr = _gil_holding("kvn_dirty_ptr", ctypes.c_void_p, ctypes.c_uint32)
+_dirty_snapshot = _gil_holding("kvn_dirty_snapshot", ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+_cache_put_dirty = _gil_holding("kvn_cache_put_dirty")
+_commit_done = _gil_holding("kvn_commit_done", None)
+
+
+def _address(cfile: Any) -> int:
+    return int(ffi.cast("uintptr_t", cfile))
+
+
 # ------------------------------------------------------------ views of C state
 def _keys(count: Callable[[Any], int], fill: Callable[[Any, Any, int], int], cfile: Any) -> list[int]:
     n = count(cfile)
@@ -90,6 +120,7 @@ class _DirtyView:
 
     def __init__(self, cfile: Any) -> None:
         self._c = cfile
+        self._addr = _address(cfile)
 
     def get(self, index: int, default: Any = None) -> Any:
         ptr = lib.kvn_dirty_ptr(self._c, index)
@@ -112,7 +143,7 @@ class _DirtyView:
         return isinstance(index, int) and lib.kvn_dirty_ptr(self._c, index) != ffi.NULL
 
     def __len__(self) -> int:
-        return int(lib.kvn_dirty_count(self._c))
+        return _dirty_count(self._addr)
 
     def __iter__(self) -> Iterator[int]:
         return iter(_keys(lib.kvn_dirty_count, lib.kvn_dirty_keys, self._c))
@@ -132,12 +163,13 @@ class _StagedView:
 
     def __init__(self, cfile: Any) -> None:
         self._c = cfile
+        self._addr = _address(cfile)
 
     def __contains__(self, index: object) -> bool:
         return isinstance(index, int) and bool(lib.kvn_staged_has(self._c, index))
 
     def __len__(self) -> int:
-        return int(lib.kvn_staged_count(self._c))
+        return _staged_count(self._addr)
 
     def __iter__(self) -> Iterator[int]:
         return iter(_keys(lib.kvn_staged_count, lib.kvn_staged_keys, self._c))
@@ -235,6 +267,8 @@ class NativeFile(KVFile):
         stats: NativeStats,
         cfile: Any,
         on_close: Callable[[], None] | None = None,
+        share: DatabaseShare | None = None,
+        seen_generation: int = 0,
     ) -> None:
         self._c = cfile
         self._stale = True
@@ -249,7 +283,8 @@ class NativeFile(KVFile):
         self._snap_out: Any
         self._snap_buf: Any
         self._new_snapshot_buffers(_SNAPSHOT_CHUNKS)
-        super().__init__(kv, preload, options, stats, on_close)
+        super().__init__(kv, preload, options, stats, on_close, share, seen_generation)
+        cfile.shared_locks = int(share is not None)
         self._listener = self._preload_changed
         preload.add_listener(self._listener)
         self._preload_changed(b"", None)
@@ -324,7 +359,7 @@ class NativeFile(KVFile):
 
     def _cache_committed(self, dirty: dict[int, bytes]) -> None:
         # C's dirty buffer still holds exactly the snapshot ``dirty`` was taken from.
-        assert len(dirty) == lib.kvn_dirty_count(self._c)
+        assert len(dirty) == len(self._dirty)
         if self._cache is not None and lib.kvn_cache_put_dirty(self._c) != 0:
             raise MemoryError("native VFS: out of memory for the chunk cache")
 
@@ -392,7 +427,7 @@ class NativeFile(KVFile):
             answer = pragmas.answer(name, value)
             if answer is not None:
                 return 3, answer
-            message = pragmas.refusal(name, value)
+            message = pragmas.refusal(name, value, shared=self._share is not None)
             return (0, "") if message is None else (2, message)
         if op == apsw.SQLITE_FCNTL_COMMIT_PHASETWO and self._tail_from is not None:
             self._drop_tail()
@@ -509,6 +544,23 @@ def kvn_py_close(handle: Any) -> int:
         # SQLite ignores xClose's result; the failure must still be visible.
         log.error("actor-db native VFS: closing the database failed: %s", exc)
         return int(apsw.SQLITE_IOERR_CLOSE)
+
+
+@_extern(apsw.SQLITE_IOERR_LOCK)
+def kvn_py_lock(handle: Any, op: int, level: int, out: Any) -> int:
+    file: NativeFile = ffi.from_handle(handle)
+    try:
+        if op == 0:
+            file.xLock(level)
+        elif op == 1:
+            file.xUnlock(level)
+        else:
+            out[0] = int(file.xCheckReservedLock())
+        return 0
+    except apsw.BusyError:
+        return int(apsw.SQLITE_BUSY)  # not an error to raise: SQLite's busy handler retries
+    except BaseException as exc:
+        return file.fail(exc, apsw.SQLITE_IOERR_LOCK if op == 0 else apsw.SQLITE_IOERR_UNLOCK)
 
 
 @_extern(0)

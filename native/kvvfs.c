@@ -528,6 +528,7 @@ typedef struct kvn_file {
   int not_ready;              /* meta stale or a commit record pending: call kvn_py_ensure_ready first */
   int lock_level;             /* last xLock/xUnlock level (no cross-process locking) */
   int tail_pending;           /* a shrink's chunks past the end await phase two (KVFile._tail_from) */
+  int shared_locks;           /* the database is shared (vfs.locks): locks go to KVFile.xLock & co */
   long long hot_inserts;      /* chunks newly tracked by the hot set (read by Python as a field: no call) */
   kvn_stats *stats;           /* never NULL while open (points at kvn_file_stats_fallback before setup) */
   /* Private to C. */
@@ -563,6 +564,9 @@ static int kvn_py_sync(void *py, int flags);
 static int kvn_py_close(void *py);
 static int kvn_py_truncate(void *py, long long size);
 static int kvn_py_file_control(void *py, int op, const char *name, const char *value, char *msg, int msglen);
+/* op 0: xLock(level), 1: xUnlock(level), 2: xCheckReservedLock (*out). SQLITE_BUSY
+** comes back without an exception: SQLite's busy handler retries (as apsw does). */
+static int kvn_py_lock(void *py, int op, int level, int *out);
 
 /* Keep `exc` (a PyObject*, passed as the address CPython's id() gives) to re-raise. */
 static void kvn_set_error(kvn_file *f, void *exc) {
@@ -885,17 +889,29 @@ static int kvnFileSize(sqlite3_file *pFile, sqlite3_int64 *pSize) {
   return SQLITE_OK;
 }
 
+/* Locks: recorded in C for a database this connection has to itself (locking_mode=
+** EXCLUSIVE, no Python call); for a shared one, vfs.locks' lock table via KVFile. */
+static int kvn_lock_call(kvn_file *f, int op, int level, int *out) {
+  int rc;
+  KVN_PYCALL(f, rc, kvn_py_lock(f->py, op, level, out));
+  return rc;
+}
 static int kvnLock(sqlite3_file *pFile, int level) {
-  ((kvn_file *)pFile)->lock_level = level;
+  kvn_file *f = (kvn_file *)pFile;
+  if (f->shared_locks && f->py) return kvn_lock_call(f, 0, level, NULL);
+  f->lock_level = level;
   return SQLITE_OK;
 }
 static int kvnUnlock(sqlite3_file *pFile, int level) {
-  ((kvn_file *)pFile)->lock_level = level;
+  kvn_file *f = (kvn_file *)pFile;
+  if (f->shared_locks && f->py) return kvn_lock_call(f, 1, level, NULL);
+  f->lock_level = level;
   return SQLITE_OK;
 }
 static int kvnCheckReservedLock(sqlite3_file *pFile, int *pResOut) {
-  (void)pFile;
+  kvn_file *f = (kvn_file *)pFile;
   *pResOut = 0;
+  if (f->shared_locks && f->py) return kvn_lock_call(f, 2, 0, pResOut);
   return SQLITE_OK;
 }
 

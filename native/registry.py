@@ -89,10 +89,9 @@ def _open(serial: int, cfile: Any) -> NativeFile:
             "actor-db: no KV is bound to this file name; open KV-backed databases with vfs.connect()",
         )
     filename, binding = entry
-    identity = binding.kv.identity
     assert isinstance(binding.stats, NativeStats)
     file = NativeFile(binding.kv, binding.preload, binding.options, binding.stats, cfile,
-                      on_close=lambda: kvvfs.release(identity, filename))
+                      on_close=binding.on_close, share=binding.share, seen_generation=binding.seen_generation)
     binding.file = file
     return file
 

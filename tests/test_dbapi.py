@@ -329,8 +329,9 @@ def test_kv_failure_is_operational_error_and_recovers(store: KVStore) -> None:
         c.close()
 
 
-def test_round_trips_through_dbapi(con: Any) -> None:
-    """Warm UPDATE = 1 KV round trip (one atomic batch), warm SELECT and ROLLBACK = 0."""
+def _round_trips(con: Any) -> tuple[int, int, int]:
+    """KV round trips of a warm SELECT, a warm 1-row UPDATE transaction, and an UPDATE
+    rolled back (after a warm-up of each)."""
     with con:
         con.execute("create table t(id integer primary key, n int)")
         con.execute("insert into t values (1, 0)")
@@ -338,32 +339,54 @@ def test_round_trips_through_dbapi(con: Any) -> None:
     con.execute("select n from t").fetchall()
     before = stats.snapshot()
     assert con.execute("select n from t where id = 1").fetchone() == (0,)
-    assert (stats - before).round_trips == 0
+    select = (stats - before).round_trips
     before = stats.snapshot()
     with con:
         con.execute("update t set n = n + 1 where id = 1")
-    assert (stats - before).round_trips == 1
+    update = (stats - before).round_trips
     assert (stats - before).commits == 1
     before = stats.snapshot()
     con.execute("update t set n = 100")
     con.rollback()
-    assert (stats - before).round_trips == 0
+    rollback = (stats - before).round_trips
     assert con.execute("select n from t").fetchone() == (1,)
+    return select, update, rollback
 
 
-def test_two_connections_share_one_database(store: KVStore) -> None:
+def test_round_trips_through_dbapi(con: Any, store: KVStore) -> None:
+    """In-process locking (MemoryKV): warm SELECT 0, UPDATE 1 (one atomic batch),
+    ROLLBACK 0. Cross-process locking (LMDB, Redis; vfs.lease): each transaction checks
+    the KV (1), a write takes the lease (1) and commits with it (1); a rollback gives
+    the lease back (1)."""
+    expected = (0, 1, 0) if store.instant_writes else (1, 3, 3)
+    assert _round_trips(con) == expected
+
+
+def test_exclusive_locking_keeps_the_actor_fast_path(store: KVStore) -> None:
+    """``locking="exclusive"``: one connection per actor database, warm reads free."""
+    c = sqlite3.connect("solo", kv=store, vfs_options={"locking": "exclusive"})
+    try:
+        assert _round_trips(c) == (0, 1, 0)
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            sqlite3.connect("solo", kv=store)
+    finally:
+        c.close()
+
+
+def test_two_connections_are_two_sqlite_connections(store: KVStore) -> None:
     a = sqlite3.connect("shared", kv=store, timeout=0)
     b = sqlite3.connect("shared", kv=store, timeout=0)
     try:
-        assert a.apsw_connection is b.apsw_connection  # one pager per actor database
+        assert a.apsw_connection is not b.apsw_connection  # each connect() is a real connection
         with a:
             a.execute("create table t(x)")
             a.execute("insert into t values (1)")
         assert b.execute("select x from t").fetchall() == [(1,)]
-        a.execute("insert into t values (2)")  # a's transaction is open
+        a.execute("insert into t values (2)")  # a's write transaction is open
         assert a.in_transaction and not b.in_transaction
+        assert b.execute("select x from t").fetchall() == [(1,)]  # a reader runs meanwhile
         with pytest.raises(sqlite3.OperationalError, match="database is locked") as info:
-            b.execute("select x from t")
+            b.execute("insert into t values (9)")  # one writer at a time
         assert info.value.sqlite_errorcode == sqlite3.SQLITE_BUSY
         b.commit()  # must not commit a's transaction
         assert a.in_transaction
@@ -379,26 +402,30 @@ def test_two_connections_share_one_database(store: KVStore) -> None:
     c.close()
 
 
-def test_second_connection_waits_for_transaction_in_other_thread(store: KVStore) -> None:
-    a = sqlite3.connect("waiting", kv=store, check_same_thread=False)
-    b = sqlite3.connect("waiting", kv=store, timeout=10, check_same_thread=False)
+def test_writer_waits_for_a_reader_in_another_thread(store: KVStore) -> None:
+    """A commit needs every reader gone: it waits (busy_timeout) instead of failing."""
+    a = sqlite3.connect("waiting", kv=store, timeout=30, check_same_thread=False)
+    b = sqlite3.connect("waiting", kv=store, check_same_thread=False)
     try:
+        assert a.execute("pragma busy_timeout").fetchone() == (30000,)
         with a:
             a.execute("create table t(x)")
+        b.execute("begin")
+        assert b.execute("select count(*) from t").fetchone() == (0,)  # b holds SHARED
         a.execute("insert into t values (1)")
-        started = threading.Event()
-        result: list[Any] = []
+        done = threading.Event()
 
-        def reader() -> None:
-            started.set()
-            result.append(b.execute("select count(*) from t").fetchone())
+        def writer() -> None:
+            a.commit()  # waits for b's read transaction
+            done.set()
 
-        worker = threading.Thread(target=reader)
+        worker = threading.Thread(target=writer)
         worker.start()
-        started.wait()
-        a.commit()  # releases the waiting reader, which then sees the committed row
+        assert not done.wait(0.3)
+        b.commit()
         worker.join(timeout=30)
-        assert result == [(1,)]
+        assert done.is_set()
+        assert b.execute("select count(*) from t").fetchone() == (1,)
     finally:
         a.close()
         b.close()

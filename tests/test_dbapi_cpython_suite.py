@@ -1,8 +1,10 @@
 """CPython's own ``test.test_sqlite3`` passes against ``actor_db.dbapi`` on KV-backed pages.
 
 Runs ``tests/run_cpython_sqlite3_suite.py`` in a subprocess (it replaces ``sqlite3`` in
-``sys.modules``) and checks its JSON summary: at least 95% of the suite's tests pass, no
-test fails outside the documented exclusion list, and the databases really were KV-backed.
+``sys.modules``) and checks its JSON summary: at least 99% of the tests the suite runs on
+this Python pass (its own skips, bigmem tests and one needing SQLite < 3.8.3, skip on the
+stdlib too), no test fails outside the documented exclusion list, and the databases really
+were KV-backed.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def test_cpython_sqlite3_suite_on_kv(driver: str, tmp_path: pathlib.Path, record
     summary = json.loads(out.read_text())
     assert summary["failures"] == [], proc.stderr[-5000:]
     assert summary["total"] >= 400
-    assert summary["passed"] >= 0.95 * summary["total"], summary
+    assert summary["passed"] >= 0.99 * summary["runnable"], summary
+    assert summary["passed"] >= 0.98 * summary["total"], summary
     assert summary["kv_opens"] >= 400, "the suite's databases were not redirected to the KV"
     assert proc.returncode == 0

@@ -20,6 +20,11 @@ How a faulty KV reaches the facade: ``dbapi.connect`` accepts an actor-scoped vi
 wrapping ``store.actor(name)`` is handed over as is; its ``limits`` (``SMALL_LIMITS``)
 make large transactions take the redo protocol.
 
+The round-trip tests open with ``locking="exclusive"`` (the VFS's single-connection
+mode, as in ``test_round_trips.py``): they check that the facade adds no KV call of its
+own. What the default multi-connection locking costs is asserted in
+``tests/test_dbapi.py`` and ``tests/test_multi_connection.py``.
+
 Left out here: the ``kill -9`` subprocess test and the 20 MB B-tree-depth test (both
 exercise the VFS below the facade, which adds no KV calls of its own; they stay in the
 foundation suites).
@@ -365,7 +370,7 @@ def _make_db(store: KVStore, vfs_kind: str, name: str, rows: int = 100) -> None:
 def test_warm_update_commit_is_one_call_and_warm_select_zero(store: KVStore, vfs_kind: str) -> None:
     name = _name("dbapi-rt")
     _make_db(store, vfs_kind, name)
-    con = _open(name, store, vfs_kind)
+    con = _open(name, store, vfs_kind, locking="exclusive")
     con.execute("SELECT count(*) FROM t").fetchall()  # warm SQLite's page cache
     before = store.round_trips
     with con:  # implicit BEGIN before the UPDATE, COMMIT at exit
@@ -387,7 +392,7 @@ def test_warm_update_commit_is_one_call_and_warm_select_zero(store: KVStore, vfs
 def test_autocommit_update_is_one_call(store: KVStore, vfs_kind: str) -> None:
     name = _name("dbapi-rt")
     _make_db(store, vfs_kind, name)
-    con = _open(name, store, vfs_kind, isolation_level=None)
+    con = _open(name, store, vfs_kind, isolation_level=None, locking="exclusive")
     con.execute("SELECT count(*) FROM t").fetchall()
     before = store.round_trips
     con.execute("UPDATE t SET v = 'x' WHERE id = 7")
@@ -398,7 +403,7 @@ def test_autocommit_update_is_one_call(store: KVStore, vfs_kind: str) -> None:
 def test_rollback_writes_nothing(store: KVStore, vfs_kind: str) -> None:
     name = _name("dbapi-rt")
     _make_db(store, vfs_kind, name)
-    con = _open(name, store, vfs_kind)
+    con = _open(name, store, vfs_kind, locking="exclusive")
     con.execute("SELECT count(*) FROM t").fetchall()
     before = store.round_trips
     con.execute("UPDATE t SET v = 'gone'")
@@ -422,7 +427,7 @@ def test_reopen_with_full_preload_reads_nothing_live(store: KVStore, vfs_kind: s
     _make_db(store, vfs_kind, name, rows=3000)  # well under 768 KiB
     before = store.round_trips
     preload = full_preload(store.actor(name))
-    con = dbapi.connect(name, kv=store, preload=preload, vfs_options={"vfs": vfs_kind})
+    con = dbapi.connect(name, kv=store, preload=preload, vfs_options={"vfs": vfs_kind, "locking": "exclusive"})
     assert con.execute("SELECT count(*), max(v) FROM t").fetchall() == [(3000, "row 999")]
     assert store.round_trips - before == 1  # the preload itself
     stats = _stats(con)
@@ -439,7 +444,7 @@ def test_reopen_without_preload_reads_live(store: KVStore, vfs_kind: str) -> Non
     name = _name("dbapi-rt")
     _make_db(store, vfs_kind, name, rows=3000)
     before = store.round_trips
-    con = _open(name, store, vfs_kind)
+    con = _open(name, store, vfs_kind, locking="exclusive")
     assert con.execute("SELECT count(*), max(v) FROM t").fetchall() == [(3000, "row 999")]
     assert store.round_trips - before >= 1
     assert _stats(con).round_trips >= 1
@@ -448,13 +453,13 @@ def test_reopen_without_preload_reads_live(store: KVStore, vfs_kind: str) -> Non
 
 def test_cold_select_is_one_call_for_a_small_db(store: KVStore, vfs_kind: str) -> None:
     name = _name("dbapi-tiny")
-    con = _open(name, store, vfs_kind)
+    con = _open(name, store, vfs_kind, locking="exclusive")
     con.execute("CREATE TABLE t (x)")
     with con:
         con.execute("INSERT INTO t VALUES (1)")
     con.close()
     before = store.round_trips
-    con = _open(name, store, vfs_kind)
+    con = _open(name, store, vfs_kind, locking="exclusive")
     assert con.execute("SELECT x FROM t").fetchall() == [(1,)]
     assert store.round_trips - before == 1
     con.close()
@@ -463,7 +468,7 @@ def test_cold_select_is_one_call_for_a_small_db(store: KVStore, vfs_kind: str) -
 @pytest.mark.parametrize("how", ["randomblob", "bound-bytes"])
 def test_one_mib_insert_is_at_most_two_calls_without_batch_limit(vfs_kind: str, how: str) -> None:
     store = MemoryKV()
-    con = _open("mib", store, vfs_kind)
+    con = _open("mib", store, vfs_kind, locking="exclusive")
     con.execute("CREATE TABLE t (b BLOB)")
     payload = blob(1, 1 << 20)  # 1 MiB, the parity suite's pattern
     before = store.round_trips

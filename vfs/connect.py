@@ -7,7 +7,9 @@ from typing import Any
 
 import apsw
 
-from vfs import kvvfs, pragmas
+from vfs import kvvfs, locks, pragmas
+from vfs.lease import DEFAULT_LEASE_TTL_S
+from vfs.locks import Locking
 from vfs.errors import kv_failure
 from vfs.file import FileOptions, KVFile
 from vfs.preload import PreloadMap
@@ -58,6 +60,9 @@ def connect(
     page_size: int = DEFAULT_PAGE_SIZE,
     vfs: str | None = None,
     readonly: bool = False,
+    locking: Locking = "exclusive",
+    lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
+    timeout: float = 5.0,
     **connection_kwargs: Any,
 ) -> KVConnection:
     """Open the SQLite database stored in the actor-scoped ``kv``.
@@ -92,7 +97,24 @@ def connect(
         committed one and ignores uncommitted staging). Use it for every reader of an
         actor it does not own; pair it with a snapshot view (``kv.snapshot()``) to read
         one consistent committed state while a writer runs.
-    :raises apsw.BusyError: the actor's database is already open in this process.
+    :param locking: how this connection shares the database (:mod:`vfs.locks`).
+        ``"exclusive"`` (default): it is the only connection to the database in this
+        process, with ``locking_mode=EXCLUSIVE`` (warm reads cost 0 round trips; other
+        processes are kept out by the KV's fencing, e.g. the actor runtime's ownership).
+        ``"in-process"``: any number of connections in this process, with SQLite's
+        locks (``locking_mode=NORMAL``; readers run while one writer builds its
+        transaction, a commit waits for readers, ``busy_timeout`` applies); no other
+        process may write. ``"cross-process"``: the same, and other processes and
+        hosts may open it too: each transaction checks the KV for their commits and
+        a writer holds the KV writer lease (:mod:`vfs.lease`: a read transaction costs
+        1 round trip more, a write transaction 2).
+    :param lease_ttl_s: ``"cross-process"``: lifetime of the writer lease, in seconds.
+    :param timeout: seconds a statement waits for a lock another connection holds
+        before failing with ``apsw.BusyError`` (SQLite's ``busy_timeout``, set before
+        the open's own PRAGMAs run; the stdlib's default, 5.0). Only meaningful when
+        ``locking`` is not ``"exclusive"``.
+    :raises apsw.BusyError: the actor's database is already open in this process and
+        ``locking`` (of either open) is ``"exclusive"``, or the two differ.
     :raises apsw.IOError: the KV failed while opening.
     :raises apsw.CorruptError: the stored meta is not a valid meta record.
     """
@@ -100,17 +122,35 @@ def connect(
     if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
         raise ValueError(f"page_size must be a power of two from 512 to 65536, not {page_size}")
     backend.ensure_registered()
+    options = FileOptions(cache_chunks, readahead_max_chunks, max_dirty_bytes, read_only=readonly,
+                          lease_ttl_s=lease_ttl_s)
+    binding = kvvfs.Binding(kv, PreloadMap.empty(), options)
+    filename = backend.bind(name, binding)
+    identity = kv.identity
+    try:
+        share = locks.claim(identity, filename, locking)
+    except BaseException:
+        backend.unbind(filename)
+        raise
+    binding.share = share
+    binding.on_close = lambda: locks.release(identity, filename, share)
+    if share is not None:
+        # Commits of this process's other connections after this point reach the file
+        # as notes (vfs.locks); the preload must not predate it. A caller's preload
+        # may, unless no other connection of this process has the database open.
+        binding.seen_generation, fresh = share.join_point()
+        if preload is not None and not fresh:
+            log.debug("ignoring the preload passed for a database other connections have open")
+            preload = None
     own_preload = preload is None
     if preload is None:
         try:
             preload = kv.preload(open_preload_request())
         except Exception as exc:
+            backend.unbind(filename)
+            locks.release(identity, filename, share)
             raise kv_failure(apsw.SQLITE_IOERR_READ, "preload of the database at open", exc) from exc
-    options = FileOptions(cache_chunks, readahead_max_chunks, max_dirty_bytes, read_only=readonly)
-    binding = kvvfs.Binding(kv, preload, options)
-    filename = backend.bind(name, binding)
-    identity = kv.identity
-    kvvfs.claim(identity, filename)
+    binding.preload = preload
     connection: KVConnection | None = None
     try:
         default_flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
@@ -124,13 +164,20 @@ def connect(
         connection.kv = kv
         if binding.file.committed_size == 0 and not readonly:
             connection.execute(f"PRAGMA page_size={page_size}")
-        for statement in pragmas.OPEN_PRAGMAS:
-            connection.execute(statement)
+        if share is not None:
+            connection.set_busy_timeout(int(timeout * 1000))
+        binding.file.opening = True
+        try:
+            for statement in pragmas.open_pragmas(share is not None):
+                connection.execute(statement)
+        finally:
+            binding.file.opening = False
         return connection
     except BaseException:
         if connection is not None:
             connection.close()
-        kvvfs.release(identity, filename)
+        if binding.file is None:
+            locks.release(identity, filename, share)  # else the file's close released it
         raise
     finally:
         backend.unbind(filename)

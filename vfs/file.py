@@ -19,26 +19,33 @@ The commit point is ``xSync`` (SQLite sends it once per commit with
 through :mod:`vfs.redo` when they do not fit. A failed commit drops the buffer and
 re-reads the meta before the next operation, so the file matches the KV again.
 
-Left out: locking across processes (``locking_mode=EXCLUSIVE`` plus the in-process
-open registry serialize pagers; cross-process single-writer is the KV driver's fencing).
+Locking: with ``locking="exclusive"`` (the default; the actor runtime) the file is the
+only pager on its database in this process (``locking_mode=EXCLUSIVE``; across
+processes the KV driver's fencing keeps one writer). With ``"in-process"`` or
+``"cross-process"`` several connections share the database through a
+:class:`vfs.locks.DatabaseShare`: SQLite's SHARED/RESERVED/PENDING/EXCLUSIVE locks, a
+commit log each file applies when it takes SHARED, and for ``"cross-process"`` the KV
+validation and writer lease of :mod:`vfs.lease`.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import apsw
-from vfs import chunk_cache, hint, pragmas, redo
+from vfs import chunk_cache, hint, lease, pragmas, redo
 from vfs.chunks import chunk_count, spans
 from vfs.errors import describe_kv, kv_failure, sqlite_error
 from vfs.keys import (
     CHUNK_SIZE, COMMIT_RECORD_KEY, FILE_MAIN, SQLITE_PREFIX, SQLITE_RANGE_END, CorruptMetaError, chunk_index, chunk_key, chunk_range,
     MAX_CHUNK_INDEX, decode_meta, encode_meta, meta_key, staged_key, staged_range,
 )
+from vfs.locks import LOCK_NONE, LOCK_RESERVED, LOCK_SHARED, CommitNote, DatabaseShare, KVState
 from vfs.preload import ABSENT, NOT_LOADED, PreloadMap
-from vfs.protocol import KV, KVLimits, WriteBatch, holds_ownership
+from vfs.protocol import KV, ConditionFailedError, KVLimits, WriteBatch, holds_ownership
 from vfs.startup import DEFAULT_SQLITE_PRELOAD_BYTES
 from vfs.stats import VFSStats
 
@@ -103,6 +110,8 @@ class FileOptions:
         ``SQLITE_READONLY``); set by ``vfs.connect(readonly=True)``.
     :ivar hint_max_chunks: most chunks the hot-set hint lists (:mod:`vfs.hint`; the
         SQLite preload budget in chunks); 0 never writes a hint.
+    :ivar lease_ttl_s: ``locking="cross-process"`` only: seconds the KV writer lease
+        lives if its holder disappears (:mod:`vfs.lease`).
     """
 
     cache_chunks: int | None = None
@@ -111,6 +120,7 @@ class FileOptions:
     open_prefetch_chunks: int = 8
     read_only: bool = False
     hint_max_chunks: int = DEFAULT_SQLITE_PRELOAD_BYTES // CHUNK_SIZE
+    lease_ttl_s: float = lease.DEFAULT_LEASE_TTL_S
 
     def __post_init__(self) -> None:
         if (self.cache_chunks is not None and self.cache_chunks < 0) or \
@@ -118,6 +128,8 @@ class FileOptions:
             raise ValueError("cache_chunks and readahead_max_chunks must be >= 0 (or None)")
         if self.max_dirty_bytes < CHUNK_SIZE:
             raise ValueError(f"max_dirty_bytes must be at least {CHUNK_SIZE}")
+        if not self.lease_ttl_s > 0:
+            raise ValueError(f"lease_ttl_s must be > 0 seconds, not {self.lease_ttl_s!r}")
 
 
 CommitHook = Callable[[], "WriteBatch | None"]
@@ -130,6 +142,9 @@ class KVFile:
     :param preload: the startup preload map (shared with the caller, who may
         :meth:`~vfs.preload.PreloadMap.clear` it, e.g. before migrations).
     :param on_close: called once when SQLite closes the file.
+    :param share: the database's lock table and commit log when several connections of
+        this process may open it (``locking`` other than ``"exclusive"``).
+    :param seen_generation: the share's generation read before ``preload`` was fetched.
     """
 
     def __init__(
@@ -139,6 +154,8 @@ class KVFile:
         options: FileOptions,
         stats: VFSStats,
         on_close: Callable[[], None] | None = None,
+        share: DatabaseShare | None = None,
+        seen_generation: int = 0,
     ) -> None:
         self._kv = kv
         self._limits = kv.limits
@@ -182,6 +199,26 @@ class KVFile:
         """Called at each commit; the batch it returns is written atomically with it."""
         self.after_commit: Callable[[], None] | None = None
         """Called after each successful commit (e.g. to mark state as saved)."""
+        self._share = share
+        self._fid = id(self)
+        self._seen_generation = 0
+        """The share's generation this file's committed state reflects."""
+        self._tx_state: KVState | None = None
+        """cross-process: the KV state (meta, chunk 0, record) this transaction reads."""
+        self._cross_process = share is not None and share.cross_process
+        self.opening = False
+        """Set by :func:`vfs.connect` while it runs its setup PRAGMAs right after the
+        open's own read of the KV: their transactions need no check of their own."""
+        self._lease_landed: KVState | None = None
+        """cross-process: the state the commit being written leaves if it lands."""
+        self._lease_failure = ""
+        self._lease_uncertain: KVState | None = None
+        """cross-process: a commit failed while holding the lease; the state it would
+        have left (``()``: unknown). See :meth:`_lease_into`."""
+        # The preload (and the open's own reads below) reflect at least this generation:
+        # later commits of peers are applied at the first SHARED lock (notes carry whole
+        # chunks, so applying one the KV already showed is harmless).
+        self._seen_generation = seen_generation
         self._refresh(first_open=True)
 
     def _new_state(self, options: FileOptions) -> tuple[Any, dict[int, bytearray], set[int]]:
@@ -267,6 +304,8 @@ class KVFile:
         if head and head[0] == 0:
             chunk0, chunk0_known = head_values[0], True
         record = known[COMMIT_RECORD_KEY]
+        if self._cross_process and chunk0_known:
+            self._remember_kv_state((known[self._meta_key], chunk0, record))
         # A committed large transaction being applied may have written chunks before
         # the meta (its final batch): the record, not the meta, then says the size.
         applying = record is not None and record != redo.STAGING_MARKER
@@ -463,6 +502,7 @@ class KVFile:
         so a shrink that landed leaves the old tail for that rollback to find."""
         self._forget_after_failure()
         self._ambiguous = True
+        self._failed_to_share()
 
     def _set_tail(self, first: int) -> None:
         self._tail_from = first
@@ -591,6 +631,10 @@ class KVFile:
         """
         overlay = self._overlay
         keys: list[bytes] = []
+        verify = self._cross_process and self._tx_state is not None and \
+            self._share is not None and self._share.lease_holder != self._fid
+        if verify:
+            keys += self._validation_keys()
         for index, own in zip(indices, staged):
             if own:
                 keys.append(staged_key(self._tag, index))
@@ -602,6 +646,9 @@ class KVFile:
         self.stats.chunks_fetched += len(indices)
         out: list[bytes] = []
         j = 0
+        if verify:
+            j = len(self._validation_keys())
+            self._verify_unchanged(values[:j])
         for index, own in zip(indices, staged):
             key, value = keys[j], values[j]
             j += 1
@@ -817,13 +864,23 @@ class KVFile:
             if new_hint is not None:
                 extra = WriteBatch() if extra is None else extra
                 extra.put(hint.HINT_KEY, hint.encode(new_hint))
+            leased = WriteBatch()
+            if self._cross_process:
+                page1 = dirty.get(0, self._tx_state[1] if self._tx_state is not None else None)
+                landed = None if self._staged or page1 is None else (encode_meta(self._size), page1, None)
+                self._lease_into(leased, landed)
+            if leased or leased.expect:
+                extra = WriteBatch() if extra is None else extra
+                extra.merge(leased)
             if extra:
                 batch.merge(extra)
             applied = True
+            large = False
             if not self._staged and self._limits.batch_fits(batch.op_count, batch.payload_bytes):
                 self._kv_write(batch)
                 self.stats.chunks_written += len(dirty)
             else:
+                large = True
                 applied = self._commit_large(dirty, truncate_from, extra)
             self._stale_staging = False
             self._ambiguous = False
@@ -843,6 +900,7 @@ class KVFile:
                     self.preload.update(chunk_key(self._tag, index), data)
                 self.preload.update(self._meta_key, encode_meta(self._size))
             self._reset_after_commit()
+            self._committed_to_share(None if large or not applied else dirty, truncate_from)
         except apsw.Error:
             self._after_failed_commit()
             raise
@@ -932,6 +990,10 @@ class KVFile:
         redo.stage(self._kv_write, self._limits, self._tag, dirty, first=not spilled)
         self.stats.chunks_written += len(dirty)
         record = redo.CommitRecord(self._size, truncate_from)
+        if extra is not None and COMMIT_RECORD_KEY in extra.expect:
+            # An expectation of the state before this commit (_lease_into): the record key
+            # now holds this commit's own staging marker.
+            extra.expect[COMMIT_RECORD_KEY] = redo.STAGING_MARKER
         redo.write_commit_record(self._kv_write, record, extra)
         self._pending_record = record
         try:
@@ -946,13 +1008,239 @@ class KVFile:
 
     # --------------------------------------------------------- locking & misc
     def xLock(self, level: int) -> None:
+        share = self._share
+        if share is None:
+            self.lock_level = level
+            return
+        before = share.level(self._fid)
+        share.lock(self._fid, level)  # apsw.BusyError: SQLite's busy handler retries
+        try:
+            if before == LOCK_NONE:
+                self._begin_transaction(share)
+            if level >= LOCK_RESERVED and self._cross_process and share.lease_holder != self._fid:
+                self._take_lease(share)
+        except BaseException:
+            share.unlock(self._fid, before)
+            raise
         self.lock_level = level
 
     def xUnlock(self, level: int) -> None:
+        share = self._share
+        if share is not None:
+            if level < LOCK_RESERVED and share.lease_holder == self._fid:
+                self._release_lease(share)  # a rollback (a commit released it in its batch)
+            if level < LOCK_RESERVED:
+                self._lease_uncertain = None
+            if level == LOCK_NONE:
+                self._tx_state = None
+            share.unlock(self._fid, level)
         self.lock_level = level
 
     def xCheckReservedLock(self) -> bool:
-        return False
+        return self._share is not None and self._share.reserved()
+
+    # ------------------------------------------------- several connections
+    def _begin_transaction(self, share: DatabaseShare) -> None:
+        """At SHARED (a transaction begins): apply the commits other connections of this
+        process made since this file last looked, then (cross-process) check the KV for
+        commits of other processes. Runs while holding SHARED, so no commit of this
+        process runs meanwhile."""
+        generation, notes = share.notes_since(self._seen_generation)
+        if notes is None:
+            self._drop_committed_state()
+        elif notes:
+            self._apply_notes(notes)
+        self._seen_generation = generation
+        if self._cross_process:
+            self._validate(share)
+
+    def _apply_notes(self, notes: list[CommitNote]) -> None:
+        """Bring the preload, chunk cache and sizes up to the commits in ``notes``."""
+        for note in notes:
+            if note.chunks is None or note.size is None:
+                self._drop_committed_state()
+                return
+            if note.truncate_from is not None:
+                self.preload.delete_range(*chunk_range(self._tag, note.truncate_from))
+                if self._cache is not None:
+                    for index in [i for i in self._cache.keys() if i >= note.truncate_from]:
+                        del self._cache[index]
+            for index, data in note.chunks.items():
+                if self._cache is not None:
+                    self._cache[index] = data
+                self.preload.update(chunk_key(self._tag, index), data)
+            self.preload.update(self._meta_key, encode_meta(note.size))
+            self._size = self._committed_size = self._low_water = note.size
+        self._overlay = None  # a commit applied any record this file was reading through
+
+    def _drop_committed_state(self) -> None:
+        """Another writer changed the database in ways this file cannot replay: forget
+        every chunk and the meta (re-read before the next operation)."""
+        self._forget_after_failure()
+        self._next_sequential = self._stream_end = -1
+        self._readahead = 0
+
+    def _validation_keys(self) -> list[bytes]:
+        return [self._meta_key, chunk_key(self._tag, 0), COMMIT_RECORD_KEY]
+
+    def _validate(self, share: DatabaseShare) -> None:
+        """cross-process, at SHARED: make sure this transaction reads the KV's current
+        state (1 round trip; free while another connection of this process holds the
+        writer lease, as no other process can commit then)."""
+        if (share.lease_holder is not None or self.opening) and share.kv_state is not None:
+            self._tx_state = share.kv_state
+            return
+        values = self._kv_get(self._validation_keys(), apsw.SQLITE_IOERR_READ, "check of the database's state")
+        state = tuple(values)
+        if share.observe(state):
+            generation, _ = share.notes_since(self._seen_generation)
+            self._drop_committed_state()
+            self._seen_generation = generation
+        self._tx_state = state
+
+    def _remember_kv_state(self, state: KVState) -> None:
+        """cross-process: the meta, page 1 and record this file just read, as the state
+        this process knows, unless a commit happened meanwhile (then the next
+        transaction's check decides)."""
+        share = self._share
+        assert share is not None
+        with share.mu:
+            if share.generation == self._seen_generation:
+                share.kv_state = state
+
+    def _verify_unchanged(self, values: list[bytes | None]) -> None:
+        """cross-process: the validation keys read along with chunks must still hold
+        this transaction's state, else another process committed during it."""
+        state = tuple(values)
+        if state == self._tx_state:
+            return
+        share = self._share
+        assert share is not None
+        share.observe(state)
+        raise sqlite_error(apsw.SQLITE_BUSY, f"actor-db: {describe_kv(self._kv)}: another process committed "
+                                            "during this read transaction; retry the transaction")
+
+    def _take_lease(self, share: DatabaseShare) -> None:
+        """cross-process, at the first write: the KV writer lease (see :mod:`vfs.lease`),
+        only if the database is still in the state this transaction read."""
+        if self.options.read_only:
+            return  # the write itself is refused with SQLITE_READONLY
+        state = self._tx_state
+        keys = self._validation_keys()
+        value = lease.new_lease(self.options.lease_ttl_s)
+        expected: bytes | None = None
+        for attempt in range(2):
+            batch = WriteBatch()
+            batch.put(lease.LEASE_KEY, value)
+            batch.expect_value(lease.LEASE_KEY, expected)
+            if state is not None:
+                for key, known in zip(keys, state):
+                    batch.expect_value(key, known)
+            try:
+                self._kv_write(batch)
+            except ConditionFailedError:
+                pass
+            except Exception as exc:
+                raise kv_failure(apsw.SQLITE_IOERR_LOCK, "write of the writer lease", exc) from exc
+            else:
+                share.lease_value, share.lease_holder = value, self._fid
+                return
+            current = self._kv_get([lease.LEASE_KEY, *keys], apsw.SQLITE_IOERR_LOCK, "read of the writer lease")
+            if state is None or tuple(current[1:]) != state:
+                share.observe(tuple(current[1:]))
+                raise sqlite_error(apsw.SQLITE_BUSY, f"actor-db: {describe_kv(self._kv)}: the database changed "
+                                                    "since this transaction began (another process committed)")
+            holder = current[0]
+            if holder is not None and not lease.lease_expired(holder):
+                raise sqlite_error(apsw.SQLITE_BUSY, f"actor-db: {describe_kv(self._kv)}: another process "
+                                                    f"(lease {lease.lease_holder(holder)}) is writing this database")
+            if attempt == 0 and holder is not None:
+                log.warning("taking over the expired writer lease %s of %s", lease.lease_holder(holder),
+                            describe_kv(self._kv))
+            expected = holder
+        raise sqlite_error(apsw.SQLITE_BUSY, f"actor-db: {describe_kv(self._kv)}: the writer lease is contended")
+
+    def _release_lease(self, share: DatabaseShare) -> None:
+        """Give the writer lease back after a rollback (best effort: it expires anyway)."""
+        value, share.lease_value, share.lease_holder = share.lease_value, None, None
+        if value is None:
+            return
+        batch = WriteBatch()
+        batch.delete(lease.LEASE_KEY)
+        batch.expect_value(lease.LEASE_KEY, value)
+        try:
+            self._kv_write(batch)
+        except Exception as exc:
+            log.info("could not release the writer lease of %s (%s); it expires", describe_kv(self._kv), exc)
+
+    def _lease_into(self, batch: WriteBatch, landed: KVState | None) -> None:
+        """cross-process: make ``batch`` (a commit) apply only while this transaction
+        still holds the lease, and release the lease with it.
+
+        ``landed`` is the state (meta, page 1, record) the commit leaves if it lands. After
+        a commit failed, its batch may have landed and released the lease while SQLite
+        now rolls back in place with a second commit: one read tells which happened; if
+        it landed and nothing changed since, the second commit expects exactly that state
+        and no lease; anything else means another process may have written, and the
+        commit is refused (SQLite's pager then re-reads the database)."""
+        share = self._share
+        if share is None or not self._cross_process or share.lease_holder != self._fid:
+            return
+        uncertain, self._lease_uncertain = self._lease_uncertain, None
+        self._lease_landed = landed
+        if uncertain is not None:
+            keys = self._validation_keys()
+            current = self._kv_get([lease.LEASE_KEY, *keys], apsw.SQLITE_IOERR_READ, "read of the writer lease")
+            record = current[3]
+            own_staging = record == redo.STAGING_MARKER and bool(self._staged)  # this rollback spilled
+            if current[0] is None and uncertain and tuple(current[1:3]) == uncertain[:2] \
+                    and (record is None or own_staging):
+                for key, value in zip(keys, current[1:]):
+                    batch.expect_value(key, value)
+                batch.expect_value(lease.LEASE_KEY, None)
+                return
+            if current[0] != share.lease_value:
+                raise sqlite_error(apsw.SQLITE_IOERR_LOCK, f"actor-db: {describe_kv(self._kv)}: the writer lease was "
+                                                          "released by a commit that failed but landed, and the state "
+                                                          "it left cannot be confirmed; the database is re-read "
+                                                          f"(the failure: {self._lease_failure})")
+        batch.expect_value(lease.LEASE_KEY, share.lease_value)
+        batch.delete(lease.LEASE_KEY)
+
+    def _committed_to_share(self, dirty: dict[int, bytes] | None, truncate_from: int | None) -> None:
+        """After a successful commit: note it for the other connections; the lease went
+        with the batch."""
+        share = self._share
+        if share is None:
+            return
+        self._seen_generation = share.record(dirty, self._size, truncate_from)
+        if not self._cross_process:
+            return
+        if share.lease_holder == self._fid:
+            share.lease_value = share.lease_holder = None
+        page1: bytes | None = None
+        if dirty is not None and 0 in dirty:
+            page1 = dirty[0]
+        elif self._tx_state is not None and dirty is not None:
+            page1 = self._tx_state[1]
+        with share.mu:
+            share.kv_state = None if dirty is None or page1 is None else (encode_meta(self._size), page1, None)
+        self._tx_state = share.kv_state
+
+    def _failed_to_share(self) -> None:
+        """After a failed commit: the KV's state is unknown to every connection."""
+        share = self._share
+        if share is None:
+            return
+        self._seen_generation = share.record(None, None)
+        with share.mu:
+            share.kv_state = None
+        self._tx_state = None
+        if share.lease_holder == self._fid:
+            # The batch may have landed (and released the lease with it): see _lease_into.
+            self._lease_uncertain = self._lease_landed or ()
+            failure = sys.exc_info()[1]
+            self._lease_failure = "unknown" if failure is None else f"{type(failure).__name__}: {failure}"
 
     def xSectorSize(self) -> int:
         return CHUNK_SIZE
@@ -979,7 +1267,7 @@ class KVFile:
             if answer is not None:
                 pragma.result = answer  # SQLITE_OK with az[0] set: SQLite returns it as the row
                 return True
-            message = pragmas.refusal(pragma.name, pragma.value)
+            message = pragmas.refusal(pragma.name, pragma.value, shared=self._share is not None)
             if message is not None:
                 raise sqlite_error(apsw.SQLITE_ERROR, message)
         return False

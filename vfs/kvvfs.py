@@ -5,20 +5,24 @@ KV view to a fresh, unique file name (:func:`bind`) just before opening it; ``xO
 picks that binding up. Anything else SQLite opens through this VFS (temporary files,
 which ``temp_store=MEMORY`` mostly avoids) goes to the default VFS.
 
-Invariant: at most one open database per actor per process (:func:`claim`). Two pagers
-on one actor's chunks would each believe they own the file (``locking_mode=EXCLUSIVE``)
-and overwrite each other's commits, so the second open is refused.
+Invariant: an actor database opened with ``locking="exclusive"`` has exactly one open
+file in this process (:func:`claim`): two such pagers would each believe they own the
+file (``locking_mode=EXCLUSIVE``) and overwrite each other's commits, so a second open
+is refused. Opens with another ``locking`` share a :class:`vfs.locks.DatabaseShare`
+(SQLite's file locks and a commit log) instead.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Hashable
 
 import apsw
 
+from vfs import locks
 from vfs.errors import sqlite_error
 from vfs.file import FileOptions, KVFile
 from vfs.preload import PreloadMap
@@ -40,6 +44,11 @@ class Binding:
     options: FileOptions
     stats: VFSStats = field(default_factory=VFSStats)
     file: KVFile | None = None
+    share: locks.DatabaseShare | None = None
+    seen_generation: int = 0
+    """The share's generation before the preload was read (see :func:`vfs.connect`)."""
+    on_close: Any = None
+    """Called once when SQLite closes the file (releases the open's claim)."""
 
 
 _lock = threading.Lock()
@@ -62,32 +71,22 @@ def unbind(filename: str) -> None:
         _bindings.pop(filename, None)
 
 
-def claim(identity: Hashable, filename: str) -> None:
-    """Mark the actor database ``identity`` open by ``filename``.
+def claim(identity: Hashable, filename: str, locking: str = "exclusive") -> locks.DatabaseShare | None:
+    """Mark the actor database ``identity`` open by ``filename`` (:func:`vfs.locks.claim`).
 
-    :raises apsw.BusyError: it is already open in this process.
+    :raises apsw.BusyError: it is already open in this process in a way that excludes
+        this open (any open, for ``locking="exclusive"``).
     """
-    with _lock:
-        holder = _open.get(identity)
-        if holder is not None:
-            raise sqlite_error(
-                apsw.SQLITE_BUSY,
-                f"actor-db: the database of {identity!r} is already open in this process "
-                f"({holder}); close that connection first (one connection per actor database)",
-            )
-        _open[identity] = filename
+    return locks.claim(identity, filename, locking)
 
 
-def release(identity: Hashable, filename: str) -> None:
-    """Undo :func:`claim` (only if ``filename`` still holds it)."""
-    with _lock:
-        if _open.get(identity) == filename:
-            del _open[identity]
+def release(identity: Hashable, filename: str, share: locks.DatabaseShare | None = None) -> None:
+    """Undo :func:`claim`."""
+    locks.release(identity, filename, share)
 
 
 def is_open(identity: Hashable) -> bool:
-    with _lock:
-        return identity in _open
+    return locks.is_open(identity)
 
 
 class KVVFS(apsw.VFS):
@@ -113,12 +112,17 @@ class KVVFS(apsw.VFS):
                 apsw.SQLITE_CANTOPEN,
                 f"actor-db: no KV is bound to {filename}; open KV-backed databases with vfs.connect()",
             )
-        identity = binding.kv.identity
         file = KVFile(binding.kv, binding.preload, binding.options, binding.stats,
-                      on_close=lambda: release(identity, filename))
+                      on_close=binding.on_close, share=binding.share, seen_generation=binding.seen_generation)
         binding.file = file
         flags[1] = flags[0]
         return file
+
+    def xSleep(self, microseconds: int) -> int:
+        """SQLite's busy handler sleeps here between lock retries: sleep WITHOUT the GIL
+        (apsw's inherited xSleep keeps it, starving the very thread that holds the lock)."""
+        time.sleep(microseconds / 1e6)
+        return microseconds
 
     def xAccess(self, pathname: str, flags: int) -> bool:
         if pathname.startswith(_PREFIX):

@@ -9,8 +9,10 @@ them as one KV batch at the commit's sync. That only holds with:
   OFF would lose ROLLBACK;
 - ``synchronous`` at least NORMAL: the sync is the commit point, so OFF would never
   commit;
-- ``locking_mode=EXCLUSIVE``: one pager per database (enforced in-process), and
-  SQLite's page cache stays valid across transactions, so warm reads cost 0 round trips.
+- ``locking_mode=EXCLUSIVE`` for a ``locking="exclusive"`` open: one pager per database
+  (enforced in-process), and SQLite's page cache stays valid across transactions, so
+  warm reads cost 0 round trips. Connections that share a database (``"in-process"``,
+  ``"cross-process"``) use ``locking_mode=NORMAL``: the VFS implements SQLite's locks.
 
 SQLite sends every ``PRAGMA`` to the VFS as ``SQLITE_FCNTL_PRAGMA`` before acting on it.
 :func:`answer` handles ``journal_mode``: the mode cannot change, and SQLite's own rule for
@@ -27,7 +29,7 @@ chunks stay 4096 bytes and reads/writes may span or share chunks.
 
 from __future__ import annotations
 
-__all__ = ["OPEN_PRAGMAS", "JOURNAL_MODE", "answer", "refusal"]
+__all__ = ["OPEN_PRAGMAS", "SHARED_OPEN_PRAGMAS", "JOURNAL_MODE", "answer", "open_pragmas", "refusal"]
 
 OPEN_PRAGMAS: tuple[str, ...] = (
     "PRAGMA locking_mode=EXCLUSIVE",
@@ -35,7 +37,16 @@ OPEN_PRAGMAS: tuple[str, ...] = (
     "PRAGMA synchronous=NORMAL",
     "PRAGMA temp_store=MEMORY",
 )
-"""Run on every connection right after it opens."""
+"""Run on every ``locking="exclusive"`` connection right after it opens."""
+
+SHARED_OPEN_PRAGMAS: tuple[str, ...] = ("PRAGMA locking_mode=NORMAL",) + OPEN_PRAGMAS[1:]
+"""Run on every connection that shares its database (``locking`` ``"in-process"`` or
+``"cross-process"``): SQLite takes and drops its file locks per transaction."""
+
+
+def open_pragmas(shared: bool) -> tuple[str, ...]:
+    """The PRAGMAs a new connection runs (:data:`SHARED_OPEN_PRAGMAS` when ``shared``)."""
+    return SHARED_OPEN_PRAGMAS if shared else OPEN_PRAGMAS
 
 JOURNAL_MODE = "memory"
 """The journal mode of every KV-backed database (the one ``PRAGMA journal_mode`` reports)."""
@@ -65,13 +76,15 @@ def answer(name: str, value: str | None) -> str | None:
     return JOURNAL_MODE
 
 
-def refusal(name: str, value: str | None) -> str | None:
+def refusal(name: str, value: str | None, shared: bool = False) -> str | None:
     """The error message for ``PRAGMA name=value``, or ``None`` if it is allowed.
 
-    Reading a setting (``value is None``) is always allowed.
+    Reading a setting (``value is None``) is always allowed. On a database shared by
+    several connections (``shared``), ``locking_mode`` may be NORMAL or EXCLUSIVE: the
+    VFS implements SQLite's file locks, so EXCLUSIVE just keeps them, as on a file.
     """
     key = name.lower()
-    if value is None or key not in _ALLOWED:
+    if value is None or key not in _ALLOWED or (shared and key == "locking_mode"):
         return None
     if value.strip().strip("'\"").lower() in _ALLOWED[key]:
         return None

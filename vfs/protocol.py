@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from vfs.preload import PreloadMap
 
 __all__ = ["KV", "KVLimits", "WriteBatch", "KeyRange", "PreloadRequest", "PrefixBudget", "HintSpec",
-           "holds_ownership"]
+           "ConditionFailedError", "holds_ownership"]
 
 
 @dataclass(frozen=True)
@@ -67,17 +67,53 @@ class KeyRange:
         return isinstance(key, bytes) and self.start <= key < self.end
 
 
+class ConditionFailedError(Exception):
+    """A :class:`WriteBatch`'s expectation did not hold when the batch was applied
+    (:attr:`WriteBatch.expect`): the write was refused and nothing of the batch was
+    applied. Drivers raise a subclass (``actor_db.errors.KVConditionFailedError``).
+
+    :ivar key: the first expected key (in :attr:`WriteBatch.expect` order) that did not
+        hold its expected value, as the caller passed it (actor-relative, without any
+        driver prefix); ``None`` when unknown.
+    """
+
+    def __init__(self, message: str = "", *, key: bytes | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 @dataclass
 class WriteBatch:
-    """One atomic write: range deletes, then deletes, then puts.
+    """One atomic write: expectations are checked, then range deletes, deletes, puts.
 
     The order matters when operations overlap: a key that is both inside a deleted
     range and put in the same batch ends up holding the put value.
+
+    *Conditional writes.* :attr:`expect` maps keys to the value each must hold for the
+    batch to apply (``None``: the key must be absent). The driver checks every
+    expectation in the same atomic step as the write (with the fencing check, when the
+    view is fenced), against the state BEFORE any operation of the batch, so an
+    expectation on a key the batch itself puts or deletes sees the old value. If one
+    does not hold, nothing of the batch is applied and the write raises a
+    :class:`ConditionFailedError` naming the first failing key. This is a
+    compare-and-set: read a key, then write with ``expect_value(key, what_was_read)``
+    and retry on :class:`ConditionFailedError`.
+
+    A batch with expectations but no operation is a valid *pure check*: ``write`` checks
+    it atomically, raises if it fails, writes nothing, and costs one round trip like any
+    write (it is still falsy: ``bool(batch)`` counts operations only, so code that skips
+    empty batches must test ``batch.expect`` too).
+
+    :ivar puts: key -> value to store.
+    :ivar deletes: keys to delete (a missing key is not an error).
+    :ivar delete_ranges: half-open ranges to delete.
+    :ivar expect: key -> value it must hold (``None``: absent) for the batch to apply.
     """
 
     puts: dict[bytes, bytes] = field(default_factory=dict)
     deletes: set[bytes] = field(default_factory=set)
     delete_ranges: list[KeyRange] = field(default_factory=list)
+    expect: dict[bytes, bytes | None] = field(default_factory=dict)
 
     def put(self, key: bytes, value: bytes) -> None:
         self.deletes.discard(key)
@@ -92,8 +128,20 @@ class WriteBatch:
         if start < end:
             self.delete_ranges.append(KeyRange(start, end))
 
+    def expect_value(self, key: bytes, value: bytes | None) -> None:
+        """Apply the batch only if ``key`` holds exactly ``value`` (``None``: ``key`` is
+        absent) at the moment it applies, before any of its operations."""
+        self.expect[key] = value
+
     def merge(self, other: WriteBatch) -> None:
-        """Add ``other``'s operations after this batch's own (``other`` wins)."""
+        """Add ``other``'s operations after this batch's own (``other`` wins), and its
+        expectations (``other``'s value wins for a key both expect).
+
+        Every expectation of the merged batch is checked before ANY of its operations,
+        so ``other``'s are checked against the state before this batch's operations,
+        not after them: do not merge a batch with expectations behind operations it
+        depends on.
+        """
         for r in other.delete_ranges:
             self.puts = {k: v for k, v in self.puts.items() if k not in r}
             self.delete_ranges.append(r)
@@ -101,22 +149,26 @@ class WriteBatch:
             self.delete(k)
         for k, v in other.puts.items():
             self.put(k, v)
+        self.expect.update(other.expect)
 
     @property
     def op_count(self) -> int:
-        """Number of operations (each put, delete and range delete counts one)."""
+        """Number of operations (each put, delete and range delete counts one;
+        expectations do not count)."""
         return len(self.puts) + len(self.deletes) + len(self.delete_ranges)
 
     @property
     def payload_bytes(self) -> int:
-        """Key and value bytes carried by the batch."""
+        """Key and value bytes carried by the batch (expected keys and values too)."""
         return (
             sum(len(k) + len(v) for k, v in self.puts.items())
             + sum(len(k) for k in self.deletes)
             + sum(len(r.start) + len(r.end) for r in self.delete_ranges)
+            + sum(len(k) + (0 if v is None else len(v)) for k, v in self.expect.items())
         )
 
     def __bool__(self) -> bool:
+        """Whether the batch has operations (expectations alone do not count)."""
         return bool(self.puts or self.deletes or self.delete_ranges)
 
 

@@ -84,7 +84,7 @@ from .connection import _ISOLATION_LEVELS, Connection, Statement, _check_isolati
 from .constants import (PARSE_COLNAMES, PARSE_DECLTYPES, SQLITE_DENY, SQLITE_IGNORE, SQLITE_OK, apilevel,
                         paramstyle, sqlite_version, sqlite_version_info, threadsafety, version, version_info)
 from .cursor import Cursor, _NamedBindings
-from .database import _Database, _open_database, _shared, enable_shared_cache
+from .database import _Database, _open_database, enable_shared_cache
 from .dump import _iterdump
 from .errors import (_CLASS_FOR_CODE, STDLIB_EXCEPTIONS, DatabaseError, DataError, Error, IntegrityError,
                      InterfaceError, InternalError, NotSupportedError, OperationalError, ProgrammingError,

@@ -16,7 +16,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 class Blob:
-    """Incremental I/O on one BLOB value (``Connection.blobopen``)."""
+    """Incremental I/O on one BLOB value (``Connection.blobopen``).
+
+    Every apsw call holds the database lock (the threading rule of
+    :class:`~actor_db.dbapi.connection.Connection`), even ``length``/``tell``.
+    """
 
     _connection: Connection
     _raw: apsw.Blob | None
@@ -44,6 +48,23 @@ class Blob:
             except apsw.Error as exc:
                 raise _translate(exc) from None
 
+    def _state(self, blob: apsw.Blob) -> tuple[int, int]:
+        """``(length, position)`` of ``blob``, read under the lock."""
+        with self._connection._check().lock:
+            return int(blob.length()), int(blob.tell())
+
+    def __del__(self) -> None:
+        # Closed under the lock by the connection (garbage collection may run anywhere).
+        raw = self.__dict__.get("_raw")
+        if raw is not None:
+            self._raw = None
+            connection = self.__dict__.get("_connection")
+            try:
+                if connection is not None:
+                    connection._orphan(raw)
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
+
     def close(self) -> None:
         """Close the blob (idempotent); a pending error of a refused write is dropped."""
         self._connection._check()
@@ -58,14 +79,14 @@ class Blob:
     __iter__ = None  # like the stdlib's Blob: not iterable, no sequence protocol
 
     def __len__(self) -> int:
-        return int(self._blob().length())
+        return self._state(self._blob())[0]
 
     def tell(self) -> int:
-        return int(self._blob().tell())
+        return self._state(self._blob())[1]
 
     def seek(self, offset: int, origin: int = os.SEEK_SET, /) -> None:
         blob = self._blob()
-        length, pos = blob.length(), blob.tell()
+        length, pos = self._state(blob)
         if origin == os.SEEK_SET:
             base = 0
         elif origin == os.SEEK_CUR:
@@ -83,7 +104,8 @@ class Blob:
 
     def read(self, length: int = -1, /) -> bytes:
         blob = self._blob()
-        remaining = blob.length() - blob.tell()
+        size, pos = self._state(blob)
+        remaining = size - pos
         if length < 0 or length > remaining:
             length = remaining
         return bytes(self._call(blob.read, length))
@@ -91,27 +113,30 @@ class Blob:
     def write(self, data: Any, /) -> None:
         blob = self._blob()
         view = memoryview(data)
-        if view.nbytes > blob.length() - blob.tell():
+        size, pos = self._state(blob)
+        if view.nbytes > size - pos:
             raise ValueError("data longer than blob")
         self._call(blob.write, view.tobytes())
 
     def _readat(self, offset: int, length: int) -> bytes:
         blob = self._blob()
-        pos = blob.tell()
-        try:
-            self._call(blob.seek, offset)
-            return bytes(self._call(blob.read, length))
-        finally:
-            blob.seek(pos)
+        with self._connection._check().lock:
+            pos = blob.tell()
+            try:
+                self._call(blob.seek, offset)
+                return bytes(self._call(blob.read, length))
+            finally:
+                blob.seek(pos)
 
     def _writeat(self, offset: int, data: bytes) -> None:
         blob = self._blob()
-        pos = blob.tell()
-        try:
-            self._call(blob.seek, offset)
-            self._call(blob.write, data)
-        finally:
-            blob.seek(pos)
+        with self._connection._check().lock:
+            pos = blob.tell()
+            try:
+                self._call(blob.seek, offset)
+                self._call(blob.write, data)
+            finally:
+                blob.seek(pos)
 
     def _index(self, index: Any) -> int:
         if not hasattr(index, "__index__"):

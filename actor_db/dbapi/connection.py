@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import collections.abc
 import logging
+import os
+import sys
+import tempfile
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
@@ -92,8 +95,11 @@ class Connection:
         db = _open_database(database, bool(uri), kv, float(timeout), preload, vfs_options, bool(readonly))
         previous = self._db
         self._db = db
-        if previous is not None and previous is not db and previous.kv_backed:
-            previous.release()
+        if previous is not None and previous is not db and previous.kv_backed and not self._closed:
+            # Re-running __init__: like the stdlib (sqlite3_close_v2 leaves a "zombie" until
+            # its statements are finalized), a cursor still reading the previous database
+            # keeps reading it; the previous database is released when this connection closes.
+            self.__dict__.setdefault("_retired", []).append(previous)
         self._timeout = float(timeout)
         self._detect_types = int(detect_types)
         self._isolation_level = level
@@ -105,9 +111,11 @@ class Connection:
         self._authorizer: Any = None
         self._progress: tuple[Any, int] | None = None
         self._trace: Any = None
+        self._orphans: list[Any] = []
         self._initialized = True
-        if db.active is None:
-            db.active = self
+        with db.lock:
+            if db.active is None:
+                db.active = self
 
     # -- checks -------------------------------------------------------------------------
     def _check(self) -> _Database:
@@ -129,11 +137,59 @@ class Connection:
 
     @property
     def apsw_connection(self) -> apsw.Connection:
-        """The underlying apsw connection (a :class:`vfs.KVConnection` when KV-backed)."""
+        """The underlying apsw connection (a :class:`vfs.KVConnection` when KV-backed).
+
+        Calling it from a thread while another thread uses this connection can freeze the
+        process (see :meth:`_locked`); hold :attr:`database_lock` around such calls."""
         return self._check().raw
+
+    @property
+    def database_lock(self) -> Any:
+        """The re-entrant lock every SQLite call on :attr:`apsw_connection` holds."""
+        return self._check().lock
+
+    # -- the threading rule ---------------------------------------------------------------
+    # Every apsw call on the connection (and on its cursors and blobs) runs with
+    # ``_Database.lock`` held: apsw enters SQLite's connection mutex for most calls while
+    # holding the GIL, and a thread inside a statement holds that mutex while its VFS
+    # callback (or a user function) waits for the GIL. A second thread calling apsw
+    # outside the lock would then wait for the mutex with the GIL held: the whole process
+    # freezes (issue 14). Waiting for the Python lock releases the GIL. The one exception
+    # is ``interrupt()``, which SQLite and apsw document as safe from any thread.
+    def _close_orphans(self) -> None:
+        """Close apsw cursors/blobs whose facade object was garbage-collected (lock held)."""
+        orphans = self.__dict__.get("_orphans")
+        while orphans:
+            obj = orphans.pop()
+            try:
+                obj.close(True) if isinstance(obj, apsw.Cursor) else obj.close()
+            except Exception:  # an error of a statement nobody reads any more
+                log.debug("closing an abandoned apsw object failed", exc_info=True)
+
+    def _orphan(self, obj: Any) -> None:
+        """Hand over an apsw cursor/blob whose owner is being garbage-collected, possibly
+        on a thread that must not wait for the lock: closed under the lock later."""
+        orphans = self.__dict__.get("_orphans")
+        db = self.__dict__.get("_db")
+        if orphans is None or db is None or self._closed:
+            return
+        lock = db.lock
+        owned = getattr(lock, "_is_owned", None)
+        # Close at once when no thread uses the connection (a statement left open holds
+        # a read lock other connections' commits wait for); defer when the lock is busy
+        # or held by this very thread (collection inside one of its callbacks).
+        if not (owned is not None and owned()) and lock.acquire(blocking=False):
+            try:
+                orphans.append(obj)
+                self._close_orphans()
+            finally:
+                lock.release()
+        else:
+            orphans.append(obj)
 
     # -- hooks (per connection, installed when it runs a statement) ----------------------
     def _install_hooks(self) -> None:
+        """Install this connection's authorizer/progress handler (lock held)."""
         db = self._db
         assert db is not None
         raw = db.raw
@@ -177,7 +233,7 @@ class Connection:
             if self._trace is not None:
                 try:
                     text = cursor.expanded_sql
-                except (apsw.TooBigError, MemoryError):
+                except (apsw.TooBigError, apsw.NoMemError, MemoryError):
                     _report(_error(DataError, "Expanded SQL string exceeds the maximum string length"),
                             self._trace)
                     text = sql
@@ -255,7 +311,10 @@ class Connection:
         if not isinstance(sql, str):
             raise TypeError("SQL is of wrong type. Must be string.")
         encoded = sql.encode("utf-8")  # the stdlib rejects surrogates here too
-        if len(encoded) > self._db.raw.limit(apsw.SQLITE_LIMIT_SQL_LENGTH, -1):  # type: ignore[union-attr]
+        db = self._check()
+        with db.lock:
+            limit = db.raw.limit(apsw.SQLITE_LIMIT_SQL_LENGTH, -1)
+        if len(encoded) > limit:
             raise _error(DataError, "query string is too large", apsw.SQLITE_TOOBIG)
         statement = object.__new__(Statement)
         statement.sql = sql  # type: ignore[attr-defined]
@@ -302,6 +361,7 @@ class Connection:
             return
         db = self._db
         with db.lock:
+            self._close_orphans()
             if db.owner is self and db.raw.in_transaction and db.refs > 1:
                 try:
                     db.raw.execute("ROLLBACK")
@@ -317,6 +377,13 @@ class Connection:
                     db.raw.set_progress_handler(None)
             self._closed = True
         db.release()
+        self._release_retired()
+
+    def _release_retired(self) -> None:
+        """Release the databases a re-run ``__init__`` replaced (see ``__init__``)."""
+        retired = self.__dict__.get("_retired")
+        while retired:
+            retired.pop().release()
 
     def __enter__(self) -> Connection:
         self._check()
@@ -353,11 +420,14 @@ class Connection:
     @property
     def in_transaction(self) -> bool:
         db = self._check()
-        return bool(db.raw.in_transaction) and db.owner in (None, self)
+        with db.lock:
+            return bool(db.raw.in_transaction) and db.owner in (None, self)
 
     @property
     def total_changes(self) -> int:
-        return int(self._check().raw.total_changes())
+        db = self._check()
+        with db.lock:
+            return int(db.raw.total_changes())
 
     # -- user functions ------------------------------------------------------------------
     def create_function(self, name: str, narg: int, func: Any, *, deterministic: bool = False) -> None:
@@ -438,14 +508,19 @@ class Connection:
 
     # -- the rest of the surface ---------------------------------------------------------
     def interrupt(self) -> None:
-        """Abort any statement running on this connection's database."""
+        """Abort any statement running on this connection's database.
+
+        Deliberately NOT under the database lock: it is meant to be called from another
+        thread while a statement runs (holding the lock); ``sqlite3_interrupt`` and apsw's
+        ``Connection.interrupt`` are documented as safe to call from any thread."""
         self._check().raw.interrupt()
 
     def getlimit(self, category: int, /) -> int:
         db = self._check()
         if not 0 <= category <= 11:
             raise ProgrammingError("'category' is out of bounds")
-        return int(db.raw.limit(category, -1))
+        with db.lock:
+            return int(db.raw.limit(category, -1))
 
     def setlimit(self, category: int, limit: int, /) -> int:
         """Set a run-time limit; return the previous value (negative ``limit``: unchanged)."""
@@ -470,41 +545,100 @@ class Connection:
                 raise _translate(exc) from None
         return Blob._make(self, raw)
 
-    def backup(self, target: Connection, *, pages: int = -1, progress: Any = None,
+    def backup(self, target: Any, *, pages: int = -1, progress: Any = None,
                name: str = "main", sleep: float = 0.250) -> None:
-        """Copy database ``name`` into ``target`` (``pages`` per step, ``progress(status, remaining, total)``)."""
+        """Copy database ``name`` into ``target``'s main database (``pages`` per step,
+        ``progress(status, remaining, total)`` after each step, ``sleep`` seconds between
+        retries of a busy step).
+
+        ``target`` is a connection of this module or a standard-library
+        ``sqlite3.Connection``. The stdlib links another SQLite library, so for one the
+        pages go through a private temporary file: this database is copied into it in
+        one step, then the stdlib's own ``backup`` copies it into ``target`` with
+        ``pages``, ``progress`` and ``sleep`` (its progress reports those steps). To copy
+        the other way, from a stdlib connection into one of ours, use
+        :meth:`restore_from`.
+        """
         db = self._check()
+        stdlib_type = _stdlib_connection_type()
+        if stdlib_type is not None and isinstance(target, stdlib_type):
+            self._check_backup_args(progress)
+            self._backup_to_stdlib(db, target, pages=pages, progress=progress, name=name, sleep=sleep)
+            return
         if not isinstance(target, Connection):
-            raise TypeError(f"backup() argument 'target' must be {_PACKAGE}.Connection, not {type(target).__name__}")
+            raise TypeError(f"backup() argument 'target' must be {_PACKAGE}.Connection or sqlite3.Connection, "
+                            f"not {type(target).__name__}")
         if target is self:
             raise ValueError("target cannot be the same connection instance")
         tdb = target._check()
+        self._check_backup_args(progress)
+        first, second = sorted((db, tdb), key=id)  # one order: a.backup(b) beside b.backup(a)
+        with first.lock, second.lock:
+            if tdb.raw.in_transaction:
+                raise _error(OperationalError, "target is in transaction", apsw.SQLITE_ERROR)
+            _backup_raw(tdb.raw, db.raw, name, pages, progress, sleep)
+
+    @staticmethod
+    def _check_backup_args(progress: Any) -> None:
         if progress is not None and not callable(progress):
             raise TypeError("progress argument must be a callable")
-        if pages == 0:
-            pages = -1
-        if tdb.raw.in_transaction:
+
+    def _backup_to_stdlib(self, db: _Database, target: Any, *, pages: int, progress: Any, name: str,
+                          sleep: float) -> None:
+        if target.in_transaction:  # the stdlib's own check (raises ProgrammingError when closed)
             raise _error(OperationalError, "target is in transaction", apsw.SQLITE_ERROR)
-        with db.lock, tdb.lock:
+        with tempfile.TemporaryDirectory(prefix="actor-db-backup-") as tmp:
+            path = os.path.join(tmp, "copy.db")
+            scratch = apsw.Connection(path)
             try:
-                backup = tdb.raw.backup("main", db.raw, name)
-            except apsw.Error as exc:
-                raise _translate(exc) from None
-            try:
-                while True:
-                    try:
-                        done = backup.step(pages)
-                    except (apsw.BusyError, apsw.LockedError):
-                        time.sleep(sleep)
-                        continue
-                    if progress is not None:
-                        progress(apsw.SQLITE_DONE if done else apsw.SQLITE_OK, backup.remaining, backup.page_count)
-                    if done:
-                        break
-            except apsw.Error as exc:
-                raise _translate(exc) from None
+                with db.lock:
+                    _backup_raw(scratch, db.raw, name, -1, None, sleep)
             finally:
-                backup.finish()
+                scratch.close()
+            source = sys.modules["_sqlite3"].Connection(path)
+            try:
+                source.backup(target, pages=pages, progress=progress, sleep=sleep)
+            finally:
+                source.close()
+
+    def restore_from(self, source: Any, *, pages: int = -1, progress: Any = None,
+                     name: str = "main", sleep: float = 0.250) -> None:
+        """Replace this connection's main database with database ``name`` of ``source``:
+        the mirror of :meth:`backup`, for a ``source`` that is a standard-library
+        ``sqlite3.Connection`` (whose ``backup`` only takes stdlib targets) or one of
+        this module's connections (then the same as ``source.backup(self, ...)``).
+
+        A stdlib source is copied by its own ``backup`` (``pages``, ``progress``,
+        ``sleep`` apply to those steps) into a private temporary file, which is then
+        copied into this database in one step (on a KV-backed database: one commit).
+        """
+        db = self._check()
+        if isinstance(source, Connection):
+            source.backup(self, pages=pages, progress=progress, name=name, sleep=sleep)
+            return
+        stdlib_type = _stdlib_connection_type()
+        if stdlib_type is None or not isinstance(source, stdlib_type):
+            raise TypeError(f"restore_from() argument 'source' must be sqlite3.Connection or "
+                            f"{_PACKAGE}.Connection, not {type(source).__name__}")
+        self._check_backup_args(progress)
+        with db.lock:
+            if db.raw.in_transaction:
+                raise _error(OperationalError, "target is in transaction", apsw.SQLITE_ERROR)
+        with tempfile.TemporaryDirectory(prefix="actor-db-restore-") as tmp:
+            path = os.path.join(tmp, "copy.db")
+            copy = sys.modules["_sqlite3"].Connection(path)
+            try:
+                source.backup(copy, pages=pages, progress=progress, name=name, sleep=sleep)
+            finally:
+                copy.close()
+            scratch = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+            try:
+                with db.lock:
+                    if db.raw.in_transaction:
+                        raise _error(OperationalError, "target is in transaction", apsw.SQLITE_ERROR)
+                    _backup_raw(db.raw, scratch, "main", -1, None, sleep)
+            finally:
+                scratch.close()
 
     def serialize(self, *, name: str = "main") -> bytes:
         """The database ``name`` as bytes (``b""`` when it is empty)."""
@@ -542,7 +676,9 @@ class Connection:
                 raise _translate(exc) from None
 
     def enable_load_extension(self, enable: bool, /) -> None:
-        self._check().raw.enable_load_extension(bool(enable))
+        db = self._check()
+        with db.lock:
+            db.raw.enable_load_extension(bool(enable))
 
     def load_extension(self, name: str, /, *, entrypoint: str | None = None) -> None:
         db = self._check()
@@ -557,8 +693,43 @@ class Connection:
             if self._initialized and not self._closed and self._db is not None and self._db.kv_backed:
                 self._closed = True
                 self._db.release()
+            self._release_retired()
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
+
+
+def _stdlib_connection_type() -> type | None:
+    """The standard library's ``sqlite3.Connection`` class, if ``_sqlite3`` is loaded
+    (a stdlib connection exists only then)."""
+    module = sys.modules.get("_sqlite3")
+    return getattr(module, "Connection", None) if module is not None else None
+
+
+def _backup_raw(target: apsw.Connection, source: apsw.Connection, name: str, pages: int, progress: Any,
+                sleep: float) -> None:
+    """SQLite's online backup of ``source``'s database ``name`` into ``target``'s main
+    database, stepped like the stdlib (both connections' locks held by the caller)."""
+    if pages == 0:
+        pages = -1
+    try:
+        backup = target.backup("main", source, name)
+    except apsw.Error as exc:
+        raise _translate(exc) from None
+    try:
+        while True:
+            try:
+                done = backup.step(pages)
+            except (apsw.BusyError, apsw.LockedError):
+                time.sleep(sleep)
+                continue
+            if progress is not None:
+                progress(apsw.SQLITE_DONE if done else apsw.SQLITE_OK, backup.remaining, backup.page_count)
+            if done:
+                break
+    except apsw.Error as exc:
+        raise _translate(exc) from None
+    finally:
+        backup.finish()
 
 
 def connect(database: Any, timeout: float = 5.0, detect_types: int = 0,

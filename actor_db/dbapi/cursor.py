@@ -42,6 +42,7 @@ class Cursor:
         self._rowcount = -1
         self._lastrowid: int | None = None
         self._raw: apsw.Cursor | None = None
+        self._raw_db: _Database | None = None  # the database self._raw runs on
         self._pending = False
         self._next_row: tuple[Any, ...] | None = None
         self._busy = False
@@ -77,20 +78,41 @@ class Cursor:
     def close(self) -> None:
         if not self._initialized:
             raise ProgrammingError("Base Cursor.__init__ not called.")
-        self._connection._check()
+        db = self._connection._check()
         if self._busy:
             raise ProgrammingError("Recursive use of cursors not allowed.")
-        self._reset()
+        with db.lock:
+            self._reset()
         self._closed = True
 
     def _reset(self) -> None:
+        """Close the apsw cursor (the database lock must be held: see
+        ``Connection._close_orphans`` for the threading rule)."""
         raw, self._raw = self._raw, None
+        raw_db, self._raw_db = self._raw_db, None
         self._pending = False
         self._next_row = None
         if raw is not None:
             try:
-                raw.close(True)
+                if raw_db is not None:
+                    with raw_db.lock:
+                        raw.close(True)
+                else:
+                    raw.close(True)
             except apsw.Error:
+                pass
+
+    def __del__(self) -> None:
+        # Garbage collection may run on any thread, also one that must not wait for the
+        # database lock: the apsw cursor is closed under the lock by the connection.
+        raw = self.__dict__.get("_raw")
+        if raw is not None:
+            self._raw = None
+            connection = self.__dict__.get("_connection")
+            try:
+                if connection is not None:
+                    connection._orphan(raw)
+            except Exception:  # pragma: no cover - interpreter shutdown
                 pass
 
     def setinputsizes(self, sizes: Any, /) -> None:
@@ -144,7 +166,8 @@ class Cursor:
             raise TypeError(f"{what}() argument 1 must be str, not {type(sql).__name__}")
         if "\0" in sql:
             raise ProgrammingError("the query contains a null character")
-        limit = db.raw.limit(apsw.SQLITE_LIMIT_SQL_LENGTH, -1)
+        with db.lock:
+            limit = db.raw.limit(apsw.SQLITE_LIMIT_SQL_LENGTH, -1)
         if len(sql) > limit or len(sql.encode("utf-8")) > limit:
             raise _error(DataError, "query string is too large", apsw.SQLITE_TOOBIG)
         parsed = _parse(sql)
@@ -169,6 +192,7 @@ class Cursor:
         raw = raw_con.cursor()
         raw.exec_trace = con._exec_tracer(descriptions)
         self._raw = raw
+        self._raw_db = db
         raw.execute(parsed.sql, bindings)
         if descriptions:
             self._set_description(descriptions[-1])
@@ -182,6 +206,11 @@ class Cursor:
             self._pending = False
             self._raw = None
             description = descriptions[-1] if descriptions else ()
+            if description:
+                # No row: the columns were read before the step, from a statement that
+                # may come from apsw's cache and that SQLite re-prepared in the step
+                # after a schema change (ALTER TABLE ... ADD COLUMN): read them again.
+                description = self._fresh_description(raw_con, parsed.sql, bindings, description)
         self._set_description(description)
         if multiple and self._pending:
             self._reset()
@@ -190,6 +219,31 @@ class Cursor:
             self._rowcount += int(raw_con.changes())
         if not multiple:
             self._lastrowid = int(raw_con.last_insert_rowid())
+
+    @staticmethod
+    def _fresh_description(raw_con: apsw.Connection, sql: str, bindings: Any, cached: Any) -> Any:
+        """The columns of ``sql`` as prepared now (lock held): prepared without apsw's
+        statement cache and not run (the exec tracer aborts before the first step)."""
+        found: list[Any] = []
+
+        def probe(cursor: apsw.Cursor, _sql: str, _bindings: Any) -> bool:
+            found.append(cursor.get_description())
+            return False
+
+        probe_cursor = raw_con.cursor()
+        probe_cursor.exec_trace = probe
+        try:
+            probe_cursor.execute(sql, bindings, can_cache=False)
+        except apsw.ExecTraceAbort:
+            pass
+        except Exception:  # cannot happen for a statement that just ran; keep what we had
+            return cached
+        finally:
+            try:
+                probe_cursor.close(True)
+            except apsw.Error:
+                pass
+        return found[0] if found else cached
 
     def _set_description(self, description: Any) -> None:
         detect = self._connection._detect_types
@@ -225,7 +279,8 @@ class Cursor:
         return _error(OperationalError, f"Could not decode to UTF-8 column '{column}' with text '{text}'")
 
     def _fail(self, exc: BaseException) -> BaseException:
-        self._raw = None
+        """The exception to raise for ``exc``; the statement is closed (lock held)."""
+        self._reset()
         self._pending = False
         self._next_row = None
         if isinstance(exc, UnicodeDecodeError):
@@ -238,10 +293,12 @@ class Cursor:
         self._enter_busy()
         try:
             parsed = self._prepare_sql(sql, db)
-            self._reset()
+            with db.lock:
+                self._reset()
             bindings = self._bindings(parameters)
             con = self._connection
             with db.lock:
+                con._close_orphans()
                 db.enter(con)
                 try:
                     self._description = None
@@ -262,7 +319,10 @@ class Cursor:
         self._enter_busy()
         try:
             parsed = self._prepare_sql(sql, db, "executemany")
-            self._reset()
+            with db.lock:
+                self._reset()
+                con = self._connection
+                con._close_orphans()
             iterator = iter(seq_of_parameters)
             con = self._connection
             self._description = None
@@ -291,15 +351,18 @@ class Cursor:
             raise TypeError(f"executescript() argument 1 must be str, not {type(sql_script).__name__}")
         if "\0" in sql_script:
             raise ValueError("embedded null character")
-        limit = db.raw.limit(apsw.SQLITE_LIMIT_SQL_LENGTH, -1)
+        with db.lock:
+            limit = db.raw.limit(apsw.SQLITE_LIMIT_SQL_LENGTH, -1)
         if len(sql_script.encode("utf-8")) > limit:
             raise _error(DataError, "query string is too large", apsw.SQLITE_TOOBIG)
         self._enter_busy()
         try:
-            self._reset()
             con = self._connection
             with db.lock:
+                self._reset()
+                con._close_orphans()
                 db.enter(con)
+                raw = None
                 try:
                     if db.raw.in_transaction and db.owner in (None, con):
                         con._run_traced("COMMIT")
@@ -307,10 +370,15 @@ class Cursor:
                     raw.exec_trace = con._exec_tracer([])
                     for _ in raw.execute(sql_script):
                         pass
-                    raw.close()
                 except BaseException as exc:
                     raise self._fail(exc) from None
                 finally:
+                    if raw is not None:
+                        try:
+                            raw.close(True)
+                        except apsw.Error:
+                            pass
+                        raw = None
                     db.leave(con)
             self._description = None
         finally:
@@ -346,6 +414,8 @@ class Cursor:
         db = self._check()
         if not self._pending or self._raw is None:
             return None
+        if self._raw_db is not None:  # after a re-run Connection.__init__: the old database
+            db = self._raw_db
         self._enter_busy()
         try:
             row = self._next_row

@@ -1,18 +1,24 @@
-"""The underlying (possibly shared) SQLite connection of the drop-in ``sqlite3``.
+"""The underlying SQLite connection of one drop-in ``sqlite3`` connection.
 
-Two connections to one KV-backed database (invariant)
------------------------------------------------------
-:func:`vfs.connect` allows one pager per actor database per process (a second pager
-would overwrite the first's commits). Connections opened here on the same actor
-database therefore SHARE one underlying apsw connection, reference-counted, with a
-re-entrant lock around every SQLite call. A transaction belongs to the connection that
-began it: while it is open, another connection's statements wait up to that
-connection's ``timeout`` seconds and then raise ``OperationalError("database is
-locked")`` (``SQLITE_BUSY``), at once when the owner was last used on the same thread
-(waiting could only deadlock). So the second connection never sees nor commits the
-first's uncommitted writes. Functions, aggregates and collations registered on one of
-them are visible to all (one SQLite connection); authorizer, progress handler and trace
-callback are per connection (swapped in when the connection runs a statement).
+Several connections to one KV-backed database (invariant)
+---------------------------------------------------------
+Every :func:`~actor_db.dbapi.connect` opens its OWN apsw connection, as the stdlib does
+on a file: ATTACHed databases, temp tables, PRAGMAs and functions are per connection.
+They share the database through the VFS's implementation of SQLite's file locks
+(:mod:`vfs.locks`, ``locking_mode=NORMAL``): any number of readers run while one writer
+builds its transaction; a commit waits for readers to finish and readers wait out a
+commit, each up to the connection's ``timeout`` (set as SQLite's ``busy_timeout``), then
+``OperationalError("database is locked")``. A transaction sees every commit made before
+it began, in this process and (``locking="cross-process"``, the default for stores other
+processes can open: LMDB, Redis) in others: :mod:`vfs.lease` validates each
+transaction against the KV and gives writers a KV writer lease, so no acknowledged
+commit is lost. A :class:`~actor_db.kv.MemoryKV` lives in one process, so its
+databases use ``locking="in-process"`` (no KV round trip for the locks). Pass
+``vfs_options={"locking": ...}`` to choose.
+
+Every apsw call on the connection runs with :attr:`_Database.lock` held, so threads
+sharing one connection (``check_same_thread=False``) never wait for SQLite's connection
+mutex while holding the GIL.
 
 Read-only connections
 ---------------------
@@ -37,7 +43,6 @@ import collections.abc
 import logging
 import os
 import threading
-import time
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Hashable
 
@@ -54,15 +59,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_shared: dict[Hashable, "_Database"] = {}
-
 
 class _Database:
-    """One apsw connection, shared by the facade connections on one KV-backed database.
+    """The apsw connection of one facade connection (see the module docstring).
 
     Invariants: every SQLite call holds :attr:`lock`; :attr:`owner` is the facade whose
     transaction is open (``None`` when ``raw.in_transaction`` is false or the
-    transaction was started by a statement outside any facade).
+    transaction was started by a statement outside any facade, e.g. a function).
     """
 
     def __init__(self, raw: apsw.Connection, key: Hashable | None) -> None:
@@ -83,16 +86,6 @@ class _Database:
 
     def enter(self, con: Connection) -> None:
         """Called with :attr:`lock` held before ``con`` runs a statement."""
-        if self.key is not None and self.owner is not None and self.owner is not con:
-            if self.raw.in_transaction:
-                deadline = time.monotonic() + con._timeout
-                while self.owner is not None and self.owner is not con and self.raw.in_transaction:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self.owner_thread == threading.get_ident():
-                        raise _error(OperationalError, "database is locked", apsw.SQLITE_BUSY)
-                    self.cond.wait(remaining)
-            else:
-                self.owner = None
         if self.active is not con:
             self.active = con
             con._install_hooks()
@@ -115,8 +108,6 @@ class _Database:
         with _registry_lock:
             self.refs -= 1
             last = self.refs <= 0
-            if last and self.key is not None and _shared.get(self.key) is self:
-                del _shared[self.key]
         if last:
             with self.lock:
                 self.closed = True
@@ -161,23 +152,18 @@ def _open_database(database: Any, uri: bool, kv: Any, timeout: float, preload: v
         return _Database(raw, None)
     if readonly:
         return _open_readonly(view, name, timeout, vfs_options)
-    key = view.identity
-    with _registry_lock:
-        shared = _shared.get(key)
-        if shared is not None and not shared.closed:
-            # preload/vfs_options only apply to the open that creates the pager.
-            shared.refs += 1
-            return shared
-        try:
-            raw = vfs.connect(view, database or "main.db", preload=preload, **dict(vfs_options or {}))
-        except apsw.BusyError as exc:
-            raise _error(OperationalError, f"database is locked: {exc}", apsw.SQLITE_BUSY) from exc
-        except apsw.Error as exc:
-            raise _translate(exc) from exc
-        db = _Database(raw, key)
-        _shared[key] = db
-    log.debug("opened KV-backed database %r (%r)", database, key)
-    return db
+    options = dict(vfs_options or {})
+    options.setdefault("locking", "in-process" if getattr(view, "instant_writes", False) else "cross-process")
+    options.setdefault("timeout", timeout)
+    try:
+        raw = vfs.connect(view, database or "main.db", preload=preload, **options)
+    except apsw.BusyError as exc:
+        raise _error(OperationalError, f"database is locked: {exc}", apsw.SQLITE_BUSY) from exc
+    except apsw.Error as exc:
+        raise _translate(exc) from exc
+    raw.set_busy_timeout(int(timeout * 1000))
+    log.debug("opened KV-backed database %r (%r, locking=%s)", database, view.identity, options["locking"])
+    return _Database(raw, view.identity)
 
 
 def _open_readonly(view: Any, name: str, timeout: float,

@@ -41,18 +41,25 @@ _parse_cache: dict[str, _Parsed] = {}
 
 
 def _parse(sql: str) -> _Parsed:
-    """Split ``sql`` into its first statement and whether anything but comments follows."""
+    """Split ``sql`` into its first statement and whether anything but comments follows.
+
+    Leading empty statements (``"; begin"``, ``";;select 1"``) are skipped, as SQLite's
+    prepare does in the stdlib; like the stdlib, DML is recognised by the first keyword
+    of the string itself (``"; insert ..."`` starts no implicit transaction).
+    """
     parsed = _parse_cache.get(sql)
     if parsed is not None:
         return parsed
     start = _skip_space_and_comments(sql, 0)
     head = sql[start:start + 7].lower()
     is_dml = head.startswith(_DML)
-    first, extra = sql, False
+    while start < len(sql) and sql[start] == ";":
+        start = _skip_space_and_comments(sql, start + 1)
+    first, extra = sql[start:], False
     pos = sql.find(";", start)
     while pos >= 0:
-        if apsw.complete(sql[:pos + 1]):
-            first = sql[:pos + 1]
+        if apsw.complete(sql[start:pos + 1]):
+            first = sql[start:pos + 1]
             rest = _skip_space_and_comments(sql, pos + 1)
             extra = rest < len(sql)
             break

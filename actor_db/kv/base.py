@@ -14,6 +14,13 @@ the same atomic step as the write, else :class:`~actor_db.errors.FencedError` is
 and nothing is applied. The counter lives outside the actor's key range (it survives
 ``delete_all``, so a token is never handed out twice). Reads are not fenced, and views
 that never acquired ownership write unconditionally. See :mod:`actor_db.kv.fencing`.
+
+Conditional writes (drivers honour ``batch.expect`` in ``_write``): every expected key
+must hold its expected value (``None``: absent) when the batch applies, checked in the
+same atomic step, after the fence and before any operation, else
+:class:`~actor_db.errors.KVConditionFailedError` is raised and nothing is applied.
+Drivers report the full store key; :meth:`ActorKV.write` re-raises it with the
+actor-relative key the caller used.
 """
 
 from __future__ import annotations
@@ -21,12 +28,12 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Hashable, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Mapping, NamedTuple, Sequence
 
 from vfs.preload import PreloadMap
 from vfs.protocol import HintSpec, KeyRange, KVLimits, PrefixBudget, PreloadRequest, WriteBatch
 
-from actor_db.errors import ActorKeyTooLongError, KVError, KVLimitError
+from actor_db.errors import ActorKeyTooLongError, KVConditionFailedError, KVError, KVLimitError
 from actor_db.kv.namespace import (
     ACTORS_END, ACTORS_START, actor_prefix, encode_actor_id, max_actor_id_bytes, parse_actor_key, prefix_end,
 )
@@ -36,7 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KVStore", "ActorKV", "Fence", "check_actor_id"]
+__all__ = ["KVStore", "ActorKV", "Fence", "check_actor_id", "check_expectations", "condition_failed"]
 
 
 class Fence(NamedTuple):
@@ -114,6 +121,12 @@ class KVStore(ABC):
         :param fence: when given, apply the batch only if the actor's fencing counter
             equals ``fence.token`` (checked in the same atomic step), else raise
             :class:`~actor_db.errors.FencedError` and apply nothing.
+
+        ``batch.expect`` (full keys) is checked in the same atomic step, after the fence
+        and before any operation: the first expected key not holding its expected value
+        raises :class:`~actor_db.errors.KVConditionFailedError` (``key`` = that full
+        key; :func:`condition_failed`) and nothing is applied. A batch with
+        expectations and no operation is checked all the same.
         """
 
     def _acquire(self, actor_id: str, request: PreloadRequest | None) -> tuple[int, PreloadMap | None]:
@@ -148,6 +161,29 @@ def scan_with_limits(items: Iterator[tuple[bytes, bytes]], limit: int | None, ma
         out.append((key, value))
         used += len(value)
     return out
+
+
+def condition_failed(key: bytes, expected: bytes | None, found: bytes | None = None, *,
+                     found_known: bool = True) -> KVConditionFailedError:
+    """The error a driver raises when ``key`` (a full store key) does not hold
+    ``expected`` (``None``: absent) in a conditional write; ``found`` is what it holds
+    (when ``found_known``)."""
+    def describe(value: bytes | None) -> str:
+        return "absent" if value is None else f"a value of {len(value)} bytes"
+
+    seen = f", found {describe(found)}" if found_known else ""
+    return KVConditionFailedError(
+        f"conditional write refused: key {key!r} was expected {describe(expected)}{seen}; nothing of the "
+        "batch was applied", key=key)
+
+
+def check_expectations(expect: Mapping[bytes, bytes | None], get: Callable[[bytes], bytes | None]) -> None:
+    """Raise :func:`condition_failed` for the first key of ``expect`` whose value (read
+    with ``get``, inside the driver's atomic step) is not the expected one."""
+    for key, expected in expect.items():
+        found = get(key)
+        if found != expected:
+            raise condition_failed(key, expected, found)
 
 
 def check_actor_id(store: KVStore, actor_id: str) -> int:
@@ -240,6 +276,7 @@ class ActorKV:
             full.delete_ranges.append(KeyRange(self._full(r.start), self._prefix + r.end if r.end else self._end))
         full.deletes = {self._full(k) for k in batch.deletes}
         full.puts = {self._full(k): bytes(v) for k, v in batch.puts.items()}
+        full.expect = {self._full(k): None if v is None else bytes(v) for k, v in batch.expect.items()}
         return full
 
     def _call(self, what: str, fn, *args):  # type: ignore[no-untyped-def]
@@ -271,12 +308,34 @@ class ActorKV:
         return [(k[n:], v) for k, v in pairs]
 
     def write(self, batch: WriteBatch) -> None:
-        """Apply ``batch`` atomically (one round trip).
+        """Apply ``batch`` atomically (one round trip), if its expectations hold.
+
+        A batch with only expectations (:attr:`WriteBatch.expect`) is an atomic check:
+        it writes nothing and raises if an expectation fails.
 
         :raises FencedError: this view acquired ownership and another view has taken it
-            since; nothing was applied.
+            since; nothing was applied (checked before the expectations).
+        :raises KVConditionFailedError: an expected key did not hold its expected value
+            (``.key`` is that actor-relative key); nothing was applied.
         """
-        self._call("write", self.store._write, self._check_batch(batch), self._fence)
+        try:
+            self._call("write", self.store._write, self._check_batch(batch), self._fence)
+        except KVConditionFailedError as exc:
+            raise self._condition_error(exc, batch) from exc
+
+    def _condition_error(self, exc: KVConditionFailedError, batch: WriteBatch) -> KVConditionFailedError:
+        """``exc`` (naming a full store key) as the caller sees it: the actor-relative key."""
+        key = exc.key
+        if key is not None and key.startswith(self._prefix):
+            key = key[len(self._prefix):]
+        if key is None or key not in batch.expect:
+            return KVConditionFailedError(f"actor {self.actor_id!r}: a conditional write was refused (an "
+                                          "expected key did not hold its expected value); nothing of the batch "
+                                          "was applied", key=key)
+        expected = batch.expect[key]
+        what = "absent" if expected is None else f"to hold a value of {len(expected)} bytes"
+        return KVConditionFailedError(f"actor {self.actor_id!r}: conditional write refused: key {key!r} was "
+                                      f"expected {what} and was not; nothing of the batch was applied", key=key)
 
     def _full_request(self, request: PreloadRequest) -> PreloadRequest:
         return PreloadRequest(

@@ -21,7 +21,7 @@ from vfs.preload import PreloadMap, evaluate_preload
 from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
 
 from actor_db.errors import KVLimitError, KVUnavailableError
-from actor_db.kv.base import Fence, KVStore, scan_with_limits
+from actor_db.kv.base import Fence, KVStore, check_expectations, scan_with_limits
 from actor_db.kv.fencing import decode_token, encode_token, fenced
 from actor_db.kv.namespace import fence_key
 
@@ -126,6 +126,8 @@ class LmdbKV(KVStore):
                     current = decode_token(txn.get(fence_key(fence.actor_id)))
                     if current != fence.token:
                         raise fenced(fence.actor_id, fence.token, current)
+                # Expectations too: checked in the same write transaction, before any change.
+                check_expectations(batch.expect, txn.get)
                 for r in batch.delete_ranges:
                     cursor = txn.cursor()
                     if cursor.set_range(r.start):

@@ -15,7 +15,7 @@ from sortedcontainers import SortedDict
 from vfs.preload import PreloadMap, evaluate_preload
 from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
 
-from actor_db.kv.base import Fence, KVStore, scan_with_limits
+from actor_db.kv.base import Fence, KVStore, check_expectations, scan_with_limits
 from actor_db.kv.fencing import decode_token, encode_token, fenced
 from actor_db.kv.namespace import fence_key
 
@@ -65,6 +65,7 @@ class MemoryKV(KVStore):
                 current = decode_token(self._data.get(fence_key(fence.actor_id)))
                 if current != fence.token:
                     raise fenced(fence.actor_id, fence.token, current)
+            check_expectations(batch.expect, self._data.get)
             for r in batch.delete_ranges:
                 for key in list(self._data.irange(r.start, r.end, inclusive=(True, False))):
                     del self._data[key]

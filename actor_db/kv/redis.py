@@ -8,7 +8,8 @@ one actor lives in one slot and every per-actor call is single-slot)::
     ns:{H}:d   hash        actor-relative key -> value     (the data)
     ns:{H}:i   sorted set  actor-relative key, score 0    (the ordered index)
     ns:{H}:f   string      fencing counter (INCR)          (outside the data: never range-deleted)
-    ns:{H}:v   string      write version (INCR per batch)  (lets snapshot reads detect a commit)
+    ns:{H}:v   string      write version (INCR per batch)  (lets snapshot reads detect a commit;
+                                                       a refused batch or a pure check does not bump it)
 
 Why a hash plus a score-0 sorted set. Redis keys are unordered, but the protocol needs
 ordered prefix scans (the preload, the redo log, ``delete_range``). A sorted set whose
@@ -27,8 +28,9 @@ Invariants:
   ``EVALSHA`` for a scan, a write batch and a preload. The first use of a script on a
   server (or after a restart) answers ``NOSCRIPT`` and is retried once with ``EVAL``;
   that is still one protocol call.
-- A write script checks everything that can fail (the fencing token) before its first
-  write, so a refused batch applies nothing. Scripts carry a ``#!lua`` shebang: a
+- A write script checks everything that can fail (the fencing token, then the batch's
+  expectations: conditional writes) before its first write, so a refused batch applies
+  nothing (and does not bump the write version). Scripts carry a ``#!lua`` shebang: a
   writing script is refused up front when Redis is over ``maxmemory`` instead of
   failing half way (Redis >= 7 / Valkey; earlier servers are not supported).
 - Preload budgets are evaluated server-side with exactly the rules of
@@ -58,7 +60,7 @@ from vfs.preload import PreloadMap, build_preload
 from vfs.protocol import KeyRange, KVLimits, PreloadRequest, WriteBatch
 
 from actor_db.errors import ConfigurationError, KVError, KVUnavailableError
-from actor_db.kv.base import Fence, KVStore
+from actor_db.kv.base import Fence, KVStore, condition_failed
 from actor_db.kv.fencing import fenced
 from actor_db.kv.namespace import actor_prefix, parse_actor_key, prefix_end
 
@@ -123,8 +125,12 @@ end
 return {version, out}
 """
 
-# ARGV: token ('' = unfenced), nranges, (min, max)*, ndeletes, key*, nputs, (key, value)*.
-# Returns {1} when applied, {0, current_token} when fenced (nothing applied).
+# ARGV: token ('' = unfenced), nexpect, (key, '1' present / '0' absent, value or '')*,
+# nranges, (min, max)*, ndeletes, key*, nputs, (key, value)*.
+# Returns {1} when applied, {0, current_token} when fenced, {2, index (0-based) of the
+# first expectation that failed} when a condition failed (nothing applied either way).
+# Every check comes before the first write; the version is bumped only when the batch
+# has operations (a pure check writes nothing).
 _LUA_WRITE = r"""#!lua
 local d, z, f = KEYS[1], KEYS[2], KEYS[3]
 if ARGV[1] ~= '' then
@@ -133,7 +139,19 @@ if ARGV[1] ~= '' then
 end
 local STEP = 1000
 local i = 2
+local nexpect = tonumber(ARGV[i]); i = i + 1
+for e = 0, nexpect - 1 do
+  local v = redis.call('HGET', d, ARGV[i])
+  if ARGV[i + 1] == '1' then
+    if v ~= ARGV[i + 2] then return {2, e} end
+  elseif v then
+    return {2, e}
+  end
+  i = i + 3
+end
+local nops = 0
 local nranges = tonumber(ARGV[i]); i = i + 1
+nops = nops + nranges
 for _ = 1, nranges do
   local lo, hi = ARGV[i], ARGV[i + 1]; i = i + 2
   while true do
@@ -145,6 +163,7 @@ for _ = 1, nranges do
   end
 end
 local ndeletes = tonumber(ARGV[i]); i = i + 1
+nops = nops + ndeletes
 local first = i
 while i < first + ndeletes do
   local last = math.min(i + STEP, first + ndeletes) - 1
@@ -153,6 +172,7 @@ while i < first + ndeletes do
   i = last + 1
 end
 local nputs = tonumber(ARGV[i]); i = i + 1
+nops = nops + nputs
 local stop = i + 2 * nputs
 while i < stop do
   local last = math.min(i + 2 * STEP, stop) - 1
@@ -162,7 +182,7 @@ while i < stop do
   redis.call('ZADD', z, unpack(members))
   i = last + 1
 end
-redis.call('INCR', KEYS[4])
+if nops > 0 then redis.call('INCR', KEYS[4]) end
 return {1}
 """
 
@@ -538,12 +558,17 @@ class RedisKV(KVStore):
         return [(p + flat[j], flat[j + 1]) for j in range(0, len(flat), 2)]
 
     def _write(self, batch: WriteBatch, fence: Fence | None = None) -> None:
-        keys = [r.start for r in batch.delete_ranges] + list(batch.deletes) + list(batch.puts)
+        expected = list(batch.expect.items())
+        keys = ([k for k, _ in expected] + [r.start for r in batch.delete_ranges] + list(batch.deletes)
+                + list(batch.puts))
         if not keys and fence is None:
             return
         actor = self._actor_of(keys[0]) if keys else self._actor_cache(actor_prefix(fence.actor_id))  # type: ignore[union-attr]
         assert fence is None or fence.actor_id == actor.actor_id
-        args: list[bytes | int | str] = ["" if fence is None else str(fence.token), len(batch.delete_ranges)]
+        args: list[bytes | int | str] = ["" if fence is None else str(fence.token), len(expected)]
+        for k, v in expected:
+            args += [actor.rel(k), b"0", b""] if v is None else [actor.rel(k), b"1", v]
+        args.append(len(batch.delete_ranges))
         for r in batch.delete_ranges:
             args += [actor.lex_min(r.start), actor.lex_max(r.end)]
         args.append(len(batch.deletes))
@@ -552,7 +577,11 @@ class RedisKV(KVStore):
         for k, v in batch.puts.items():
             args += [actor.rel(k), v]
         reply = self._run("write", _WRITE, self._client, actor.keys, args)
-        if int(reply[0]) != 1:
+        status = int(reply[0])
+        if status == 2:
+            key, value = expected[int(reply[1])]
+            raise condition_failed(key, value, found_known=False)
+        if status != 1:
             assert fence is not None
             raise fenced(fence.actor_id, fence.token, int(reply[1]))
 

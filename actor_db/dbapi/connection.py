@@ -57,14 +57,15 @@ class Connection:
     """A DB-API 2.0 connection with the stdlib ``sqlite3.Connection`` behaviour.
 
     :param database: ``":memory:"``, a file path, or an actor name (see the module doc).
-    :param timeout: seconds to wait for a lock (plain SQLite busy timeout; on a shared
-        KV-backed database, for another connection's transaction to end).
+    :param timeout: seconds to wait for a lock another connection holds (SQLite's busy
+        timeout, on files and on KV-backed databases alike).
     :param kv: a KV store (or actor view) holding the database; ``None`` decides by name.
     :param preload: a :class:`vfs.PreloadMap` for a KV-backed database (reads it covers
-        cost no round trip); ignored for plain SQLite and when the database is already
-        open in this process (the connection then shares that pager).
+        cost no round trip); ignored for plain SQLite and when other connections of this
+        process have the database open (it could predate their commits).
     :param vfs_options: keyword arguments for :func:`vfs.connect` (``vfs``,
-        ``cache_chunks``, ``max_dirty_bytes``, ...); same scope as ``preload``.
+        ``cache_chunks``, ``max_dirty_bytes``, ``locking``, ...; ``locking`` defaults to
+        ``"cross-process"``, or ``"in-process"`` on a :class:`~actor_db.kv.MemoryKV`).
     :param readonly: open read-only (as does ``mode=ro`` in a ``file:`` URI with
         ``uri=True``); a KV-backed one reads a snapshot taken at open (see
         :mod:`actor_db.dbapi.database`).
@@ -746,8 +747,8 @@ def connect(database: Any, timeout: float = 5.0, detect_types: int = 0,
     :param preload: the startup :class:`vfs.PreloadMap` of a KV-backed database (e.g. one
         ``kv.preload(...)`` call, 1 round trip); its reads then cost 0 round trips.
     :param vfs_options: extra keyword arguments for :func:`vfs.connect` (``vfs``,
-        ``cache_chunks``, ``max_dirty_bytes``, ...). Both apply only when this call opens
-        the KV-backed database (not when it shares one already open in this process).
+        ``cache_chunks``, ``max_dirty_bytes``, ``locking``, ...; see
+        :mod:`actor_db.dbapi.database` for the ``locking`` default).
     :param readonly: open read-only, like ``mode=ro`` in a ``file:`` URI with
         ``uri=True``: writes raise ``OperationalError("attempt to write a readonly
         database")``. A KV-backed read-only connection has its own pager on a snapshot

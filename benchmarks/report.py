@@ -548,7 +548,8 @@ class Report:
     def markdown(self) -> str:
         sections = [self.header(), self.headline_section(), self.cold_start(), self.commits(), self.warm_reads(),
                     self.concurrency(), self.memory(), scale_section(self.groups, self.summary),
-                    size_section(self.groups, self.summary), self.others()]
+                    size_section(self.groups, self.summary), multi_connection_section(self.groups, self.summary),
+                    self.others()]
         return "\n\n".join(s for s in sections if s) + "\n"
 
     def headline_section(self) -> str:
@@ -602,6 +603,28 @@ def scale_section(groups: dict[str, list[Bench]], summary: dict[str, Any]) -> st
                      f"{_num(e['latency_ms'], 0)} ms per round trip: **{_num(e['throughput_per_s'])} actions/s**, "
                      f"{_num(e['round_trips_per_action'], 3)} KV writes per action (commits merged by the output gate).")
     return "\n\n".join(parts)
+
+
+def multi_connection_section(groups: dict[str, list[Bench]], summary: dict[str, Any]) -> str:
+    """"Several connections" (issue 14, ``bench_multi_connection.py``): pops its groups."""
+    reads = {b["extra_info"].get("locking"): b for b in groups.pop("dropin-read", [])}
+    writes = {b["extra_info"].get("locking"): b for b in groups.pop("dropin-write", [])}
+    if not (reads or writes):
+        return ""
+    modes = _ordered([*reads, *writes])
+    rows = [[f"`{m}`" if m != "stdlib file" else "stdlib `sqlite3`, local file", _ms(_median(reads.get(m))),
+             _rt(reads.get(m)), _ms(_median(writes.get(m))), _rt(writes.get(m))] for m in modes]
+    summary["dropin_round_trips"] = {m: [reads[m]["extra_info"].get("round_trips") if m in reads else None,
+                                         writes[m]["extra_info"].get("round_trips") if m in writes else None]
+                                     for m in modes}
+    return "\n\n".join([
+        "## 8. Several connections on one database: the drop-in's locking modes",
+        "One autocommit transaction on a 1,000-row table through `actor_db.connect`, LMDB on disk "
+        "(durable commits), one connection (`benchmarks/bench_multi_connection.py`). `exclusive`: the actor "
+        "runtime's single connection; `in-process`: SQLite's locks between this process's connections; "
+        "`cross-process`: also each transaction's check of the KV and the writer lease "
+        "(docs/multi-connection.md).",
+        _table(["locking", "read transaction", "KV round trips", "write transaction", "KV round trips"], rows)])
 
 
 def size_section(groups: dict[str, list[Bench]], summary: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -31,7 +31,7 @@ from vfs.protocol import WriteBatch
 
 from actor_db import dbapi
 from actor_db.kv import KVStore
-from tests.drivers import DriverFactory, LmdbFactory, RedisFactory
+from tests.drivers import DRIVERS, DriverFactory, LmdbFactory, RedisFactory
 from tests.faults import ForwardingKV, OtherProcessView
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -307,13 +307,23 @@ def _store_spec(driver: DriverFactory) -> list[Any]:
     return ["lmdb", str(driver.tmp / "store")]
 
 
+@pytest.fixture(params=[name for name in sorted(DRIVERS) if name != "memory"], ids=str)
+def shared_driver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DriverFactory]:
+    """The drivers several processes can share (every one but the in-process MemoryKV)."""
+    factory = DRIVERS[request.param](tmp_path_factory.mktemp(request.param))
+    try:
+        yield factory
+    finally:
+        factory.cleanup()
+
+
 @pytest.mark.parametrize("processes", [2, 4])
-def test_processes_never_lose_an_acknowledged_commit(driver: DriverFactory, store: KVStore, vfs_kind: str,
+def test_processes_never_lose_an_acknowledged_commit(shared_driver: DriverFactory, vfs_kind: str,
                                                      processes: int) -> None:
     """Each worker process does committed increments through its own ``connect()``:
     the counter equals the number of acknowledged commits, every time."""
-    if isinstance(driver, (LmdbFactory, RedisFactory)) is False:
-        pytest.skip("a MemoryKV cannot be shared by processes")
+    driver = shared_driver
+    store = driver.open()
     name = _name("counter")
     con = _connect(store, name, vfs_kind, "cross-process")
     with con:
@@ -338,6 +348,7 @@ def test_processes_never_lose_an_acknowledged_commit(driver: DriverFactory, stor
         assert con.execute("pragma integrity_check").fetchone() == ("ok",)
     finally:
         con.close()
+        store.close()
     assert acknowledged >= processes  # every worker got through at least once
 
 

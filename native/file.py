@@ -77,28 +77,23 @@ for _f in dataclasses.fields(VFSStats):
     setattr(NativeStats, _f.name, _counter(_f.name))
 
 
-def _gil_holding(name: str, restype: Any = ctypes.c_int, *argtypes: Any) -> Callable[..., Any]:
-    """C function ``name(kvn_file *, *argtypes)`` called WITHOUT releasing the GIL.
+def _gil_holding(name: str) -> Callable[[int], int]:
+    """C accessor ``int name(kvn_file *)`` called WITHOUT releasing the GIL.
 
-    Every cffi call releases and re-takes the GIL; with pool threads waiting for it,
-    each such call of a busy thread (the event loop's, committing an inline action)
-    hands the GIL over and waits to get it back: tens of microseconds per call under
-    load, several calls per commit. Only for the commit path's short calls that never
-    call Python and never wait for anything but the file's and the chunk cache's
-    mutexes, which C never holds while calling Python (so no holder waits for the
-    GIL): through ctypes' Python calling convention (``PYFUNCTYPE``), which keeps the
-    GIL. Pointers are passed as addresses (:func:`_address`).
+    Every cffi call releases and re-takes the GIL. With pool threads waiting for it
+    (KV calls returning), each such call of the busy event-loop thread, which commits
+    inline actions, hands the GIL over and waits to get it back: ~10 us per call
+    measured under load, and ``len(self._dirty)`` / ``len(self._staged)`` run several
+    times per commit. Only for accessors that read one struct field, take no lock
+    and cannot block: through ctypes' Python calling convention (``PYFUNCTYPE``),
+    which keeps the GIL. The file pointer is passed as an address (:func:`_address`).
     """
     address = int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
-    return ctypes.PYFUNCTYPE(restype, ctypes.c_void_p, *argtypes)(address)  # type: ignore[no-any-return]
+    return ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p)(address)  # type: ignore[no-any-return]
 
 
 _dirty_count = _gil_holding("kvn_dirty_count")
 _staged_count = _gil_holding("kvn_staged_count")
-_dirty_ptr = _gil_holding("kvn_dirty_ptr", ctypes.c_void_p, ctypes.c_uint32)
-_dirty_snapshot = _gil_holding("kvn_dirty_snapshot", ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
-_cache_put_dirty = _gil_holding("kvn_cache_put_dirty")
-_commit_done = _gil_holding("kvn_commit_done", None)
 
 
 def _address(cfile: Any) -> int:

@@ -56,7 +56,7 @@ class HookedStore(KVStore):
 
     def _write(self, batch: WriteBatch, *fence: Any) -> None:
         some = next(iter(batch.puts), None) or next(iter(batch.deletes), None) \
-            or (batch.delete_ranges[0].start if batch.delete_ranges else b"")
+            or (batch.delete_ranges[0].start if batch.delete_ranges else None) or next(iter(batch.expect), b"")
         self._before("write", some, batch)
         self.inner._write(batch, *fence)
 

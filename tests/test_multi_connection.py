@@ -374,11 +374,18 @@ def test_interleaved_connections_match_the_stdlib_on_a_file(store: KVStore, vfs_
                                                             tmp_path_factory: pytest.TempPathFactory,
                                                             ops: list[tuple[int, str]]) -> None:
     """Statements of three connections, interleaved at random, give the same results
-    (and the same "database is locked" refusals) as three stdlib connections on a file."""
+    (and the same "database is locked" refusals) as three stdlib connections on a file.
+
+    The stdlib connections run the settings every KV-backed connection runs at open
+    (journal in memory, ``synchronous=NORMAL``, temp store in memory): the same pager
+    configuration, and, like ours, they read the schema when they open."""
     name = _name("oracle")
     path = tmp_path_factory.mktemp("oracle") / "db.sqlite"
     ours = [_connect(store, name, vfs_kind, _locking(store), timeout=0, isolation_level=None) for _ in range(3)]
     theirs = [stdlib.connect(path, timeout=0, isolation_level=None) for _ in range(3)]
+    for con in theirs:
+        for pragma in ("journal_mode=MEMORY", "synchronous=NORMAL", "temp_store=MEMORY"):
+            con.execute(f"PRAGMA {pragma}")
     try:
         ours[0].execute("create table t(x)")
         theirs[0].execute("create table t(x)")

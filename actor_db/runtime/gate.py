@@ -30,6 +30,11 @@ Invariants:
   :class:`~actor_db.errors.FencedError` when another runtime took the actor over), and
   the runtime discards the actor's SQLite connection; the next call re-opens it from
   the KV, the only truth.
+- A conditional batch (:attr:`WriteBatch.expect`) is not queued: :meth:`write` waits
+  until every pending batch is durable, then writes it in the calling thread and raises
+  its :class:`~vfs.protocol.ConditionFailedError` to the caller (nothing was applied,
+  so the gate stays whole); its expectations are checked against the state after every
+  earlier batch, and it is never merged behind other batches (:func:`merge_run`).
 - Waiting never deadlocks the pool: a thread that must wait for pending batches
   (:meth:`drain`, or :meth:`write` over :attr:`max_pending_bytes`) writes them itself
   when no flusher runs.
@@ -44,10 +49,11 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
 
 from vfs.preload import PreloadMap
-from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
+from vfs.protocol import ConditionFailedError, KVLimits, PreloadRequest, WriteBatch
 
 from actor_db.errors import CommitFailedError, FencedError, KVLimitError
 from actor_db.kv.fencing import fenced_cause
+from actor_db.runtime.inbox import inbox_for
 
 if TYPE_CHECKING:
     from actor_db.runtime.metrics import CountingKV
@@ -65,7 +71,10 @@ waits for the KV (backpressure)."""
 def merge_run(batches: Sequence[WriteBatch], limits: KVLimits) -> tuple[WriteBatch, int]:
     """Merge the longest prefix of ``batches`` whose merge fits ``limits``.
 
-    The first batch is always taken (alone, it is what the VFS would have written).
+    The first batch is always taken (alone, it is what the VFS would have written). A
+    later batch with expectations (a conditional write, :attr:`WriteBatch.expect`) ends
+    the run: merged, its expectations would be checked before the earlier batches'
+    operations instead of after them.
 
     :returns: the batch to write and how many of ``batches`` it holds (>= 1).
     """
@@ -77,6 +86,8 @@ def merge_run(batches: Sequence[WriteBatch], limits: KVLimits) -> tuple[WriteBat
     ops, nbytes = merged.op_count, merged.payload_bytes
     taken = 1
     for batch in batches[1:]:
+        if batch.expect:
+            break
         # A merge never has more operations or bytes than its two parts: when the sum
         # fits, merge in place; otherwise check the exact merge on a copy.
         add_ops, add_bytes = batch.op_count, batch.payload_bytes
@@ -84,7 +95,8 @@ def merge_run(batches: Sequence[WriteBatch], limits: KVLimits) -> tuple[WriteBat
             merged.merge(batch)
             ops, nbytes = ops + add_ops, nbytes + add_bytes
         else:
-            candidate = WriteBatch(dict(merged.puts), set(merged.deletes), list(merged.delete_ranges))
+            candidate = WriteBatch(dict(merged.puts), set(merged.deletes), list(merged.delete_ranges),
+                                   dict(merged.expect))
             candidate.merge(batch)
             ops, nbytes = candidate.op_count, candidate.payload_bytes
             if not limits.batch_fits(ops, nbytes):
@@ -131,6 +143,7 @@ class OutputGate:
         self.max_pending_bytes = max_pending_bytes
         self._pool = pool
         self._loop = loop
+        self._inbox = inbox_for(loop)
         self._on_failure = on_failure
         self._limits = inner.limits
         self._cond = threading.Condition(threading.Lock())
@@ -142,6 +155,8 @@ class OutputGate:
         """``(sequence, batch, payload bytes)`` of every batch not durable yet (the one in flight too)."""
         self._pending_bytes = 0
         self._flushing = False
+        self._sleepers = 0
+        """Threads waiting on ``_cond`` (:meth:`drain`, backpressure)."""
         self._held = held
         self._release_scheduled = False
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -195,11 +210,19 @@ class OutputGate:
         """Queue ``batch`` to be written after every batch queued before it; returns at
         once unless :attr:`max_pending_bytes` are pending (then it waits for the KV).
 
+        A conditional batch (with expectations) is written before this returns:
+        :meth:`_write_conditional`.
+
         :raises CommitFailedError: the gate is broken (an earlier write failed).
         :raises KVLimitError: the batch breaks the driver's limits (checked here, so the
             commit fails at once, as it would without a gate, and the gate stays whole).
+        :raises ConditionFailedError: (a conditional batch) an expectation did not hold;
+            nothing of it was applied and the gate stays whole.
         """
         size = self._check(batch)
+        if batch.expect:
+            self._write_conditional(batch)
+            return
         with self._cond:
             self._raise_if_failed()
             self.enqueued += 1
@@ -216,6 +239,53 @@ class OutputGate:
         if over:
             self._wait_below(self.max_pending_bytes)
 
+    def _write_conditional(self, batch: WriteBatch) -> None:
+        """Write a conditional ``batch`` now, in this thread, after every pending batch
+        is durable (its expectations see the state the caller's earlier batches made),
+        with no flusher running meanwhile. A refused condition is the caller's error and
+        leaves the gate whole; any other failure breaks it, as a failed flush does."""
+        while True:
+            self.drain()
+            with self._cond:
+                self._raise_if_failed()
+                if not self._pending and not self._flushing:
+                    self._flushing = True  # no flusher starts while this write is out
+                    self.enqueued += 1
+                    seq = self.enqueued
+                    break
+        self.flushes += 1
+        try:
+            self.inner.write(batch)
+        except ConditionFailedError:
+            with self._cond:
+                self.durable = seq  # nothing to wait for: the batch was refused whole
+                start = self._done_writing()
+            if start:
+                self._pool.submit(self._flush)
+            raise
+        except BaseException as exc:
+            self._fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+            raise self.error() from exc
+        with self._cond:
+            self.durable = seq
+            start = self._done_writing()
+            schedule = bool(self._waiters) and not self._release_scheduled
+            self._release_scheduled = self._release_scheduled or schedule
+        if schedule:
+            self._call_soon(self._release)
+        if start:
+            self._pool.submit(self._flush)
+
+    def _done_writing(self) -> bool:
+        """(Lock held.) End :meth:`_write_conditional`'s hold on flushing; whether a
+        flusher must start for batches queued meanwhile (then it is marked running)."""
+        start = bool(self._pending) and not self._held and self.failure is None
+        self._flushing = start
+        self._cond.notify_all()
+        return start
+
     def _check(self, batch: WriteBatch) -> int:
         """``batch``'s payload bytes, after checking it against the driver's limits."""
         limits = self._limits
@@ -226,7 +296,7 @@ class OutputGate:
                     raise KVLimitError(f"value of {len(value)} bytes for key {key!r} exceeds the driver's limit "
                                        f"of {limits.max_value_bytes} bytes")
         if limits.max_key_bytes is not None:
-            for key in (*batch.puts, *batch.deletes):
+            for key in (*batch.puts, *batch.deletes, *batch.expect):
                 if len(key) > limits.max_key_bytes:
                     raise KVLimitError(f"key of {len(key)} bytes exceeds the driver's limit of "
                                        f"{limits.max_key_bytes} bytes")
@@ -243,7 +313,10 @@ class OutputGate:
             start = bool(self._pending) and not self._flushing and self.failure is None
             self._flushing = self._flushing or start
         if start:
-            self._pool.submit(self._flush)
+            if self._inline:
+                self._flush()
+            else:
+                self._pool.submit(self._flush)
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         """Values for ``keys``, pending batches first; one KV round trip for the keys no
@@ -314,14 +387,17 @@ class OutputGate:
     def _flush(self) -> None:
         """The flusher: write pending batches (merged while they fit) until none is left
         or a write fails. Exactly one flusher runs at a time (``_flushing``)."""
+        cond, pending = self._cond, self._pending
+        with cond:
+            if self.failure is not None or not pending:
+                self._stop_flushing()
+                return
         while True:
-            with self._cond:
-                if self.failure is not None or not self._pending:
-                    self._flushing = False
-                    self._cond.notify_all()
-                    return
-                batches = [batch for _, batch, _ in self._pending]
-            merged, taken = merge_run(batches, self._limits)
+            # Only this flusher removes batches, so the head read here stays put.
+            if len(pending) == 1:
+                merged, taken = pending[0][1], 1
+            else:
+                merged, taken = merge_run([batch for _, batch, _ in list(pending)], self._limits)
             self.flushes += 1
             self.merged_batches += taken - 1
             try:
@@ -331,18 +407,39 @@ class OutputGate:
                 if not isinstance(exc, Exception):
                     raise
                 return
-            with self._cond:
+            with cond:
                 freed = 0
                 for _ in range(taken):
-                    seq, _, size = self._pending.popleft()
+                    seq, _, size = pending.popleft()
                     freed += size
                 self._pending_bytes -= freed
                 self.durable = seq
-                self._cond.notify_all()
+                done = self.failure is not None or not pending
+                if done:
+                    self._flushing = False
+                if self._sleepers:
+                    cond.notify_all()
                 schedule = bool(self._waiters) and not self._release_scheduled
                 self._release_scheduled = self._release_scheduled or schedule
             if schedule:
                 self._call_soon(self._release)
+            if done:
+                return
+
+    def _stop_flushing(self) -> None:
+        """(Lock held.) The flusher stops; wake threads waiting for it."""
+        self._flushing = False
+        if self._sleepers:
+            self._cond.notify_all()
+
+    def _sleep(self) -> None:
+        """(Lock held.) Wait for the flusher's next step (counted, so it notifies only
+        when someone waits)."""
+        self._sleepers += 1
+        try:
+            self._cond.wait()
+        finally:
+            self._sleepers -= 1
 
     def _fail(self, exc: BaseException) -> None:
         with self._cond:
@@ -350,17 +447,13 @@ class OutputGate:
             self.failure = exc
             self._pending.clear()
             self._pending_bytes = 0
-            self._flushing = False
-            self._cond.notify_all()
+            self._stop_flushing()
         log.warning("actor %s: KV write failed with %d batch(es) not durable; the actor is reset: %s",
                     self.label, lost, exc)
         self._call_soon(self._broken)
 
     def _call_soon(self, fn: Callable[[], None]) -> None:
-        try:
-            self._loop.call_soon_threadsafe(fn)
-        except RuntimeError:  # the loop is closed: nobody waits any more
-            log.debug("actor %s: event loop closed before the output gate could release callers", self.label)
+        self._inbox.post(fn)  # (a closed loop drops it: nobody waits any more)
 
     def _release(self) -> None:
         """(Event loop.) Resolve the waiters whose sequence is durable now."""
@@ -398,8 +491,10 @@ class OutputGate:
             return
         # Callers of one actor run on one loop at a time; follow it if the application
         # moved to another one (e.g. a second asyncio.run with the same registry).
-        self._loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = self._loop.create_future()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._inbox = loop, inbox_for(loop)
+        fut: asyncio.Future[None] = loop.create_future()
         self._waiters.append((seq, fut))
         with self._cond:  # a flush may have finished before we registered
             if seq <= self.durable and not self._release_scheduled:
@@ -433,7 +528,7 @@ class OutputGate:
             self._flush()
         with self._cond:
             while self.durable < target and self.failure is None:
-                self._cond.wait()
+                self._sleep()
             self._raise_if_failed()
 
     def _wait_below(self, bound: int) -> None:
@@ -447,7 +542,7 @@ class OutputGate:
                     finally:
                         self._cond.acquire()
                     continue
-                self._cond.wait()
+                self._sleep()
             self._raise_if_failed()
 
     def describe(self) -> dict[str, Any]:

@@ -14,7 +14,11 @@ Whether the pages are in memory is only known afterwards, so :class:`Runner` lea
   :data:`MAX_NEED`), so an actor that misses often stays on its worker and costs the
   loop at most one blocked round trip per ``need`` calls;
 - ``need`` halves (down to :data:`MIN_NEED`) after every :data:`MIN_NEED` * 16 inline
-  calls in a row without a miss.
+  calls in a row without a miss;
+- an actor whose whole database came with its startup preload (every chunk is in
+  memory, so no call can miss until that changes) starts inline at once
+  (:meth:`Runner.assume_local`) instead of after ``need`` worker calls: a freshly woken
+  actor's first calls cost no thread hop either.
 
 Invariants: inline and worker calls of one actor never interleave and keep their
 submission order (inline only when the worker is idle); without an output gate (commits
@@ -66,6 +70,11 @@ class Runner:
         """Calls run on a pool thread."""
         self.inline_misses = 0
         """Inline calls that read the KV (each blocked the event loop for a round trip)."""
+
+    def assume_local(self) -> None:
+        """Allow inline calls now: the caller knows every page is in memory (a miss
+        still sends the actor back to its worker, as always)."""
+        self._streak = max(self._streak, self.need)
 
     def _may_inline(self) -> bool:
         gate = self._gate

@@ -50,6 +50,7 @@ from types import TracebackType
 from typing import Any
 
 import vfs
+from vfs.keys import FILE_MAIN, chunk_range
 
 from actor_db.kv.fencing import fenced_cause
 from actor_db.errors import (
@@ -103,7 +104,9 @@ class _Hold:
     __slots__ = ("_instance", "_chain", "_frame", "_token")
 
     def __init__(self, instance: ActorInstance, what: str) -> None:
-        chain = tuple(frame for frame in _chain.get() if frame.active)
+        chain = _chain.get()
+        if chain:  # (a call from outside every action has no chain: nothing to check)
+            chain = tuple(frame for frame in chain if frame.active)
         for frame in chain:
             if frame.instance is instance:
                 labels = tuple(f.instance.label for f in chain) + (instance.label,)
@@ -128,6 +131,19 @@ class _Hold:
         self._frame.active = False
         _chain.reset(self._token)
         self._instance._lock.release()
+
+
+_MAIN_CHUNKS = chunk_range(FILE_MAIN)
+
+
+def _database_preloaded(core: ActorConnection) -> bool:
+    """Whether the startup preload holds every chunk of the actor's database (it came
+    whole within the budget and no migration cleared it): then no query can miss."""
+    con = core.con
+    if con is None:
+        return False
+    start, end = _MAIN_CHUNKS
+    return any(r.start <= start and end <= r.end for r in con.kv_file.preload.covered_ranges())
 
 
 async def _call_user(fn: Any, *args: Any) -> Any:
@@ -183,7 +199,7 @@ class ActorInstance:
     # ------------------------------------------------------------------ wake
     async def _wake(self) -> None:
         options = self.definition.options
-        worker = Worker(self._pool, self.label)
+        worker = Worker(self._pool, self.label, instant=self.kv.instant_writes)
         view: CountingKV | OutputGate = self.kv
         if options.output_gate:
             # Held while starting: a new actor's creation batch, its migrations and
@@ -234,6 +250,8 @@ class ActorInstance:
             self._starting = False
         self._startup = metrics
         self._starts += 1
+        if self._core is not None and _database_preloaded(self._core):
+            runner.assume_local()
         log.info("actor %s awake (new=%s, %d KV round trips, %.3f ms)", self.label, metrics.is_new,
                  metrics.kv_round_trips, metrics.total_ms)
 
@@ -364,7 +382,8 @@ class ActorInstance:
             finally:
                 self._schedule_idle()
             seq = gate.enqueued if gate is not None else 0
-        await self._gate_wait(gate, seq)
+        if gate is not None and seq > gate.durable:
+            await self._gate_wait(gate, seq)
         if error is not None:
             raise error
         return result
@@ -500,7 +519,7 @@ class ActorInstance:
             finally:
                 self.status = DESTROYED
                 try:
-                    await Worker(self._pool, self.label).run(self.kv.delete_all)
+                    await Worker(self._pool, self.label, instant=self.kv.instant_writes).run(self.kv.delete_all)
                 finally:
                     if self._on_destroyed is not None:
                         self._on_destroyed(self)

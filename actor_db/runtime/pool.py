@@ -7,10 +7,19 @@ exist, and a thread idle for ``idle_timeout_s`` seconds exits. So the number of 
 threads is at most ``max_threads`` whatever the number of awake actors, and in
 practice follows the number of KV calls in flight.
 
+The hand-off is a C queue (:class:`queue.SimpleQueue`): a submit is one ``put`` (no
+Python-level condition variable, whose every wait allocates a lock), and a thread
+that finishes a job takes the next queued one without sleeping. Under load that is
+what makes a KV call cost two GIL acquisitions of its thread (start, reply) and no
+more.
+
 Invariants:
 
 - At most :attr:`ThreadPool.max_threads` threads run jobs; jobs start in submission
   order (FIFO); a job that raises is logged, never lost silently, and the thread goes on.
+- A submitted job always finds a thread: the submitter counts it (under the pool's
+  lock) before queuing it, and a thread leaves (idle timeout, shutdown) only while
+  no counted job is waiting; otherwise a new thread is started, up to the cap.
 - A job must not wait for another job that has not started yet (it could wait for a
   free thread forever when the pool is full): code that must wait for queued work
   does that work itself instead (see :meth:`actor_db.runtime.gate.OutputGate.drain`).
@@ -18,8 +27,8 @@ Invariants:
 
 from __future__ import annotations
 
-import collections
 import logging
+import queue
 import threading
 from typing import Callable
 
@@ -33,6 +42,9 @@ DEFAULT_MAX_THREADS = 64
 """Default cap on the pool's OS threads: KV calls in flight at once across all actors."""
 
 Job = Callable[[], None]
+
+_WAKE: Job = lambda: None  # noqa: E731
+"""Queued by :meth:`ThreadPool.shutdown` to wake an idle thread so it can leave."""
 
 
 class ThreadPool:
@@ -52,10 +64,15 @@ class ThreadPool:
         self.max_threads = max_threads
         self._name = name
         self._idle_timeout_s = idle_timeout_s
-        self._cond = threading.Condition(threading.Lock())
-        self._jobs: collections.deque[Job] = collections.deque()
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self._queued = 0
+        """Jobs submitted and not yet taken by a thread."""
+        self._wakes = 0
+        """Wake-ups queued by :meth:`shutdown` and not yet taken."""
         self._threads = 0
         self._idle = 0
+        """Threads waiting for a job (or about to)."""
         self._serial = 0
         self._shutdown = False
         self.peak_threads = 0
@@ -71,47 +88,62 @@ class ThreadPool:
 
         A pool that was :meth:`shutdown` starts threads again.
         """
-        with self._cond:
+        with self._lock:
             self._shutdown = False
-            self._jobs.append(job)
-            if len(self._jobs) > self._idle and self._threads < self.max_threads:
+            self._queued += 1
+            spawn = self._queued > self._idle and self._threads < self.max_threads
+            if spawn:
                 self._threads += 1
                 self.peak_threads = max(self.peak_threads, self._threads)
                 self._serial += 1
-                thread = threading.Thread(target=self._loop, name=f"{self._name}-{self._serial}", daemon=True)
-            else:
-                self._cond.notify()
-                return
+                serial = self._serial
+        self._jobs.put(job)
+        if not spawn:
+            return
+        thread = threading.Thread(target=self._loop, name=f"{self._name}-{serial}", daemon=True)
         try:
             thread.start()
         except BaseException:
-            with self._cond:
+            with self._lock:
                 self._threads -= 1
             raise
 
     def _loop(self) -> None:
-        cond, jobs = self._cond, self._jobs
+        lock, get, timeout = self._lock, self._jobs.get, self._idle_timeout_s
+        Empty = queue.Empty
         while True:
-            with cond:
-                while not jobs:
-                    if self._shutdown:
-                        self._threads -= 1
-                        return
-                    self._idle += 1
-                    woken = cond.wait(self._idle_timeout_s)
+            with lock:
+                if self._shutdown and self._queued == 0:
+                    self._threads -= 1
+                    return
+                self._idle += 1
+            try:
+                job = get(timeout=timeout)
+            except Empty:
+                with lock:
                     self._idle -= 1
-                    if not woken and not jobs:
+                    if self._queued == 0:  # nothing counted is on its way: leave
                         self._threads -= 1
                         return
-                job = jobs.popleft()
+                continue
+            with lock:
+                self._idle -= 1
+                if job is _WAKE:  # from shutdown: leave if it still holds (loop top)
+                    self._wakes -= 1
+                    continue
+                self._queued -= 1
             try:
                 job()
             except BaseException:  # a job must report its own errors; never kill the thread
                 log.exception("actor-db pool job %r raised", job)
 
     def shutdown(self) -> None:
-        """Let idle threads exit now (queued jobs still run first). Idempotent; a later
-        :meth:`submit` starts threads again."""
-        with self._cond:
+        """Let idle threads exit now (queued jobs still run first; busy threads exit
+        when they find nothing queued). Idempotent; a later :meth:`submit` starts
+        threads again."""
+        with self._lock:
             self._shutdown = True
-            self._cond.notify_all()
+            wake = self._idle - self._wakes  # one wake-up per idle thread not already woken
+            self._wakes += max(wake, 0)
+        for _ in range(wake):
+            self._jobs.put(_WAKE)

@@ -11,14 +11,16 @@ Invariants:
 
 - An actor's calls run one at a time, in submission order (FIFO), whichever pool
   thread runs them: a drain job is the only runner of its worker's queue, and the
-  worker submits a new one only after the last one found the queue empty.
+  worker submits a new one only after the last one found the queue empty (right
+  after its last call returned, before that call's result is handed back).
 - :meth:`Worker.run_inline` runs a call on the event loop's thread, only while the queue
   is empty and nothing runs (:attr:`Worker.idle`), so it never interleaves with a
   queued call either.
 - A drain job runs at most :data:`FAIRNESS_CALLS` calls, then re-queues itself behind
   the other actors' jobs, so one busy actor cannot hold a thread forever.
-- A result is handed back with ``loop.call_soon_threadsafe`` behind a ``fut.done()``
-  guard, so a cancelled await cannot crash the pool thread.
+- A result is handed back through the loop's :class:`~actor_db.runtime.inbox.Inbox`
+  (one loop wake-up for a burst of results) behind a ``fut.done()`` guard, so a
+  cancelled await cannot crash the pool thread.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import threading
 from typing import Any, Callable, TypeVar
 
 from actor_db.errors import ActorShuttingDownError
+from actor_db.runtime.inbox import Inbox, inbox_for
 from actor_db.runtime.pool import ThreadPool
 
 log = logging.getLogger(__name__)
@@ -51,7 +54,7 @@ def _resolve(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -
         fut.set_result(result)
 
 
-_Item = tuple["asyncio.Future[Any]", asyncio.AbstractEventLoop, Callable[..., Any], tuple[Any, ...]]
+_Item = tuple["asyncio.Future[Any]", Inbox, Callable[..., Any], tuple[Any, ...]]
 
 
 class Worker:
@@ -59,13 +62,18 @@ class Worker:
 
     :param pool: the runtime's thread pool.
     :param name: the actor's label (for log messages).
+    :param instant: the actor's store answers every call in memory, without I/O
+        (``MemoryKV``: ``instant_writes``): a call made while nothing is queued runs
+        right away on the caller's (the event loop's) thread, since a thread hop would
+        cost more than the call and there is no round trip to overlap.
     """
 
-    __slots__ = ("_pool", "name", "_lock", "_queue", "_scheduled", "_closed")
+    __slots__ = ("_pool", "name", "_lock", "_queue", "_scheduled", "_closed", "_instant")
 
-    def __init__(self, pool: ThreadPool, name: str) -> None:
+    def __init__(self, pool: ThreadPool, name: str, instant: bool = False) -> None:
         self._pool = pool
         self.name = name
+        self._instant = instant
         self._lock = threading.Lock()
         self._queue: collections.deque[_Item] = collections.deque()
         self._scheduled = False
@@ -89,17 +97,23 @@ class Worker:
                 if not queue:
                     self._scheduled = False
                     return
-                fut, loop, fn, args = queue.popleft()
+                fut, inbox, fn, args = queue.popleft()
             result: Any = None
             error: BaseException | None = None
             try:
                 result = fn(*args)
             except BaseException as exc:  # handed to the awaiting task, never lost
                 error = exc
-            try:
-                loop.call_soon_threadsafe(_resolve, fut, result, error)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                log.debug("worker %s: event loop closed before a result was delivered", self.name)
+            with lock:
+                # The call is over: when nothing else is queued the worker is idle
+                # BEFORE its caller hears back, so the caller's next call may run
+                # inline at once (this job touches nothing of the actor any more).
+                last = not queue
+                if last:
+                    self._scheduled = False
+            inbox.post(_resolve, fut, result, error)
+            if last:
+                return
         self._pool.submit(self._drain)  # fairness: other actors' jobs first
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -109,10 +123,12 @@ class Worker:
         """
         if self._closed:
             raise ActorShuttingDownError("actor is shutting down: its database worker is closed")
+        if self._instant and not self._scheduled:
+            return fn(*args)  # nothing to wait for, nothing queued: no hop (see ``instant``)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         with self._lock:
-            self._queue.append((fut, loop, fn, args))
+            self._queue.append((fut, inbox_for(loop), fn, args))
             start = not self._scheduled
             self._scheduled = True
         if start:

@@ -27,3 +27,48 @@ def dump(con: apsw.Connection) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """Every user table's rows, ordered, for before/after comparisons."""
     tables = [r[0] for r in con.execute("SELECT name FROM sqlite_schema WHERE type='table' ORDER BY name")]
     return [(t, rows(con, f'SELECT * FROM "{t}" ORDER BY rowid')) for t in tables]
+
+
+class LockSpy:
+    """Counts the lock requests :class:`vfs.locks.DatabaseShare` refused, per connection,
+    so a test can assert that a connection WAITED (SQLite's busy handler retried) by
+    counting refusals instead of timing it.
+
+    Install with pytest's ``monkeypatch``: ``spy = LockSpy(monkeypatch)``.
+    """
+
+    def __init__(self, monkeypatch: Any) -> None:
+        import collections
+
+        from vfs.locks import DatabaseShare
+
+        self.refusals: collections.Counter[int] = collections.Counter()
+        original = DatabaseShare.lock
+        spy = self
+
+        def lock(share: DatabaseShare, fid: int, level: int) -> None:
+            try:
+                original(share, fid, level)
+            except apsw.BusyError:
+                spy.refusals[fid] += 1
+                raise
+
+        monkeypatch.setattr(DatabaseShare, "lock", lock)
+
+    @staticmethod
+    def _fid(con: Any) -> int:
+        raw = getattr(con, "apsw_connection", con)
+        return raw.kv_file._fid  # type: ignore[no-any-return]
+
+    def of(self, con: Any) -> int:
+        """Lock requests of ``con`` (a drop-in or apsw KV connection) refused so far."""
+        return self.refusals[self._fid(con)]
+
+    def wait_for(self, con: Any, count: int, hang_guard_s: float = 60.0) -> None:
+        """Block until ``con`` has been refused ``count`` times (a hang guard, not a timing)."""
+        import time
+
+        deadline = time.monotonic() + hang_guard_s
+        while self.of(con) < count:
+            assert time.monotonic() < deadline, f"the connection was refused only {self.of(con)} times"
+            time.sleep(0.001)

@@ -13,6 +13,7 @@ import actor_db
 import actor_db.dbapi as sqlite3
 from actor_db.kv import KVStore
 from tests.faults import FaultyKV
+from tests.helpers import LockSpy
 
 
 @pytest.fixture
@@ -402,8 +403,9 @@ def test_two_connections_are_two_sqlite_connections(store: KVStore) -> None:
     c.close()
 
 
-def test_writer_waits_for_a_reader_in_another_thread(store: KVStore) -> None:
+def test_writer_waits_for_a_reader_in_another_thread(store: KVStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """A commit needs every reader gone: it waits (busy_timeout) instead of failing."""
+    spy = LockSpy(monkeypatch)
     a = sqlite3.connect("waiting", kv=store, timeout=30, check_same_thread=False)
     b = sqlite3.connect("waiting", kv=store, check_same_thread=False)
     try:
@@ -421,7 +423,8 @@ def test_writer_waits_for_a_reader_in_another_thread(store: KVStore) -> None:
 
         worker = threading.Thread(target=writer)
         worker.start()
-        assert not done.wait(0.3)
+        spy.wait_for(a, 2)  # its EXCLUSIVE lock refused, retried: waiting for b
+        assert not done.is_set()
         b.commit()
         worker.join(timeout=30)
         assert done.is_set()

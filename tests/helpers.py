@@ -46,9 +46,9 @@ class LockSpy:
         original = DatabaseShare.lock
         spy = self
 
-        def lock(share: DatabaseShare, fid: int, level: int) -> None:
+        def lock(share: DatabaseShare, fid: int, level: int) -> int:
             try:
-                original(share, fid, level)
+                return original(share, fid, level)
             except apsw.BusyError:
                 spy.refusals[fid] += 1
                 raise

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vfs import lease
-from vfs.keys import meta_key
+from vfs.keys import COMMIT_RECORD_KEY, chunk_key, meta_key
 from vfs.protocol import WriteBatch
 
 from actor_db import dbapi
@@ -257,6 +257,43 @@ def test_another_process_commit_is_seen_and_never_mixed(store: KVStore, vfs_kind
         b.rollback()
         assert b.execute("select count(*), sum(length(pad)) from t").fetchone() == (200, 200_000)
         assert b.execute("pragma integrity_check").fetchone() == ("ok",)
+    finally:
+        a.close()
+        b.close()
+
+
+class KeyLog(OtherProcessView):
+    """Another process's view that records the keys of every read call."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.read_keys: list[list[bytes]] = []
+
+    def get_many(self, keys: Any) -> Any:
+        self.read_keys.append(list(keys))
+        return super().get_many(keys)
+
+
+def test_after_another_process_commits_the_meta_is_read_once(store: KVStore, vfs_kind: str) -> None:
+    """The transaction's check already read the meta, page 1 and the record: reloading
+    after the change costs no second read of them."""
+    name = _name("once")
+    a = _connect(store.actor(name), name, vfs_kind, "cross-process")
+    log = KeyLog(store.actor(name))
+    b = _connect(log, name, vfs_kind, "cross-process")
+    try:
+        with a:
+            a.execute("create table t(x)")
+        assert b.execute("select count(*) from t").fetchone() == (0,)
+        with a:
+            a.execute("insert into t values (1)")
+        log.read_keys.clear()
+        assert b.execute("select count(*) from t").fetchone() == (1,)
+        # The check, then one fetch of chunks (which re-reads the three keys to verify);
+        # no separate re-read of the meta in between.
+        assert len(log.read_keys) == 2, log.read_keys
+        assert log.read_keys[0] == [meta_key(0), chunk_key(0, 0), COMMIT_RECORD_KEY]
+        assert any(k.startswith(chunk_key(0, 0)[:4]) for k in log.read_keys[1][3:])
     finally:
         a.close()
         b.close()

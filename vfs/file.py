@@ -206,6 +206,11 @@ class KVFile:
         self._tx_state: KVState | None = None
         """cross-process: the KV state (meta, chunk 0, record) this transaction reads."""
         self._cross_process = share is not None and share.cross_process
+        self._validation_keys = (self._meta_key, chunk_key(self._tag, 0), COMMIT_RECORD_KEY)
+        """cross-process: the keys whose values say which committed state the KV holds."""
+        self._fresh_head: dict[bytes, bytes | None] | None = None
+        """Those keys' values just read by :meth:`_validate`: the next meta load uses them
+        instead of reading them again."""
         self.opening = False
         """Set by :func:`vfs.connect` while it runs its setup PRAGMAs right after the
         open's own read of the KV: their transactions need no check of their own."""
@@ -278,15 +283,18 @@ class KVFile:
         wanted = [self._meta_key, COMMIT_RECORD_KEY]
         known: dict[bytes, bytes | None] = {}
         missing: list[bytes] = []
+        fresh, self._fresh_head = self._fresh_head or {}, None
+        lookup = (lambda key: (ABSENT if fresh[key] is None else fresh[key]) if key in fresh
+                  else self.preload.lookup(key))
         for key in wanted:
-            found = self.preload.lookup(key)
+            found = lookup(key)
             if found is NOT_LOADED:
                 missing.append(key)
             else:
                 known[key] = None if found is ABSENT else found  # type: ignore[assignment]
         head: list[int] = []
         head_values: list[bytes | None] = []
-        first_chunk = self.preload.lookup(head_key)
+        first_chunk = lookup(head_key)
         if missing or (first_chunk is NOT_LOADED and known.get(self._meta_key) is None):
             if first_open and self._cache is not None:
                 # The first chunks ride along for free: SQLite reads page 1 next, and the
@@ -543,6 +551,7 @@ class KVFile:
         self._tail_from = None
         self._set_tail_flag(False)
         self._overlay = None
+        self._fresh_head = None
         self._meta_stale = True
 
     # -------------------------------------------------------------- chunk reads
@@ -634,7 +643,7 @@ class KVFile:
         verify = self._cross_process and self._tx_state is not None and \
             self._share is not None and self._share.lease_holder != self._fid
         if verify:
-            keys += self._validation_keys()
+            keys += self._validation_keys
         for index, own in zip(indices, staged):
             if own:
                 keys.append(staged_key(self._tag, index))
@@ -647,7 +656,7 @@ class KVFile:
         out: list[bytes] = []
         j = 0
         if verify:
-            j = len(self._validation_keys())
+            j = len(self._validation_keys)
             self._verify_unchanged(values[:j])
         for index, own in zip(indices, staged):
             key, value = keys[j], values[j]
@@ -1012,8 +1021,7 @@ class KVFile:
         if share is None:
             self.lock_level = level
             return
-        before = share.level(self._fid)
-        share.lock(self._fid, level)  # apsw.BusyError: SQLite's busy handler retries
+        before = share.lock(self._fid, level)  # apsw.BusyError: SQLite's busy handler retries
         try:
             if before == LOCK_NONE:
                 self._begin_transaction(share)
@@ -1032,7 +1040,7 @@ class KVFile:
             if level < LOCK_RESERVED:
                 self._lease_uncertain = None
             if level == LOCK_NONE:
-                self._tx_state = None
+                self._tx_state = self._fresh_head = None  # the next transaction checks again
             share.unlock(self._fid, level)
         self.lock_level = level
 
@@ -1080,9 +1088,6 @@ class KVFile:
         self._next_sequential = self._stream_end = -1
         self._readahead = 0
 
-    def _validation_keys(self) -> list[bytes]:
-        return [self._meta_key, chunk_key(self._tag, 0), COMMIT_RECORD_KEY]
-
     def _validate(self, share: DatabaseShare) -> None:
         """cross-process, at SHARED: make sure this transaction reads the KV's current
         state (1 round trip; free while another connection of this process holds the
@@ -1090,11 +1095,12 @@ class KVFile:
         if (share.lease_holder is not None or self.opening) and share.kv_state is not None:
             self._tx_state = share.kv_state
             return
-        values = self._kv_get(self._validation_keys(), apsw.SQLITE_IOERR_READ, "check of the database's state")
+        values = self._kv_get(list(self._validation_keys), apsw.SQLITE_IOERR_READ, "check of the database's state")
         state = tuple(values)
         if share.observe(state):
             generation, _ = share.notes_since(self._seen_generation)
             self._drop_committed_state()
+            self._fresh_head = dict(zip(self._validation_keys, values))  # the re-load reads no more
             self._seen_generation = generation
         self._tx_state = state
 
@@ -1117,8 +1123,8 @@ class KVFile:
         share = self._share
         assert share is not None
         share.observe(state)
-        raise sqlite_error(apsw.SQLITE_BUSY, f"actor-db: {describe_kv(self._kv)}: another process committed "
-                                            "during this read transaction; retry the transaction")
+        raise sqlite_error(apsw.SQLITE_BUSY, f"database is locked: actor-db: {describe_kv(self._kv)}: another "
+                                            "process committed during this read transaction; retry the transaction")
 
     def _take_lease(self, share: DatabaseShare) -> None:
         """cross-process, at the first write: the KV writer lease (see :mod:`vfs.lease`),
@@ -1126,7 +1132,7 @@ class KVFile:
         if self.options.read_only:
             return  # the write itself is refused with SQLITE_READONLY
         state = self._tx_state
-        keys = self._validation_keys()
+        keys = self._validation_keys
         value = lease.new_lease(self.options.lease_ttl_s)
         expected: bytes | None = None
         for attempt in range(2):
@@ -1189,7 +1195,7 @@ class KVFile:
         uncertain, self._lease_uncertain = self._lease_uncertain, None
         self._lease_landed = landed
         if uncertain is not None:
-            keys = self._validation_keys()
+            keys = self._validation_keys
             current = self._kv_get([lease.LEASE_KEY, *keys], apsw.SQLITE_IOERR_READ, "read of the writer lease")
             record = current[3]
             own_staging = record == redo.STAGING_MARKER and bool(self._staged)  # this rollback spilled

@@ -117,29 +117,31 @@ class DatabaseShare:
         return self.locking == "cross-process"
 
     # ---------------------------------------------------------------- locks
-    def lock(self, fid: int, level: int) -> None:
-        """Raise ``fid``'s lock to ``level``, or raise ``apsw.BusyError`` (SQLite's busy
-        handler retries). EXCLUSIVE is reached through PENDING, which stays set when
-        readers still hold SHARED, so that no new reader starts meanwhile."""
+    def lock(self, fid: int, level: int) -> int:
+        """Raise ``fid``'s lock to ``level`` and return the level it held before, or raise
+        ``apsw.BusyError`` (SQLite's busy handler retries). EXCLUSIVE is reached through
+        PENDING, which stays set when readers still hold SHARED, so that no new reader
+        starts meanwhile."""
         with self.mu:
             held = self.levels.get(fid, LOCK_NONE)
             if level <= held:
-                return
+                return held
             top = max((lv for f, lv in self.levels.items() if f != fid), default=LOCK_NONE)
             if level == LOCK_SHARED:
                 if top >= LOCK_PENDING:
                     raise _busy("a commit is in progress on another connection")
                 self.levels[fid] = LOCK_SHARED
-                return
+                return held
             if top >= LOCK_RESERVED:
                 raise _busy("another connection is writing this database")
             if level == LOCK_RESERVED:
                 self.levels[fid] = LOCK_RESERVED
-                return
+                return held
             self.levels[fid] = LOCK_PENDING
             if top >= LOCK_SHARED:
                 raise _busy("other connections are reading this database")
             self.levels[fid] = LOCK_EXCLUSIVE
+            return held
 
     def unlock(self, fid: int, level: int) -> None:
         """Lower ``fid``'s lock to ``level`` (SHARED or NONE)."""
@@ -153,10 +155,6 @@ class DatabaseShare:
         """Whether any connection holds RESERVED or more (``xCheckReservedLock``)."""
         with self.mu:
             return any(lv >= LOCK_RESERVED for lv in self.levels.values())
-
-    def level(self, fid: int) -> int:
-        with self.mu:
-            return self.levels.get(fid, LOCK_NONE)
 
     # ------------------------------------------------------------ commit log
     def join_point(self) -> tuple[int, bool]:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import apsw
 
+from .database import orphan_raw_of
 from .errors import ProgrammingError, _translate
 
 if TYPE_CHECKING:
@@ -54,16 +55,7 @@ class Blob:
             return int(blob.length()), int(blob.tell())
 
     def __del__(self) -> None:
-        # Closed under the lock by the connection (garbage collection may run anywhere).
-        raw = self.__dict__.get("_raw")
-        if raw is not None:
-            self._raw = None
-            connection = self.__dict__.get("_connection")
-            try:
-                if connection is not None:
-                    connection._orphan(raw)
-            except Exception:  # pragma: no cover - interpreter shutdown
-                pass
+        orphan_raw_of(self)
 
     def close(self) -> None:
         """Close the blob (idempotent); a pending error of a refused write is dropped."""

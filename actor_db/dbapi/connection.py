@@ -332,23 +332,19 @@ class Connection:
 
     def commit(self) -> None:
         """Commit this connection's transaction (no-op when none is open)."""
-        db = self._check()
-        with db.lock:
-            if db.raw.in_transaction and db.owner in (None, self):
-                db.enter(self)
-                try:
-                    self._run("COMMIT")
-                finally:
-                    db.leave(self)
+        self._end_transaction("COMMIT")
 
     def rollback(self) -> None:
         """Roll back this connection's transaction (no-op when none is open)."""
+        self._end_transaction("ROLLBACK")
+
+    def _end_transaction(self, sql: str) -> None:
         db = self._check()
         with db.lock:
             if db.raw.in_transaction and db.owner in (None, self):
                 db.enter(self)
                 try:
-                    self._run("ROLLBACK")
+                    self._run(sql)
                 finally:
                     db.leave(self)
 

@@ -13,6 +13,7 @@ from . import adaptation as _adapt
 from . import connection as _connection
 from .adaptation import PrepareProtocol, _BASIC, _sql_bytes, adapt, converters
 from .constants import PARSE_COLNAMES, PARSE_DECLTYPES
+from .database import orphan_raw_of
 from .errors import DataError, OperationalError, ProgrammingError, _error, _translate
 from .sql import _parse, _Parsed
 
@@ -103,17 +104,7 @@ class Cursor:
                 pass
 
     def __del__(self) -> None:
-        # Garbage collection may run on any thread, also one that must not wait for the
-        # database lock: the apsw cursor is closed under the lock by the connection.
-        raw = self.__dict__.get("_raw")
-        if raw is not None:
-            self._raw = None
-            connection = self.__dict__.get("_connection")
-            try:
-                if connection is not None:
-                    connection._orphan(raw)
-            except Exception:  # pragma: no cover - interpreter shutdown
-                pass
+        orphan_raw_of(self)
 
     def setinputsizes(self, sizes: Any, /) -> None:
         """No-op (PEP 249)."""

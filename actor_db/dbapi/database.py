@@ -208,3 +208,19 @@ def enable_shared_cache(enable: int) -> None:
         apsw.enable_shared_cache(bool(enable))
     except Exception:  # apsw's SQLite may be built without shared cache: nothing to enable
         log.debug("shared cache is not available in apsw's SQLite")
+
+
+def orphan_raw_of(owner: Any) -> None:
+    """``__del__`` of a cursor or blob: hand its apsw object (``owner._raw``) to its
+    connection (``owner._connection``), which closes it under the database lock: garbage
+    collection may run on any thread, also one that must not wait for that lock."""
+    raw = owner.__dict__.get("_raw")
+    if raw is None:
+        return
+    owner._raw = None
+    connection = owner.__dict__.get("_connection")
+    try:
+        if connection is not None:
+            connection._orphan(raw)
+    except Exception:  # pragma: no cover - interpreter shutdown
+        pass

@@ -8,7 +8,9 @@ on a real network. Round trips are counted by :class:`actor_db.kv.KVStore` exact
 for any driver (one per call of an actor view), so the counts are machine-independent;
 only the times depend on the machine.
 
-Invariants: the wrapper adds no caching and no batching, so a benchmark's round trips
+Invariants: the wrapper adds no caching and no batching of its own (a group write,
+:meth:`actor_db.kv.KVStore.write_many`, is one round trip when the wrapped store
+makes it one), so a benchmark's round trips
 are those its code would make on the real store; :attr:`LatencyKV.identity` is the
 wrapped store's, so the VFS's one-open-per-actor rule still covers both objects.
 """
@@ -21,7 +23,7 @@ from typing import Hashable, Sequence
 from vfs.preload import PreloadMap
 from vfs.protocol import PreloadRequest, WriteBatch
 
-from actor_db.kv.base import Fence, KVStore
+from actor_db.kv.base import Fence, GroupItem, KVStore
 
 __all__ = ["LatencyKV", "DEFAULT_LATENCY_S", "measure_sleep_overhead"]
 
@@ -66,6 +68,15 @@ class LatencyKV(KVStore):
     def _write(self, batch: WriteBatch, fence: Fence | None = None) -> None:
         self._delay()
         self.inner._write(batch, fence)
+
+    @property
+    def groups_writes(self) -> bool:  # type: ignore[override]
+        """The wrapped store's: a group write is then one round trip, one delay."""
+        return self.inner.groups_writes
+
+    def _write_many(self, items: Sequence[GroupItem]) -> list[Exception | None]:
+        self._delay()
+        return self.inner._write_many(items)
 
     def _preload(self, request: PreloadRequest) -> PreloadMap:
         self._delay()

@@ -55,10 +55,34 @@ class HookedStore(KVStore):
         return self.inner._scan(start, end, limit, max_bytes)
 
     def _write(self, batch: WriteBatch, *fence: Any) -> None:
-        some = next(iter(batch.puts), None) or next(iter(batch.deletes), None) \
-            or (batch.delete_ranges[0].start if batch.delete_ranges else None) or next(iter(batch.expect), b"")
-        self._before("write", some, batch)
+        self._before("write", self._some_key(batch), batch)
         self.inner._write(batch, *fence)
+
+    @staticmethod
+    def _some_key(batch: WriteBatch) -> bytes:
+        return next(iter(batch.puts), None) or next(iter(batch.deletes), None) \
+            or (batch.delete_ranges[0].start if batch.delete_ranges else None) or next(iter(batch.expect), b"")
+
+    @property
+    def groups_writes(self) -> bool:  # type: ignore[override]
+        return self.inner.groups_writes
+
+    def _write_many(self, items: Sequence[tuple[WriteBatch, Any]]) -> list[Exception | None]:
+        """The hook runs for each batch in turn (as a ``"write"``); a batch whose hook
+        raises gets that error, the others go to the inner store in one call."""
+        results: list[Exception | None] = [None] * len(items)
+        sent: list[int] = []
+        for i, (batch, _) in enumerate(items):
+            try:
+                self._before("write", self._some_key(batch), batch)
+            except Exception as exc:
+                results[i] = exc
+            else:
+                sent.append(i)
+        if sent:
+            for i, error in zip(sent, self.inner._write_many([items[i] for i in sent])):
+                results[i] = error
+        return results
 
     def _preload(self, request: PreloadRequest) -> PreloadMap:
         self._before("preload", request.keys[0] if request.keys else b"", request)

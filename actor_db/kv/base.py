@@ -21,6 +21,13 @@ same atomic step, after the fence and before any operation, else
 :class:`~actor_db.errors.KVConditionFailedError` is raised and nothing is applied.
 Drivers report the full store key; :meth:`ActorKV.write` re-raises it with the
 actor-relative key the caller used.
+
+Group writes (:meth:`KVStore.write_many`): several actors' batches in ONE round trip,
+each batch still atomic, fenced and checked on its own, with its own result. Drivers
+that can do this for real set :attr:`KVStore.groups_writes` and implement
+``_write_many`` (LMDB: one write transaction, one fsync; Redis: one pipeline of the
+write scripts; MemoryKV: one lock); the runtime's group commit
+(:mod:`actor_db.runtime.group_commit`) uses it only then.
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["KVStore", "ActorKV", "Fence", "check_actor_id", "check_expectations", "condition_failed"]
 
+GroupItem = tuple[WriteBatch, "Fence | None"]
+"""One batch of a group write (full keys) and the fence it carries."""
+
 
 class Fence(NamedTuple):
     """The condition a fenced write carries: ``actor_id``'s counter must equal ``token``."""
@@ -62,6 +72,11 @@ class KVStore(ABC):
     instant_writes = False
     """Whether a write is applied in memory, in microseconds, with no I/O to wait for
     (the runtime's output gate then writes in the committing thread)."""
+
+    groups_writes = False
+    """Whether :meth:`write_many` sends its batches in ONE round trip (the driver
+    implements ``_write_many``); otherwise it makes one round trip per batch and the
+    runtime does not group commits."""
 
     def __init__(self, limits: KVLimits) -> None:
         self._limits = limits
@@ -128,6 +143,76 @@ class KVStore(ABC):
         key; :func:`condition_failed`) and nothing is applied. A batch with
         expectations and no operation is checked all the same.
         """
+
+    def _write_many(self, items: Sequence[GroupItem]) -> list[Exception | None]:
+        """Apply several independent batches (full keys); each is atomic, fenced and
+        checked on its own, exactly as :meth:`_write` would, and the result list holds
+        ``None`` (applied) or the exception of that batch (nothing of it applied), in
+        order. A driver with :attr:`groups_writes` does it in ONE round trip; raising
+        means the whole call failed and any batch may or may not have been applied.
+
+        This default makes one :meth:`_write` per batch.
+        """
+        results: list[Exception | None] = []
+        for batch, fence in items:
+            try:
+                self._write(batch, fence)
+            except Exception as exc:
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
+
+    def write_many(self, writes: Sequence[tuple[ActorKV, WriteBatch]]) -> list[Exception | None]:
+        """Write several actors' batches, each atomic and fenced by its own view, in
+        ONE round trip when :attr:`groups_writes` (else one per batch); counted as the
+        round trips it makes.
+
+        Never raises for a batch: the result list holds, in order, ``None`` for a batch
+        that was applied or the exception :meth:`ActorKV.write` would have raised for it
+        (:class:`~actor_db.errors.KVLimitError`, :class:`~actor_db.errors.FencedError`,
+        :class:`~actor_db.errors.KVConditionFailedError` with the actor-relative key, a
+        :class:`~actor_db.errors.KVError` for anything else). When the round trip
+        itself fails, every batch sent in it gets that failure (wrapped as a
+        ``KVError``): it may or may not have been applied, as with a failed ``write``.
+        """
+        results: list[Exception | None] = [None] * len(writes)
+        items: list[GroupItem] = []
+        sent: list[int] = []
+        for i, (view, batch) in enumerate(writes):
+            if view.store is not self:
+                raise ValueError(f"{view!r} is not a view of {self!r}")
+            try:
+                items.append((view._check_batch(batch), view._fence))
+            except KVError as exc:
+                results[i] = exc
+                continue
+            sent.append(i)
+        if not items:
+            return results
+        if self.groups_writes:
+            self._count()
+        else:
+            for _ in items:
+                self._count()
+        try:
+            outcome = self._write_many(items)
+        except Exception as exc:
+            outcome = [exc] * len(items)
+        for i, error in zip(sent, outcome):
+            if error is None:
+                continue
+            view, batch = writes[i]
+            if isinstance(error, KVConditionFailedError):
+                relative = view._condition_error(error, batch)
+                relative.__cause__ = error
+                error = relative
+            elif not isinstance(error, KVError):
+                wrapped = KVError(f"{type(self).__name__} write failed for actor {view.actor_id!r}: {error}")
+                wrapped.__cause__ = error
+                error = wrapped
+            results[i] = error
+        return results
 
     def _acquire(self, actor_id: str, request: PreloadRequest | None) -> tuple[int, PreloadMap | None]:
         """Bump ``actor_id``'s fencing counter atomically and return the new token (the

@@ -11,6 +11,7 @@ bytes); values and batches are limited only by ``map_size``.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any, Hashable, Iterator, Sequence
@@ -20,12 +21,14 @@ import lmdb
 from vfs.preload import PreloadMap, evaluate_preload
 from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
 
-from actor_db.errors import KVLimitError, KVUnavailableError
-from actor_db.kv.base import Fence, KVStore, check_expectations, scan_with_limits
+from actor_db.errors import KVError, KVLimitError, KVUnavailableError
+from actor_db.kv.base import Fence, GroupItem, KVStore, check_expectations, scan_with_limits
 from actor_db.kv.fencing import decode_token, encode_token, fenced
 from actor_db.kv.namespace import fence_key
 
 __all__ = ["LmdbKV", "DEFAULT_MAP_SIZE"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAP_SIZE = 1 << 36
 """64 GiB of address space; LMDB files grow only as data is written."""
@@ -79,6 +82,9 @@ class LmdbKV(KVStore):
         the last commits on power loss for speed; atomicity is kept either way.
     """
 
+    groups_writes = True
+    """:meth:`write_many` is one write transaction: one commit, one fsync for many actors."""
+
     def __init__(self, path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE, durable: bool = True) -> None:
         self.path = os.path.realpath(os.fspath(path))
         try:
@@ -120,28 +126,59 @@ class LmdbKV(KVStore):
     def _write(self, batch: WriteBatch, fence: Fence | None = None) -> None:
         try:
             with self._txn(write=True) as txn:
-                if fence is not None:
-                    # Inside the write transaction: LMDB serializes write transactions
-                    # across processes, so no other owner can slip in between.
-                    current = decode_token(txn.get(fence_key(fence.actor_id)))
-                    if current != fence.token:
-                        raise fenced(fence.actor_id, fence.token, current)
-                # Expectations too: checked in the same write transaction, before any change.
-                check_expectations(batch.expect, txn.get)
-                for r in batch.delete_ranges:
-                    cursor = txn.cursor()
-                    if cursor.set_range(r.start):
-                        while cursor.key() and cursor.key() < r.end:
-                            if not cursor.delete():
-                                break
-                for key in batch.deletes:
-                    txn.delete(key)
-                for key, value in batch.puts.items():
-                    txn.put(key, value)
+                self._check(txn, batch, fence)
+                self._apply(txn, batch)
         except lmdb.BadValsizeError as exc:
             raise KVLimitError(f"LMDB rejected a key or value size: {exc}") from exc
         except lmdb.MapFullError as exc:
             raise KVLimitError(f"LMDB store at {self.path} is full (map_size): {exc}") from exc
+
+    def _write_many(self, items: Sequence[GroupItem]) -> list[Exception | None]:
+        """Every batch in ONE write transaction (one commit, one fsync): a batch whose
+        fence or expectations fail is skipped (its checks run before any of its
+        changes). Should LMDB refuse a change itself (a full map, a bad size), the
+        transaction is aborted and each batch is written on its own instead, so every
+        batch still gets its own exact result."""
+        results: list[Exception | None] = []
+        try:
+            with self._txn(write=True) as txn:
+                for batch, fence in items:
+                    try:
+                        self._check(txn, batch, fence)
+                    except KVError as exc:
+                        results.append(exc)
+                        continue
+                    self._apply(txn, batch)
+                    results.append(None)
+        except lmdb.Error as exc:
+            log.warning("LMDB refused a group write (%s); writing its %d batches one by one", exc, len(items))
+            return super()._write_many(items)
+        return results
+
+    @staticmethod
+    def _check(txn: Any, batch: WriteBatch, fence: Fence | None) -> None:
+        """Raise (nothing changed yet) unless ``fence`` and ``batch.expect`` hold in ``txn``."""
+        if fence is not None:
+            # Inside the write transaction: LMDB serializes write transactions
+            # across processes, so no other owner can slip in between.
+            current = decode_token(txn.get(fence_key(fence.actor_id)))
+            if current != fence.token:
+                raise fenced(fence.actor_id, fence.token, current)
+        # Expectations too: checked in the same write transaction, before any change.
+        check_expectations(batch.expect, txn.get)
+
+    @staticmethod
+    def _apply(txn: Any, batch: WriteBatch) -> None:
+        for r in batch.delete_ranges:
+            cursor = txn.cursor()
+            if cursor.set_range(r.start):
+                while cursor.key() and cursor.key() < r.end:
+                    if not cursor.delete():
+                        break
+        for key in batch.deletes:
+            txn.delete(key)
+        for key, value in batch.puts.items():
+            txn.put(key, value)
 
     def _preload(self, request: PreloadRequest) -> PreloadMap:
         with self._txn() as txn:

@@ -15,7 +15,7 @@ from sortedcontainers import SortedDict
 from vfs.preload import PreloadMap, evaluate_preload
 from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
 
-from actor_db.kv.base import Fence, KVStore, check_expectations, scan_with_limits
+from actor_db.kv.base import Fence, GroupItem, KVStore, check_expectations, scan_with_limits
 from actor_db.kv.fencing import decode_token, encode_token, fenced
 from actor_db.kv.namespace import fence_key
 
@@ -29,6 +29,7 @@ class MemoryKV(KVStore):
     """
 
     instant_writes = True
+    groups_writes = True
 
     def __init__(self, limits: KVLimits | None = None) -> None:
         super().__init__(limits or KVLimits())
@@ -61,17 +62,33 @@ class MemoryKV(KVStore):
 
     def _write(self, batch: WriteBatch, fence: Fence | None = None) -> None:
         with self._lock:
-            if fence is not None:
-                current = decode_token(self._data.get(fence_key(fence.actor_id)))
-                if current != fence.token:
-                    raise fenced(fence.actor_id, fence.token, current)
-            check_expectations(batch.expect, self._data.get)
-            for r in batch.delete_ranges:
-                for key in list(self._data.irange(r.start, r.end, inclusive=(True, False))):
-                    del self._data[key]
-            for key in batch.deletes:
-                self._data.pop(key, None)
-            self._data.update(batch.puts)
+            self._apply(batch, fence)
+
+    def _write_many(self, items: Sequence[GroupItem]) -> list[Exception | None]:
+        results: list[Exception | None] = []
+        with self._lock:  # one lock round: every batch checked and applied on its own
+            for batch, fence in items:
+                try:
+                    self._apply(batch, fence)
+                except Exception as exc:  # its checks failed before anything of it changed
+                    results.append(exc)
+                else:
+                    results.append(None)
+        return results
+
+    def _apply(self, batch: WriteBatch, fence: Fence | None) -> None:
+        """(Lock held.) Check ``batch``'s fence and expectations, then apply it."""
+        if fence is not None:
+            current = decode_token(self._data.get(fence_key(fence.actor_id)))
+            if current != fence.token:
+                raise fenced(fence.actor_id, fence.token, current)
+        check_expectations(batch.expect, self._data.get)
+        for r in batch.delete_ranges:
+            for key in list(self._data.irange(r.start, r.end, inclusive=(True, False))):
+                del self._data[key]
+        for key in batch.deletes:
+            self._data.pop(key, None)
+        self._data.update(batch.puts)
 
     def _preload(self, request: PreloadRequest) -> PreloadMap:
         with self._lock:

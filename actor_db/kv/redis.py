@@ -60,7 +60,7 @@ from vfs.preload import PreloadMap, build_preload
 from vfs.protocol import KeyRange, KVLimits, PreloadRequest, WriteBatch
 
 from actor_db.errors import ConfigurationError, KVError, KVUnavailableError
-from actor_db.kv.base import Fence, KVStore, condition_failed
+from actor_db.kv.base import Fence, GroupItem, KVStore, condition_failed
 from actor_db.kv.fencing import fenced
 from actor_db.kv.namespace import actor_prefix, parse_actor_key, prefix_end
 
@@ -473,6 +473,12 @@ class RedisKV(KVStore):
         return self._cluster
 
     @property
+    def groups_writes(self) -> bool:  # type: ignore[override]
+        """One server: :meth:`write_many` is one pipeline of write scripts (one round
+        trip). A cluster spreads actors over nodes, so it writes batch by batch."""
+        return not self._cluster
+
+    @property
     def client(self) -> Any:
         """The redis-py client (``redis.Redis`` or ``RedisCluster``)."""
         return self._client
@@ -558,11 +564,55 @@ class RedisKV(KVStore):
         return [(p + flat[j], flat[j + 1]) for j in range(0, len(flat), 2)]
 
     def _write(self, batch: WriteBatch, fence: Fence | None = None) -> None:
+        call = self._write_call(batch, fence)
+        if call is None:
+            return
+        actor, args = call
+        error = self._write_outcome(self._run("write", _WRITE, self._client, actor.keys, args), batch, fence)
+        if error is not None:
+            raise error
+
+    def _write_many(self, items: Sequence[GroupItem]) -> list[Exception | None]:
+        """Every batch's write script in ONE pipeline (one network round trip); each
+        script is atomic, fenced and checked on its own. A script the server does not
+        have (after a restart) is sent again with EVAL, one by one. A cluster writes
+        batch by batch (its actors live on different nodes)."""
+        if self._cluster:
+            return super()._write_many(items)
+        results: list[Exception | None] = [None] * len(items)
+        pipe = self._client.pipeline(transaction=False)
+        sent: list[int] = []
+        for i, (batch, fence) in enumerate(items):
+            call = self._write_call(batch, fence)
+            if call is None:
+                continue
+            actor, args = call
+            pipe.evalsha(_WRITE.sha, len(actor.keys), *actor.keys, *args)
+            sent.append(i)
+        if not sent:
+            return results
+        replies = self._run("write", pipe.execute, False)
+        for i, reply in zip(sent, replies):
+            batch, fence = items[i]
+            if isinstance(reply, NoScriptError):
+                try:
+                    self._write(batch, fence)
+                except Exception as exc:
+                    results[i] = exc
+            elif isinstance(reply, Exception):
+                results[i] = KVError(f"Redis {self._describe()} failed write: {type(reply).__name__}: {reply}")
+                results[i].__cause__ = reply  # type: ignore[union-attr]
+            else:
+                results[i] = self._write_outcome(reply, batch, fence)
+        return results
+
+    def _write_call(self, batch: WriteBatch, fence: Fence | None) -> tuple[_Actor, list[bytes | int | str]] | None:
+        """The actor and the arguments of ``batch``'s write script (``None``: nothing to send)."""
         expected = list(batch.expect.items())
         keys = ([k for k, _ in expected] + [r.start for r in batch.delete_ranges] + list(batch.deletes)
                 + list(batch.puts))
         if not keys and fence is None:
-            return
+            return None
         actor = self._actor_of(keys[0]) if keys else self._actor_cache(actor_prefix(fence.actor_id))  # type: ignore[union-attr]
         assert fence is None or fence.actor_id == actor.actor_id
         args: list[bytes | int | str] = ["" if fence is None else str(fence.token), len(expected)]
@@ -576,14 +626,19 @@ class RedisKV(KVStore):
         args.append(len(batch.puts))
         for k, v in batch.puts.items():
             args += [actor.rel(k), v]
-        reply = self._run("write", _WRITE, self._client, actor.keys, args)
+        return actor, args
+
+    @staticmethod
+    def _write_outcome(reply: Any, batch: WriteBatch, fence: Fence | None) -> Exception | None:
+        """The error the write script's ``reply`` reports (``None``: applied)."""
         status = int(reply[0])
         if status == 2:
-            key, value = expected[int(reply[1])]
-            raise condition_failed(key, value, found_known=False)
+            key, value = list(batch.expect.items())[int(reply[1])]
+            return condition_failed(key, value, found_known=False)
         if status != 1:
             assert fence is not None
-            raise fenced(fence.actor_id, fence.token, int(reply[1]))
+            return fenced(fence.actor_id, fence.token, int(reply[1]))
+        return None
 
     def _preload_args(self, actor: _Actor, request: PreloadRequest, acquire: bool) -> list[bytes | int | str]:
         args: list[bytes | int | str] = ["1" if acquire else "0",

@@ -10,6 +10,14 @@ into one atomic :class:`~vfs.protocol.WriteBatch` (later operations win, as
 limits (:meth:`KVLimits.batch_fits`). The write goes through the actor's fenced view,
 so a merged batch is applied whole or refused whole.
 
+Group commit: on a store whose ``write_many`` is one round trip (LMDB, one Redis
+server), the gate does not run a flusher of its own. It joins the store's
+:class:`~actor_db.runtime.group_commit.GroupCommitter`, whose round writes the next merged
+batch of every joined gate in ONE KV call, each batch still fenced, checked and atomic
+on its own, each gate getting its own result. Stores that apply writes instantly
+(``MemoryKV``) are written in the committing thread; wrappers and clusters keep a
+flusher per gate.
+
 The runtime releases an action's caller only when :attr:`OutputGate.durable` reaches the
 sequence the action ended at (:meth:`OutputGate.wait`): its result never reveals data
 that is not durable yet, while the actor runs its next action at once.
@@ -37,7 +45,11 @@ Invariants:
   earlier batch, and it is never merged behind other batches (:func:`merge_run`).
 - Waiting never deadlocks the pool: a thread that must wait for pending batches
   (:meth:`drain`, or :meth:`write` over :attr:`max_pending_bytes`) writes them itself
-  when no flusher runs.
+  when no flusher runs, and withdraws the gate from a group round that has not taken
+  it yet (that round could need the very thread that waits, e.g. the event loop).
+- One writer at a time: ``_flushing`` is the right to write. Its holder is a flusher
+  (:meth:`_flush`), a conditional write, or the committer while the gate is joined
+  (``_joined``) or in a round; only the holder removes pending batches.
 """
 
 from __future__ import annotations
@@ -53,9 +65,11 @@ from vfs.protocol import ConditionFailedError, KVLimits, PreloadRequest, WriteBa
 
 from actor_db.errors import CommitFailedError, FencedError, KVLimitError
 from actor_db.kv.fencing import fenced_cause
+from actor_db.runtime.group_commit import GroupCommitter, committer_for
 from actor_db.runtime.inbox import inbox_for
 
 if TYPE_CHECKING:
+    from actor_db.kv.base import ActorKV
     from actor_db.runtime.metrics import CountingKV
     from actor_db.runtime.pool import ThreadPool
 
@@ -151,6 +165,17 @@ class OutputGate:
         """The store applies a write in microseconds without I/O (``MemoryKV``): write
         it in the committing thread instead of handing it to a pool thread (the hand-off
         would cost more CPU than the write; nothing is waiting on a network)."""
+        grouped = None if self._inline else committer_for(inner, pool)
+        self._committer: GroupCommitter | None = None if grouped is None else grouped[0]
+        """Where this gate's writes go when no thread must wait for them: the store's
+        group commit (:mod:`actor_db.runtime.group_commit`), or ``None``: a flusher job
+        of its own on the pool."""
+        self._group_view: ActorKV | None = None if grouped is None else grouped[1]
+        """The store's view of this actor, which a group write goes through."""
+        self._joined = False
+        """(Lock.) The gate holds the right to write (``_flushing``) and has joined its
+        committer's next round, which has not taken it yet: a thread that must wait may
+        withdraw it (clear this) and write itself instead."""
         self._pending: collections.deque[tuple[int, WriteBatch, int]] = collections.deque()
         """``(sequence, batch, payload bytes)`` of every batch not durable yet (the one in flight too)."""
         self._pending_bytes = 0
@@ -235,7 +260,7 @@ class OutputGate:
             if over or self._inline:
                 self._flush()  # write it here: we wait for it anyway, or it costs nothing
             else:
-                self._pool.submit(self._flush)
+                self._hand_off()
         if over:
             self._wait_below(self.max_pending_bytes)
 
@@ -261,7 +286,7 @@ class OutputGate:
                 self.durable = seq  # nothing to wait for: the batch was refused whole
                 start = self._done_writing()
             if start:
-                self._pool.submit(self._flush)
+                self._hand_off()
             raise
         except BaseException as exc:
             self._fail(exc)
@@ -276,7 +301,7 @@ class OutputGate:
         if schedule:
             self._call_soon(self._release)
         if start:
-            self._pool.submit(self._flush)
+            self._hand_off()
 
     def _done_writing(self) -> bool:
         """(Lock held.) End :meth:`_write_conditional`'s hold on flushing; whether a
@@ -316,7 +341,7 @@ class OutputGate:
             if self._inline:
                 self._flush()
             else:
-                self._pool.submit(self._flush)
+                self._hand_off()
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         """Values for ``keys``, pending batches first; one KV round trip for the keys no
@@ -384,6 +409,100 @@ class OutputGate:
         exc.__cause__ = failure
         return exc
 
+    def _hand_off(self) -> None:
+        """(The caller just took the right to write, ``_flushing``.) Have the pending
+        batches written without waiting here: in the committer's next round, or by a
+        flusher job of this gate's own."""
+        committer = self._committer
+        if committer is None:
+            self._pool.submit(self._flush)
+            return
+        with self._cond:
+            self._joined = True
+            if self._sleepers:  # a thread waiting for the flusher may take over now
+                self._cond.notify_all()
+        committer.join(self)
+
+    def _withdraw(self) -> bool:
+        """(Lock held.) Take the right to write back from the committer if this gate
+        joined a round that has not taken it yet; whether it did (the caller then
+        writes the pending batches itself)."""
+        if self._joined:
+            self._joined = False
+            return True
+        return False
+
+    def _take_for_round(self) -> tuple[WriteBatch, int] | None:
+        """(Committer, pool thread.) The merged batch this gate sends in the round that
+        is starting and how many pending batches it holds, or ``None`` when the gate
+        left (withdrawn, broken, nothing pending). Counted as the actor's KV write."""
+        with self._cond:
+            if not self._joined:
+                return None
+            self._joined = False
+            if self.failure is not None or not self._pending:
+                self._stop_flushing()
+                return None
+        step = self._next_write()
+        self.inner.count_write()
+        return step
+
+    def _next_write(self) -> tuple[WriteBatch, int]:
+        """(The writer.) The next write: the pending batches merged while they fit, and
+        how many it holds. Only the writer removes batches, so the head stays put."""
+        pending = self._pending
+        if len(pending) == 1:
+            merged, taken = pending[0][1], 1
+        else:
+            merged, taken = merge_run([batch for _, batch, _ in list(pending)], self._limits)
+        self.flushes += 1
+        self.merged_batches += taken - 1
+        return merged, taken
+
+    def _written(self, taken: int, error: BaseException | None) -> bool:
+        """(Committer, pool thread.) The round's result for this gate's first ``taken``
+        pending batches: durable, or ``error`` (the gate breaks). Whether waiters must
+        be released: the committer then calls :meth:`_release` on the loop, one
+        callback for the whole round
+        (:func:`~actor_db.runtime.group_commit.release_all`)."""
+        if error is not None:
+            self._fail(error)
+            return False
+        done, release = self._retire(taken, rejoin=True, post=False)
+        if not done:
+            committer = self._committer
+            assert committer is not None
+            committer.join(self)
+        return release
+
+    def _retire(self, taken: int, rejoin: bool = False, post: bool = True) -> tuple[bool, bool]:
+        """The first ``taken`` pending batches are durable: drop them, advance
+        :attr:`durable`, wake threads that wait. Returns whether the writer's turn ends
+        (nothing left, or broken; otherwise the writer keeps the right to write, and
+        with ``rejoin`` the gate is marked joined in the same step, for the caller to
+        join the committer's next round) and whether :meth:`_release` must run for
+        waiting callers (with ``post`` it is posted to the loop here)."""
+        cond, pending = self._cond, self._pending
+        with cond:
+            freed = 0
+            for _ in range(taken):
+                seq, _, size = pending.popleft()
+                freed += size
+            self._pending_bytes -= freed
+            self.durable = seq
+            done = self.failure is not None or not pending
+            if done:
+                self._flushing = False
+            else:
+                self._joined = rejoin
+            if self._sleepers:
+                cond.notify_all()
+            schedule = bool(self._waiters) and not self._release_scheduled
+            self._release_scheduled = self._release_scheduled or schedule
+        if schedule and post:
+            self._call_soon(self._release)
+        return done, schedule
+
     def _flush(self) -> None:
         """The flusher: write pending batches (merged while they fit) until none is left
         or a write fails. Exactly one flusher runs at a time (``_flushing``)."""
@@ -393,13 +512,7 @@ class OutputGate:
                 self._stop_flushing()
                 return
         while True:
-            # Only this flusher removes batches, so the head read here stays put.
-            if len(pending) == 1:
-                merged, taken = pending[0][1], 1
-            else:
-                merged, taken = merge_run([batch for _, batch, _ in list(pending)], self._limits)
-            self.flushes += 1
-            self.merged_batches += taken - 1
+            merged, taken = self._next_write()
             try:
                 self.inner.write(merged)
             except BaseException as exc:
@@ -407,23 +520,7 @@ class OutputGate:
                 if not isinstance(exc, Exception):
                     raise
                 return
-            with cond:
-                freed = 0
-                for _ in range(taken):
-                    seq, _, size = pending.popleft()
-                    freed += size
-                self._pending_bytes -= freed
-                self.durable = seq
-                done = self.failure is not None or not pending
-                if done:
-                    self._flushing = False
-                if self._sleepers:
-                    cond.notify_all()
-                schedule = bool(self._waiters) and not self._release_scheduled
-                self._release_scheduled = self._release_scheduled or schedule
-            if schedule:
-                self._call_soon(self._release)
-            if done:
+            if self._retire(taken)[0]:
                 return
 
     def _stop_flushing(self) -> None:
@@ -447,6 +544,7 @@ class OutputGate:
             self.failure = exc
             self._pending.clear()
             self._pending_bytes = 0
+            self._joined = False
             self._stop_flushing()
         log.warning("actor %s: KV write failed with %d batch(es) not durable; the actor is reset: %s",
                     self.label, lost, exc)
@@ -522,19 +620,26 @@ class OutputGate:
             target = self.enqueued
             if target <= self.durable:
                 return
-            start = not self._flushing
+            start = not self._flushing or self._withdraw()
             self._flushing = True
         if start:
             self._flush()
         with self._cond:
             while self.durable < target and self.failure is None:
+                if self._withdraw():  # joined a round again that has not started: write here
+                    self._cond.release()
+                    try:
+                        self._flush()
+                    finally:
+                        self._cond.acquire()
+                    continue
                 self._sleep()
             self._raise_if_failed()
 
     def _wait_below(self, bound: int) -> None:
         with self._cond:
             while self._pending_bytes > bound and self.failure is None:
-                if not self._flushing:
+                if not self._flushing or self._withdraw():
                     self._flushing = True
                     self._cond.release()
                     try:

@@ -99,6 +99,12 @@ class CountingKV:
             self.writes += 1
         self.inner.write(batch)
 
+    def count_write(self) -> None:
+        """Count a write of this actor made elsewhere (its batch in a group write,
+        :mod:`actor_db.runtime.group_commit`): the actor's KV write calls stay exact."""
+        with self._lock:
+            self.writes += 1
+
     def delete_all(self) -> None:
         """Delete every key of the actor (one round trip; the driver view must offer it)."""
         with self._lock:

@@ -1,0 +1,186 @@
+"""Group commit: many actors' output-gate writes in ONE KV round trip.
+
+Without it, every actor with pending batches writes them with its own KV call, each on a
+pool thread: a thread wake-up and two GIL hand-offs per actor per round trip, which is
+what bounds a process of many busy actors (it is GIL-bound long before the KV is busy).
+With it, a gate that has batches to write does not start a flusher of its own: it joins
+the store's :class:`GroupCommitter`, and ONE pool job writes every joined gate's next
+merged batch with :meth:`~actor_db.kv.KVStore.write_many` (LMDB: one write transaction
+and one fsync; Redis: one pipeline of fenced write scripts; see the drivers). Each batch
+keeps its own fence, its own expectations and its own result: a refused or failed batch
+breaks only its own actor's gate.
+
+When a round starts. A gate that joins from the event loop's thread (an action that ran
+inline and committed) schedules the round with ``loop.call_soon``: the round starts
+after every callback of the current loop iteration has run, so the commits of a whole
+burst of actions (e.g. every caller released by the previous round) go out together. A
+gate that joins from another thread (a pool worker's commit, a round that found more
+pending) joins the round already scheduled on a running loop, or submits one to the pool.
+Several rounds may be in flight at once (each on its own pool thread); a gate is in at
+most one of them.
+
+Invariants:
+
+- A gate's batches still reach the KV in sequence order: a gate joins only when it holds
+  the right to write (the gate's ``_flushing``), keeps it until its round's result is
+  applied, and then joins again if more is pending. :class:`OutputGate` documents it.
+- A joined gate that has not been taken into a round yet may be withdrawn by a thread
+  that must wait for its batches (:meth:`OutputGate.drain`): that thread then writes them
+  itself, so a thread waiting for durability never waits for a round that could only be
+  started by the thread it blocks (the event loop).
+- A round never raises: every gate in it gets its result, a failed round trip breaks
+  every gate in it (each actor re-opens from the KV, as after any failed write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Sequence
+
+from actor_db.kv.base import ActorKV, KVStore
+
+if TYPE_CHECKING:
+    from actor_db.runtime.gate import OutputGate
+    from actor_db.runtime.metrics import CountingKV
+    from actor_db.runtime.pool import ThreadPool
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GroupCommitter", "committer_for", "release_all", "ROUND_TARGET"]
+
+ROUND_TARGET = 32
+"""Gates that make a round full: the loop sends it at once instead of after its current
+iteration, so a long burst of commits overlaps its first rounds with its last actions."""
+
+
+class GroupCommitter:
+    """Writes the gates of one store in shared rounds (see the module docstring).
+
+    :param store: the driver every joined gate writes to (its ``groups_writes`` holds).
+    :param pool: where rounds run.
+    """
+
+    def __init__(self, store: KVStore, pool: ThreadPool) -> None:
+        self.store = store
+        self._pool = pool
+        self._lock = threading.Lock()
+        self._joined: list[OutputGate] = []
+        self._scheduled: asyncio.AbstractEventLoop | str | None = None
+        """Where a round start is scheduled: a loop, ``"pool"``, or ``None`` (nowhere)."""
+        self.rounds = 0
+        """Round trips made (one per round)."""
+        self.batches = 0
+        """Gate writes carried by those rounds (``batches / rounds``: actors per round trip)."""
+
+    def join(self, gate: OutputGate) -> None:
+        """(Any thread; the gate holds its right to write and is marked joined.) Have
+        ``gate`` written in the next round."""
+        loop = asyncio._get_running_loop()
+        with self._lock:
+            self._joined.append(gate)
+            pending = self._scheduled
+            if pending is loop and loop is not None and len(self._joined) >= ROUND_TARGET:
+                gates, self._joined = self._joined, []  # a full round: send it now
+                self._pool.submit(lambda: self._round(gates))
+                return
+            if pending == "pool" or (pending is not None and (pending is loop or pending.is_running())):  # type: ignore[union-attr]
+                return  # the start already scheduled takes it
+            self._scheduled = "pool" if loop is None else loop
+        if loop is not None:
+            loop.call_soon(self._start)
+        else:
+            self._pool.submit(self._start_here)
+
+    def _take(self) -> list[OutputGate]:
+        with self._lock:
+            gates, self._joined = self._joined, []
+            self._scheduled = None
+        return gates
+
+    def _start(self) -> None:
+        """(Event loop.) Hand every joined gate to one round on the pool."""
+        gates = self._take()
+        if gates:
+            self._pool.submit(lambda: self._round(gates))
+
+    def _start_here(self) -> None:
+        """(Pool thread.) Run the round of every gate joined by now in this thread."""
+        self._round(self._take())
+
+    def _round(self, gates: list[OutputGate]) -> None:
+        """(Pool thread.) Write each gate's next merged batch in ONE ``write_many``."""
+        taken: list[tuple[OutputGate, int]] = []
+        writes: list[tuple[ActorKV, object]] = []
+        seen: set[int] = set()
+        for gate in gates:
+            if id(gate) in seen:
+                continue
+            seen.add(id(gate))
+            step = gate._take_for_round()
+            if step is None:
+                continue
+            batch, count = step
+            taken.append((gate, count))
+            writes.append((gate._group_view, batch))
+        if not taken:
+            return
+        self.rounds += 1
+        self.batches += len(taken)
+        try:
+            results: list[Exception | None] = self.store.write_many(writes)  # type: ignore[arg-type]
+        except BaseException as exc:  # never strand a gate: each one fails with it
+            for gate, _ in taken:
+                gate._written(0, exc)
+            if not isinstance(exc, Exception):
+                raise
+            log.exception("a group write of %d actors failed", len(taken))
+            return
+        # Every gate's bookkeeping first, then ONE wake-up of the loop for the round
+        # (posting per gate would hand the GIL to the loop mid-round, once per actor).
+        release = [gate for (gate, count), error in zip(taken, results) if gate._written(count, error)]
+        if release:
+            release_all(release)
+
+
+def release_all(gates: Sequence[OutputGate]) -> None:
+    """Post ONE callback per event loop that releases the waiters of every gate in
+    ``gates`` (whose :meth:`OutputGate._written` asked for it): a group round wakes each
+    loop once, not once per actor."""
+    by_inbox: dict[int, tuple[Any, list[OutputGate]]] = {}
+    for gate in gates:
+        entry = by_inbox.get(id(gate._inbox))
+        if entry is None:
+            by_inbox[id(gate._inbox)] = (gate._inbox, [gate])
+        else:
+            entry[1].append(gate)
+    for inbox, members in by_inbox.values():
+        inbox.post(_release_each, members)
+
+
+def _release_each(gates: list[OutputGate]) -> None:
+    for gate in gates:
+        gate._release()
+
+
+_committers: weakref.WeakKeyDictionary[ThreadPool, dict[int, GroupCommitter]] = weakref.WeakKeyDictionary()
+_committers_lock = threading.Lock()
+
+
+def committer_for(view: CountingKV, pool: ThreadPool) -> tuple[GroupCommitter, ActorKV] | None:
+    """The committer ``view``'s writes join and the store view they are made through, or
+    ``None`` when they cannot be grouped: the store makes no one-round-trip group
+    writes, or ``view`` does not write straight to a store's actor view (a wrapper that
+    adds behaviour of its own, e.g. a test's fault injector, keeps its own writes)."""
+    inner = getattr(view, "inner", None)
+    if type(inner) is not ActorKV or not inner.store.groups_writes:
+        return None
+    store = inner.store
+    with _committers_lock:
+        per_pool = _committers.setdefault(pool, {})
+        committer = per_pool.get(id(store))
+        if committer is None or committer.store is not store:
+            committer = per_pool[id(store)] = GroupCommitter(store, pool)
+    return committer, inner

@@ -1,0 +1,349 @@
+"""Group commit (issue 13): many actors' output-gate writes in ONE KV round trip.
+
+Store level (``KVStore.write_many``) on every driver, the Redis Cluster included: each
+batch is atomic, fenced and checked on its own and gets its own result. Runtime level
+on every driver and both VFSes: busy actors share round trips, each actor's own write
+count stays exact, a refused or failed batch breaks only its own actor, and a thread
+that must wait for a joined gate never waits for a round it would have to start itself.
+Counted, never timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import pathlib
+import threading
+from typing import Any, Callable, Iterator
+
+import pytest
+
+import actor_db
+import vfs
+from actor_db.errors import CommitFailedError, FencedError, KVConditionFailedError, KVError, KVLimitError
+from actor_db.kv import KVStore, LmdbKV, MemoryKV
+from actor_db.runtime.gate import OutputGate
+from actor_db.runtime.group_commit import GroupCommitter, committer_for
+from actor_db.runtime.metrics import CountingKV
+from actor_db.runtime.pool import ThreadPool
+from vfs.protocol import KVLimits, WriteBatch
+from tests.drivers import DRIVERS, DriverFactory, RedisClusterFactory
+from tests.runtime_support import HookedStore, run
+
+DEADLINE_S = 30.0
+ALL_DRIVERS: dict[str, Callable[[pathlib.Path], DriverFactory]] = {**DRIVERS, "redis-cluster": RedisClusterFactory}
+
+
+@pytest.fixture(params=sorted(ALL_DRIVERS), ids=str)
+def any_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KVStore]:
+    """A store of every driver kind, the 3-master Redis Cluster included."""
+    factory = ALL_DRIVERS[request.param](tmp_path_factory.mktemp(request.param))
+    store = factory.open()
+    try:
+        yield store
+    finally:
+        store.close()
+        factory.cleanup()
+
+
+def put(key: bytes, value: bytes) -> WriteBatch:
+    batch = WriteBatch()
+    batch.put(key, value)
+    return batch
+
+
+# ------------------------------------------------------------------------ the store API
+
+def test_write_many_gives_each_batch_its_own_result(any_store: KVStore) -> None:
+    a, b, c, d = (any_store.actor(name) for name in ("gc/a", "gc/b", "gc/c", "gc/d"))
+    for view in (a, b, c, d):
+        view.acquire_ownership()
+    any_store.actor("gc/b").acquire_ownership()  # another runtime took b: b's token is stale
+    refused = put(b"k", b"c")
+    refused.expect_value(b"missing", b"something")
+    too_long = put(b"x" * 100_000, b"d") if any_store.limits.max_key_bytes else None
+    writes = [(a, put(b"k", b"a")), (b, put(b"k", b"b")), (c, refused)]
+    if too_long is not None:
+        writes.append((d, too_long))
+    trips = any_store.round_trips
+    results = any_store.write_many(writes)
+    assert results[0] is None
+    assert isinstance(results[1], FencedError)
+    assert isinstance(results[2], KVConditionFailedError) and results[2].key == b"missing"  # actor-relative
+    if too_long is not None:
+        assert isinstance(results[3], KVLimitError)  # refused before anything was sent
+    expected_trips = 1 if any_store.groups_writes else 3
+    assert any_store.round_trips - trips == expected_trips
+    assert a.get_many([b"k"]) == [b"a"]
+    assert b.get_many([b"k"]) == [None] and c.get_many([b"k"]) == [None]  # nothing of a refused batch
+
+
+def test_write_many_applies_every_operation_kind(any_store: KVStore) -> None:
+    a, b = any_store.actor("ops/a"), any_store.actor("ops/b")
+    seed = WriteBatch()
+    for k in (b"r/1", b"r/2", b"r/3", b"gone", b"kept"):
+        seed.put(k, b"v")
+    assert any_store.write_many([(a, seed), (b, put(b"only", b"b"))]) == [None, None]
+    change = WriteBatch()
+    change.delete_range(b"r/", b"r/3")
+    change.delete(b"gone")
+    change.put(b"new", b"n")
+    change.expect_value(b"kept", b"v")
+    assert any_store.write_many([(a, change), (b, put(b"only", b"b2"))]) == [None, None]
+    assert dict(a.scan(b"", b"")) == {b"kept": b"v", b"new": b"n", b"r/3": b"v"}
+    assert dict(b.scan(b"", b"")) == {b"only": b"b2"}
+
+
+def test_write_many_refuses_a_view_of_another_store(tmp_path: pathlib.Path) -> None:
+    one, other = MemoryKV(), MemoryKV()
+    with pytest.raises(ValueError):
+        one.write_many([(other.actor("x"), put(b"k", b"v"))])
+
+
+def test_lmdb_falls_back_to_one_write_per_batch_when_the_group_is_refused(tmp_path: pathlib.Path) -> None:
+    store = LmdbKV(tmp_path / "small", map_size=256 * 1024)
+    try:
+        small, big = store.actor("small"), store.actor("big")
+        huge = WriteBatch()
+        for i in range(200):
+            huge.put(b"k%04d" % i, b"x" * 4000)  # ~800 KB: more than the map holds
+        results = store.write_many([(small, put(b"k", b"v")), (big, huge)])
+        assert results[0] is None  # the batch that fits is written on its own
+        assert isinstance(results[1], KVLimitError)
+        assert small.get_many([b"k"]) == [b"v"]
+        assert big.scan(b"", b"") == []
+    finally:
+        store.close()
+
+
+def test_a_failed_round_trip_fails_every_batch_in_it() -> None:
+    class Broken(MemoryKV):
+        def _write_many(self, items: Any) -> list[Exception | None]:
+            raise ConnectionError("the network went away")
+
+    store = Broken()
+    results = store.write_many([(store.actor("a"), put(b"k", b"v")), (store.actor("b"), put(b"k", b"v"))])
+    assert all(isinstance(r, KVError) and "network went away" in str(r) for r in results)
+
+
+# ------------------------------------------------------------------------ the runtime
+
+@pytest.fixture
+def runtime_vfs(vfs_kind: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(vfs, "connect", functools.partial(vfs.connect, vfs=vfs_kind))
+    return vfs_kind
+
+
+def counter_type() -> actor_db.runtime.ActorDefinition:
+    t = actor_db.actor("ctr", state=lambda: {"n": 0},
+                       db=actor_db.db(migrations=["CREATE TABLE e (id INTEGER PRIMARY KEY, v TEXT)"]),
+                       idle_timeout_s=None)
+
+    @t.action
+    async def add(c: actor_db.Context, i: int) -> int:
+        await c.db.execute("INSERT INTO e (id, v) VALUES (?, ?)", i, f"row {i}")
+        return i
+
+    @t.action
+    async def ids(c: actor_db.Context) -> list[int]:
+        return [r[0] for r in await c.db.execute("SELECT id FROM e ORDER BY id")]
+
+    return t
+
+
+class Gatekeeper:
+    """Holds every group write inside the KV call until :meth:`open` (a hook of a
+    :class:`HookedStore`), counting the group calls that reached the store."""
+
+    def __init__(self, hooked: HookedStore) -> None:
+        self.held = threading.Event()
+        self.held.set()
+        self.entered = threading.Event()
+        self.groups = 0
+        self._hooked = hooked
+        inner_many = hooked._write_many
+
+        def write_many(items: Any) -> list[Exception | None]:
+            self.groups += 1
+            self.entered.set()
+            self.held.wait(DEADLINE_S)
+            return inner_many(items)
+
+        hooked._write_many = write_many  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        self.entered.clear()
+        self.held.clear()
+
+    def open(self) -> None:
+        self.held.set()
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.001)
+    await asyncio.wait_for(poll(), DEADLINE_S)
+
+
+def test_busy_actors_share_round_trips_and_keep_exact_counts(store: KVStore, runtime_vfs: str) -> None:
+    hooked = HookedStore(store)
+    keeper = Gatekeeper(hooked)
+    actors = 12
+
+    async def main() -> None:
+        registry = actor_db.Registry([counter_type()], kv=hooked)
+        handles = [registry.get_or_create("ctr", f"a{i}") for i in range(actors)]
+        await asyncio.gather(*(h.call("add", 0) for h in handles))
+        before = [h.metrics()["kv_writes"] for h in handles]
+        trips = hooked.round_trips
+        if hooked.groups_writes and not hooked.instant_writes:
+            keeper.close()  # the next group write waits inside the store ...
+            first = asyncio.ensure_future(handles[0].call("add", 1))
+            await until(keeper.entered.is_set)
+            # ... while every other actor commits: their batches all join the NEXT round.
+            rest = [asyncio.ensure_future(h.call("add", 1)) for h in handles[1:]]
+            await until(lambda: all(h.metrics()["output_gate_batches"] >= 2 for h in handles[1:]))
+            keeper.open()
+            assert await asyncio.gather(first, *rest) == [1] * actors
+            assert hooked.round_trips - trips == 2  # actor 0's round, then ONE for the 11 others
+            assert keeper.groups >= 2
+        else:  # MemoryKV: every commit is applied in the committing thread, at once
+            assert await asyncio.gather(*(h.call("add", 1) for h in handles)) == [1] * actors
+            assert hooked.round_trips - trips == actors and keeper.groups == 0
+        assert [h.metrics()["kv_writes"] - b for h, b in zip(handles, before)] == [1] * actors
+        for h in handles:
+            await h.sleep()
+        assert await asyncio.gather(*(h.call("ids") for h in handles)) == [[0, 1]] * actors
+        await registry.close()
+
+    run(main())
+
+
+def test_a_fenced_actor_in_a_round_breaks_only_its_own_gate(driver: DriverFactory, runtime_vfs: str) -> None:
+    store = driver.open()
+    other = driver.open()
+
+    async def main() -> None:
+        registry = actor_db.Registry([counter_type()], kv=store)
+        handles = [registry.get_or_create("ctr", f"f{i}") for i in range(6)]
+        await asyncio.gather(*(h.call("add", 0) for h in handles))
+        other.actor("ctr/f3").acquire_ownership()  # a second runtime takes f3 over
+        results = await asyncio.gather(*(h.call("add", 1) for h in handles), return_exceptions=True)
+        assert isinstance(results[3], FencedError)
+        assert [r for i, r in enumerate(results) if i != 3] == [1] * 5
+        reader = actor_db.Registry([counter_type()], kv=other)
+        assert await reader.get_or_create("ctr", "f3").call("ids") == [0]  # the refused batch: nothing
+        for i in (0, 1, 2, 4, 5):
+            await handles[i].sleep()
+            assert await handles[i].call("ids") == [0, 1]
+        await reader.close()
+        await registry.close()
+
+    try:
+        run(main())
+    finally:
+        other.close()
+        store.close()
+
+
+def test_a_failed_group_write_resets_every_actor_in_it_and_they_reopen(store: KVStore, runtime_vfs: str) -> None:
+    hooked = HookedStore(store)
+    failing = [False]
+
+    def hook(op: str, actor: str | None, payload: Any) -> None:
+        if op == "write" and failing[0] and actor is not None and actor.startswith("ctr/r"):
+            raise ConnectionError("round trip lost")
+
+    inner_many = hooked._write_many
+
+    def write_many(items: Any) -> list[Exception | None]:
+        if failing[0]:  # the whole round trip fails: every batch in it
+            raise ConnectionError("round trip lost")
+        return inner_many(items)
+
+    hooked._write_many = write_many  # type: ignore[method-assign]
+
+    async def main() -> None:
+        registry = actor_db.Registry([counter_type()], kv=hooked)
+        handles = [registry.get_or_create("ctr", f"r{i}") for i in range(4)]
+        await asyncio.gather(*(h.call("add", 0) for h in handles))
+        failing[0] = True
+        hooked.hook = hook  # MemoryKV writes inline, one batch at a time: fail each
+        results = await asyncio.gather(*(h.call("add", 1) for h in handles), return_exceptions=True)
+        failing[0] = False
+        hooked.hook = None
+        assert all(isinstance(r, CommitFailedError) for r in results), results
+        assert all("round trip lost" in str(r.__cause__) for r in results)
+        # Every actor answers again from the KV, the only truth: the lost round's rows are gone.
+        for h in handles:
+            assert await h.call("ids") == [0]
+            assert await h.call("add", 2) == 2
+            assert await h.call("ids") == [0, 2]
+        await registry.close()
+
+    run(main())
+
+
+def test_a_thread_that_waits_withdraws_a_joined_gate_instead_of_deadlocking(tmp_path: pathlib.Path) -> None:
+    """The event loop's thread commits (the gate joins a round scheduled on that same
+    loop), then must wait for durability before it yields (a drain, as a scan does):
+    it withdraws the gate and writes the batch itself."""
+    async def main(kv: KVStore) -> None:
+        pool = ThreadPool(2)
+        view = CountingKV(kv.actor("w"))
+        gate = OutputGate(view, pool, asyncio.get_running_loop(), "w")
+        grouped = committer_for(view, pool)
+        assert grouped is not None and isinstance(grouped[0], GroupCommitter)
+        gate.write(put(b"k", b"1"))  # joins; the round would start after this callback
+        assert gate.pending == 1
+        gate.drain()  # on the loop's thread, before yielding: must not wait for the round
+        assert gate.durable == 1 and kv.actor("w").get_many([b"k"]) == [b"1"]
+        gate.write(put(b"k", b"2"))
+        await gate.wait(gate.enqueued)  # the normal path: the round runs on the pool
+        assert kv.actor("w").get_many([b"k"]) == [b"2"]
+        assert grouped[0].rounds >= 1
+        pool.shutdown()
+
+    kv = LmdbKV(tmp_path / "w")
+    outcome: list[BaseException | None] = []
+
+    def body() -> None:
+        try:
+            run(main(kv))
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=body, daemon=True)  # a deadlock fails the test, not the run
+    thread.start()
+    thread.join(DEADLINE_S)
+    assert not thread.is_alive(), "drain() on the loop's thread waited for a round only that thread could start"
+    kv.close()
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
+def test_only_plain_views_of_grouping_stores_join_a_committer(tmp_path: pathlib.Path) -> None:
+    async def main() -> None:
+        pool = ThreadPool(1)
+        loop = asyncio.get_running_loop()
+        lmdb_store = LmdbKV(tmp_path / "g")
+        try:
+            grouped = OutputGate(CountingKV(lmdb_store.actor("g")), pool, loop, "g")
+            assert grouped._committer is not None
+
+            class Wrapper:  # a view that adds behaviour of its own keeps its own writes
+                def __init__(self, inner: Any) -> None:
+                    self.inner = inner
+                    self.limits = inner.limits
+            wrapped = OutputGate(CountingKV(Wrapper(lmdb_store.actor("w"))), pool, loop, "w")  # type: ignore[arg-type]
+            assert wrapped._committer is None
+            instant = OutputGate(CountingKV(MemoryKV().actor("m")), pool, loop, "m")
+            assert instant._committer is None  # written in the committing thread
+        finally:
+            lmdb_store.close()
+            pool.shutdown()
+
+    run(main())

@@ -345,6 +345,8 @@ class ActorKV:
         return self._prefix + key
 
     def _check_batch(self, batch: WriteBatch) -> WriteBatch:
+        """``batch`` with full store keys, after checking it against the limits (every
+        commit passes here: the sums are taken only for the limits a driver has)."""
         limits = self._limits
         max_value = limits.max_value_bytes
         if max_value is not None:
@@ -352,16 +354,26 @@ class ActorKV:
                 if len(value) > max_value:
                     raise KVLimitError(
                         f"value of {len(value)} bytes for key {key!r} exceeds the driver's limit of {max_value} bytes")
-        if not limits.batch_fits(batch.op_count, batch.payload_bytes):
-            raise KVLimitError(
-                f"batch of {batch.op_count} operations / {batch.payload_bytes} bytes exceeds the driver's "
-                f"atomic-batch limit ({limits.max_batch_keys} operations / {limits.max_batch_bytes} bytes)")
+        if limits.max_batch_keys is not None or limits.max_batch_bytes is not None:
+            ops, nbytes = batch.op_count, batch.payload_bytes
+            if not limits.batch_fits(ops, nbytes):
+                raise KVLimitError(
+                    f"batch of {ops} operations / {nbytes} bytes exceeds the driver's "
+                    f"atomic-batch limit ({limits.max_batch_keys} operations / {limits.max_batch_bytes} bytes)")
+        prefix, max_key = self._prefix, limits.max_key_bytes
+        if max_key is not None:
+            for keys in (batch.puts, batch.deletes, batch.expect):
+                for key in keys:
+                    if len(key) > max_key:
+                        raise KVLimitError(f"key of {len(key)} bytes exceeds the driver's limit of {max_key} bytes")
         full = WriteBatch()
         for r in batch.delete_ranges:
-            full.delete_ranges.append(KeyRange(self._full(r.start), self._prefix + r.end if r.end else self._end))
-        full.deletes = {self._full(k) for k in batch.deletes}
-        full.puts = {self._full(k): bytes(v) for k, v in batch.puts.items()}
-        full.expect = {self._full(k): None if v is None else bytes(v) for k, v in batch.expect.items()}
+            full.delete_ranges.append(KeyRange(self._full(r.start), prefix + r.end if r.end else self._end))
+        if batch.deletes:
+            full.deletes = {prefix + k for k in batch.deletes}
+        full.puts = {prefix + k: v if type(v) is bytes else bytes(v) for k, v in batch.puts.items()}
+        if batch.expect:
+            full.expect = {prefix + k: v if v is None or type(v) is bytes else bytes(v) for k, v in batch.expect.items()}
         return full
 
     def _call(self, what: str, fn, *args):  # type: ignore[no-untyped-def]

@@ -4,8 +4,12 @@ throughput with 5 ms per KV round trip, and one actor with 64 concurrent callers
 Each probe runs in a fresh process (:mod:`benchmarks.scale`, which documents every
 figure); the benchmark's own time is the probe's run time and means little: the
 figures are in ``extra_info`` and in REPORT.md's "Actors at scale" section.
-Full mode: 100 and 10,000 awake actors, 1 / 64 / 256 actors at 5 ms; quick mode
-(``ACTOR_DB_BENCH_QUICK=1``): 50 and 500 awake, 1 / 8 actors, 1 s runs.
+Full mode: 100, 10,000 and 50,000 awake actors (at 50,000 without the one-at-a-time
+wake and sleep, which would add a minute), the read p50 of 10,000 versus 100 awake
+(two live processes, 40 interleaved pairs of passes), 1 / 64 / 256 actors at 5 ms;
+quick mode (``ACTOR_DB_BENCH_QUICK=1``): 50 and 500 awake, 6 pairs, 1 / 8 actors, 1 s
+runs. The full suite takes about four minutes, most of it creating and waking the
+50,000 actors (about 1 ms of CPU each).
 """
 
 from __future__ import annotations
@@ -25,7 +29,12 @@ from benchmarks.settings import settings
 
 S = settings()
 ROOT = Path(__file__).resolve().parent.parent
-AWAKE = (50, 500) if S.quick else (100, 10_000)
+AWAKE = (50, 500) if S.quick else (100, 10_000, 50_000)
+ONE_AT_A_TIME_UP_TO = 10_000
+"""Larger probes skip the one-at-a-time wake and sleep measures (a minute at 50,000)."""
+COMPARE = (50, 500) if S.quick else (100, 10_000)
+"""(small, large) awake actors of the read p50 comparison (issue 13: 100 and 10,000)."""
+COMPARE_PAIRS, COMPARE_READS = (6, 300) if S.quick else (40, 1000)
 LATENCY_ACTORS = (1, 8) if S.quick else (1, 64, 256)
 SECONDS = 1.0 if S.quick else 4.0
 
@@ -44,8 +53,21 @@ def probe(*args: str) -> Any:
 @pytest.mark.parametrize("actors", AWAKE, ids=lambda n: f"{n}-awake")
 def test_awake_actors(benchmark: Any, actors: int) -> None:
     out: dict[str, Any] = {}
-    benchmark.pedantic(lambda: out.update(probe("awake", "--actors", str(actors), "--reads", "2000")),
+    args = ["awake", "--actors", str(actors), "--reads", "2000"]
+    if actors > ONE_AT_A_TIME_UP_TO:
+        args.append("--no-one-at-a-time")
+    benchmark.pedantic(lambda: out.update(probe(*args)), rounds=1, iterations=1)
+    record(benchmark, round_trips=None, **out)
+
+
+@pytest.mark.benchmark(group="scale-compare")
+def test_read_p50_many_versus_few_awake(benchmark: Any) -> None:
+    out: dict[str, Any] = {}
+    small, large = COMPARE
+    benchmark.pedantic(lambda: out.update(probe("compare", "--actors", str(small), str(large), "--pairs",
+                                                str(COMPARE_PAIRS), "--reads", str(COMPARE_READS))),
                        rounds=1, iterations=1)
+    assert out["read_p50_ratio"] > 0 and out["hot_read_p50_ratio"] > 0
     record(benchmark, round_trips=None, **out)
 
 

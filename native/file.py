@@ -266,6 +266,7 @@ class NativeFile(KVFile):
         seen_generation: int = 0,
     ) -> None:
         self._c = cfile
+        self._caddr = _address(cfile)
         self._stale = True
         self._record: Any = None
         self._handle = ffi.new_handle(self)
@@ -319,6 +320,15 @@ class NativeFile(KVFile):
         cache = _CacheView(self._c) if options.cache_chunks != 0 else None
         return cache, _DirtyView(self._c), _StagedView(self._c)
 
+    def _has_pending_changes(self) -> bool:
+        # KVFile's test on C's counters and fields directly (no view object in between).
+        c, addr = self._c, self._caddr
+        return bool(_dirty_count(addr) or _staged_count(addr) or c.size != c.committed_size
+                    or c.low_water != c.committed_size)
+
+    def _has_staged(self) -> bool:
+        return _staged_count(self._caddr) != 0
+
     def _dirty_chunk(self, index: int, whole: bool) -> Any:
         # KVFile creates a bytearray and edits it after storing it; here the chunk is
         # created in C first and edited in place through a view of C memory.
@@ -341,6 +351,8 @@ class NativeFile(KVFile):
         if n < 0:
             raise MemoryError("native VFS: out of memory for the commit's dirty snapshot")
         indices, buf = self._snap_indices, self._snap_buf
+        if n == 1:  # (the usual small commit: no comprehension)
+            return {indices[0]: buf[0:CHUNK_SIZE]}
         snapshot = {indices[j]: buf[j * CHUNK_SIZE:(j + 1) * CHUNK_SIZE] for j in range(n)}
         if self._snap_cap > _SNAPSHOT_KEEP_CHUNKS:  # a large commit: do not hold its size
             self._new_snapshot_buffers(_SNAPSHOT_CHUNKS)
@@ -354,7 +366,7 @@ class NativeFile(KVFile):
 
     def _cache_committed(self, dirty: dict[int, bytes]) -> None:
         # C's dirty buffer still holds exactly the snapshot ``dirty`` was taken from.
-        assert len(dirty) == len(self._dirty)
+        assert len(dirty) == _dirty_count(self._caddr)
         if self._cache is not None and lib.kvn_cache_put_dirty(self._c) != 0:
             raise MemoryError("native VFS: out of memory for the chunk cache")
 
@@ -382,6 +394,8 @@ class NativeFile(KVFile):
 
     def _preload_changed(self, start: bytes, end: bytes | None) -> None:
         """Re-mirror the preload's chunk entries with keys in ``[start, end)``."""
+        if end is not None and end <= self._chunk_prefix:
+            return  # every key in the range sorts before the chunk keys (a commit's meta)
         lo, hi = self._first_index(start), self._first_index(end)
         if lo >= hi:
             return

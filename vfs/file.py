@@ -31,6 +31,7 @@ validation and writer lease of :mod:`vfs.lease`.
 from __future__ import annotations
 
 import logging
+import struct
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -59,6 +60,17 @@ FIRST_READAHEAD_CHUNKS = 64
 """Read-ahead window on the first sequential miss (then doubled per sequential miss)."""
 MAX_READAHEAD_CHUNKS = 65536
 """Hard cap of the read-ahead window (256 MiB per KV call)."""
+
+_pack_index = struct.Struct(">I").pack
+"""A chunk key's 4-byte index suffix (:func:`vfs.keys.chunk_key`)."""
+
+
+def _payload_bytes(batch: WriteBatch) -> int:
+    """``batch.payload_bytes``; a batch of puts only (a commit's) is summed in C."""
+    if batch.deletes or batch.delete_ranges or batch.expect:
+        return batch.payload_bytes
+    puts = batch.puts
+    return sum(map(len, puts)) + sum(map(len, puts.values()))
 
 
 def readahead_cap(limits: KVLimits, configured: int | None) -> int:
@@ -161,6 +173,8 @@ class KVFile:
         self._limits = kv.limits
         self._tag = FILE_MAIN
         self._meta_key = meta_key(FILE_MAIN)
+        self._chunk_key_prefix = chunk_key(FILE_MAIN, 0)[:-4]
+        """``chunk_key(tag, i)`` is this prefix + ``i`` as u32 BE (:data:`_pack_index`)."""
         self.preload = preload
         self.options = options
         self.stats = stats
@@ -828,9 +842,13 @@ class KVFile:
                 raise
             failure = sqlite_error(apsw.SQLITE_IOERR_FSYNC, f"actor-db: the commit hook failed: {type(exc).__name__}: {exc}")
             raise failure from exc
-        if not (self._has_pending_changes() or extra):
+        if not (extra or self._has_pending_changes()):
             return
         self.commit(extra)
+
+    def _has_staged(self) -> bool:
+        """Whether chunks of this transaction were spilled to the staging range."""
+        return bool(self._staged)
 
     def _has_pending_changes(self) -> bool:
         return bool(self._dirty or self._staged or self._size != self._committed_size
@@ -848,44 +866,51 @@ class KVFile:
         is re-read before the next operation (the batch may or may not have landed;
         SQLite's rollback then writes the old pages back as a new commit).
         """
-        pending = len(self._dirty)
+        dirty: dict[int, bytes] | None = None
         try:
             self._prepare_kv_write()
             dirty = self._dirty_snapshot()
-            truncate_from = chunk_count(self._low_water) if self._low_water < self._committed_size else None
+            size, committed = self._size, self._committed_size
+            truncate_from = chunk_count(self._low_water) if self._low_water < committed else None
             batch = WriteBatch()
-            new_end = chunk_count(self._size)
+            new_end = chunk_count(size)
             if truncate_from is not None:
                 # Holes inside the new size now; the tail past the new end only after
                 # SQLite has seen the commit succeed (phase two): if this commit fails
                 # and SQLite rolls back in place, those pages must still be there.
                 redo.truncate(batch, self._tag, truncate_from, new_end, keep_tail=True)
-            elif self._size > self._committed_size and not self._ambiguous:
+            elif size > committed and not self._ambiguous:
                 # Growing: a tail left past the committed end must not reappear as data.
-                batch.delete_range(*chunk_range(self._tag, chunk_count(self._committed_size)))
-            if self._stale_staging and not self._staged:
+                batch.delete_range(*chunk_range(self._tag, chunk_count(committed)))
+            staged = self._has_staged()
+            if self._stale_staging and not staged:
                 batch.delete_range(*staged_range())  # an earlier writer's uncommitted leftovers
                 batch.delete(COMMIT_RECORD_KEY)
-            for index, data in dirty.items():
-                batch.put(chunk_key(self._tag, index), data)
-            batch.put(self._meta_key, encode_meta(self._size))
+            # Chunk keys and the meta key are never in ``batch.deletes`` (it holds the
+            # commit record's key at most): plain dict stores are WriteBatch.put here.
+            prefix = self._chunk_key_prefix
+            chunk_puts = [(prefix + _pack_index(index), data) for index, data in dirty.items()]
+            puts = batch.puts
+            puts.update(chunk_puts)
+            meta = encode_meta(size)
+            puts[self._meta_key] = meta
             new_hint = self._hint_to_write(force=False)
             if new_hint is not None:
                 extra = WriteBatch() if extra is None else extra
                 extra.put(hint.HINT_KEY, hint.encode(new_hint))
-            leased = WriteBatch()
             if self._cross_process:
+                leased = WriteBatch()
                 page1 = dirty.get(0, self._tx_state[1] if self._tx_state is not None else None)
-                landed = None if self._staged or page1 is None else (encode_meta(self._size), page1, None)
+                landed = None if staged or page1 is None else (meta, page1, None)
                 self._lease_into(leased, landed)
-            if leased or leased.expect:
-                extra = WriteBatch() if extra is None else extra
-                extra.merge(leased)
+                if leased or leased.expect:
+                    extra = WriteBatch() if extra is None else extra
+                    extra.merge(leased)
             if extra:
                 batch.merge(extra)
             applied = True
             large = False
-            if not self._staged and self._limits.batch_fits(batch.op_count, batch.payload_bytes):
+            if not staged and self._limits.batch_fits(batch.op_count, _payload_bytes(batch)):
                 self._kv_write(batch)
                 self.stats.chunks_written += len(dirty)
             else:
@@ -905,15 +930,15 @@ class KVFile:
                         for index in [i for i in self._cache.keys() if i >= truncate_from]:
                             del self._cache[index]
                 self._cache_committed(dirty)
-                for index, data in dirty.items():
-                    self.preload.update(chunk_key(self._tag, index), data)
-                self.preload.update(self._meta_key, encode_meta(self._size))
+                chunk_puts.append((self._meta_key, meta))
+                self.preload.update_many(chunk_puts)
             self._reset_after_commit()
             self._committed_to_share(None if large or not applied else dirty, truncate_from)
         except apsw.Error:
             self._after_failed_commit()
             raise
         except Exception as exc:
+            pending = len(dirty) if dirty is not None else len(self._dirty)
             self._after_failed_commit()
             raise kv_failure(apsw.SQLITE_IOERR_FSYNC, f"write of the commit batch ({pending} chunks)", exc) from exc
         except BaseException:

@@ -109,6 +109,25 @@ class PreloadMap:
                 self._values[key] = value
         self._notify(key, key + b"\x00")
 
+    def update_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """:meth:`update` for each ``(key, value)`` of a commit, under one lock hold;
+        listeners hear of each covered key afterwards, in order."""
+        changed: list[bytes] = []
+        with self._lock:
+            values, exact, covered = self._values, self._exact, self._covered
+            for key, value in items:
+                if key not in exact:  # (_is_covered, inlined)
+                    for r in covered:
+                        if r.start <= key < r.end:
+                            break
+                    else:
+                        continue
+                values[key] = value
+                changed.append(key)
+        if changed and self._listeners:
+            for key in changed:
+                self._notify(key, key + b"\x00")
+
     def delete_range(self, start: bytes, end: bytes) -> None:
         """Record a committed range delete: covered keys in it become absent."""
         with self._lock:

@@ -140,6 +140,9 @@ class ActorConnection:
         self._prepared: Any = _NOT_PREPARED
         self._savepoints = itertools.count(1)
         self._cursor: apsw.Cursor | None = None
+        self._control: apsw.Cursor | None = None
+        """A cursor for the implicit ``BEGIN`` / ``COMMIT`` (no exec tracer; reused, so
+        they cost no cursor allocation as ``con.execute`` would)."""
         self._index: dict[str, int] | None = None
         self._shapes: dict[tuple[str, ...], dict[str, int]] = {}
 
@@ -166,6 +169,7 @@ class ActorConnection:
         cursor = con.cursor()
         cursor.exec_trace = self._new_statement
         self._cursor = cursor
+        self._control = con.cursor()
 
     def _new_statement(self, cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
         self._index = None
@@ -237,12 +241,19 @@ class ActorConnection:
 
     def _maybe_begin(self, con: vfs.KVConnection, sql: str) -> None:
         if self.action_active and not con.in_transaction and first_keyword(sql) not in _SELF_MANAGED:
-            con.execute("BEGIN")
+            control = self._control
+            if control is not None:
+                control.execute("BEGIN")
+            else:
+                con.execute("BEGIN")
 
     def execute(self, sql: str, args: tuple[Any, ...]) -> list[Row]:
         """Run ``sql`` (may hold several statements) and return every result row."""
-        con = self._require()
-        self._maybe_begin(con, sql)
+        con = self.con
+        if con is None:
+            con = self._require()  # raises
+        if self.action_active and not con.in_transaction:
+            self._maybe_begin(con, sql)
         cursor = self._cursor
         assert cursor is not None
         debug = log.isEnabledFor(logging.DEBUG)
@@ -250,7 +261,9 @@ class ActorConnection:
             started, reads, writes = time.perf_counter(), self.kv.reads, self.kv.writes
         out: list[Row] = []
         try:
-            for values in cursor.execute(sql, _bindings(args)):
+            # (_bindings, inlined)
+            bindings = args[0] if len(args) == 1 and isinstance(args[0], (dict, list, tuple)) else args
+            for values in cursor.execute(sql, bindings):
                 out.append(Row(values, self._index or self._shape(cursor)))
             return out
         finally:
@@ -317,8 +330,10 @@ class ActorConnection:
                 # No user code runs until the commit returns: the commit hook takes
                 # these bytes instead of encoding the state again.
                 self._prepared = raw
+                control = self._control
                 try:
-                    con.execute("COMMIT")  # the commit hook adds the state record
+                    # the commit hook adds the state record
+                    (control if control is not None else con).execute("COMMIT")
                 finally:
                     self._prepared = _NOT_PREPARED
             if raw is not None and raw != self.state.saved:  # no database commit carried it
@@ -359,7 +374,7 @@ class ActorConnection:
     def close(self) -> None:
         """Close the connection (rolling back anything uncommitted). Idempotent."""
         con, self.con = self.con, None
-        self._cursor = None
+        self._cursor = self._control = None
         if con is None:
             return
         try:

@@ -85,10 +85,13 @@ class Runner:
         """``fn(*args)``, inline when that is known to be cheap, else on the worker."""
         kv = self._kv
         reads = kv.reads
-        if self._may_inline():
+        gate, worker = self._gate, self.worker
+        # (_may_inline, inlined: this runs twice per action)
+        if (gate is not None and self._streak >= self.need and worker.idle and gate.failure is None
+                and gate.pending_bytes <= INLINE_MAX_PENDING_BYTES):
             self.inline_calls += 1
             try:
-                return self.worker.run_inline(fn, *args)
+                return worker.run_inline(fn, *args)
             finally:
                 if kv.reads != reads:
                     self.inline_misses += 1
@@ -101,6 +104,6 @@ class Runner:
                         self._streak = self.need
         self.worker_calls += 1
         try:
-            return await self.worker.run(fn, *args)
+            return await worker.run(fn, *args)
         finally:
             self._streak = self._streak + 1 if kv.reads == reads else 0

@@ -25,7 +25,7 @@ Invariants:
 - Closing runs its cleanup in ``finally``: the connection is closed and the worker
   stopped even when a hook or the KV fails.
 - Call cycles fail at once instead of deadlocking. The ContextVar ``_chain`` holds the
-  actors whose lock is held on the current call chain (one :class:`_Frame` per lock
+  actors whose lock is held on the current call chain (one :class:`_Hold` per lock
   hold: an action, a wake with its migrations and ``on_wake``, a sleep with its
   ``on_sleep``, a destroy). It follows the chain through ``await`` and into tasks
   started meanwhile (asyncio copies the context into a new task). Asking for the lock
@@ -46,7 +46,7 @@ import contextvars
 import inspect
 import logging
 import time
-from types import TracebackType
+from types import CoroutineType, TracebackType
 from typing import Any
 
 import vfs
@@ -79,58 +79,58 @@ output gate, KV writes it made (round trips), batches that rode in another's wri
 SQLite calls run inline on the event loop / on the worker, inline calls that missed."""
 
 
-class _Frame:
-    """One hold of an actor's lock on a call chain; :attr:`active` until it is released."""
-
-    __slots__ = ("instance", "active")
-
-    def __init__(self, instance: ActorInstance) -> None:
-        self.instance = instance
-        self.active = True
-
-
-_chain: contextvars.ContextVar[tuple[_Frame, ...]] = contextvars.ContextVar("actor_db_call_chain", default=())
+_chain: contextvars.ContextVar[tuple[_Hold, ...]] = contextvars.ContextVar("actor_db_call_chain", default=())
 """The actors busy on the current call chain, outermost first (see the module docstring)."""
 
 
 class _Hold:
     """``async with _Hold(instance, what)``: take the actor's lock and put the actor on
-    the call chain until the lock is released.
+    the call chain until the lock is released (or ``await hold.acquire()`` ... ``finally:
+    hold.release()``). The hold is its own frame on the chain: :attr:`instance`, and
+    :attr:`active` until it is released.
 
     :raises ActorCallCycleError: (at construction, before anything else happens) the
         actor is busy further up the current call chain.
     """
 
-    __slots__ = ("_instance", "_chain", "_frame", "_token")
+    __slots__ = ("instance", "active", "_chain", "_token")
 
-    def __init__(self, instance: ActorInstance, what: str) -> None:
+    def __init__(self, instance: ActorInstance, what: str, action: str | None = None) -> None:
         chain = _chain.get()
         if chain:  # (a call from outside every action has no chain: nothing to check)
             chain = tuple(frame for frame in chain if frame.active)
         for frame in chain:
             if frame.instance is instance:
+                if action is not None:  # (formatted only here: an action call names itself)
+                    what = f"{what} {action!r} called"
                 labels = tuple(f.instance.label for f in chain) + (instance.label,)
                 path = " -> ".join(labels)
                 log.debug("actor call cycle refused: %s (%s)", path, what)
                 raise ActorCallCycleError(
                     f"actor call cycle: {path}: {what} on {instance.label}, which is busy further up this "
                     f"call chain; waiting for it would deadlock", chain=labels)
-        self._instance = instance
+        self.instance = instance
+        self.active = False
         self._chain = chain
-        self._frame: _Frame | None = None
-        self._token: contextvars.Token[tuple[_Frame, ...]] | None = None
+        self._token: contextvars.Token[tuple[_Hold, ...]] | None = None
+
+    async def acquire(self) -> None:
+        await self.instance._lock.acquire()
+        self.active = True
+        self._token = _chain.set(self._chain + (self,))
+
+    def release(self) -> None:
+        assert self.active and self._token is not None
+        self.active = False
+        _chain.reset(self._token)
+        self.instance._lock.release()
 
     async def __aenter__(self) -> None:
-        await self._instance._lock.acquire()
-        self._frame = _Frame(self._instance)
-        self._token = _chain.set(self._chain + (self._frame,))
+        await self.acquire()
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        assert self._frame is not None and self._token is not None
-        self._frame.active = False
-        _chain.reset(self._token)
-        self._instance._lock.release()
+        self.release()
 
 
 _MAIN_CHUNKS = chunk_range(FILE_MAIN)
@@ -144,13 +144,6 @@ def _database_preloaded(core: ActorConnection) -> bool:
         return False
     start, end = _MAIN_CHUNKS
     return any(r.start <= start and end <= r.end for r in con.kv_file.preload.covered_ranges())
-
-
-async def _call_user(fn: Any, *args: Any) -> Any:
-    result = fn(*args)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
 
 
 class ActorInstance:
@@ -329,7 +322,10 @@ class ActorInstance:
         assert runner is not None and core is not None
         core.begin_action()
         try:
-            result = await _call_user(fn, self._context(), *args)
+            # (a sync action returns its result; an async one a coroutine to await)
+            result = fn(self._context(), *args)
+            if type(result) is CoroutineType or inspect.isawaitable(result):
+                result = await result
         except BaseException:
             await runner.call(core.end_action, False)
             raise
@@ -353,10 +349,11 @@ class ActorInstance:
             raise ActionNotFoundError(
                 f"actor type {self.definition.name!r} has no action {action!r} "
                 f"(actions: {sorted(self.definition.actions)})")
-        hold = _Hold(self, f"action {action!r} called")
+        hold = _Hold(self, "action", action)
         self._generation += 1
         error: Exception | None = None
-        async with hold:
+        await hold.acquire()
+        try:
             if self.status == DESTROYED:
                 raise ActorNotFoundError(f"actor {self.label} was destroyed")
             if self._outgate is not None and self._outgate.failure is not None:
@@ -366,7 +363,18 @@ class ActorInstance:
             gate = self._outgate
             try:
                 self._actions += 1
-                result = await self._run_as_action(fn, *args)
+                # (_run_as_action, inlined: one coroutine less per action)
+                runner, core = self._runner, self._core
+                assert runner is not None and core is not None
+                core.begin_action()
+                try:
+                    result = fn(self._context(), *args)
+                    if type(result) is CoroutineType or inspect.isawaitable(result):
+                        result = await result
+                except BaseException:
+                    await runner.call(core.end_action, False)
+                    raise
+                await runner.call(core.end_action, True)
             except Exception as exc:
                 if gate is not None and gate.failure is not None:
                     # The action ran on state that is being thrown away: the gate's error.
@@ -382,6 +390,8 @@ class ActorInstance:
             finally:
                 self._schedule_idle()
             seq = gate.enqueued if gate is not None else 0
+        finally:
+            hold.release()
         if gate is not None and seq > gate.durable:
             await self._gate_wait(gate, seq)
         if error is not None:

@@ -21,6 +21,11 @@ Invariants:
   The check is cheap: each new encoding is decoded once (C-speed ``json.loads``) and
   compared with the live state (``==``); an unchanged encoding costs one ``==`` against
   the decoded saved state. Only a mismatch runs the Python walk that finds the path.
+- An unchanged small state costs no encoding at all: once :attr:`PersistedState.saved`
+  is known to be the canonical encoding of its decoded copy, a live state that is the
+  same JSON tree as that copy (same builtin types, same key order, same values, so the
+  same encoding) is unchanged (:func:`same_json`, bounded by :data:`FAST_CHECK_NODES`;
+  a larger state, or any doubt, takes the encoding path above).
 
 Left out: state formats other than JSON, partial (per-field) saves, throttling.
 """
@@ -30,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from math import copysign
 import threading
 import time
 from typing import Any
@@ -41,7 +47,7 @@ from actor_db.runtime.keys import STATE_KEY
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PersistedState", "RECORD_VERSION", "find_non_json"]
+__all__ = ["PersistedState", "RECORD_VERSION", "find_non_json", "same_json", "FAST_CHECK_NODES"]
 
 RECORD_VERSION = 1
 
@@ -63,6 +69,64 @@ def _encoder() -> Any:
 
 
 _C_ENCODER = getattr(json.encoder, "c_make_encoder", None) is not None
+
+
+FAST_CHECK_NODES = 64
+"""Largest state (values in dicts and lists, all levels) whose "unchanged?" check walks
+the state instead of encoding it (:func:`same_json`); a state found larger is encoded
+every time, as before, and not walked again."""
+
+_NONE = type(None)
+
+
+def same_json(live: Any, saved: Any, budget: int = FAST_CHECK_NODES) -> bool | None:
+    """Whether ``live`` is the same JSON tree as ``saved`` (a ``json.loads`` result):
+    the same builtin types (``dict``, ``list``, ``str``, ``int``, ``float``, ``bool``,
+    ``None``; subclasses do not count), dict keys in the same order, equal values and
+    float zeros of the same sign. Then both have the same JSON encoding.
+
+    :returns: ``True`` / ``False``, or ``None`` when the walk would visit more than
+        ``budget`` values (undecided). Never calls a user type's ``__eq__``.
+    """
+    stack = [(live, saved)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        a, b = pop()
+        t = type(a)
+        if t is not type(b):
+            return False
+        if t is dict:
+            if len(a) != len(b):
+                return False
+            budget -= len(a)
+            if budget < 0:
+                return None
+            for (ka, va), (kb, vb) in zip(a.items(), b.items()):
+                if type(ka) is not str or ka != kb:
+                    return False
+                tv = type(va)
+                if tv is int or tv is str or tv is bool:  # (the usual leaves, checked here)
+                    if tv is not type(vb) or va != vb:
+                        return False
+                else:
+                    push((va, vb))
+        elif t is list:
+            if len(a) != len(b):
+                return False
+            budget -= len(a)
+            if budget < 0:
+                return None
+            stack.extend(zip(a, b))
+        elif t is str or t is int or t is bool:
+            if a != b:
+                return False
+        elif t is float:
+            # (NaN != NaN: never "same"; 0.0 == -0.0 but they encode differently)
+            if a != b or (a == 0.0 and copysign(1.0, a) != copysign(1.0, b)):
+                return False
+        elif t is not _NONE:
+            return False
+    return True
 
 
 def _path(parent: str, key: Any) -> str:
@@ -129,6 +193,12 @@ class PersistedState:
         self._saved_state: Any = _UNSET
         self._checked: bytes | None = None
         self._checked_state: Any = _UNSET
+        # ``saved`` is known to be the encoding of ``_saved_state`` (made here, or checked
+        # against a fresh encoding), so a live state that is the same JSON tree as
+        # ``_saved_state`` encodes to ``saved``: :meth:`pending` skips the encoding.
+        self._canonical = False
+        self._walk = True
+        """The state was not found too large for :func:`same_json` (per instance)."""
 
     @classmethod
     def new(cls, actor_type: str, key: str, value: Any) -> PersistedState:
@@ -213,6 +283,12 @@ class PersistedState:
             but the live state differs from the saved one (e.g. ``(1, 2)`` where
             ``[1, 2]`` is saved).
         """
+        if self._canonical and self._walk:
+            same = same_json(self.value, self._saved_state)
+            if same:
+                return None  # the same tree as the saved one: the same encoding
+            if same is None:
+                self._walk = False  # too large to walk: encode it every time, as before
         raw = self._dumps()
         if raw != self.saved:
             self._round_trips(raw)
@@ -221,6 +297,7 @@ class PersistedState:
             self._saved_state = json.loads(raw)["state"]
         if not self._same(self._saved_state):
             raise self._error("it would not come back the same after a reload")
+        self._canonical = True  # saved == the encoding of a state equal to _saved_state
         return None
 
     def batch_for(self, raw: bytes) -> WriteBatch:
@@ -232,7 +309,11 @@ class PersistedState:
     def mark_saved(self, raw: bytes) -> None:
         """Record that the KV now holds ``raw``."""
         if raw != self.saved:
-            self._saved_state = self._checked_state if raw == self._checked else _UNSET
+            if raw == self._checked:
+                # ``raw`` is this object's encoding of a state equal to its decoding.
+                self._saved_state, self._canonical = self._checked_state, True
+            else:
+                self._saved_state, self._canonical = _UNSET, False
         self.saved = raw
 
     def revert(self) -> None:
@@ -245,3 +326,4 @@ class PersistedState:
         self.value = json.loads(raw)["state"]
         self.saved = bytes(raw)
         self._saved_state = _UNSET
+        self._canonical = False

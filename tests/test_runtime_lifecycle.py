@@ -228,3 +228,29 @@ def test_vfs_commit_hook_failure_leaves_database_usable(store: KVStore) -> None:
     finally:
         con.close()
     assert STATE_KEY not in actor_keys(store, "hook")
+
+
+def test_one_idle_timer_per_actor_postponed_by_each_call(store: KVStore) -> None:
+    """Calls do not create a timer each: the one timer, when it fires before the latest
+    deadline, sets itself for that deadline (driven by hand: no wall-clock assertion)."""
+    async def main() -> None:
+        registry = actor_db.Registry([notes_type(idle_timeout_s=3600)], kv=store)
+        handle = registry.get_or_create("notes", key="timer")
+        await handle.call("state")
+        instance = handle._instance
+        first = instance._idle_handle
+        assert first is not None
+        await handle.call("state")
+        assert instance._idle_handle is first  # the same timer, its deadline moved on
+        first.cancel()
+        instance._idle_fire()  # fires early (the deadline is an hour away): set again
+        second = instance._idle_handle
+        assert second is not None and second is not first and instance.status == "awake"
+        second.cancel()
+        instance._idle_deadline = 0.0  # the deadline has passed, no call since: sleep
+        instance._idle_fire()
+        await handle.sleep()  # (waits for the idle sleep that started)
+        assert instance.status == "asleep"
+        await registry.close()
+
+    run(main())

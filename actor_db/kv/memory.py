@@ -86,9 +86,11 @@ class MemoryKV(KVStore):
         for r in batch.delete_ranges:
             for key in list(self._data.irange(r.start, r.end, inclusive=(True, False))):
                 del self._data[key]
+        data = self._data
         for key in batch.deletes:
-            self._data.pop(key, None)
-        self._data.update(batch.puts)
+            data.pop(key, None)
+        for key, value in batch.puts.items():  # (SortedDict.update re-sorts every key when
+            data[key] = value                   # a batch is >10% of the store: not per key)
 
     def _preload(self, request: PreloadRequest) -> PreloadMap:
         with self._lock:

@@ -250,6 +250,19 @@ class OutputGate:
             return
         with self._cond:
             self._raise_if_failed()
+            if self._inline and not self._flushing and not self._held and not self._pending:
+                # Instant store, nothing queued: write it now, with no queue round.
+                self._flushing = True
+                self.enqueued += 1
+                seq = self.enqueued
+                direct = True
+            else:
+                direct = False
+        if direct:
+            self._write_now(batch, seq)
+            return
+        with self._cond:
+            self._raise_if_failed()
             self.enqueued += 1
             self._pending.append((self.enqueued, batch, size))
             self._pending_bytes += size
@@ -263,6 +276,28 @@ class OutputGate:
                 self._hand_off()
         if over:
             self._wait_below(self.max_pending_bytes)
+
+    def _write_now(self, batch: WriteBatch, seq: int) -> None:
+        """(Holding the right to write, nothing else pending.) Write ``batch``, number
+        ``seq``, in this thread; a failure breaks the gate as a flusher's would."""
+        self.flushes += 1
+        try:
+            self.inner.write(batch)
+        except BaseException as exc:
+            self._fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        cond = self._cond
+        with cond:
+            self.durable = seq
+            self._flushing = False
+            if self._sleepers:
+                cond.notify_all()
+            schedule = bool(self._waiters) and not self._release_scheduled
+            self._release_scheduled = self._release_scheduled or schedule
+        if schedule:
+            self._call_soon(self._release)
 
     def _write_conditional(self, batch: WriteBatch) -> None:
         """Write a conditional ``batch`` now, in this thread, after every pending batch

@@ -13,7 +13,12 @@ breaks only its own actor's gate.
 When a round starts. A gate that joins from the event loop's thread (an action that ran
 inline and committed) schedules the round with ``loop.call_soon``: the round starts
 after every callback of the current loop iteration has run, so the commits of a whole
-burst of actions (e.g. every caller released by the previous round) go out together. A
+burst of actions (e.g. every caller released by the previous round) go out together,
+unless the round fills up first (:meth:`GroupCommitter._round_size`: a quarter of the
+busy gates): then it leaves at once, so a long burst is spread over a few rounds and
+the loop runs the burst's last actions while its first rounds are in flight (one
+round per burst would keep every actor in lock step: the loop idle during the round
+trip, the KV idle during the burst). A
 gate that joins from another thread (a pool worker's commit, a round that found more
 pending) joins the round already scheduled on a running loop, or submits one to the pool.
 Several rounds may be in flight at once (each on its own pool thread); a gate is in at
@@ -49,11 +54,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GroupCommitter", "committer_for", "release_all", "ROUND_TARGET"]
+__all__ = ["GroupCommitter", "committer_for", "release_all", "MIN_ROUND", "ROUNDS_PER_CYCLE"]
 
-ROUND_TARGET = 32
-"""Gates that make a round full: the loop sends it at once instead of after its current
-iteration, so a long burst of commits overlaps its first rounds with its last actions."""
+MIN_ROUND = 8
+"""The fewest joined gates that make a round full (see :meth:`GroupCommitter._round_size`)."""
+ROUNDS_PER_CYCLE = 4
+"""A full round holds this share of the busy gates: bursts leave in about this many rounds."""
 
 
 class GroupCommitter:
@@ -68,6 +74,8 @@ class GroupCommitter:
         self._pool = pool
         self._lock = threading.Lock()
         self._joined: list[OutputGate] = []
+        self._in_flight = 0
+        """Gates taken into rounds that have not finished."""
         self._scheduled: asyncio.AbstractEventLoop | str | None = None
         """Where a round start is scheduled: a loop, ``"pool"``, or ``None`` (nowhere)."""
         self.rounds = 0
@@ -82,8 +90,9 @@ class GroupCommitter:
         with self._lock:
             self._joined.append(gate)
             pending = self._scheduled
-            if pending is loop and loop is not None and len(self._joined) >= ROUND_TARGET:
+            if pending is loop and loop is not None and len(self._joined) >= self._round_size():
                 gates, self._joined = self._joined, []  # a full round: send it now
+                self._in_flight += len(gates)
                 self._pool.submit(lambda: self._round(gates))
                 return
             if pending == "pool" or (pending is not None and (pending is loop or pending.is_running())):  # type: ignore[union-attr]
@@ -94,10 +103,18 @@ class GroupCommitter:
         else:
             self._pool.submit(self._start_here)
 
+    def _round_size(self) -> int:
+        """(Lock held.) Joined gates that make a round full: a share
+        (1 / :data:`ROUNDS_PER_CYCLE`) of the gates busy now (joined or in flight), at
+        least :data:`MIN_ROUND`, so a burst of commits leaves in a few rounds whose
+        first ones are in flight while the loop still runs the burst's last actions."""
+        return max(MIN_ROUND, (self._in_flight + len(self._joined)) // ROUNDS_PER_CYCLE)
+
     def _take(self) -> list[OutputGate]:
         with self._lock:
             gates, self._joined = self._joined, []
             self._scheduled = None
+            self._in_flight += len(gates)
         return gates
 
     def _start(self) -> None:
@@ -112,6 +129,13 @@ class GroupCommitter:
 
     def _round(self, gates: list[OutputGate]) -> None:
         """(Pool thread.) Write each gate's next merged batch in ONE ``write_many``."""
+        try:
+            self._write_round(gates)
+        finally:
+            with self._lock:
+                self._in_flight -= len(gates)
+
+    def _write_round(self, gates: list[OutputGate]) -> None:
         taken: list[tuple[OutputGate, int]] = []
         writes: list[tuple[ActorKV, object]] = []
         seen: set[int] = set()

@@ -177,6 +177,11 @@ class ActorInstance:
         self._actions = 0
         self._generation = 0
         self._idle_handle: asyncio.TimerHandle | None = None
+        self._idle_deadline = 0.0
+        """Loop time at which the actor goes to sleep if no call comes first."""
+        self._idle_generation = 0
+        """:attr:`_generation` when the deadline was set (a later call postpones it)."""
+        self._idle_loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_destroyed = on_destroyed
 
@@ -431,23 +436,41 @@ class ActorInstance:
 
     # ------------------------------------------------------------------ sleep / destroy
     def _schedule_idle(self) -> None:
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-            self._idle_handle = None
+        """(End of an action, a wake.) The actor sleeps ``idle_timeout_s`` from now
+        unless another call comes first. One timer per actor, not one per action: it is
+        only created when none runs, and when it fires before the latest deadline (an
+        action ran since it was set) it sets itself again for that deadline."""
         timeout = self.definition.options.idle_timeout_s
         if timeout is None or self.status != AWAKE:
+            if self._idle_handle is not None:
+                self._idle_handle.cancel()
+                self._idle_handle = None
             return
-        generation = self._generation
         loop = asyncio.get_running_loop()
+        self._idle_deadline = loop.time() + timeout
+        self._idle_generation = self._generation
+        handle = self._idle_handle
+        if handle is not None and self._idle_loop is not loop:  # the app moved to another loop
+            handle.cancel()
+            handle = None
+        if handle is None:
+            self._idle_handle = loop.call_at(self._idle_deadline, self._idle_fire)
+            self._idle_loop = loop
 
-        def fire() -> None:
-            self._idle_handle = None
-            if generation == self._generation and self.status == AWAKE:
-                task = loop.create_task(self._idle_sleep(generation))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-
-        self._idle_handle = loop.call_later(timeout, fire)
+    def _idle_fire(self) -> None:
+        self._idle_handle = None
+        if self.status != AWAKE:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._idle_deadline:  # an action ended since: its deadline
+            self._idle_handle = loop.call_at(self._idle_deadline, self._idle_fire)
+            return
+        generation = self._idle_generation
+        if generation != self._generation:
+            return  # a call is running; it sets the deadline again when it ends
+        task = loop.create_task(self._idle_sleep(generation))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _idle_sleep(self, generation: int) -> None:
         try:

@@ -15,7 +15,7 @@ inline and committed) schedules the round with ``loop.call_soon``: the round sta
 after every callback of the current loop iteration has run, so the commits of a whole
 burst of actions (e.g. every caller released by the previous round) go out together,
 unless the round fills up first (:meth:`GroupCommitter._round_size`: a quarter of the
-busy gates): then it leaves at once, so a long burst is spread over a few rounds and
+actors that wrote in the last 0.1 s, at least 8): then it leaves at once, so a long burst is spread over a few rounds and
 the loop runs the burst's last actions while its first rounds are in flight (one
 round per burst would keep every actor in lock step: the loop idle during the round
 trip, the KV idle during the burst). A
@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -54,12 +55,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GroupCommitter", "committer_for", "release_all", "MIN_ROUND", "ROUNDS_PER_CYCLE"]
+__all__ = ["GroupCommitter", "committer_for", "release_all", "MIN_ROUND", "ROUNDS_PER_CYCLE", "ACTIVE_WINDOW_S"]
 
 MIN_ROUND = 8
 """The fewest joined gates that make a round full (see :meth:`GroupCommitter._round_size`)."""
 ROUNDS_PER_CYCLE = 4
-"""A full round holds this share of the busy gates: bursts leave in about this many rounds."""
+"""A full round holds this share of the actors that write: a burst of their commits
+leaves in about this many rounds."""
+ACTIVE_WINDOW_S = 0.1
+"""Seconds over which the actors that write are counted (many round trips long)."""
 
 
 class GroupCommitter:
@@ -74,8 +78,12 @@ class GroupCommitter:
         self._pool = pool
         self._lock = threading.Lock()
         self._joined: list[OutputGate] = []
-        self._in_flight = 0
-        """Gates taken into rounds that have not finished."""
+        self._recent: dict[int, float] = {}
+        """``id(gate)`` -> when it last joined (monotonic seconds), within about
+        :data:`ACTIVE_WINDOW_S`."""
+        self._active = 0
+        """Actors that joined in the last counted window (:meth:`_count_active`)."""
+        self._counted_at = 0.0
         self._scheduled: asyncio.AbstractEventLoop | str | None = None
         """Where a round start is scheduled: a loop, ``"pool"``, or ``None`` (nowhere)."""
         self.rounds = 0
@@ -87,12 +95,15 @@ class GroupCommitter:
         """(Any thread; the gate holds its right to write and is marked joined.) Have
         ``gate`` written in the next round."""
         loop = asyncio._get_running_loop()
+        now = time.monotonic()
         with self._lock:
             self._joined.append(gate)
+            self._recent[id(gate)] = now
+            if now - self._counted_at > ACTIVE_WINDOW_S:
+                self._count_active(now)
             pending = self._scheduled
             if pending is loop and loop is not None and len(self._joined) >= self._round_size():
                 gates, self._joined = self._joined, []  # a full round: send it now
-                self._in_flight += len(gates)
                 self._pool.submit(lambda: self._round(gates))
                 return
             if pending == "pool" or (pending is not None and (pending is loop or pending.is_running())):  # type: ignore[union-attr]
@@ -105,16 +116,23 @@ class GroupCommitter:
 
     def _round_size(self) -> int:
         """(Lock held.) Joined gates that make a round full: a share
-        (1 / :data:`ROUNDS_PER_CYCLE`) of the gates busy now (joined or in flight), at
-        least :data:`MIN_ROUND`, so a burst of commits leaves in a few rounds whose
-        first ones are in flight while the loop still runs the burst's last actions."""
-        return max(MIN_ROUND, (self._in_flight + len(self._joined)) // ROUNDS_PER_CYCLE)
+        (1 / :data:`ROUNDS_PER_CYCLE`) of the actors that wrote lately, at least
+        :data:`MIN_ROUND`, so a burst of commits leaves in a few rounds whose first ones
+        are in flight while the loop still runs the burst's last actions."""
+        return max(MIN_ROUND, self._active // ROUNDS_PER_CYCLE)
+
+    def _count_active(self, now: float) -> None:
+        """(Lock held.) Forget actors that did not join for :data:`ACTIVE_WINDOW_S`;
+        :attr:`_active` is how many did."""
+        horizon = now - ACTIVE_WINDOW_S
+        self._recent = {key: seen for key, seen in self._recent.items() if seen >= horizon}
+        self._active = len(self._recent)
+        self._counted_at = now
 
     def _take(self) -> list[OutputGate]:
         with self._lock:
             gates, self._joined = self._joined, []
             self._scheduled = None
-            self._in_flight += len(gates)
         return gates
 
     def _start(self) -> None:
@@ -129,13 +147,6 @@ class GroupCommitter:
 
     def _round(self, gates: list[OutputGate]) -> None:
         """(Pool thread.) Write each gate's next merged batch in ONE ``write_many``."""
-        try:
-            self._write_round(gates)
-        finally:
-            with self._lock:
-                self._in_flight -= len(gates)
-
-    def _write_round(self, gates: list[OutputGate]) -> None:
         taken: list[tuple[OutputGate, int]] = []
         writes: list[tuple[ActorKV, object]] = []
         seen: set[int] = set()

@@ -349,3 +349,24 @@ def test_only_plain_views_of_grouping_stores_join_a_committer(tmp_path: pathlib.
             pool.shutdown()
 
     run(main())
+
+
+def test_redis_group_write_reloads_scripts_the_server_lost(tmp_path: pathlib.Path) -> None:
+    """After a server restart (here: SCRIPT FLUSH) the pipeline's EVALSHA calls come back
+    NOSCRIPT; each such batch is sent again with EVAL and applied, with its own result."""
+    factory = DRIVERS["redis"](tmp_path)
+    store = factory.open()
+    try:
+        a, b = store.actor("ns/a"), store.actor("ns/b")
+        a.acquire_ownership()
+        store.client.script_flush()
+        results = store.write_many([(a, put(b"k", b"a")), (b, put(b"k", b"b"))])
+        assert results == [None, None]
+        assert a.get_many([b"k"]) == [b"a"] and b.get_many([b"k"]) == [b"b"]
+        store.client.script_flush()
+        store.actor("ns/a").acquire_ownership()  # a's token is stale now: refused, also via EVAL
+        results = store.write_many([(a, put(b"k", b"a2")), (b, put(b"k", b"b2"))])
+        assert isinstance(results[0], FencedError) and results[1] is None
+        assert a.get_many([b"k"]) == [b"a"] and b.get_many([b"k"]) == [b"b2"]
+    finally:
+        factory.cleanup()

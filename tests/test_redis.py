@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import apsw
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -202,6 +202,10 @@ _request = st.builds(PreloadRequest, keys=st.lists(_keys, max_size=5).map(tuple)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=_data, request=_request, scan=st.tuples(_bounds, st.none() | st.integers(0, 6),
                                                      st.none() | st.integers(0, 120)))
+@example(data={b"\x00": b"\x00\x00\x00"},  # a key asked twice counts once towards the total budget
+         request=PreloadRequest(keys=(b"\x00", b"\x00"), ranges=(PrefixBudget(KeyRange(b"", b"\xff\xff"), 3, False),),
+                                max_total_bytes=6),
+         scan=([b"", b""], None, None))
 def test_preload_and_scan_match_the_reference_exactly(redis_store: RedisKV, data: dict[bytes, bytes],
                                                       request: PreloadRequest, scan: Any) -> None:
     reference = MemoryKV().actor("p")

@@ -289,6 +289,11 @@ _LUA_SNAP_PRELOAD = ("#!lua flags=no-writes\nlocal version = redis.call('GET', K
 _LUA_ACQUIRE = "#!lua\n" + _LUA_PRELOAD_BODY
 
 
+def _unique(keys: Sequence[bytes]) -> list[bytes]:
+    """``keys`` without repeats, in first-seen order (what the preload scripts are sent)."""
+    return list(dict.fromkeys(keys))
+
+
 class _Script:
     """A Lua script run with EVALSHA, falling back to EVAL when the server lacks it."""
 
@@ -641,10 +646,11 @@ class RedisKV(KVStore):
         return None
 
     def _preload_args(self, actor: _Actor, request: PreloadRequest, acquire: bool) -> list[bytes | int | str]:
+        keys = _unique(request.keys)  # a key asked twice is read, and counted, once
         args: list[bytes | int | str] = ["1" if acquire else "0",
                                          -1 if request.max_total_bytes is None else request.max_total_bytes,
-                                         len(request.keys)]
-        args += [actor.rel(k) for k in request.keys]
+                                         len(keys)]
+        args += [actor.rel(k) for k in keys]
         args.append(len(request.ranges))
         for b in request.ranges:
             args += [actor.lex_min(b.range.start), actor.lex_max(b.range.end), b.max_bytes, "1" if b.partial else "0"]
@@ -653,7 +659,7 @@ class RedisKV(KVStore):
 
     def _preload_map(self, actor: _Actor, request: PreloadRequest, reply: Any) -> PreloadMap:
         _, values, results = reply
-        key_values = dict(zip(request.keys, values))
+        key_values = dict(zip(_unique(request.keys), values))
         ranges: list[tuple[KeyRange, list[tuple[bytes, bytes]], bool]] = []
         hinted: dict[bytes, bytes | None] = {}
         p = actor.prefix

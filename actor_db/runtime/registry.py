@@ -41,6 +41,8 @@ DEFAULT_KV_PATH = "./.actor-db"
 class ActorHandle:
     """A reference to one actor. Cheap; every method is safe to call at any time."""
 
+    __slots__ = ('_instance')
+
     def __init__(self, instance: ActorInstance) -> None:
         self._instance = instance
 

@@ -581,9 +581,15 @@ def scale_section(groups: dict[str, list[Bench]], summary: dict[str, Any]) -> st
                  _num(e.get("wall_s"), 1)] for e in awake]
         parts.append(_table(["awake actors", "OS threads, most seen (pool threads / cap)",
                              "RssAnon per awake actor (KiB)", "VmSize (GiB)", "read action p50 (µs)",
-                             "wake all at once, CPU/actor (µs)", "wake one at a time, CPU/actor (µs)",
+                             "wake all at once, CPU/actor (µs)¹", "wake one at a time, CPU/actor (µs)",
                              "sleep all at once, CPU/actor (µs)", "sleep one at a time, CPU/actor (µs)",
                              "probe wall time (s)"], rows))
+        firsts = ", ".join(f"{_num(e['first_wake_all_cpu_per_actor_us'])} µs at {e['actors']:,}"
+                           for e in awake if "first_wake_all_cpu_per_actor_us" in e)
+        parts.append("¹ Where one at a time is measured too, all at once is measured again after it, from the "
+                     "same state (every actor asleep after an earlier wake); the actors' very first wake after "
+                     "their creation costs more either way (fresh heap pages, first statements)"
+                     + (f": {firsts}." if firsts else "."))
         most = awake[-1]
         kib = most["rss_anon_per_awake_actor_bytes"] / 1024
         summary["scale_rss_anon_per_awake_kib"] = {str(e["actors"]): e["rss_anon_per_awake_actor_bytes"] / 1024

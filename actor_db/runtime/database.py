@@ -130,7 +130,10 @@ class ActorConnection:
     :param label: ``"type/key"`` for log messages.
     """
 
-    __slots__ = ('_control', '_cursor', '_in_flight', '_index', '_prepared', '_savepoints', '_shapes', 'action_active', 'con', 'kv', 'label', 'state', '__weakref__')
+    __slots__ = (
+        "_control", "_cursor", "_in_flight", "_index", "_prepared", "_savepoints", "_shapes", "action_active",
+        "con", "kv", "label", "state", "__weakref__",
+    )
 
     def __init__(self, kv: CountingKV | OutputGate, state: PersistedState, label: str) -> None:
         self.kv = kv

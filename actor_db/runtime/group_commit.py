@@ -15,14 +15,14 @@ inline and committed) schedules the round with ``loop.call_soon``: the round sta
 after every callback of the current loop iteration has run, so the commits of a whole
 burst of actions (e.g. every caller released by the previous round) go out together,
 unless the round fills up first (:meth:`GroupCommitter._round_size`: a quarter of the
-actors that wrote in the last 0.1 s, at least 8): then it leaves at once, so a long burst is spread over a few rounds and
-the loop runs the burst's last actions while its first rounds are in flight (one
-round per burst would keep every actor in lock step: the loop idle during the round
-trip, the KV idle during the burst). A
-gate that joins from another thread (a pool worker's commit, a round that found more
-pending) joins the round already scheduled on a running loop, or submits one to the pool.
-Several rounds may be in flight at once (each on its own pool thread); a gate is in at
-most one of them.
+actors that wrote in the last 0.1 s, at least 8). A full round leaves at once, so a
+long burst is spread over a few rounds and the loop runs the burst's last actions
+while its first rounds are in flight (one round per burst would keep every actor in
+lock step: the loop idle during the round trip, the KV idle during the burst). A gate
+that joins from another thread (a pool worker's commit, a round that found more
+pending) joins the round already scheduled on a running loop, or submits one to the
+pool. Several rounds may be in flight at once (each on its own pool thread); a gate is
+in at most one of them.
 
 Invariants:
 
@@ -106,7 +106,8 @@ class GroupCommitter:
                 gates, self._joined = self._joined, []  # a full round: send it now
                 self._pool.submit(lambda: self._round(gates))
                 return
-            if pending == "pool" or (pending is not None and (pending is loop or pending.is_running())):  # type: ignore[union-attr]
+            if pending == "pool" or (isinstance(pending, asyncio.AbstractEventLoop)
+                                     and (pending is loop or pending.is_running())):
                 return  # the start already scheduled takes it
             self._scheduled = "pool" if loop is None else loop
         if loop is not None:

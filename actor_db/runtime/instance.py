@@ -153,7 +153,12 @@ class ActorInstance:
     :param pool: the runtime's thread pool (its SQLite calls and KV writes run there).
     """
 
-    __slots__ = ('_actions', '_closing', '_core', '_counters', '_database', '_generation', '_idle_deadline', '_idle_generation', '_idle_handle', '_idle_loop', '_lock', '_on_destroyed', '_outgate', '_pool', '_resets', '_runner', '_starting', '_starts', '_startup', '_tasks', '_vfs_closed', '_worker', 'definition', 'key', 'kv', 'label', 'status', '__weakref__')
+    __slots__ = (
+        "_actions", "_closing", "_core", "_counters", "_database", "_generation", "_idle_deadline",
+        "_idle_generation", "_idle_handle", "_idle_loop", "_lock", "_on_destroyed", "_outgate", "_pool", "_resets",
+        "_runner", "_starting", "_starts", "_startup", "_tasks", "_vfs_closed", "_worker", "definition", "key",
+        "kv", "label", "status", "__weakref__",
+    )
 
     def __init__(self, definition: ActorDefinition, key: str, kv: Any, pool: ThreadPool,
                  on_destroyed: Any = None) -> None:

@@ -33,7 +33,7 @@ class CountingKV:
     one). Satisfies :class:`vfs.protocol.KV`; thread-safe.
     """
 
-    __slots__ = ('_lock', 'inner', 'reads', 'writes', '__weakref__')
+    __slots__ = ("_lock", "inner", "reads", "writes", "__weakref__")
 
     def __init__(self, inner: KV) -> None:
         self.inner = inner

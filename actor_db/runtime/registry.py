@@ -41,7 +41,7 @@ DEFAULT_KV_PATH = "./.actor-db"
 class ActorHandle:
     """A reference to one actor. Cheap; every method is safe to call at any time."""
 
-    __slots__ = ('_instance')
+    __slots__ = ("_instance", "__weakref__")  # (handles may be kept in weak collections)
 
     def __init__(self, instance: ActorInstance) -> None:
         self._instance = instance

@@ -182,7 +182,10 @@ class PersistedState:
     :ivar value: the live state object (``c.state``); user code mutates it.
     """
 
-    __slots__ = ('_canonical', '_checked', '_checked_state', '_saved_state', '_walk', 'actor_type', 'created_ms', 'key', 'saved', 'value')
+    __slots__ = (
+        "_canonical", "_checked", "_checked_state", "_saved_state", "_walk", "actor_type", "created_ms", "key",
+        "saved", "value",
+    )
 
     def __init__(self, actor_type: str, key: str, value: Any, created_ms: int, saved: bytes | None) -> None:
         self.actor_type = actor_type

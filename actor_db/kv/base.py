@@ -349,11 +349,10 @@ class ActorKV:
         commit passes here: the sums are taken only for the limits a driver has)."""
         limits = self._limits
         max_value = limits.max_value_bytes
-        if max_value is not None:
-            for key, value in batch.puts.items():
-                if len(value) > max_value:
-                    raise KVLimitError(
-                        f"value of {len(value)} bytes for key {key!r} exceeds the driver's limit of {max_value} bytes")
+        if max_value is not None and batch.puts and max(map(len, batch.puts.values())) > max_value:
+            key, value = next((k, v) for k, v in batch.puts.items() if len(v) > max_value)
+            raise KVLimitError(
+                f"value of {len(value)} bytes for key {key!r} exceeds the driver's limit of {max_value} bytes")
         if limits.max_batch_keys is not None or limits.max_batch_bytes is not None:
             ops, nbytes = batch.op_count, batch.payload_bytes
             if not limits.batch_fits(ops, nbytes):
@@ -363,9 +362,9 @@ class ActorKV:
         prefix, max_key = self._prefix, limits.max_key_bytes
         if max_key is not None:
             for keys in (batch.puts, batch.deletes, batch.expect):
-                for key in keys:
-                    if len(key) > max_key:
-                        raise KVLimitError(f"key of {len(key)} bytes exceeds the driver's limit of {max_key} bytes")
+                if keys and max(map(len, keys)) > max_key:
+                    key = next(k for k in keys if len(k) > max_key)
+                    raise KVLimitError(f"key of {len(key)} bytes exceeds the driver's limit of {max_key} bytes")
         full = WriteBatch()
         for r in batch.delete_ranges:
             full.delete_ranges.append(KeyRange(self._full(r.start), prefix + r.end if r.end else self._end))

@@ -350,16 +350,17 @@ class OutputGate:
         """``batch``'s payload bytes, after checking it against the driver's limits."""
         limits = self._limits
         size = batch.payload_bytes
-        if limits.max_value_bytes is not None:
-            for key, value in batch.puts.items():
-                if len(value) > limits.max_value_bytes:
-                    raise KVLimitError(f"value of {len(value)} bytes for key {key!r} exceeds the driver's limit "
-                                       f"of {limits.max_value_bytes} bytes")
-        if limits.max_key_bytes is not None:
-            for key in (*batch.puts, *batch.deletes, *batch.expect):
-                if len(key) > limits.max_key_bytes:
-                    raise KVLimitError(f"key of {len(key)} bytes exceeds the driver's limit of "
-                                       f"{limits.max_key_bytes} bytes")
+        max_value, max_key = limits.max_value_bytes, limits.max_key_bytes
+        puts = batch.puts
+        if max_value is not None and puts and max(map(len, puts.values())) > max_value:
+            key, value = next((k, v) for k, v in puts.items() if len(v) > max_value)
+            raise KVLimitError(f"value of {len(value)} bytes for key {key!r} exceeds the driver's limit "
+                               f"of {max_value} bytes")
+        if max_key is not None:
+            for keys in (puts, batch.deletes, batch.expect):
+                if keys and max(map(len, keys)) > max_key:
+                    key = next(k for k in keys if len(k) > max_key)
+                    raise KVLimitError(f"key of {len(key)} bytes exceeds the driver's limit of {max_key} bytes")
         if not limits.batch_fits(batch.op_count, size):
             raise KVLimitError(
                 f"batch of {batch.op_count} operations / {size} bytes exceeds the driver's atomic-batch limit "

@@ -106,3 +106,15 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 def actor_keys(store: KVStore, actor_id: str) -> list[bytes]:
     """Every (actor-relative) key ``actor_id`` holds (one scan)."""
     return [k for k, _ in store.actor(actor_id).scan(b"", b"")]
+
+
+UNTIL_DEADLINE_S = 30.0
+
+
+async def until(predicate: Callable[[], bool], deadline_s: float = UNTIL_DEADLINE_S) -> None:
+    """Yield to the loop until ``predicate()`` holds (a hang fails the test after
+    ``deadline_s``; nothing is timed)."""
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.001)
+    await asyncio.wait_for(poll(), deadline_s)

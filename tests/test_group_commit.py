@@ -29,7 +29,7 @@ from actor_db.runtime.metrics import CountingKV
 from actor_db.runtime.pool import ThreadPool
 from vfs.protocol import KVLimits, WriteBatch
 from tests.drivers import DRIVERS, DriverFactory, RedisClusterFactory
-from tests.runtime_support import HookedStore, run
+from tests.runtime_support import HookedStore, run, until
 
 DEADLINE_S = 30.0
 ALL_DRIVERS: dict[str, Callable[[pathlib.Path], DriverFactory]] = {**DRIVERS, "redis-cluster": RedisClusterFactory}
@@ -178,13 +178,6 @@ class Gatekeeper:
 
     def open(self) -> None:
         self.held.set()
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.001)
-    await asyncio.wait_for(poll(), DEADLINE_S)
 
 
 def test_busy_actors_share_round_trips_and_keep_exact_counts(store: KVStore, runtime_vfs: str) -> None:

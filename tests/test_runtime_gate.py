@@ -21,7 +21,7 @@ from actor_db.kv import KVStore, MemoryKV
 from actor_db.runtime.gate import OutputGate, merge_run
 from actor_db.runtime.pool import ThreadPool
 from vfs.protocol import KVLimits, WriteBatch
-from tests.runtime_support import HookedStore, run
+from tests.runtime_support import HookedStore, run, until
 
 DEADLINE_S = 30.0
 
@@ -83,14 +83,6 @@ class WriteValve:
 
     def open(self) -> None:
         self.release.set()
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    """Yield to the loop until ``predicate()`` holds (a hang fails the test)."""
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.001)
-    await asyncio.wait_for(poll(), DEADLINE_S)
 
 
 def test_commits_coalesce_while_a_write_is_in_flight_and_callers_wait_for_durability(

@@ -281,12 +281,7 @@ class OutputGate:
         """(Holding the right to write, nothing else pending.) Write ``batch``, number
         ``seq``, in this thread; a failure breaks the gate as a flusher's would."""
         self.flushes += 1
-        try:
-            self.inner.write(batch)
-        except BaseException as exc:
-            self._fail(exc)
-            if not isinstance(exc, Exception):
-                raise
+        if not self._send(batch):
             return
         cond = self._cond
         with cond:
@@ -549,15 +544,23 @@ class OutputGate:
                 return
         while True:
             merged, taken = self._next_write()
-            try:
-                self.inner.write(merged)
-            except BaseException as exc:
-                self._fail(exc)
-                if not isinstance(exc, Exception):
-                    raise
+            if not self._send(merged):
                 return
             if self._retire(taken)[0]:
                 return
+
+    def _send(self, batch: WriteBatch) -> bool:
+        """(The writer.) Write ``batch`` through the actor's view; whether it was
+        applied. A failure breaks the gate (:meth:`_fail`); a ``BaseException`` that
+        is not an ``Exception`` (KeyboardInterrupt) is re-raised after that."""
+        try:
+            self.inner.write(batch)
+        except BaseException as exc:
+            self._fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return False
+        return True
 
     def _stop_flushing(self) -> None:
         """(Lock held.) The flusher stops; wake threads waiting for it."""
@@ -656,35 +659,27 @@ class OutputGate:
             target = self.enqueued
             if target <= self.durable:
                 return
-            start = not self._flushing or self._withdraw()
-            self._flushing = True
-        if start:
-            self._flush()
-        with self._cond:
-            while self.durable < target and self.failure is None:
-                if self._withdraw():  # joined a round again that has not started: write here
-                    self._cond.release()
-                    try:
-                        self._flush()
-                    finally:
-                        self._cond.acquire()
-                    continue
-                self._sleep()
-            self._raise_if_failed()
+            self._wait_until(lambda: self.durable >= target)
 
     def _wait_below(self, bound: int) -> None:
         with self._cond:
-            while self._pending_bytes > bound and self.failure is None:
-                if not self._flushing or self._withdraw():
-                    self._flushing = True
-                    self._cond.release()
-                    try:
-                        self._flush()
-                    finally:
-                        self._cond.acquire()
-                    continue
-                self._sleep()
-            self._raise_if_failed()
+            self._wait_until(lambda: self._pending_bytes <= bound)
+
+    def _wait_until(self, done: Callable[[], bool]) -> None:
+        """(Lock held.) Wait until ``done()`` or the gate breaks (then raise its error),
+        writing the pending batches in this thread whenever no one else holds the
+        right to write, or the gate joined a round that has not taken it yet."""
+        while not done() and self.failure is None:
+            if not self._flushing or self._withdraw():
+                self._flushing = True
+                self._cond.release()
+                try:
+                    self._flush()
+                finally:
+                    self._cond.acquire()
+                continue
+            self._sleep()
+        self._raise_if_failed()
 
     def describe(self) -> dict[str, Any]:
         """Counters for ``handle.metrics()``."""

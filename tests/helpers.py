@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable
 
 import apsw
+import pytest
 
 import vfs
 from vfs.protocol import KV, PreloadRequest
@@ -65,10 +67,17 @@ class LockSpy:
         return self.refusals[self._fid(con)]
 
     def wait_for(self, con: Any, count: int, hang_guard_s: float = 60.0) -> None:
-        """Block until ``con`` has been refused ``count`` times (a hang guard, not a timing)."""
-        import time
+        """Block until ``con`` has been refused ``count`` times."""
+        poll_until(lambda: self.of(con) >= count, lambda: f"the connection was refused only {self.of(con)} times",
+                   hang_guard_s)
 
-        deadline = time.monotonic() + hang_guard_s
-        while self.of(con) < count:
-            assert time.monotonic() < deadline, f"the connection was refused only {self.of(con)} times"
-            time.sleep(0.001)
+
+def poll_until(predicate: Callable[[], bool], what: Callable[[], str] | str, hang_guard_s: float = 60.0) -> None:
+    """Poll ``predicate`` until it holds. A hang guard, not a timing: nothing is asserted
+    about how long it takes; only a test that would otherwise hang forever fails (with
+    ``what``) after ``hang_guard_s``."""
+    deadline = time.monotonic() + hang_guard_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"hang guard ({hang_guard_s} s): {what() if callable(what) else what}")
+        time.sleep(0.001)

@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from typing import Any
 
 import actor_db
 from actor_db.kv import MemoryKV
 from actor_db.runtime.inbox import inbox_for
 from actor_db.runtime.pool import ThreadPool
+from tests.helpers import poll_until
 from tests.runtime_support import HookedStore, run
 
 DEADLINE_S = 30.0
 
 
 def wait_until(predicate: Any) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.001)
+    poll_until(predicate, "the pool never got there", DEADLINE_S)
 
 
 def test_pool_runs_jobs_in_order_within_the_cap() -> None:

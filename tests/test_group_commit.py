@@ -15,7 +15,7 @@ import functools
 import math
 import pathlib
 import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
@@ -28,23 +28,11 @@ from actor_db.runtime.group_commit import MIN_ROUND, GroupCommitter, committer_f
 from actor_db.runtime.metrics import CountingKV
 from actor_db.runtime.pool import ThreadPool
 from vfs.protocol import KVLimits, WriteBatch
-from tests.drivers import DRIVERS, DriverFactory, RedisClusterFactory
+from tests.drivers import DRIVERS, DriverFactory
+from tests.test_kv_conditions import cstore, factory  # noqa: F401 (every driver and the Redis Cluster)
 from tests.runtime_support import HookedStore, run, until
 
 DEADLINE_S = 30.0
-ALL_DRIVERS: dict[str, Callable[[pathlib.Path], DriverFactory]] = {**DRIVERS, "redis-cluster": RedisClusterFactory}
-
-
-@pytest.fixture(params=sorted(ALL_DRIVERS), ids=str)
-def any_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KVStore]:
-    """A store of every driver kind, the 3-master Redis Cluster included."""
-    factory = ALL_DRIVERS[request.param](tmp_path_factory.mktemp(request.param))
-    store = factory.open()
-    try:
-        yield store
-    finally:
-        store.close()
-        factory.cleanup()
 
 
 def put(key: bytes, value: bytes) -> WriteBatch:
@@ -55,42 +43,42 @@ def put(key: bytes, value: bytes) -> WriteBatch:
 
 # ------------------------------------------------------------------------ the store API
 
-def test_write_many_gives_each_batch_its_own_result(any_store: KVStore) -> None:
-    a, b, c, d = (any_store.actor(name) for name in ("gc/a", "gc/b", "gc/c", "gc/d"))
+def test_write_many_gives_each_batch_its_own_result(cstore: KVStore) -> None:
+    a, b, c, d = (cstore.actor(name) for name in ("gc/a", "gc/b", "gc/c", "gc/d"))
     for view in (a, b, c, d):
         view.acquire_ownership()
-    any_store.actor("gc/b").acquire_ownership()  # another runtime took b: b's token is stale
+    cstore.actor("gc/b").acquire_ownership()  # another runtime took b: b's token is stale
     refused = put(b"k", b"c")
     refused.expect_value(b"missing", b"something")
-    too_long = put(b"x" * 100_000, b"d") if any_store.limits.max_key_bytes else None
+    too_long = put(b"x" * 100_000, b"d") if cstore.limits.max_key_bytes else None
     writes = [(a, put(b"k", b"a")), (b, put(b"k", b"b")), (c, refused)]
     if too_long is not None:
         writes.append((d, too_long))
-    trips = any_store.round_trips
-    results = any_store.write_many(writes)
+    trips = cstore.round_trips
+    results = cstore.write_many(writes)
     assert results[0] is None
     assert isinstance(results[1], FencedError)
     assert isinstance(results[2], KVConditionFailedError) and results[2].key == b"missing"  # actor-relative
     if too_long is not None:
         assert isinstance(results[3], KVLimitError)  # refused before anything was sent
-    expected_trips = 1 if any_store.groups_writes else 3
-    assert any_store.round_trips - trips == expected_trips
+    expected_trips = 1 if cstore.groups_writes else 3
+    assert cstore.round_trips - trips == expected_trips
     assert a.get_many([b"k"]) == [b"a"]
     assert b.get_many([b"k"]) == [None] and c.get_many([b"k"]) == [None]  # nothing of a refused batch
 
 
-def test_write_many_applies_every_operation_kind(any_store: KVStore) -> None:
-    a, b = any_store.actor("ops/a"), any_store.actor("ops/b")
+def test_write_many_applies_every_operation_kind(cstore: KVStore) -> None:
+    a, b = cstore.actor("ops/a"), cstore.actor("ops/b")
     seed = WriteBatch()
     for k in (b"r/1", b"r/2", b"r/3", b"gone", b"kept"):
         seed.put(k, b"v")
-    assert any_store.write_many([(a, seed), (b, put(b"only", b"b"))]) == [None, None]
+    assert cstore.write_many([(a, seed), (b, put(b"only", b"b"))]) == [None, None]
     change = WriteBatch()
     change.delete_range(b"r/", b"r/3")
     change.delete(b"gone")
     change.put(b"new", b"n")
     change.expect_value(b"kept", b"v")
-    assert any_store.write_many([(a, change), (b, put(b"only", b"b2"))]) == [None, None]
+    assert cstore.write_many([(a, change), (b, put(b"only", b"b2"))]) == [None, None]
     assert dict(a.scan(b"", b"")) == {b"kept": b"v", b"new": b"n", b"r/3": b"v"}
     assert dict(b.scan(b"", b"")) == {b"only": b"b2"}
 

@@ -69,6 +69,19 @@ _COMMENTS = re.compile(r"\s*(?:--[^\n]*(?:\n|$)|/\*.*?\*/)\s*", re.S)
 _SELF_MANAGED = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "VACUUM"})
 
 
+_QUERIES = frozenset({"SELECT", "WITH", "VALUES"})
+"""First keywords of a query. Only a query may skip the implicit ``BEGIN``: SQLite also
+calls transaction control (``SAVEPOINT``, ``RELEASE``, ...) read-only, and a
+``SAVEPOINT`` outside a transaction would start one that its ``RELEASE`` ends."""
+
+_READ_ONLY: dict[str, bool] = {}
+"""Whether an SQL text runs as ONE statement that SQLite reports read-only
+(``sqlite3_stmt_readonly``) and is a query (:data:`_QUERIES`), learned on its first
+run inside an action (bounded like
+:data:`_KEYWORDS`). Such a text needs no implicit ``BEGIN``: see
+:meth:`ActorConnection.execute`."""
+
+
 _KEYWORDS: dict[str, str] = {}
 """``first_keyword`` results by SQL text (bounded: cleared when it reaches 1024 entries)."""
 
@@ -131,7 +144,7 @@ class ActorConnection:
     """
 
     __slots__ = (
-        "_control", "_cursor", "_in_flight", "_index", "_prepared", "_savepoints", "_shapes", "action_active",
+        "_control", "_cursor", "_in_flight", "_index", "_probe", "_prepared", "_savepoints", "_shapes", "action_active",
         "con", "kv", "label", "state", "__weakref__",
     )
 
@@ -149,6 +162,9 @@ class ActorConnection:
         """A cursor for the implicit ``BEGIN`` / ``COMMIT`` (no exec tracer; reused, so
         they cost no cursor allocation as ``con.execute`` would)."""
         self._index: dict[str, int] | None = None
+        self._probe: list[bool] | None = None
+        """While a new SQL text is learned (:data:`_READ_ONLY`): whether each of its
+        statements is read-only, as SQLite reports them."""
         self._shapes: dict[tuple[str, ...], dict[str, int]] = {}
 
     # ------------------------------------------------------------------ opening
@@ -178,6 +194,9 @@ class ActorConnection:
 
     def _new_statement(self, cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
         self._index = None
+        probe = self._probe
+        if probe is not None:
+            probe.append(bool(cursor.is_readonly))
         return True
 
     def _shape(self, cursor: apsw.Cursor) -> dict[str, int]:
@@ -253,14 +272,31 @@ class ActorConnection:
                 con.execute("BEGIN")
 
     def execute(self, sql: str, args: tuple[Any, ...]) -> list[Row]:
-        """Run ``sql`` (may hold several statements) and return every result row."""
+        """Run ``sql`` (may hold several statements) and return every result row.
+
+        Inside an action, a statement runs in the action's implicit transaction
+        (``BEGIN`` before the first one), except a text known to be ONE read-only
+        statement while no transaction is open: it runs in SQLite's autocommit mode,
+        its own read transaction, and a read-only action then costs no ``BEGIN`` and
+        no ``COMMIT``. That is equivalent: an actor's database has one writer (the
+        actor itself, one action at a time, fenced against other runtimes), so no
+        write can land between that read and a later ``BEGIN`` of the same action,
+        and a read has nothing to roll back. A text is learned on its first run
+        (inside the transaction, with SQLite's ``sqlite3_stmt_readonly`` of every
+        statement it holds), so an unknown text always gets the ``BEGIN``.
+        """
         con = self.con
         if con is None:
             con = self._require()  # raises
-        if self.action_active and not con.in_transaction:
-            self._maybe_begin(con, sql)
         cursor = self._cursor
         assert cursor is not None
+        probe = None
+        if self.action_active and not con.in_transaction:
+            read_only = _READ_ONLY.get(sql)
+            if not read_only:
+                self._maybe_begin(con, sql)
+                if read_only is None:
+                    probe = self._probe = []
         debug = log.isEnabledFor(logging.DEBUG)
         if debug:
             started, reads, writes = time.perf_counter(), self.kv.reads, self.kv.writes
@@ -270,8 +306,13 @@ class ActorConnection:
             bindings = args[0] if len(args) == 1 and isinstance(args[0], (dict, list, tuple)) else args
             for values in cursor.execute(sql, bindings):
                 out.append(Row(values, self._index or self._shape(cursor)))
+            if probe is not None:
+                if len(_READ_ONLY) >= 1024:
+                    _READ_ONLY.clear()
+                _READ_ONLY[sql] = probe == [True] and first_keyword(sql) in _QUERIES
             return out
         finally:
+            self._probe = None
             if debug:
                 self._log_query(sql, started, reads, writes)
 

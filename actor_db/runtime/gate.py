@@ -160,7 +160,10 @@ class OutputGate:
         self._inbox = inbox_for(loop)
         self._on_failure = on_failure
         self._limits = inner.limits
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        """Guards the gate's state. ``with self._lock`` is the same lock as ``_cond``'s
+        (a C-level enter, not the Condition's Python wrapper: taken several times per action)."""
+        self._cond = threading.Condition(self._lock)
         self._inline = inner.instant_writes
         """The store applies a write in microseconds without I/O (``MemoryKV``): write
         it in the committing thread instead of handing it to a pool thread (the hand-off
@@ -248,28 +251,31 @@ class OutputGate:
         if batch.expect:
             self._write_conditional(batch)
             return
-        with self._cond:
+        join = False
+        with self._lock:
             self._raise_if_failed()
+            self.enqueued += 1
+            seq = self.enqueued
             if self._inline and not self._flushing and not self._held and not self._pending:
                 # Instant store, nothing queued: write it now, with no queue round.
                 self._flushing = True
-                self.enqueued += 1
-                seq = self.enqueued
                 direct = True
             else:
                 direct = False
+                self._pending.append((seq, batch, size))
+                self._pending_bytes += size
+                over = self._pending_bytes > self.max_pending_bytes
+                start = not self._flushing and (over or not self._held)
+                if start:
+                    self._flushing = True
+                    if not (over or self._inline) and self._committer is not None:
+                        join = self._mark_joined()
         if direct:
             self._write_now(batch, seq)
             return
-        with self._cond:
-            self._raise_if_failed()
-            self.enqueued += 1
-            self._pending.append((self.enqueued, batch, size))
-            self._pending_bytes += size
-            over = self._pending_bytes > self.max_pending_bytes
-            start = not self._flushing and (over or not self._held)
-            self._flushing = self._flushing or start
-        if start:
+        if join:
+            self._committer.join(self)  # type: ignore[union-attr]
+        elif start:
             if over or self._inline:
                 self._flush()  # write it here: we wait for it anyway, or it costs nothing
             else:
@@ -284,7 +290,7 @@ class OutputGate:
         if not self._send(batch):
             return
         cond = self._cond
-        with cond:
+        with self._lock:
             self.durable = seq
             self._flushing = False
             if self._sleepers:
@@ -301,7 +307,7 @@ class OutputGate:
         leaves the gate whole; any other failure breaks it, as a failed flush does."""
         while True:
             self.drain()
-            with self._cond:
+            with self._lock:
                 self._raise_if_failed()
                 if not self._pending and not self._flushing:
                     self._flushing = True  # no flusher starts while this write is out
@@ -312,7 +318,7 @@ class OutputGate:
         try:
             self.inner.write(batch)
         except ConditionFailedError:
-            with self._cond:
+            with self._lock:
                 self.durable = seq  # nothing to wait for: the batch was refused whole
                 start = self._done_writing()
             if start:
@@ -323,7 +329,7 @@ class OutputGate:
             if not isinstance(exc, Exception):
                 raise
             raise self.error() from exc
-        with self._cond:
+        with self._lock:
             self.durable = seq
             start = self._done_writing()
             schedule = bool(self._waiters) and not self._release_scheduled
@@ -364,7 +370,7 @@ class OutputGate:
 
     def open(self) -> None:
         """Stop holding (see ``held``): write what is queued, and every later batch."""
-        with self._cond:
+        with self._lock:
             self._held = False
             start = bool(self._pending) and not self._flushing and self.failure is None
             self._flushing = self._flushing or start
@@ -377,7 +383,7 @@ class OutputGate:
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         """Values for ``keys``, pending batches first; one KV round trip for the keys no
         pending batch touches (none when every key is answered)."""
-        with self._cond:
+        with self._lock:
             self._raise_if_failed()
             pending = [batch for _, batch, _ in self._pending]
         if not pending:
@@ -448,11 +454,18 @@ class OutputGate:
         if committer is None:
             self._pool.submit(self._flush)
             return
-        with self._cond:
-            self._joined = True
-            if self._sleepers:  # a thread waiting for the flusher may take over now
-                self._cond.notify_all()
+        with self._lock:
+            self._mark_joined()
         committer.join(self)
+
+    def _mark_joined(self) -> bool:
+        """(Lock held, right to write taken.) Mark the gate joined to its committer's
+        next round (the caller then calls ``committer.join``); a thread waiting for the
+        writer may take the right back now (:meth:`_withdraw`). Returns True."""
+        self._joined = True
+        if self._sleepers:
+            self._cond.notify_all()
+        return True
 
     def _withdraw(self) -> bool:
         """(Lock held.) Take the right to write back from the committer if this gate
@@ -467,7 +480,7 @@ class OutputGate:
         """(Committer, pool thread.) The merged batch this gate sends in the round that
         is starting and how many pending batches it holds, or ``None`` when the gate
         left (withdrawn, broken, nothing pending). Counted as the actor's KV write."""
-        with self._cond:
+        with self._lock:
             if not self._joined:
                 return None
             self._joined = False
@@ -514,7 +527,7 @@ class OutputGate:
         join the committer's next round) and whether :meth:`_release` must run for
         waiting callers (with ``post`` it is posted to the loop here)."""
         cond, pending = self._cond, self._pending
-        with cond:
+        with self._lock:
             freed = 0
             for _ in range(taken):
                 seq, _, size = pending.popleft()
@@ -538,7 +551,7 @@ class OutputGate:
         """The flusher: write pending batches (merged while they fit) until none is left
         or a write fails. Exactly one flusher runs at a time (``_flushing``)."""
         cond, pending = self._cond, self._pending
-        with cond:
+        with self._lock:
             if self.failure is not None or not pending:
                 self._stop_flushing()
                 return
@@ -578,7 +591,7 @@ class OutputGate:
             self._sleepers -= 1
 
     def _fail(self, exc: BaseException) -> None:
-        with self._cond:
+        with self._lock:
             lost = len(self._pending)
             self.failure = exc
             self._pending.clear()
@@ -594,7 +607,7 @@ class OutputGate:
 
     def _release(self) -> None:
         """(Event loop.) Resolve the waiters whose sequence is durable now."""
-        with self._cond:
+        with self._lock:
             self._release_scheduled = False
             durable = self.durable
         keep: list[tuple[int, asyncio.Future[None]]] = []
@@ -622,10 +635,22 @@ class OutputGate:
         :raises CommitFailedError: the gate broke before that (or
             :class:`FencedError`: another runtime owns the actor).
         """
+        fut = self.waiter(seq)
+        if fut is not None:
+            await fut
+
+    def waiter(self, seq: int) -> asyncio.Future[None] | None:
+        """(Event loop.) A future resolved once batch ``seq`` (and every one before it)
+        is durable, or failed with the gate's error if it breaks first; ``None`` when
+        ``seq`` is durable already. (:meth:`wait` without a coroutine of its own: the
+        runtime awaits it once per action.)
+
+        :raises CommitFailedError: the gate is broken (or :class:`FencedError`).
+        """
         if self.failure is not None:
             raise self.error()
         if seq <= self.durable:
-            return
+            return None
         # Callers of one actor run on one loop at a time; follow it if the application
         # moved to another one (e.g. a second asyncio.run with the same registry).
         loop = asyncio.get_running_loop()
@@ -633,11 +658,11 @@ class OutputGate:
             self._loop, self._inbox = loop, inbox_for(loop)
         fut: asyncio.Future[None] = loop.create_future()
         self._waiters.append((seq, fut))
-        with self._cond:  # a flush may have finished before we registered
+        with self._lock:  # a flush may have finished before we registered
             if seq <= self.durable and not self._release_scheduled:
                 self._release_scheduled = True
-                self._loop.call_soon(self._release)
-        await fut
+                loop.call_soon(self._release)
+        return fut
 
     async def settle(self) -> None:
         """(Event loop.) Wait until nothing is pending or in flight (durable or broken);
@@ -654,7 +679,7 @@ class OutputGate:
 
         :raises CommitFailedError: the gate broke (or :class:`FencedError`).
         """
-        with self._cond:
+        with self._lock:
             self._raise_if_failed()
             target = self.enqueued
             if target <= self.durable:
@@ -662,7 +687,7 @@ class OutputGate:
             self._wait_until(lambda: self.durable >= target)
 
     def _wait_below(self, bound: int) -> None:
-        with self._cond:
+        with self._lock:
             self._wait_until(lambda: self._pending_bytes <= bound)
 
     def _wait_until(self, done: Callable[[], bool]) -> None:

@@ -405,7 +405,15 @@ class ActorInstance:
         finally:
             hold.release()
         if gate is not None and seq > gate.durable:
-            await self._gate_wait(gate, seq)
+            # (_gate_wait, inlined: one coroutine less per action)
+            try:
+                fut = gate.waiter(seq)
+                if fut is not None:
+                    await fut
+            except Exception:
+                if gate.failure is not None:
+                    await self._discard(gate)
+                raise
         if error is not None:
             raise error
         return result

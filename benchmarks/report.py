@@ -561,7 +561,8 @@ def scale_section(groups: dict[str, list[Bench]], summary: dict[str, Any]) -> st
     awake = sorted((b["extra_info"] for b in groups.pop("scale-awake", [])), key=lambda e: e["actors"])
     compare = [b["extra_info"] for b in groups.pop("scale-compare", [])]
     cpu = [b["extra_info"] for b in groups.pop("scale-cpu", [])]
-    latency = sorted((b["extra_info"] for b in groups.pop("scale-latency", [])), key=lambda e: e["actors"])
+    latency = sorted((row for b in groups.pop("scale-latency", [])
+                      for row in b["extra_info"].get("rows", [b["extra_info"]])), key=lambda e: e["actors"])
     callers = [b["extra_info"] for b in groups.pop("scale-callers", [])]
     if not (awake or compare or cpu or latency or callers):
         return ""
@@ -648,12 +649,27 @@ def scale_section(groups: dict[str, list[Bench]], summary: dict[str, Any]) -> st
              _num(e["wall_per_write_action_us"], 1), _num(e["kv_round_trips_per_write_action"], 2)]]))
     if latency:
         one = next((e["throughput_per_s"] for e in latency if e["actors"] == 1), None)
-        rows = [[_num(e["actors"]), _num(e["throughput_per_s"]), _ratio(e["throughput_per_s"] / one if one else None),
+        in_turns = all("speedup" in e for e in latency)
+
+        def vs_one(e: dict[str, Any]) -> str:
+            if in_turns:
+                spread = f" ({_ratio(e['speedup_min'])}–{_ratio(e['speedup_max'])})" if e["actors"] != 1 else ""
+                return _ratio(e["speedup"]) + spread
+            return _ratio(e["throughput_per_s"] / one if one else None)
+
+        rows = [[_num(e["actors"]), _num(e["throughput_per_s"]), vs_one(e),
                  _num(e["round_trips_per_action"], 3), _num(e["threads"]), _num(e["failures"])] for e in latency]
+        summary["scale_speedup"] = {str(e["actors"]): e["speedup"] if in_turns else
+                                    (e["throughput_per_s"] / one if one else None) for e in latency}
+        method = (f" The actor counts run in turns in one process ({latency[0]['rounds']} rounds of "
+                  f"{_num(latency[0]['phase_s'], 1)} s counted per count, each count with its own registry and "
+                  "store): actions/s is the median over rounds, \"vs 1 actor\" the median over rounds of the "
+                  "ratio to the 1-actor run of the same round (lowest–highest in brackets), so the machine's "
+                  "drift between runs does not enter it." if in_turns else "")
         parts.append("1-row write actions, each actor called by one client back to back, "
                      f"{_num(latency[0]['latency_ms'], 0)} ms injected per KV round trip. The busy actors' "
                      "commits share round trips (group commit: one `write_many` per round, each actor's "
-                     "batch fenced and atomic on its own), so a round trip carries many actors' writes:")
+                     "batch fenced and atomic on its own), so a round trip carries many actors' writes." + method)
         parts.append(_table(["actors", "actions/s", "vs 1 actor", "KV round trips/action", "threads", "failed calls"],
                             rows))
     if callers:

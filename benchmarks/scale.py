@@ -6,6 +6,7 @@ Run one probe per fresh process (each prints one JSON object)::
     python -m benchmarks.scale compare --actors 100 10000   # read p50 ratio, 10,000 vs 100 awake
     python -m benchmarks.scale cpu --actions 3000           # CPU per cached read / 1-row write action
     python -m benchmarks.scale latency --actors 1 64 256    # write throughput, 5 ms per round trip
+    python -m benchmarks.scale speedup --actors 1 64 256    # the same, counts run in turns (ratios)
     python -m benchmarks.scale callers --callers 64         # ONE actor, 64 concurrent writers, 5 ms
 
 Definitions (units in the names):
@@ -56,10 +57,19 @@ Definitions (units in the names):
   (``--no-one-at-a-time`` skips the one-at-a-time pair). ``create_wall_s``,
   ``setup_wall_s``, ``wall_s``: wall time to create the N actors, to have them awake,
   and of the whole probe.
-- ``cpu_per_read_action_us`` / ``cpu_per_write_action_us``: process CPU time of N
-  sequential actions on one actor over N (MemoryKV, no injected latency); the write
-  action updates one row (one commit).
+- ``cpu_per_read_action_us`` / ``cpu_per_write_action_us``: process CPU time per action
+  of sequential actions on one actor (MemoryKV, no injected latency), the median of 9
+  read passes and 9 write passes run in turns (N / 9 actions each); the write action
+  updates one row (one commit).
 - ``throughput_per_s``: actions per second of wall time; ``speedup`` versus one actor.
+  ``speedup`` (the probe): every actor count has its own registry and store, all alive
+  at once, and they run in turns (``--rounds`` rounds, each running every count once for
+  ``--settle`` + ``--seconds`` seconds, only the last ``--seconds`` counted, the order
+  rotated each round); ``throughput_per_s`` is the median over rounds, ``speedup`` the
+  median over rounds of (throughput / the 1-actor throughput of the same round),
+  ``speedup_min`` / ``speedup_max`` the extremes: the machine's drift between two runs
+  minutes apart no longer enters the ratio. Its ``threads`` is the main thread plus the
+  most pool threads of that count's registry (what one process per count would have).
 
 Process CPU time counts every thread, so a thread hop's cost on both sides is included.
 """
@@ -85,7 +95,8 @@ from actor_db.kv import MemoryKV
 
 from benchmarks.kvlatency import LatencyKV
 
-__all__ = ["definition", "probe_awake", "probe_compare", "serve_reads", "probe_cpu", "probe_latency", "probe_callers", "main"]
+__all__ = ["definition", "probe_awake", "probe_compare", "serve_reads", "probe_cpu", "probe_latency", "probe_speedup",
+           "probe_callers", "main"]
 
 ROWS = 10
 
@@ -312,23 +323,35 @@ def probe_compare(small: int, large: int, pairs: int, reads: int, warmup: int,
     return out
 
 
-async def probe_cpu(actions: int, options: dict[str, Any]) -> dict[str, Any]:
-    """CPU per cached read action and per 1-row write action on one actor (no latency)."""
+async def probe_cpu(actions: int, options: dict[str, Any], passes: int = 9) -> dict[str, Any]:
+    """CPU per cached read action and per 1-row write action on one actor (no latency):
+    ``passes`` read passes and write passes in turns, ``actions / passes`` actions each;
+    the figures are the median pass (a burst of load on the machine moves one pass, not
+    the result)."""
     registry = _registry(MemoryKV(), **options)
     h = registry.get_or_create("s", "cpu")
     await h.call("seed")
     for i in range(200):  # warm up both paths
         await h.call("read", 1 + i % ROWS)
         await h.call("write", 1 + i % ROWS)
-    out: dict[str, Any] = {"actions": actions}
+    per_pass = max(actions // passes, 1)
+    cpu_us: dict[str, list[float]] = {"read": [], "write": []}
+    wall_us: dict[str, list[float]] = {"read": [], "write": []}
+    trips = {"read": 0, "write": 0}
+    for _ in range(passes):
+        for name in ("read", "write"):
+            before = h.metrics()["kv_round_trips"]
+            cpu, wall = time.process_time(), time.perf_counter()
+            for i in range(per_pass):
+                await h.call(name, 1 + i % ROWS)
+            cpu_us[name].append((time.process_time() - cpu) / per_pass * 1e6)
+            wall_us[name].append((time.perf_counter() - wall) / per_pass * 1e6)
+            trips[name] += h.metrics()["kv_round_trips"] - before
+    out: dict[str, Any] = {"actions": per_pass * passes, "passes": passes}
     for name in ("read", "write"):
-        trips = h.metrics()["kv_round_trips"]
-        cpu, wall = time.process_time(), time.perf_counter()
-        for i in range(actions):
-            await h.call(name, 1 + i % ROWS)
-        out[f"cpu_per_{name}_action_us"] = (time.process_time() - cpu) / actions * 1e6
-        out[f"wall_per_{name}_action_us"] = (time.perf_counter() - wall) / actions * 1e6
-        out[f"kv_round_trips_per_{name}_action"] = (h.metrics()["kv_round_trips"] - trips) / actions
+        out[f"cpu_per_{name}_action_us"] = statistics.median(cpu_us[name])
+        out[f"wall_per_{name}_action_us"] = statistics.median(wall_us[name])
+        out[f"kv_round_trips_per_{name}_action"] = trips[name] / (per_pass * passes)
     await registry.close()
     return out
 
@@ -367,6 +390,74 @@ async def probe_latency(actors: int, seconds: float, latency_s: float, options: 
     return out
 
 
+async def probe_speedup(counts: list[int], rounds: int, phase_s: float, settle_s: float, latency_s: float,
+                        options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Write throughput of ``counts`` actors (the first must be 1) with ``latency_s`` per
+    round trip, measured in turns so that the machine's drift cancels in the ratios.
+
+    Each actor count has its own registry and store (its own pool and group committer),
+    all alive at once. A *round* runs every count once, in an order rotated each round:
+    its clients write back to back for ``settle_s + phase_s`` seconds and only the
+    actions that end in the last ``phase_s`` count (the first ``settle_s`` let the
+    group committer learn how many actors write). ``speedup`` of a count is the median,
+    over rounds, of its throughput over the 1-actor throughput of the same round.
+    """
+    if not counts or counts[0] != 1:
+        raise ValueError("speedup needs --actors 1 N ...: ratios are to one actor")
+    arms = []
+    for n in counts:
+        store = LatencyKV(MemoryKV(), 0.0)
+        registry = _registry(store, **options)
+        handles = [registry.get_or_create("s", f"p{n}-{i}") for i in range(n)]
+        await _gather_chunked([h.call("seed") for h in handles])
+        arms.append({"n": n, "store": store, "registry": registry, "handles": handles, "runs": [],
+                     "actions": 0, "trips": 0, "failures": 0, "threads": 0})
+
+    async def phase(arm: dict[str, Any]) -> float:
+        store, handles = arm["store"], arm["handles"]
+        store.latency_s = latency_s
+        started = time.perf_counter()
+        counted_from, stop = started + settle_s, started + settle_s + phase_s
+        counted = [0]
+        trips: list[int] = []
+
+        async def client(h: Any) -> None:
+            n = 0
+            while time.perf_counter() < stop:
+                try:
+                    await h.call("write", 1 + n % ROWS)
+                except Exception:  # counted, reported
+                    arm["failures"] += 1
+                n += 1
+                if time.perf_counter() >= counted_from:
+                    counted[0] += 1
+                    if not trips:
+                        trips.append(store.round_trips)
+
+        await asyncio.gather(*(client(h) for h in handles))
+        arm["threads"] = 1 + arm["registry"].pool.peak_threads  # the main thread + this count's pool
+        store.latency_s = 0.0
+        arm["actions"] += counted[0]
+        arm["trips"] += store.round_trips - (trips[0] if trips else store.round_trips)
+        return counted[0] / phase_s
+
+    for r in range(rounds):
+        order = arms[r % len(arms):] + arms[:r % len(arms)]
+        for arm in order:
+            arm["runs"].append(await phase(arm))
+    out = []
+    for arm in arms:
+        ratios = sorted(run / one for run, one in zip(arm["runs"], arms[0]["runs"]))
+        out.append({"actors": arm["n"], "latency_ms": latency_s * 1000, "rounds": rounds, "phase_s": phase_s,
+                    "actions": arm["actions"], "throughput_per_s": statistics.median(arm["runs"]),
+                    "throughput_runs": arm["runs"], "speedup": statistics.median(ratios),
+                    "speedup_min": ratios[0], "speedup_max": ratios[-1],
+                    "round_trips_per_action": arm["trips"] / max(arm["actions"], 1),
+                    "failures": arm["failures"], "threads": arm["threads"]})
+        await arm["registry"].close()
+    return out
+
+
 async def probe_callers(callers: int, seconds: float, latency_s: float, options: dict[str, Any]) -> dict[str, Any]:
     """ONE actor, ``callers`` concurrent clients each doing 1-row writes back to back."""
     store = LatencyKV(MemoryKV(), 0.0)
@@ -397,7 +488,7 @@ async def probe_callers(callers: int, seconds: float, latency_s: float, options:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("probe", choices=["awake", "compare", "serve", "cpu", "latency", "callers"])
+    parser.add_argument("probe", choices=["awake", "compare", "serve", "cpu", "latency", "speedup", "callers"])
     parser.add_argument("--actors", type=int, nargs="+", default=[100])
     parser.add_argument("--reads", type=int, default=3000, help="recorded read actions per pass")
     parser.add_argument("--passes", type=int, default=3, help="awake: read passes")
@@ -409,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--callers", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--latency-ms", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3, help="speedup: rounds (each runs every actor count once)")
+    parser.add_argument("--settle", type=float, default=0.25, help="speedup: seconds of each phase not counted")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=JSON",
                         help="a Registry option, e.g. max_threads=64")
     args = parser.parse_args(argv)
@@ -428,6 +521,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     elif args.probe == "cpu":
         results.append(asyncio.run(probe_cpu(args.actions, options)))
+    elif args.probe == "speedup":
+        results.extend(asyncio.run(probe_speedup(args.actors, args.rounds, args.seconds, args.settle,
+                                                 args.latency_ms / 1000, options)))
     elif args.probe == "latency":
         for n in args.actors:
             results.append(asyncio.run(probe_latency(n, args.seconds, args.latency_ms / 1000, options)))

@@ -68,6 +68,7 @@ int kvn_dirty_count(kvn_file *f);
 int kvn_dirty_keys(kvn_file *f, uint32_t *out, int n);
 int kvn_dirty_snapshot(kvn_file *f, uint32_t *indices, unsigned char *out, int n);
 int kvn_cache_put_dirty(kvn_file *f);
+int kvn_preload_put_dirty(kvn_file *f);
 void kvn_commit_done(kvn_file *f);
 int kvn_dirty_read(kvn_file *f, uint32_t index, unsigned char *out);
 int kvn_dirty_write(kvn_file *f, uint32_t index, const unsigned char *data, int len);

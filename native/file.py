@@ -370,6 +370,14 @@ class NativeFile(KVFile):
         if self._cache is not None and lib.kvn_cache_put_dirty(self._c) != 0:
             raise MemoryError("native VFS: out of memory for the chunk cache")
 
+    def _preload_committed(self, puts: list[tuple[bytes, bytes]]) -> None:
+        # The Python map learns the values; C's mirror takes the chunks from the dirty
+        # buffer in one call (no listener round per chunk: _preload_changed would forget,
+        # look up, cover and copy each one through Python).
+        self.preload.update_many(puts, notify=False)
+        if lib.kvn_preload_put_dirty(self._c) != 0:
+            raise MemoryError("native VFS: out of memory for the preload")
+
     def _reset_after_commit(self) -> None:
         lib.kvn_commit_done(self._c)
 

@@ -1204,6 +1204,26 @@ static int kvn_cache_put_dirty(kvn_file *f) {
   UNLOCK(f);
   return rc;
 }
+/* After a commit (NativeFile._preload_committed): the committed chunks replace their
+** preload entries where the preload covers them (a value, or ABSENT: covered with no
+** value), in C, with no Python listener per chunk; a chunk the preload does not cover
+** stays NOT_LOADED. The same outcome as re-mirroring each chunk key from the Python
+** PreloadMap (which the caller updated), whose coverage this mirror equals. */
+static int kvn_preload_put_dirty(kvn_file *f) {
+  int rc = SQLITE_OK;
+  LOCK(f);
+  for (size_t i = 0; i < f->dirty.cap && rc == SQLITE_OK; i++) {
+    const kvn_dirty_entry *e = f->dirty.slots[i].val;
+    if (!e) continue;
+    uint32_t index = f->dirty.slots[i].key;
+    const unsigned char *old;
+    int st = kvn_preload_state(&f->preload, index, &old);
+    if (st == KVN_FOUND) memcpy((unsigned char *)old, e->data, KVN_CHUNK);  /* same size: in place */
+    else if (st == KVN_ABSENT) rc = kvn_preload_put_value(&f->preload, index, e->data, KVN_CHUNK);
+  }
+  UNLOCK(f);
+  return rc;
+}
 /* After a commit (KVFile._reset_after_commit): empty the dirty buffer and staged set;
 ** the committed size and low water become the current size. */
 static void kvn_commit_done(kvn_file *f) {

@@ -143,6 +143,45 @@ def test_preload_warm_open_and_reads_cost_what_python_costs(store: KVStore) -> N
     assert costs["native"]["preload_hits"] > 0
 
 
+@pytest.mark.parametrize("rows", [40, 160], ids=["db-within-preload", "db-past-preload"])
+def test_commits_keep_the_preload_mirror_current(store: KVStore, rows: int) -> None:
+    """A commit updates C's copy of the preload in one call (``kvn_preload_put_dirty``),
+    not through the Python map's listener: a committed chunk the preload covers gets
+    its new bytes (in place of a value, or of "absent" past the old end), a chunk it
+    never covered stays not loaded; with no chunk cache to hide a stale copy, every
+    page reads back as the Python VFS reads it."""
+    from native.file import lib
+
+    outcome = {}
+    for kind in ("python", "native"):
+        con = vfs.connect(store.actor(kind), vfs="python")
+        con.execute("CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT)")
+        with con:
+            con.executemany("INSERT INTO t(b) VALUES(?)", [("x" * 300,) for _ in range(rows)])  # ~4 / ~16 chunks
+        con.close()
+        # 8 chunks of budget: the whole small database (every later chunk known absent),
+        # or the first 8 chunks of the big one (later chunks not loaded).
+        preload = full_preload(store.actor(kind), max_bytes=32 * 1024)
+        con = vfs.connect(store.actor(kind), vfs=kind, preload=preload, cache_chunks=0)
+        try:
+            for i in range(1, 41, 7):
+                with con:
+                    con.execute("UPDATE t SET b = ? WHERE a = ?", (f"row {i} updated " * 10, i))
+            with con:  # grow to ~16 chunks: past the preload's 8
+                con.executemany("INSERT INTO t(b) VALUES(?)", [("y" * 900,) for _ in range(40)])
+            if kind == "native":
+                states = [lib.kvn_preload_lookup(con.kv_file._c, i) for i in range(12)]
+                assert states == ([2] * 12 if rows == 40 else [2] * 8 + [0] * 4)
+            con.execute("PRAGMA cache_size=1")  # SQLite re-reads every page through the VFS
+            outcome[kind] = ([tuple(r) for r in con.execute("SELECT a, b FROM t ORDER BY a")], integrity(con))
+        finally:
+            con.close()
+    assert outcome["native"] == outcome["python"]
+    content, check = outcome["native"]
+    assert check == "ok" and len(content) == rows + 40
+    assert content[7] == (8, "row 8 updated " * 10) and content[1] == (2, "x" * 300)
+
+
 def test_kv_failures_raise_apsw_errors_naming_the_cause_and_recover(store: KVStore) -> None:
     kv = FaultyKV(store.actor("a"))
     con = vfs.connect(kv, vfs="native", cache_chunks=0)

@@ -931,7 +931,7 @@ class KVFile:
                             del self._cache[index]
                 self._cache_committed(dirty)
                 chunk_puts.append((self._meta_key, meta))
-                self.preload.update_many(chunk_puts)
+                self._preload_committed(chunk_puts)
             self._reset_after_commit()
             self._committed_to_share(None if large or not applied else dirty, truncate_from)
         except apsw.Error:
@@ -1005,6 +1005,11 @@ class KVFile:
         if self._cache is not None:
             for index, data in dirty.items():
                 self._cache[index] = data
+
+    def _preload_committed(self, puts: list[tuple[bytes, bytes]]) -> None:
+        """A successful commit wrote ``puts`` (its chunk keys and the meta key; the dirty
+        buffer still holds the chunks): keep the preload current."""
+        self.preload.update_many(puts)
 
     def _reset_after_commit(self) -> None:
         """Empty the dirty buffer and staged set; the KV now holds ``_size`` bytes."""

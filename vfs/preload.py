@@ -109,9 +109,10 @@ class PreloadMap:
                 self._values[key] = value
         self._notify(key, key + b"\x00")
 
-    def update_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+    def update_many(self, items: Iterable[tuple[bytes, bytes]], *, notify: bool = True) -> None:
         """:meth:`update` for each ``(key, value)`` of a commit, under one lock hold;
-        listeners hear of each covered key afterwards, in order."""
+        listeners hear of each covered key afterwards, in order (``notify=False``: they
+        do not; the caller mirrors the change itself, as the native VFS does in C)."""
         changed: list[bytes] = []
         with self._lock:
             values, exact, covered = self._values, self._exact, self._covered
@@ -124,7 +125,7 @@ class PreloadMap:
                         continue
                 values[key] = value
                 changed.append(key)
-        if changed and self._listeners:
+        if changed and notify and self._listeners:
             for key in changed:
                 self._notify(key, key + b"\x00")
 

@@ -8,6 +8,12 @@ on a real network. Round trips are counted by :class:`actor_db.kv.KVStore` exact
 for any driver (one per call of an actor view), so the counts are machine-independent;
 only the times depend on the machine.
 
+A group write can also be awaited by the runtime's event loop, as a network store's
+reply is (:meth:`KVStore.start_write_many`) when the wrapped store applies writes in
+memory: it is sent at once and is a deadline ``latency_s`` later; the wrapped store
+applies it when the deadline is met (:meth:`GroupWrite.finish`, which sleeps the rest
+of the delay if called early).
+
 Invariants: the wrapper adds no caching and no batching of its own (a group write,
 :meth:`actor_db.kv.KVStore.write_many`, is one round trip when the wrapped store
 makes it one), so a benchmark's round trips
@@ -23,7 +29,7 @@ from typing import Hashable, Sequence
 from vfs.preload import PreloadMap
 from vfs.protocol import PreloadRequest, WriteBatch
 
-from actor_db.kv.base import Fence, GroupItem, KVStore
+from actor_db.kv.base import Fence, GroupItem, GroupWrite, KVStore
 
 __all__ = ["LatencyKV", "DEFAULT_LATENCY_S", "measure_sleep_overhead"]
 
@@ -77,6 +83,24 @@ class LatencyKV(KVStore):
     def _write_many(self, items: Sequence[GroupItem]) -> list[Exception | None]:
         self._delay()
         return self.inner._write_many(items)
+
+    @property
+    def loop_writes(self) -> bool:  # type: ignore[override]
+        """Over an in-memory store (nothing to block on but the modelled network): the
+        event loop may wait for a group write's delay itself."""
+        return self.inner.instant_writes and self.inner.groups_writes
+
+    def _start_write_many(self, items: Sequence[GroupItem]) -> GroupWrite:
+        deadline = time.monotonic() + self.latency_s
+        inner = self.inner
+
+        def finish() -> list[Exception | None]:
+            left = deadline - time.monotonic()
+            if left > 0:
+                time.sleep(left)
+            return inner._write_many(items)
+
+        return GroupWrite(finish, deadline=deadline)
 
     def _preload(self, request: PreloadRequest) -> PreloadMap:
         self._delay()

@@ -28,12 +28,20 @@ that can do this for real set :attr:`KVStore.groups_writes` and implement
 ``_write_many`` (LMDB: one write transaction, one fsync; Redis: one pipeline of the
 write scripts; MemoryKV: one lock); the runtime's group commit
 (:mod:`actor_db.runtime.group_commit`) uses it only then.
+
+Group writes the event loop waits for (:meth:`KVStore.start_write_many`): a driver whose
+round trip is a network reply (one Redis server) or a modelled delay sets
+:attr:`KVStore.loop_writes` and implements ``_start_write_many``: the batches are sent
+at once and a :class:`GroupWrite` tells the loop when its reply is there
+(:meth:`GroupWrite.notify`); :meth:`GroupWrite.finish` then reads it. The runtime waits for it
+on its event loop, so a round costs no thread hand-off.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Mapping, NamedTuple, Sequence
 
@@ -50,10 +58,58 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KVStore", "ActorKV", "Fence", "check_actor_id", "check_expectations", "condition_failed"]
+__all__ = ["KVStore", "ActorKV", "Fence", "GroupWrite", "check_actor_id", "check_expectations", "condition_failed"]
 
 GroupItem = tuple[WriteBatch, "Fence | None"]
 """One batch of a group write (full keys) and the fence it carries."""
+
+
+class GroupWrite:
+    """A group write that was sent and whose reply is not read yet.
+
+    :meth:`notify` tells an event loop when the reply can be read without blocking (a
+    deadline, or a driver's own signal, e.g. a socket turning readable); then
+    :meth:`finish` reads it. ``finish`` may also be called early: it then blocks until
+    the reply is there. It never raises: a failed round trip gives every batch that
+    error.
+
+    :param finish: reads the reply; returns one result per batch, as
+        :meth:`KVStore.write_many` does.
+    :param deadline: ``time.monotonic()`` seconds when the reply is there.
+    :param subscribe: ``subscribe(loop, callback)`` arranges ``callback()`` on ``loop``
+        when the reply can be read and returns a function that cancels that.
+    """
+
+    __slots__ = ("deadline", "_subscribe", "_finish", "_results")
+
+    def __init__(self, finish: Callable[[], list[Exception | None]], *, deadline: float | None = None,
+                 subscribe: Callable[[Any, Callable[[], None]], Callable[[], None]] | None = None) -> None:
+        self.deadline = deadline
+        self._subscribe = subscribe
+        self._finish = finish
+        self._results: list[Exception | None] | None = None
+
+    @classmethod
+    def done(cls, results: list[Exception | None]) -> GroupWrite:
+        """A group write whose results are known already (nothing to wait for)."""
+        return cls(lambda: results)
+
+    def notify(self, loop: Any, callback: Callable[[], None]) -> Callable[[], None]:
+        """(On ``loop``'s thread.) Call ``callback()`` on ``loop`` once :meth:`finish`
+        will not block; returns a function that cancels it (safe to call late)."""
+        if self._subscribe is not None:
+            return self._subscribe(loop, callback)
+        if self.deadline is not None:
+            handle = loop.call_at(loop.time() + max(0.0, self.deadline - time.monotonic()), callback)
+        else:
+            handle = loop.call_soon(callback)
+        return handle.cancel  # type: ignore[no-any-return]
+
+    def finish(self) -> list[Exception | None]:
+        """The result of each batch (``None``: applied), reading the reply if needed."""
+        if self._results is None:
+            self._results = self._finish()
+        return self._results
 
 
 class Fence(NamedTuple):
@@ -77,6 +133,11 @@ class KVStore(ABC):
     """Whether :meth:`write_many` sends its batches in ONE round trip (the driver
     implements ``_write_many``); otherwise it makes one round trip per batch and the
     runtime does not group commits."""
+
+    loop_writes = False
+    """Whether :meth:`start_write_many` sends a group write without waiting for its
+    reply (the driver implements ``_start_write_many``): the runtime's event loop then
+    waits for the reply itself, with no thread per round."""
 
     def __init__(self, limits: KVLimits) -> None:
         self._limits = limits
@@ -176,6 +237,51 @@ class KVStore(ABC):
         itself fails, every batch sent in it gets that failure (wrapped as a
         ``KVError``): it may or may not have been applied, as with a failed ``write``.
         """
+        results, items, sent = self._group_items(writes)
+        if not items:
+            return results
+        self._count_group(len(items))
+        try:
+            outcome = self._write_many(items)
+        except Exception as exc:
+            outcome = [exc] * len(items)
+        return self._group_results(writes, results, sent, outcome)
+
+    def start_write_many(self, writes: Sequence[tuple[ActorKV, WriteBatch]]) -> GroupWrite | None:
+        """:meth:`write_many`, sent now, its reply read later (:class:`GroupWrite`); or
+        ``None`` when the driver cannot (:attr:`loop_writes` is False): then use
+        :meth:`write_many`. Checked and counted as :meth:`write_many`; the results
+        :meth:`GroupWrite.finish` returns are the ones it would return."""
+        if not self.loop_writes:
+            return None
+        results, items, sent = self._group_items(writes)
+        if not items:
+            return GroupWrite.done(results)
+        self._count_group(len(items))
+        try:
+            raw = self._start_write_many(items)
+        except Exception as exc:
+            return GroupWrite.done(self._group_results(writes, results, sent, [exc] * len(items)))
+
+        def finish() -> list[Exception | None]:
+            try:
+                outcome = raw.finish()
+            except Exception as exc:  # (a driver's finish should not raise; never strand a batch)
+                outcome = [exc] * len(items)
+            return self._group_results(writes, results, sent, outcome)
+
+        return GroupWrite(finish, deadline=raw.deadline, subscribe=raw._subscribe)
+
+    def _start_write_many(self, items: Sequence[GroupItem]) -> GroupWrite:
+        """Send ``_write_many(items)``'s batches (ONE round trip) and return what to wait
+        for; its ``finish`` returns ``_write_many``'s outcome list (it may raise: then
+        every batch gets that error). Only drivers with :attr:`loop_writes`."""
+        raise NotImplementedError(f"{type(self).__name__} has no loop-driven group writes")
+
+    def _group_items(self, writes: Sequence[tuple[ActorKV, WriteBatch]]
+                     ) -> tuple[list[Exception | None], list[GroupItem], list[int]]:
+        """Check each batch: the results so far (a refused batch's error), the batches
+        to send (full keys, fences) and their positions in ``writes``."""
         results: list[Exception | None] = [None] * len(writes)
         items: list[GroupItem] = []
         sent: list[int] = []
@@ -188,17 +294,18 @@ class KVStore(ABC):
                 results[i] = exc
                 continue
             sent.append(i)
-        if not items:
-            return results
+        return results, items, sent
+
+    def _count_group(self, batches: int) -> None:
         if self.groups_writes:
             self._count()
         else:
-            for _ in items:
+            for _ in range(batches):
                 self._count()
-        try:
-            outcome = self._write_many(items)
-        except Exception as exc:
-            outcome = [exc] * len(items)
+
+    def _group_results(self, writes: Sequence[tuple[ActorKV, WriteBatch]], results: list[Exception | None],
+                       sent: list[int], outcome: Sequence[Exception | None]) -> list[Exception | None]:
+        """``results`` with the outcome of each sent batch, as the view would raise it."""
         for i, error in zip(sent, outcome):
             if error is None:
                 continue

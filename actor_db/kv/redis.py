@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Hashable, Sequence
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -60,9 +60,10 @@ from vfs.preload import PreloadMap, build_preload
 from vfs.protocol import KeyRange, KVLimits, PreloadRequest, WriteBatch
 
 from actor_db.errors import ConfigurationError, KVError, KVUnavailableError
-from actor_db.kv.base import Fence, GroupItem, KVStore, condition_failed
+from actor_db.kv.base import Fence, GroupItem, GroupWrite, KVStore, condition_failed
 from actor_db.kv.fencing import fenced
 from actor_db.kv.namespace import actor_prefix, parse_actor_key, prefix_end
+from actor_db.kv.redis_channel import LoopChannel
 
 if TYPE_CHECKING:
     from redis.cluster import RedisCluster
@@ -444,6 +445,10 @@ class RedisKV(KVStore):
             raise ConfigurationError("the Redis client must be created with decode_responses=False (values are bytes)")
         self._identity = self._compute_identity()
         self._closed = False
+        self._socket_timeout = socket_timeout
+        self._channel: LoopChannel | None = None
+        """The connection group writes waited for by an event loop are pipelined on
+        (made at the first one; :attr:`loop_writes`)."""
         self._actor_cache = functools.lru_cache(maxsize=4096)(self._locate)
         self.load_scripts()
         if check_persistence:
@@ -584,19 +589,65 @@ class RedisKV(KVStore):
         batch by batch (its actors live on different nodes)."""
         if self._cluster:
             return super()._write_many(items)
-        results: list[Exception | None] = [None] * len(items)
         pipe = self._client.pipeline(transaction=False)
+        sent = self._group_calls(items, lambda command: pipe.evalsha(*command[1:]))
+        if not sent:
+            return [None] * len(items)
+        replies = self._run("write", pipe.execute, False)
+        return self._group_outcome(items, sent, replies)
+
+    @property
+    def loop_writes(self) -> bool:  # type: ignore[override]
+        """One server, a client this store built (a ``BlockingConnectionPool`` of at
+        least 2 connections): group writes are pipelined on ONE connection and the event
+        loop waits for their replies on its socket (:mod:`actor_db.kv.redis_channel`)."""
+        pool = getattr(self._client, "connection_pool", None)
+        return (not self._cluster and self._owns_client and isinstance(pool, redis.BlockingConnectionPool)
+                and pool.max_connections >= 2 and not self._closed)
+
+    def _start_write_many(self, items: Sequence[GroupItem]) -> GroupWrite:
+        """:meth:`_write_many`'s pipeline, sent now on the store's group-write channel;
+        the :class:`GroupWrite` is notified when the replies are in and reads them then
+        (a write whose channel failed is written again the blocking way, which retries
+        once on a new connection: every batch is idempotent)."""
+        commands: list[tuple[Any, ...]] = []
+        sent = self._group_calls(items, commands.append)
+        if not sent:
+            return GroupWrite.done([None] * len(items))
+        channel = self._channel
+        if channel is None:
+            channel = self._channel = LoopChannel(self._client.connection_pool, self._socket_timeout)
+        try:
+            write = channel.send(commands)
+        except RedisError:
+            return GroupWrite.done(self._write_many(items))
+
+        def finish() -> list[Exception | None]:
+            if not write.complete:
+                channel.read_through(write)
+            if write.failure is not None:
+                return self._write_many(items)
+            return self._group_outcome(items, sent, write.replies)
+
+        return GroupWrite(finish, subscribe=lambda loop, callback: channel.subscribe(write, loop, callback))
+
+    def _group_calls(self, items: Sequence[GroupItem], send: Any) -> list[int]:
+        """``send`` the write script command of each batch that has something to send
+        (``("EVALSHA", sha, numkeys, *keys, *args)``); the positions of those batches."""
         sent: list[int] = []
         for i, (batch, fence) in enumerate(items):
             call = self._write_call(batch, fence)
             if call is None:
                 continue
             actor, args = call
-            pipe.evalsha(_WRITE.sha, len(actor.keys), *actor.keys, *args)
+            send(("EVALSHA", _WRITE.sha, len(actor.keys), *actor.keys, *args))
             sent.append(i)
-        if not sent:
-            return results
-        replies = self._run("write", pipe.execute, False)
+        return sent
+
+    def _group_outcome(self, items: Sequence[GroupItem], sent: list[int], replies: Sequence[Any]) -> list[Exception | None]:
+        """Each batch's result from its script's reply (a script the server lost is
+        sent again with EVAL)."""
+        results: list[Exception | None] = [None] * len(items)
         for i, reply in zip(sent, replies):
             batch, fence = items[i]
             if isinstance(reply, NoScriptError):
@@ -735,6 +786,8 @@ class RedisKV(KVStore):
         if self._closed:
             return
         self._closed = True
+        if self._channel is not None:
+            self._channel.close()
         if self._owns_client:
             self._client.close()
 

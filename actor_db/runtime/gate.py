@@ -179,6 +179,9 @@ class OutputGate:
         """(Lock.) The gate holds the right to write (``_flushing``) and has joined its
         committer's next round, which has not taken it yet: a thread that must wait may
         withdraw it (clear this) and write itself instead."""
+        self._loop_round: Any = None
+        """The committer's round on the event loop that holds this gate's next batches
+        (:class:`~actor_db.runtime.group_commit._LoopRound`), or ``None``."""
         self._pending: collections.deque[tuple[int, WriteBatch, int]] = collections.deque()
         """``(sequence, batch, payload bytes)`` of every batch not durable yet (the one in flight too)."""
         self._pending_bytes = 0
@@ -693,13 +696,25 @@ class OutputGate:
     def _wait_until(self, done: Callable[[], bool]) -> None:
         """(Lock held.) Wait until ``done()`` or the gate breaks (then raise its error),
         writing the pending batches in this thread whenever no one else holds the
-        right to write, or the gate joined a round that has not taken it yet."""
+        right to write, or the gate joined a round that has not taken it yet, and
+        finishing a round on the event loop that holds them when this thread is that
+        loop's (:mod:`actor_db.runtime.group_commit`)."""
         while not done() and self.failure is None:
             if not self._flushing or self._withdraw():
                 self._flushing = True
                 self._cond.release()
                 try:
                     self._flush()
+                finally:
+                    self._cond.acquire()
+                continue
+            round_ = self._loop_round
+            if round_ is not None and round_.may_finish_here():
+                # A round on the event loop holds our batches and this thread is that
+                # loop's (or the loop stopped): nobody else would finish it.
+                self._cond.release()
+                try:
+                    round_.finish()
                 finally:
                     self._cond.acquire()
                 continue

@@ -351,3 +351,143 @@ def test_redis_group_write_reloads_scripts_the_server_lost(tmp_path: pathlib.Pat
         assert a.get_many([b"k"]) == [b"a"] and b.get_many([b"k"]) == [b"b2"]
     finally:
         factory.cleanup()
+
+
+# -------------------------------------------------- rounds the event loop waits for
+
+def loop_store(kind: str) -> KVStore:
+    """A store whose group writes the event loop waits for (``loop_writes``): the
+    benchmarks' latency model over MemoryKV, or a real redis-server (one pipelined
+    connection)."""
+    if kind == "latency":
+        from benchmarks.kvlatency import LatencyKV
+
+        return LatencyKV(MemoryKV(), 0.02)
+    from actor_db.kv.redis import RedisKV
+    from tests.redis_server import fresh_namespace, session_server
+
+    return RedisKV(session_server().url, namespace=fresh_namespace("loop"))
+
+
+def in_thread(main: Callable[[], None], what: str) -> None:
+    """Run ``main`` in a thread; a deadlock fails the test (``what``) instead of hanging it."""
+    outcome: list[BaseException | None] = []
+
+    def body() -> None:
+        try:
+            main()
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    thread.join(DEADLINE_S)
+    assert not thread.is_alive(), what
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
+@pytest.mark.parametrize("kind", ["latency", "redis"])
+def test_rounds_on_the_event_loop_use_no_pool_thread(kind: str, runtime_vfs: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``loop_writes``, busy actors' rounds are sent and finished on the event loop:
+    no round runs on a pool thread, each round is one round trip, and every action's
+    write is durable when its call returns."""
+    store = loop_store(kind)
+    assert store.loop_writes
+    pool_rounds: list[int] = []
+    for name in ("_round", "_start_here"):
+        original = getattr(GroupCommitter, name)
+        monkeypatch.setattr(GroupCommitter, name,
+                            lambda self, *a, _o=original: (pool_rounds.append(1), _o(self, *a))[1])
+    actors = 16
+
+    async def main() -> None:
+        registry = actor_db.Registry([counter_type()], kv=store)
+        handles = [registry.get_or_create("ctr", f"a{i}") for i in range(actors)]
+        await asyncio.gather(*(h.call("add", 0) for h in handles))  # wake (migrations run on workers)
+        for i in range(1, 4):
+            await asyncio.gather(*(h.call("add", i) for h in handles))  # warm: calls run inline
+        grouped = committer_for(handles[0]._instance._outgate.inner, registry.pool)  # type: ignore[union-attr]
+        assert grouped is not None
+        committer = grouped[0]
+        rounds, trips, pool_before = committer.rounds, store.round_trips, len(pool_rounds)
+        for i in range(4, 12):
+            assert await asyncio.gather(*(h.call("add", i) for h in handles)) == [i] * actors
+        assert len(pool_rounds) == pool_before  # no round on a pool thread
+        assert committer.rounds - rounds == store.round_trips - trips > 0  # one round trip per round
+        assert committer.rounds - rounds < 8 * actors  # and rounds carry several actors
+        for h in handles:
+            await h.sleep()
+        assert await asyncio.gather(*(h.call("ids") for h in handles)) == [list(range(12))] * actors
+        await registry.close()
+
+    try:
+        in_thread(lambda: run(main()), "a round on the event loop never finished")
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("kind", ["latency", "redis"])
+def test_the_loop_thread_finishes_a_round_it_must_wait_for(kind: str) -> None:
+    """A round on the event loop holds the gate's batch; the loop's own thread then must
+    wait for it (a drain inside an inline SQLite call): it reads the reply itself
+    instead of waiting for a callback only it could run."""
+    store = loop_store(kind)
+
+    async def main() -> None:
+        pool = ThreadPool(2)
+        view = CountingKV(store.actor("w"))
+        gate = OutputGate(view, pool, asyncio.get_running_loop(), "w")
+        gate.write(put(b"k", b"1"))  # joins; the round starts after this callback
+        await asyncio.sleep(0)  # the round is sent: in flight, the loop waits for its reply
+        assert gate._loop_round is not None and gate.durable == 0
+        gate.drain()  # on the loop's thread, before yielding again
+        assert gate.durable == 1 and gate._loop_round is None
+        assert store.actor("w").get_many([b"k"]) == [b"1"]
+        gate.write(put(b"k", b"2"))
+        await gate.wait(gate.enqueued)  # the normal path: the loop's callback finishes it
+        assert store.actor("w").get_many([b"k"]) == [b"2"]
+        pool.shutdown()
+
+    try:
+        in_thread(lambda: run(main()), "drain() on the loop's thread waited for a round only that thread finishes")
+    finally:
+        store.close()
+
+
+def test_a_lost_group_write_connection_writes_its_rounds_again() -> None:
+    """The server drops the connection the rounds are pipelined on while one is in
+    flight (not applied: writes are paused): the round is written again on a new
+    connection, and the action returns only once its write is durable."""
+    from actor_db.kv.redis import RedisKV
+    from tests.redis_server import fresh_namespace, session_server
+
+    store = RedisKV(session_server().url, namespace=fresh_namespace("lost"))
+
+    async def main() -> None:
+        registry = actor_db.Registry([counter_type()], kv=store)
+        handles = [registry.get_or_create("ctr", f"a{i}") for i in range(4)]
+        for i in range(3):
+            await asyncio.gather(*(h.call("add", i) for h in handles))
+        channel = store._channel
+        assert channel is not None and channel._conn is not None
+        host, port = channel._conn._sock.getsockname()[:2]
+        victim = next(c for c in store.client.client_list() if c["addr"] == f"{host}:{port}")
+        store.client.client_pause(1000, all=False)  # writes wait in the server
+        calls = [asyncio.ensure_future(h.call("add", 3)) for h in handles]
+        await until(lambda: bool(channel._queue))
+        store.client.client_kill_filter(_id=victim["id"])  # the in-flight round is lost
+        assert await asyncio.gather(*calls) == [3] * 4
+        for h in handles:
+            await h.sleep()
+        assert await asyncio.gather(*(h.call("ids") for h in handles)) == [[0, 1, 2, 3]] * 4
+        await registry.close()
+
+    try:
+        in_thread(lambda: run(main()), "a lost group-write connection stranded its rounds")
+    finally:
+        store.client.client_unpause()
+        store.close()

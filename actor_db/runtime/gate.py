@@ -702,24 +702,24 @@ class OutputGate:
         while not done() and self.failure is None:
             if not self._flushing or self._withdraw():
                 self._flushing = True
-                self._cond.release()
-                try:
-                    self._flush()
-                finally:
-                    self._cond.acquire()
+                self._unlocked(self._flush)
                 continue
             round_ = self._loop_round
             if round_ is not None and round_.may_finish_here():
                 # A round on the event loop holds our batches and this thread is that
                 # loop's (or the loop stopped): nobody else would finish it.
-                self._cond.release()
-                try:
-                    round_.finish()
-                finally:
-                    self._cond.acquire()
+                self._unlocked(round_.finish)
                 continue
             self._sleep()
         self._raise_if_failed()
+
+    def _unlocked(self, work: Callable[[], None]) -> None:
+        """(Lock held.) Run ``work`` with the lock released (it takes the lock itself)."""
+        self._cond.release()
+        try:
+            work()
+        finally:
+            self._cond.acquire()
 
     def describe(self) -> dict[str, Any]:
         """Counters for ``handle.metrics()``."""

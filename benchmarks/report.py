@@ -668,8 +668,11 @@ def scale_section(groups: dict[str, list[Bench]], summary: dict[str, Any]) -> st
                   "drift between runs does not enter it." if in_turns else "")
         parts.append("1-row write actions, each actor called by one client back to back, "
                      f"{_num(latency[0]['latency_ms'], 0)} ms injected per KV round trip. The busy actors' "
-                     "commits share round trips (group commit: one `write_many` per round, each actor's "
-                     "batch fenced and atomic on its own), so a round trip carries many actors' writes." + method)
+                     "commits share round trips (group commit: one group write per round, each actor's "
+                     "batch fenced and atomic on its own), so a round trip carries several actors' writes; "
+                     "the latency model's round trip, like a Redis server's reply, is waited for by the "
+                     "event loop itself (no pool thread per round; `threads` counts the pool threads the "
+                     "actors' wake and migrations used)." + method)
         parts.append(_table(["actors", "actions/s", "vs 1 actor", "KV round trips/action", "threads", "failed calls"],
                             rows))
     if callers:

@@ -30,6 +30,7 @@ from actor_db.runtime.pool import ThreadPool
 from vfs.protocol import KVLimits, WriteBatch
 from tests.drivers import DRIVERS, DriverFactory
 from tests.test_kv_conditions import cstore, factory  # noqa: F401 (every driver and the Redis Cluster)
+from tests.helpers import poll_until
 from tests.runtime_support import HookedStore, run, until
 
 DEADLINE_S = 30.0
@@ -289,23 +290,10 @@ def test_a_thread_that_waits_withdraws_a_joined_gate_instead_of_deadlocking(tmp_
         pool.shutdown()
 
     kv = LmdbKV(tmp_path / "w")
-    outcome: list[BaseException | None] = []
-
-    def body() -> None:
-        try:
-            run(main(kv))
-        except BaseException as exc:  # handed to the test's thread
-            outcome.append(exc)
-        else:
-            outcome.append(None)
-
-    thread = threading.Thread(target=body, daemon=True)  # a deadlock fails the test, not the run
-    thread.start()
-    thread.join(DEADLINE_S)
-    assert not thread.is_alive(), "drain() on the loop's thread waited for a round only that thread could start"
-    kv.close()
-    if outcome[0] is not None:
-        raise outcome[0]
+    try:
+        in_thread(lambda: run(main(kv)), "drain() on the loop's thread waited for a round only that thread could start")
+    finally:
+        kv.close()
 
 
 def test_only_plain_views_of_grouping_stores_join_a_committer(tmp_path: pathlib.Path) -> None:
@@ -370,7 +358,10 @@ def loop_store(kind: str) -> KVStore:
 
 
 def in_thread(main: Callable[[], None], what: str) -> None:
-    """Run ``main`` in a thread; a deadlock fails the test (``what``) instead of hanging it."""
+    """Run ``main`` in a daemon thread and re-raise what it raised. A deadlock (the
+    thing these tests look for) would block the thread that runs the event loop, so the
+    test waits from another one: :func:`tests.helpers.poll_until` is a hang guard that
+    fails the test (``what``) instead of hanging the run; nothing about time is asserted."""
     outcome: list[BaseException | None] = []
 
     def body() -> None:
@@ -383,8 +374,7 @@ def in_thread(main: Callable[[], None], what: str) -> None:
 
     thread = threading.Thread(target=body, daemon=True)
     thread.start()
-    thread.join(DEADLINE_S)
-    assert not thread.is_alive(), what
+    poll_until(lambda: not thread.is_alive(), what, DEADLINE_S)
     if outcome[0] is not None:
         raise outcome[0]
 

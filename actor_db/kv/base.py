@@ -94,6 +94,11 @@ class GroupWrite:
         """A group write whose results are known already (nothing to wait for)."""
         return cls(lambda: results)
 
+    def then(self, convert: Callable[[Callable[[], list[Exception | None]]], list[Exception | None]]) -> GroupWrite:
+        """The same write, notified the same way, whose :meth:`finish` is
+        ``convert(read)``: ``read()`` reads this one's reply (and may raise)."""
+        return GroupWrite(lambda: convert(self._finish), deadline=self.deadline, subscribe=self._subscribe)
+
     def notify(self, loop: Any, callback: Callable[[], None]) -> Callable[[], None]:
         """(On ``loop``'s thread.) Call ``callback()`` on ``loop`` once :meth:`finish`
         will not block; returns a function that cancels it (safe to call late)."""
@@ -263,14 +268,14 @@ class KVStore(ABC):
         except Exception as exc:
             return GroupWrite.done(self._group_results(writes, results, sent, [exc] * len(items)))
 
-        def finish() -> list[Exception | None]:
+        def finish(outcome: Callable[[], list[Exception | None]]) -> list[Exception | None]:
             try:
-                outcome = raw.finish()
-            except Exception as exc:  # (a driver's finish should not raise; never strand a batch)
-                outcome = [exc] * len(items)
-            return self._group_results(writes, results, sent, outcome)
+                raw_results = outcome()
+            except Exception as exc:  # a failed round trip: every batch gets its error
+                raw_results = [exc] * len(items)
+            return self._group_results(writes, results, sent, raw_results)
 
-        return GroupWrite(finish, deadline=raw.deadline, subscribe=raw._subscribe)
+        return raw.then(finish)
 
     def _start_write_many(self, items: Sequence[GroupItem]) -> GroupWrite:
         """Send ``_write_many(items)``'s batches (ONE round trip) and return what to wait

@@ -316,7 +316,9 @@ class ActorInstance:
         if gate is None or seq <= gate.durable:
             return
         try:
-            await gate.wait(seq)
+            fut = gate.waiter(seq)  # (no coroutine of OutputGate.wait's own)
+            if fut is not None:
+                await fut
         except Exception:
             if gate.failure is not None:
                 await self._discard(gate)
@@ -375,18 +377,7 @@ class ActorInstance:
             gate = self._outgate
             try:
                 self._actions += 1
-                # (_run_as_action, inlined: one coroutine less per action)
-                runner, core = self._runner, self._core
-                assert runner is not None and core is not None
-                core.begin_action()
-                try:
-                    result = fn(self._context(), *args)
-                    if type(result) is CoroutineType or inspect.isawaitable(result):
-                        result = await result
-                except BaseException:
-                    await runner.call(core.end_action, False)
-                    raise
-                await runner.call(core.end_action, True)
+                result = await self._run_as_action(fn, *args)
             except Exception as exc:
                 if gate is not None and gate.failure is not None:
                     # The action ran on state that is being thrown away: the gate's error.
@@ -405,15 +396,7 @@ class ActorInstance:
         finally:
             hold.release()
         if gate is not None and seq > gate.durable:
-            # (_gate_wait, inlined: one coroutine less per action)
-            try:
-                fut = gate.waiter(seq)
-                if fut is not None:
-                    await fut
-            except Exception:
-                if gate.failure is not None:
-                    await self._discard(gate)
-                raise
+            await self._gate_wait(gate, seq)
         if error is not None:
             raise error
         return result

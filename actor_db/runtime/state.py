@@ -95,12 +95,15 @@ def same_json(live: Any, saved: Any, budget: int = FAST_CHECK_NODES) -> bool | N
         t = type(a)
         if t is not type(b):
             return False
-        if t is dict:
+        if t is dict or t is list:
             if len(a) != len(b):
                 return False
             budget -= len(a)
             if budget < 0:
                 return None
+            if t is list:
+                stack.extend(zip(a, b))
+                continue
             for (ka, va), (kb, vb) in zip(a.items(), b.items()):
                 if type(ka) is not str or ka != kb:
                     return False
@@ -110,13 +113,6 @@ def same_json(live: Any, saved: Any, budget: int = FAST_CHECK_NODES) -> bool | N
                         return False
                 else:
                     push((va, vb))
-        elif t is list:
-            if len(a) != len(b):
-                return False
-            budget -= len(a)
-            if budget < 0:
-                return None
-            stack.extend(zip(a, b))
         elif t is str or t is int or t is bool:
             if a != b:
                 return False

@@ -6,7 +6,8 @@ figure); the benchmark's own time is the probe's run time and means little: the
 figures are in ``extra_info`` and in REPORT.md's "Actors at scale" section.
 Full mode: 100, 10,000 and 50,000 awake actors (at 50,000 without the one-at-a-time
 wake and sleep, which would add a minute), the read p50 of 10,000 versus 100 awake
-(two live processes, 40 interleaved pairs of passes), 1 / 64 / 256 actors at 5 ms (in
+(two live processes, 40 interleaved pairs of passes) and the same read straight on
+10,000 versus 100 plain SQLite connections (:mod:`benchmarks.sqlite_floor`), 1 / 64 / 256 actors at 5 ms (in
 turns: 4 rounds of 2 s phases); quick mode (``ACTOR_DB_BENCH_QUICK=1``): 50 and 500
 awake, 6 pairs, 1 / 8 actors, 1 s runs. The full suite takes about four minutes, most of it creating and waking the
 50,000 actors (about 1 ms of CPU each).
@@ -44,10 +45,10 @@ SPEEDUP_ROUNDS = 2 if S.quick else 4
 pytestmark = pytest.mark.skipif(not backends.runtime_available(), reason="the actor runtime is not in this checkout")
 
 
-def probe(*args: str) -> Any:
-    """Run ``python -m benchmarks.scale ARGS`` in a fresh process; its JSON."""
+def probe(*args: str, module: str = "benchmarks.scale") -> Any:
+    """Run ``python -m MODULE ARGS`` in a fresh process; its JSON."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-m", "benchmarks.scale", *args], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, check=True, timeout=900)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -92,6 +93,18 @@ def test_awake_actors(benchmark: Any, actors: int) -> None:
     if actors > ONE_AT_A_TIME_UP_TO:
         args.append("--no-one-at-a-time")
     benchmark.pedantic(lambda: out.update(probe(*args)), rounds=1, iterations=1)
+    record(benchmark, round_trips=None, **out)
+
+
+@pytest.mark.benchmark(group="scale-floor")
+def test_sqlite_floor(benchmark: Any) -> None:
+    """The same read straight on apsw over SQLite's memdb VFS (no actor-db): what
+    SQLite's own memory costs a read on a cold connection (benchmarks/sqlite_floor.py)."""
+    out: dict[str, Any] = {}
+    small, large = COMPARE
+    args = ["--connections", str(small), str(large)] + (["--pairs", "2", "--reads", "500"] if S.quick else [])
+    benchmark.pedantic(lambda: out.update(probe(*args, module="benchmarks.sqlite_floor")), rounds=1, iterations=1)
+    assert out["large_p50_us"] > 0 and out["small_p50_us"] > 0
     record(benchmark, round_trips=None, **out)
 
 

@@ -560,6 +560,7 @@ def scale_section(groups: dict[str, list[Bench]], summary: dict[str, Any]) -> st
     """"Actors at scale" (issue 13, ``bench_scale.py``): pops its groups from ``groups``."""
     awake = sorted((b["extra_info"] for b in groups.pop("scale-awake", [])), key=lambda e: e["actors"])
     compare = [b["extra_info"] for b in groups.pop("scale-compare", [])]
+    floor = [b["extra_info"] for b in groups.pop("scale-floor", [])]
     cpu = [b["extra_info"] for b in groups.pop("scale-cpu", [])]
     latency = sorted((row for b in groups.pop("scale-latency", [])
                       for row in b["extra_info"].get("rows", [b["extra_info"]])), key=lambda e: e["actors"])
@@ -633,6 +634,22 @@ def scale_section(groups: dict[str, list[Bench]], summary: dict[str, Any]) -> st
                f"({e['large']:,} actors' objects, connections and pages do not fit the CPU caches)."
                if e["hot_read_p50_ratio"] <= 1.15 else ".")
             + (f" Load average {load[0]:.2f} → {load[1]:.2f} on this machine during the run." if load else ""))
+    if compare and floor:
+        e, f = compare[0], floor[0]
+        allowance = 0.3 * e["small_read_p50_us"]
+        summary["scale_sqlite_floor_excess_us"] = f["large_excess_us"]
+        parts.append(
+            f"The floor under that ratio, SQLite alone (`benchmarks/sqlite_floor.py`: the same 1-row SELECT straight "
+            f"on apsw cursors of {f['large']:,} plain connections on SQLite {f['sqlite_version']}'s in-memory memdb "
+            f"VFS, no KV, no actor-db VFS, no runtime, every page in SQLite's cache): its p50 is "
+            f"{_num(f['small_p50_us'], 2)} µs over the first {f['small']:,} connections and "
+            f"{_num(f['large_p50_us'], 2)} µs spread over all {f['large']:,}, **{_num(f['large_excess_us'], 1)} µs more** "
+            f"({_num(f['rss_per_connection_bytes'] / 1024, 0)} KiB of memory per connection). At the runtime's "
+            f"{_num(e['small_read_p50_us'], 1)} µs read with {e['small']:,} awake, 1.3× allows "
+            f"{_num(allowance, 1)} µs of excess in all; SQLite's own structures "
+            + ("already take more than that, before any layer above them."
+               if f["large_excess_us"] >= allowance else
+               f"take {f['large_excess_us'] / allowance:.0%} of it."))
     elif len(awake) > 1:
         summary["scale_read_p50_ratio"] = awake[-1]["read_p50_us"] / awake[0]["read_p50_us"]
         parts.append(f"Read p50 with {awake[-1]['actors']} awake is "

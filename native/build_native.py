@@ -63,6 +63,7 @@ extern "Python" int kvn_py_lock(void *py, int op, int level, int *out);
 void kvn_setup(kvn_file *f, void *py, kvn_stats *stats, int cache_chunks, int readahead_max, long long max_dirty_bytes);
 void kvn_set_error(kvn_file *f, void *exc);
 long long kvn_live_allocations(void);
+void kvn_prefetch(const uint64_t *lines);
 
 int kvn_dirty_count(kvn_file *f);
 int kvn_dirty_keys(kvn_file *f, uint32_t *out, int n);

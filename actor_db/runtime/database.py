@@ -192,6 +192,17 @@ class ActorConnection:
         self._cursor = cursor
         self._control = con.cursor()
 
+    def hot_objects(self) -> tuple[object, ...]:
+        """The objects every query of an action touches (for the call prefetch of
+        :mod:`actor_db.runtime.prefetch`): this connection, the state, the apsw
+        connection and its two cursors (``None`` for what is not open)."""
+        return (self, self.state, self.con, self._cursor, self._control)
+
+    def sqlite_pointer(self) -> int | None:
+        """The address of SQLite's ``sqlite3`` struct of the open connection (apsw's
+        ``sqlite3pointer()``), else ``None``."""
+        return self.con.sqlite3pointer() if self.con is not None else None
+
     def _new_statement(self, cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
         self._index = None
         probe = self._probe

@@ -62,6 +62,7 @@ from actor_db.runtime.gate import OutputGate
 from actor_db.runtime.inline import Runner
 from actor_db.runtime.metrics import CountingKV, StartupMetrics
 from actor_db.runtime.pool import ThreadPool
+from actor_db.runtime.prefetch import Lines, actor_lines, prefetch
 from actor_db.runtime.startup import start_actor
 from actor_db.runtime.state import PersistedState
 from actor_db.runtime.worker import Worker
@@ -155,7 +156,8 @@ class ActorInstance:
 
     __slots__ = (
         "_actions", "_closing", "_core", "_counters", "_database", "_generation", "_idle_deadline",
-        "_idle_generation", "_idle_handle", "_idle_loop", "_lock", "_on_destroyed", "_outgate", "_pool", "_resets",
+        "_idle_generation", "_idle_handle", "_idle_loop", "_lock", "_on_destroyed", "_outgate", "_pool", "_prefetch",
+        "_resets",
         "_runner", "_starting", "_starts", "_startup", "_tasks", "_vfs_closed", "_worker", "definition", "key",
         "kv", "label", "status", "__weakref__",
     )
@@ -174,6 +176,8 @@ class ActorInstance:
         self._outgate: OutputGate | None = None
         self._core: ActorConnection | None = None
         self._database: Database | None = None
+        self._prefetch: Lines = None
+        """While awake: the cache lines a call touches first (:mod:`actor_db.runtime.prefetch`)."""
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self._resets = 0
         self._closing = False
@@ -255,6 +259,10 @@ class ActorInstance:
             self._starting = False
         self._startup = metrics
         self._starts += 1
+        if self._core is not None:
+            self._prefetch = actor_lines(
+                (self, self._lock, self._outgate, self._runner, self._worker, self.kv, self._database)
+                + self._core.hot_objects(), self._core.sqlite_pointer())
         if self._core is not None and _database_preloaded(self._core):
             runner.assume_local()
         log.info("actor %s awake (new=%s, %d KV round trips, %.3f ms)", self.label, metrics.is_new,
@@ -277,7 +285,7 @@ class ActorInstance:
                                  self.label)
             finally:
                 self._fold_counters()
-                self._worker = self._core = self._database = self._runner = self._outgate = None
+                self._worker = self._core = self._database = self._runner = self._outgate = self._prefetch = None
                 if self.status == AWAKE:
                     self.status = ASLEEP
                 self._closing = False
@@ -358,6 +366,7 @@ class ActorInstance:
         :raises CommitFailedError: a KV write this action depended on failed (output
             gate); the actor was reset and re-opens from the KV on its next call.
         """
+        prefetch(self._prefetch)  # (the misses of this call's first steps overlap, see prefetch.py)
         fn = self.definition.actions.get(action)
         if fn is None:
             raise ActionNotFoundError(

@@ -11,11 +11,12 @@ Counted, never timed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 import pathlib
 import threading
-from typing import Any, Callable
+from typing import Any, Iterator
 
 import pytest
 
@@ -30,7 +31,6 @@ from actor_db.runtime.pool import ThreadPool
 from vfs.protocol import KVLimits, WriteBatch
 from tests.drivers import DRIVERS, DriverFactory
 from tests.test_kv_conditions import cstore, factory  # noqa: F401 (every driver and the Redis Cluster)
-from tests.helpers import poll_until
 from tests.runtime_support import HookedStore, run, until
 
 DEADLINE_S = 30.0
@@ -291,7 +291,8 @@ def test_a_thread_that_waits_withdraws_a_joined_gate_instead_of_deadlocking(tmp_
 
     kv = LmdbKV(tmp_path / "w")
     try:
-        in_thread(lambda: run(main(kv)), "drain() on the loop's thread waited for a round only that thread could start")
+        with loop_thread_never_sleeps():
+            run(main(kv))
     finally:
         kv.close()
 
@@ -357,26 +358,26 @@ def loop_store(kind: str) -> KVStore:
     return RedisKV(session_server().url, namespace=fresh_namespace("loop"))
 
 
-def in_thread(main: Callable[[], None], what: str) -> None:
-    """Run ``main`` in a daemon thread and re-raise what it raised. A deadlock (the
-    thing these tests look for) would block the thread that runs the event loop, so the
-    test waits from another one: :func:`tests.helpers.poll_until` is a hang guard that
-    fails the test (``what``) instead of hanging the run; nothing about time is asserted."""
-    outcome: list[BaseException | None] = []
+@contextlib.contextmanager
+def loop_thread_never_sleeps() -> Iterator[None]:
+    """Make a gate wait on this thread (the one that runs the event loop) fail at once.
+    The loop's thread is the only one that can start or finish a round scheduled on
+    its loop, so a gate that puts it to sleep for that round has deadlocked: the test
+    fails with that message instead of hanging, and nothing about time is involved."""
+    loop_thread = threading.get_ident()
+    original = OutputGate._sleep
 
-    def body() -> None:
-        try:
-            main()
-        except BaseException as exc:  # handed to the test's thread
-            outcome.append(exc)
-        else:
-            outcome.append(None)
+    def sleep(gate: OutputGate) -> None:
+        if threading.get_ident() == loop_thread:
+            raise AssertionError("the event loop's thread went to sleep waiting for a round that only it "
+                                 "can start or finish (a deadlock)")
+        original(gate)
 
-    thread = threading.Thread(target=body, daemon=True)
-    thread.start()
-    poll_until(lambda: not thread.is_alive(), what, DEADLINE_S)
-    if outcome[0] is not None:
-        raise outcome[0]
+    OutputGate._sleep = sleep  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        OutputGate._sleep = original  # type: ignore[method-assign]
 
 
 @pytest.mark.parametrize("kind", ["latency", "redis"])
@@ -415,7 +416,7 @@ def test_rounds_on_the_event_loop_use_no_pool_thread(kind: str, runtime_vfs: str
         await registry.close()
 
     try:
-        in_thread(lambda: run(main()), "a round on the event loop never finished")
+        run(main())
     finally:
         store.close()
 
@@ -443,7 +444,8 @@ def test_the_loop_thread_finishes_a_round_it_must_wait_for(kind: str) -> None:
         pool.shutdown()
 
     try:
-        in_thread(lambda: run(main()), "drain() on the loop's thread waited for a round only that thread finishes")
+        with loop_thread_never_sleeps():
+            run(main())
     finally:
         store.close()
 
@@ -466,10 +468,11 @@ def test_a_lost_group_write_connection_writes_its_rounds_again() -> None:
         assert channel is not None and channel._conn is not None
         host, port = channel._conn._sock.getsockname()[:2]
         victim = next(c for c in store.client.client_list() if c["addr"] == f"{host}:{port}")
-        store.client.client_pause(1000, all=False)  # writes wait in the server
+        store.client.client_pause(60_000, all=False)  # writes wait in the server (until unpaused below)
         calls = [asyncio.ensure_future(h.call("add", 3)) for h in handles]
         await until(lambda: bool(channel._queue))
-        store.client.client_kill_filter(_id=victim["id"])  # the in-flight round is lost
+        store.client.client_kill_filter(_id=victim["id"])  # the in-flight round is lost, never applied
+        store.client.client_unpause()  # the round written again goes through
         assert await asyncio.gather(*calls) == [3] * 4
         for h in handles:
             await h.sleep()
@@ -477,7 +480,7 @@ def test_a_lost_group_write_connection_writes_its_rounds_again() -> None:
         await registry.close()
 
     try:
-        in_thread(lambda: run(main()), "a lost group-write connection stranded its rounds")
+        run(main())
     finally:
         store.client.client_unpause()
         store.close()

@@ -374,7 +374,7 @@ class NativeFile(KVFile):
         # The Python map learns the values; C's mirror takes the chunks from the dirty
         # buffer in one call (no listener round per chunk: _preload_changed would forget,
         # look up, cover and copy each one through Python).
-        self.preload.update_many(puts, notify=False)
+        self.preload.update_many(puts, mirrored_by=self._listener)
         if lib.kvn_preload_put_dirty(self._c) != 0:
             raise MemoryError("native VFS: out of memory for the preload")
 

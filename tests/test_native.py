@@ -182,6 +182,30 @@ def test_commits_keep_the_preload_mirror_current(store: KVStore, rows: int) -> N
     assert content[7] == (8, "row 8 updated " * 10) and content[1] == (2, "x" * 300)
 
 
+def test_a_commit_still_tells_other_preload_listeners(store: KVStore) -> None:
+    """The native file mirrors a commit into C itself and skips only its own listener:
+    any other listener of the same preload hears every committed key, as with the
+    Python VFS."""
+    heard: dict[str, list[bytes]] = {}
+    for kind in ("python", "native"):
+        kv = store.actor(kind)
+        con = vfs.connect(kv, vfs="python")
+        con.execute("CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT)")
+        con.close()
+        preload = full_preload(kv)
+        keys: list[bytes] = []
+        preload.add_listener(lambda start, end, keys=keys: keys.append(start))
+        con = vfs.connect(kv, vfs=kind, preload=preload)
+        try:
+            with con:
+                con.execute("INSERT INTO t(b) VALUES ('x')")
+            assert con.kv_file._meta_key in keys
+        finally:
+            con.close()
+        heard[kind] = keys
+    assert heard["native"] == heard["python"] and len(heard["native"]) >= 2  # chunks and the meta
+
+
 def test_kv_failures_raise_apsw_errors_naming_the_cause_and_recover(store: KVStore) -> None:
     kv = FaultyKV(store.actor("a"))
     con = vfs.connect(kv, vfs="native", cache_chunks=0)

@@ -109,10 +109,12 @@ class PreloadMap:
                 self._values[key] = value
         self._notify(key, key + b"\x00")
 
-    def update_many(self, items: Iterable[tuple[bytes, bytes]], *, notify: bool = True) -> None:
+    def update_many(self, items: Iterable[tuple[bytes, bytes]], *,
+                    mirrored_by: Callable[[bytes, bytes | None], None] | None = None) -> None:
         """:meth:`update` for each ``(key, value)`` of a commit, under one lock hold;
-        listeners hear of each covered key afterwards, in order (``notify=False``: they
-        do not; the caller mirrors the change itself, as the native VFS does in C)."""
+        listeners hear of each covered key afterwards, in order, except
+        ``mirrored_by``: a listener whose owner applies the same change itself (the
+        native VFS copies a commit's chunks into its C mirror in one call)."""
         changed: list[bytes] = []
         with self._lock:
             values, exact, covered = self._values, self._exact, self._covered
@@ -125,9 +127,11 @@ class PreloadMap:
                         continue
                 values[key] = value
                 changed.append(key)
-        if changed and notify and self._listeners:
+        listeners = [f for f in self._listeners if f != mirrored_by]
+        if changed and listeners:
             for key in changed:
-                self._notify(key, key + b"\x00")
+                for listener in listeners:
+                    listener(key, key + b"\x00")
 
     def delete_range(self, start: bytes, end: bytes) -> None:
         """Record a committed range delete: covered keys in it become absent."""

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import apsw
 
-__all__ = ["sqlite_error", "kv_failure", "describe_kv"]
+__all__ = ["sqlite_error", "kv_failure", "describe_kv", "CHANGED_DURING_READ", "changed_during_read"]
+
+CHANGED_DURING_READ = "another process committed during this read transaction"
+"""In the ``SQLITE_BUSY`` error of a ``cross-process`` read that found the database
+changed since its transaction began: retrying the whole transaction succeeds."""
+
+
+def changed_during_read(exc: BaseException) -> bool:
+    """Whether ``exc`` is that error (nothing of the transaction was wrong but its timing)."""
+    return isinstance(exc, apsw.BusyError) and CHANGED_DURING_READ in str(exc)
 
 
 def sqlite_error(code: int, message: str) -> Exception:

@@ -39,12 +39,12 @@ from typing import Any, Callable, Iterable
 import apsw
 from vfs import chunk_cache, hint, lease, pragmas, redo
 from vfs.chunks import chunk_count, spans
-from vfs.errors import describe_kv, kv_failure, sqlite_error
+from vfs.errors import CHANGED_DURING_READ, describe_kv, kv_failure, sqlite_error
 from vfs.keys import (
     CHUNK_SIZE, COMMIT_RECORD_KEY, FILE_MAIN, SQLITE_PREFIX, SQLITE_RANGE_END, CorruptMetaError, chunk_index, chunk_key, chunk_range,
     MAX_CHUNK_INDEX, decode_meta, encode_meta, meta_key, staged_key, staged_range,
 )
-from vfs.locks import LOCK_NONE, LOCK_RESERVED, LOCK_SHARED, CommitNote, DatabaseShare, KVState
+from vfs.locks import LOCK_NONE, LOCK_RESERVED, LOCK_SHARED, CommitNote, DatabaseShare, KVState, note_busy
 from vfs.preload import ABSENT, NOT_LOADED, PreloadMap
 from vfs.protocol import KV, ConditionFailedError, KVLimits, WriteBatch, holds_ownership
 from vfs.startup import DEFAULT_SQLITE_PRELOAD_BYTES
@@ -89,6 +89,17 @@ def readahead_cap(limits: KVLimits, configured: int | None) -> int:
 
 MAX_FILE_BYTES = (MAX_CHUNK_INDEX + 1) * CHUNK_SIZE
 """Largest file the chunk key format addresses (2**32 chunks of 4096 bytes: 16 TiB)."""
+
+
+def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` or an exception along its ``__cause__``/``__context__`` chain is a ``kind``."""
+    seen = 0
+    while exc is not None and seen < 32:
+        if isinstance(exc, kind):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
 
 
 def _page_size(page1: bytes | bytearray | None) -> int | None:
@@ -140,8 +151,9 @@ class FileOptions:
             raise ValueError("cache_chunks and readahead_max_chunks must be >= 0 (or None)")
         if self.max_dirty_bytes < CHUNK_SIZE:
             raise ValueError(f"max_dirty_bytes must be at least {CHUNK_SIZE}")
-        if not self.lease_ttl_s > 0:
-            raise ValueError(f"lease_ttl_s must be > 0 seconds, not {self.lease_ttl_s!r}")
+        if not 0 < self.lease_ttl_s <= lease.MAX_LEASE_TTL_S:
+            raise ValueError(f"lease_ttl_s must be > 0 and at most {lease.MAX_LEASE_TTL_S:g} seconds, "
+                             f"not {self.lease_ttl_s!r}")
 
 
 CommitHook = Callable[[], "WriteBatch | None"]
@@ -228,12 +240,17 @@ class KVFile:
         self.opening = False
         """Set by :func:`vfs.connect` while it runs its setup PRAGMAs right after the
         open's own read of the KV: their transactions need no check of their own."""
-        self._lease_landed: KVState | None = None
-        """cross-process: the state the commit being written leaves if it lands."""
-        self._lease_failure = ""
-        self._lease_uncertain: KVState | None = None
-        """cross-process: a commit failed while holding the lease; the state it would
-        have left (``()``: unknown). See :meth:`_lease_into`."""
+        self._lease_uncertain = False
+        """cross-process: a commit that would have released the lease failed without a
+        certain outcome (a lost reply): the next write first reads which it was
+        (:meth:`_resolve_uncertain_commit`)."""
+        self._lease_lost = False
+        """cross-process: this transaction's lease expired and another process took it:
+        every write is refused until the transaction ends (SQLite's pager then resets)."""
+        self._released_id: bytes | None = None
+        """cross-process: holder id of the lease this transaction's commit released, until
+        the lock drops below RESERVED (commit phase two writes expect it, see
+        :meth:`_write_under_lease`)."""
         # The preload (and the open's own reads below) reflect at least this generation:
         # later commits of peers are applied at the first SHARED lock (notes carry whole
         # chunks, so applying one the KV already showed is harmless).
@@ -259,9 +276,88 @@ class KVFile:
         except Exception as exc:
             raise kv_failure(code, what, exc) from exc
 
-    def _kv_write(self, batch: WriteBatch) -> None:
+    def _kv_write(self, batch: WriteBatch, *, release: bool = False) -> None:
+        """Write ``batch`` (1 round trip). In ``cross-process`` mode the write is made
+        under the writer lease (:meth:`_write_under_lease`); ``release``: this batch
+        completes the transaction's commit and releases the lease with it."""
+        if self._cross_process:
+            self._write_under_lease(batch, release)
+            return
         self.stats.round_trips += 1
         self._kv.write(batch)
+
+    def _kv_write_lease(self, batch: WriteBatch) -> None:
+        """A write of the lease itself (take, release, renew): never guarded."""
+        self.stats.round_trips += 1
+        self._kv.write(batch)
+
+    def _write_under_lease(self, batch: WriteBatch, release: bool) -> None:
+        """cross-process: write ``batch`` only while this transaction holds the writer
+        lease, checked by the KV in the same atomic step (``expect`` on the lease's current
+        value, read under :attr:`DatabaseShare.lease_mu` so a renewal cannot slip in
+        between). After this transaction's commit released the lease, its commit phase
+        two may still write, expecting no lease and its own id as the last commit.
+
+        :raises apsw.IOError: the lease is not this transaction's (lost to another
+            process after it expired, or never taken): nothing of ``batch`` is applied.
+        """
+        share = self._share
+        assert share is not None
+        if self._lease_uncertain:
+            self._resolve_uncertain_commit(share)
+        with share.lease_mu:
+            held = share.lease_value if share.lease_holder == self._fid and not self._lease_lost else None
+            if held is not None:
+                batch.expect_value(lease.LEASE_KEY, held)
+                if release:
+                    batch.delete(lease.LEASE_KEY)
+                    batch.put(lease.LAST_COMMIT_KEY, lease.holder_id(held))
+            elif self._released_id is not None:
+                # After this transaction's commit released the lease: phase two, or a
+                # rollback in place over a commit whose reply was lost but that landed.
+                batch.expect_value(lease.LEASE_KEY, None)
+                batch.expect_value(lease.LAST_COMMIT_KEY, self._released_id)
+            else:
+                raise self._lost_lease_error("this transaction does not hold the writer lease")
+            self.stats.round_trips += 1
+            try:
+                self._kv.write(batch)
+            except ConditionFailedError as exc:
+                if exc.key not in (lease.LEASE_KEY, lease.LAST_COMMIT_KEY, None):
+                    raise
+                if held is not None:
+                    self._lose_lease(share)
+                else:
+                    self._released_id = None
+                raise self._lost_lease_error("the writer lease expired and another process took it over") from exc
+            except BaseException:
+                # A lost reply: a batch that releases the lease may have landed. The next
+                # write reads which it was first.
+                self._lease_uncertain = held is not None and release
+                raise
+            if held is not None and release:
+                self._released_id = lease.holder_id(held)
+                self._drop_lease(share)
+
+    def _lost_lease_error(self, why: str) -> apsw.Error:
+        return sqlite_error(apsw.SQLITE_IOERR_LOCK, f"actor-db: {describe_kv(self._kv)}: {why}; this write was "
+                                                    "refused and nothing of it applied (the connection re-reads "
+                                                    "the database)")
+
+    def _lose_lease(self, share: DatabaseShare) -> None:
+        """The lease is no longer this transaction's: forget it, write nothing more until
+        the transaction ends, and re-read everything derived from the KV."""
+        log.warning("%s: this transaction lost its writer lease (it expired and another process took it)",
+                    describe_kv(self._kv))
+        self._lease_lost = True
+        self._drop_lease(share)
+
+    def _drop_lease(self, share: DatabaseShare) -> None:
+        """Forget the lease locally (it was released or lost); stop renewing it."""
+        if share.lease_holder == self._fid:
+            share.lease_value = share.lease_holder = None
+        lease.keeper.cancel(share.lease_renewal)
+        share.lease_renewal = None
 
     def _kv_scan(self, start: bytes, end: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         self.stats.round_trips += 1
@@ -345,7 +441,8 @@ class KVFile:
             self.stats.chunks_fetched += len(head)
         if record is None:
             return
-        may_recover = self._owner and not self.options.read_only
+        # cross-process: recovery is the next lease holder's job (_prepare_kv_write).
+        may_recover = self._owner and not self.options.read_only and not self._cross_process
         if record == redo.STAGING_MARKER:
             if may_recover:
                 self._drop_staging()
@@ -466,8 +563,12 @@ class KVFile:
         A KV failure becomes an SQLite I/O error; an interrupt first drops everything the
         file derived from the KV. The tail past the new end is kept while the last commit
         is ambiguous (see :meth:`_after_failed_commit`)."""
+        own = self._pending_record is record and self._cross_process
+        # Applying this transaction's own large commit: its last batch releases the lease.
+        write = ((lambda batch: self._kv_write(batch, release=COMMIT_RECORD_KEY in batch.deletes)) if own
+                 else self._kv_write)
         try:
-            applied = redo.roll_forward(self._kv_write, self._kv_scan, self._limits, self._tag, record, in_memory,
+            applied = redo.roll_forward(write, self._kv_scan, self._limits, self._tag, record, in_memory,
                                         keep_tail=keep_tail or self._ambiguous)
         except Exception as exc:
             raise kv_failure(apsw.SQLITE_IOERR_WRITE, "roll-forward of a committed large transaction", exc) from exc
@@ -513,6 +614,12 @@ class KVFile:
         if self._meta_stale:
             self._refresh()
         elif self._pending_record is not None:
+            share = self._share
+            if self._cross_process and share is not None and share.lease_holder != self._fid:
+                # No longer holding the lease: whoever takes it next applies the record.
+                self._forget_after_failure()
+                self._refresh()
+                return
             self._finish_roll_forward()
 
     def _after_failed_commit(self) -> None:
@@ -898,20 +1005,13 @@ class KVFile:
             if new_hint is not None:
                 extra = WriteBatch() if extra is None else extra
                 extra.put(hint.HINT_KEY, hint.encode(new_hint))
-            if self._cross_process:
-                leased = WriteBatch()
-                page1 = dirty.get(0, self._tx_state[1] if self._tx_state is not None else None)
-                landed = None if staged or page1 is None else (meta, page1, None)
-                self._lease_into(leased, landed)
-                if leased or leased.expect:
-                    extra = WriteBatch() if extra is None else extra
-                    extra.merge(leased)
             if extra:
                 batch.merge(extra)
             applied = True
             large = False
-            if not staged and self._limits.batch_fits(batch.op_count, _payload_bytes(batch)):
-                self._kv_write(batch)
+            lease_ops = 2 if self._cross_process else 0  # the lease's release rides along
+            if not staged and self._limits.batch_fits(batch.op_count + lease_ops, _payload_bytes(batch) + 32 * lease_ops):
+                self._kv_write(batch, release=True)
                 self.stats.chunks_written += len(dirty)
             else:
                 large = True
@@ -1029,15 +1129,17 @@ class KVFile:
         redo.stage(self._kv_write, self._limits, self._tag, dirty, first=not spilled)
         self.stats.chunks_written += len(dirty)
         record = redo.CommitRecord(self._size, truncate_from)
-        if extra is not None and COMMIT_RECORD_KEY in extra.expect:
-            # An expectation of the state before this commit (_lease_into): the record key
-            # now holds this commit's own staging marker.
-            extra.expect[COMMIT_RECORD_KEY] = redo.STAGING_MARKER
         redo.write_commit_record(self._kv_write, record, extra)
         self._pending_record = record
         try:
             self._finish_roll_forward(None if spilled else dirty, keep_tail=True)
         except apsw.Error as exc:
+            if self._lease_lost:
+                # Another process took the lease after this commit's point and rolled it
+                # forward itself: it is durable, and this file re-reads the KV.
+                log.warning("large commit is durable; another process applied it after this one lost its lease")
+                self._forget_after_failure()
+                return False
             log.warning("large commit is durable but applying it failed; will retry: %s", exc)
             if self._cache is not None:
                 self._cache.clear()
@@ -1051,6 +1153,7 @@ class KVFile:
         if share is None:
             self.lock_level = level
             return
+        note_busy(None)
         before = share.lock(self._fid, level)  # apsw.BusyError: SQLite's busy handler retries
         try:
             if before == LOCK_NONE:
@@ -1068,7 +1171,8 @@ class KVFile:
             if level < LOCK_RESERVED and share.lease_holder == self._fid:
                 self._release_lease(share)  # a rollback (a commit released it in its batch)
             if level < LOCK_RESERVED:
-                self._lease_uncertain = None
+                self._lease_uncertain = self._lease_lost = False
+                self._released_id = None
             if level == LOCK_NONE:
                 self._tx_state = self._fresh_head = None  # the next transaction checks again
             share.unlock(self._fid, level)
@@ -1153,8 +1257,8 @@ class KVFile:
         share = self._share
         assert share is not None
         share.observe(state)
-        raise sqlite_error(apsw.SQLITE_BUSY, f"database is locked: actor-db: {describe_kv(self._kv)}: another "
-                                            "process committed during this read transaction; retry the transaction")
+        raise sqlite_error(apsw.SQLITE_BUSY, f"database is locked: actor-db: {describe_kv(self._kv)}: "
+                                            f"{CHANGED_DURING_READ}; retry the transaction")
 
     def _take_lease(self, share: DatabaseShare) -> None:
         """cross-process, at the first write: the KV writer lease (see :mod:`vfs.lease`),
@@ -1173,13 +1277,17 @@ class KVFile:
                 for key, known in zip(keys, state):
                     batch.expect_value(key, known)
             try:
-                self._kv_write(batch)
+                self._kv_write_lease(batch)
             except ConditionFailedError:
                 pass
             except Exception as exc:
                 raise kv_failure(apsw.SQLITE_IOERR_LOCK, "write of the writer lease", exc) from exc
             else:
-                share.lease_value, share.lease_holder = value, self._fid
+                with share.lease_mu:
+                    share.lease_value, share.lease_holder = value, self._fid
+                self._lease_lost = False
+                self._released_id = None
+                self._schedule_renewal(share)
                 return
             current = self._kv_get([lease.LEASE_KEY, *keys], apsw.SQLITE_IOERR_LOCK, "read of the writer lease")
             if state is None or tuple(current[1:]) != state:
@@ -1188,72 +1296,106 @@ class KVFile:
                                                     "since this transaction began (another process committed)")
             holder = current[0]
             if holder is not None and not lease.lease_expired(holder):
-                raise sqlite_error(apsw.SQLITE_BUSY, f"actor-db: {describe_kv(self._kv)}: another process "
-                                                    f"(lease {lease.lease_holder(holder)}) is writing this database")
+                reason = f"actor-db: {describe_kv(self._kv)}: another process is writing this database " \
+                         f"({lease.describe(holder)})"
+                note_busy(reason)
+                raise sqlite_error(apsw.SQLITE_BUSY, f"database is locked: {reason}")
             if attempt == 0 and holder is not None:
-                log.warning("taking over the expired writer lease %s of %s", lease.lease_holder(holder),
+                log.warning("taking over the expired writer lease %s of %s", lease.describe(holder),
                             describe_kv(self._kv))
             expected = holder
         raise sqlite_error(apsw.SQLITE_BUSY, f"actor-db: {describe_kv(self._kv)}: the writer lease is contended")
 
+    def _schedule_renewal(self, share: DatabaseShare) -> None:
+        """Renew the lease every third of its time to live while this transaction holds it."""
+        share.lease_renewal = lease.keeper.schedule(self.options.lease_ttl_s / 3, lambda: self._renew_lease(share))
+
+    def _renew_lease(self, share: DatabaseShare) -> None:
+        """On the keeper thread: move the held lease's expiry forward (1 round trip), as
+        a compare-and-set on its current value, under :attr:`DatabaseShare.lease_mu`."""
+        with share.lease_mu:
+            value = share.lease_value
+            if share.lease_holder != self._fid or value is None or self._lease_lost:
+                return
+            new = lease.renewed(value, self.options.lease_ttl_s)
+            batch = WriteBatch()
+            batch.put(lease.LEASE_KEY, new)
+            batch.expect_value(lease.LEASE_KEY, value)
+            try:
+                self._kv.write(batch)
+            except ConditionFailedError:
+                self._lose_lease(share)  # the next write of the transaction fails
+                return
+            except Exception as exc:
+                log.warning("could not renew the writer lease of %s (%s); retrying", describe_kv(self._kv), exc)
+                share.lease_renewal = lease.keeper.schedule(min(1.0, self.options.lease_ttl_s / 10),
+                                                            lambda: self._renew_lease(share))
+                return
+            share.lease_value = new
+        self._schedule_renewal(share)
+
     def _release_lease(self, share: DatabaseShare) -> None:
         """Give the writer lease back after a rollback (best effort: it expires anyway)."""
-        value, share.lease_value, share.lease_holder = share.lease_value, None, None
-        if value is None:
-            return
-        batch = WriteBatch()
-        batch.delete(lease.LEASE_KEY)
-        batch.expect_value(lease.LEASE_KEY, value)
-        try:
-            self._kv_write(batch)
-        except Exception as exc:
-            log.info("could not release the writer lease of %s (%s); it expires", describe_kv(self._kv), exc)
-
-    def _lease_into(self, batch: WriteBatch, landed: KVState | None) -> None:
-        """cross-process: make ``batch`` (a commit) apply only while this transaction
-        still holds the lease, and release the lease with it.
-
-        ``landed`` is the state (meta, page 1, record) the commit leaves if it lands. After
-        a commit failed, its batch may have landed and released the lease while SQLite
-        now rolls back in place with a second commit: one read tells which happened; if
-        it landed and nothing changed since, the second commit expects exactly that state
-        and no lease; anything else means another process may have written, and the
-        commit is refused (SQLite's pager then re-reads the database)."""
-        share = self._share
-        if share is None or not self._cross_process or share.lease_holder != self._fid:
-            return
-        uncertain, self._lease_uncertain = self._lease_uncertain, None
-        self._lease_landed = landed
-        if uncertain is not None:
-            keys = self._validation_keys
-            current = self._kv_get([lease.LEASE_KEY, *keys], apsw.SQLITE_IOERR_READ, "read of the writer lease")
-            record = current[3]
-            own_staging = record == redo.STAGING_MARKER and bool(self._staged)  # this rollback spilled
-            if current[0] is None and uncertain and tuple(current[1:3]) == uncertain[:2] \
-                    and (record is None or own_staging):
-                for key, value in zip(keys, current[1:]):
-                    batch.expect_value(key, value)
-                batch.expect_value(lease.LEASE_KEY, None)
+        with share.lease_mu:
+            value = share.lease_value if share.lease_holder == self._fid else None
+            self._drop_lease(share)
+            if value is None:
                 return
-            if current[0] != share.lease_value:
-                raise sqlite_error(apsw.SQLITE_IOERR_LOCK, f"actor-db: {describe_kv(self._kv)}: the writer lease was "
-                                                          "released by a commit that failed but landed, and the state "
-                                                          "it left cannot be confirmed; the database is re-read "
-                                                          f"(the failure: {self._lease_failure})")
-        batch.expect_value(lease.LEASE_KEY, share.lease_value)
-        batch.delete(lease.LEASE_KEY)
+            batch = WriteBatch()
+            batch.delete(lease.LEASE_KEY)
+            batch.expect_value(lease.LEASE_KEY, value)
+            try:
+                self._kv_write_lease(batch)
+            except Exception as exc:
+                log.info("could not release the writer lease of %s (%s); it expires", describe_kv(self._kv), exc)
+
+    def _resolve_uncertain_commit(self, share: DatabaseShare) -> None:
+        """cross-process: the last commit batch failed without a certain outcome, and a
+        write follows (SQLite rolling back in place). One read of the lease and the last
+        commit's id tells which it was:
+
+        - this transaction's id is the last commit: the batch landed and released the
+          lease, and nobody took it since; the following writes (the rollback) may land
+          on exactly that state, and expect it;
+        - the lease still holds this transaction's value: the batch did not land, the
+          lease is still held, writes go on under it;
+        - anything else: the batch did not land and the lease was lost, or it landed and
+          another process has taken the lease since. Either way nothing more may be
+          written: the transaction is refused (the user is told its outcome is unknown
+          when it may have landed).
+        """
+        self._lease_uncertain = False
+        with share.lease_mu:
+            held = share.lease_value
+        if held is None:
+            return
+        current = self._kv_get([lease.LEASE_KEY, lease.LAST_COMMIT_KEY], apsw.SQLITE_IOERR_READ,
+                               "read of the writer lease after a failed commit")
+        if current[0] == held:
+            return
+        if current[0] is None and current[1] == lease.holder_id(held):
+            self._released_id = lease.holder_id(held)
+            with share.lease_mu:
+                self._drop_lease(share)
+            return
+        landed = current[1] == lease.holder_id(held)
+        with share.lease_mu:
+            self._lose_lease(share)
+        raise sqlite_error(apsw.SQLITE_IOERR_LOCK, f"actor-db: {describe_kv(self._kv)}: the commit failed "
+                                                  + ("and landed, and another process has written since"
+                                                     if landed else "and its outcome is unknown")
+                                                  + f" ({lease.describe(current[0]) if current[0] else 'no lease'}); "
+                                                  "the database is re-read")
 
     def _committed_to_share(self, dirty: dict[int, bytes] | None, truncate_from: int | None) -> None:
-        """After a successful commit: note it for the other connections; the lease went
-        with the batch."""
+        """After a successful commit: note it for the other connections (the lease went
+        with the commit's batch, or its last apply batch)."""
         share = self._share
         if share is None:
             return
         self._seen_generation = share.record(dirty, self._size, truncate_from)
         if not self._cross_process:
             return
-        if share.lease_holder == self._fid:
-            share.lease_value = share.lease_holder = None
         page1: bytes | None = None
         if dirty is not None and 0 in dirty:
             page1 = dirty[0]
@@ -1272,11 +1414,10 @@ class KVFile:
         with share.mu:
             share.kv_state = None
         self._tx_state = None
-        if share.lease_holder == self._fid:
-            # The batch may have landed (and released the lease with it): see _lease_into.
-            self._lease_uncertain = self._lease_landed or ()
+        if share.lease_holder == self._fid and not self._lease_lost:
             failure = sys.exc_info()[1]
-            self._lease_failure = "unknown" if failure is None else f"{type(failure).__name__}: {failure}"
+            # A refused condition is certain (nothing applied); anything else may have landed.
+            self._lease_uncertain = not _caused_by(failure, ConditionFailedError)
 
     def xSectorSize(self) -> int:
         return CHUNK_SIZE

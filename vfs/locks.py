@@ -24,7 +24,7 @@ actor database (one per KV identity), plus what they must share to stay coherent
   lease** (see :mod:`vfs.lease`).
 
 Invariants: :attr:`DatabaseShare.mu` is held only for bookkeeping, never across a KV
-call or an SQLite call; a file is in :attr:`DatabaseShare.levels` only while it holds
+call or an SQLite call (:attr:`DatabaseShare.lease_mu` spans one KV write at most); a file is in :attr:`DatabaseShare.levels` only while it holds
 SHARED or more; at most one file holds RESERVED or more.
 """
 
@@ -43,7 +43,8 @@ from vfs.errors import sqlite_error
 log = logging.getLogger(__name__)
 
 __all__ = ["LOCK_NONE", "LOCK_SHARED", "LOCK_RESERVED", "LOCK_PENDING", "LOCK_EXCLUSIVE", "Locking",
-           "LOCKING_MODES", "CommitNote", "KVState", "DatabaseShare", "claim", "release", "is_open"]
+           "LOCKING_MODES", "CommitNote", "KVState", "DatabaseShare", "claim", "release", "is_open",
+           "note_busy", "last_busy_reason"]
 
 LOCK_NONE, LOCK_SHARED, LOCK_RESERVED, LOCK_PENDING, LOCK_EXCLUSIVE = 0, 1, 2, 3, 4
 
@@ -111,6 +112,12 @@ class DatabaseShare:
         """cross-process: the writer lease value this process wrote, while it holds it."""
         self.lease_holder: int | None = None
         """The file whose transaction holds the writer lease."""
+        self.lease_mu = threading.Lock()
+        """cross-process: held around every KV write made under the lease and around each
+        renewal, so a write always expects the lease's current value (it may be held
+        across that one KV call: nothing else waits for it but renewals)."""
+        self.lease_renewal: int | None = None
+        """The :data:`vfs.lease.keeper` handle of the next renewal, while the lease is held."""
 
     @property
     def cross_process(self) -> bool:
@@ -259,3 +266,20 @@ def is_open(identity: Hashable) -> bool:
     """Whether a connection of this process has the actor database ``identity`` open."""
     with _lock:
         return identity in _exclusive or identity in _shares
+
+
+# ------------------------------------------------------- why a lock was busy
+_busy_reasons = threading.local()
+
+
+def note_busy(reason: str | None) -> None:
+    """Record on this thread why the last lock request was refused (``None``: it was not).
+
+    SQLite's busy handler retries a refused lock and finally reports only ``database is
+    locked``; the drop-in adds this reason (e.g. which process holds the writer lease)."""
+    _busy_reasons.reason = reason
+
+
+def last_busy_reason() -> str | None:
+    """The reason :func:`note_busy` recorded last on this thread, if any."""
+    return getattr(_busy_reasons, "reason", None)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import collections.abc
+import random
 import re
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import apsw
+from vfs.errors import changed_during_read
 
 from . import adaptation as _adapt
 from . import connection as _connection
@@ -175,16 +178,35 @@ class Cursor:
         """Run one statement up to its first row (stdlib: one ``sqlite3_step``); lock held."""
         con = self._connection
         raw_con = db.raw
-        if parsed.is_dml and con._isolation_level is not None and not raw_con.in_transaction:
-            con._run_traced("BEGIN " + con._isolation_level)
-            db.owner = con
-            db.owner_thread = threading.get_ident()
-        descriptions: list[Any] = []
-        raw = raw_con.cursor()
-        raw.exec_trace = con._exec_tracer(descriptions)
-        self._raw = raw
-        self._raw_db = db
-        raw.execute(parsed.sql, bindings)
+        began = False
+        retry_until: float | None = None
+        while True:
+            if parsed.is_dml and con._isolation_level is not None and not raw_con.in_transaction:
+                con._run_traced("BEGIN " + con._isolation_level)
+                db.owner = con
+                db.owner_thread = threading.get_ident()
+                began = True
+            descriptions: list[Any] = []
+            raw = raw_con.cursor()
+            raw.exec_trace = con._exec_tracer(descriptions)
+            self._raw = raw
+            self._raw_db = db
+            try:
+                raw.execute(parsed.sql, bindings)
+                break
+            except apsw.BusyError as exc:
+                # Another process committed between this transaction's start and its first
+                # read: nothing was returned to the caller yet, so run the statement again
+                # in a fresh transaction, within ``timeout``, as SQLite's busy handler waits.
+                if not changed_during_read(exc) or not (began or not raw_con.in_transaction):
+                    raise
+                now = time.monotonic()
+                retry_until = now + con._timeout if retry_until is None else retry_until
+                if now >= retry_until:
+                    raise
+                if raw_con.in_transaction:
+                    con._run_traced("ROLLBACK")
+                time.sleep(random.uniform(0.0005, 0.005))
         if descriptions:
             self._set_description(descriptions[-1])
         try:

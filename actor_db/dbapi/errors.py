@@ -19,6 +19,7 @@ import types
 from typing import Any
 
 import apsw
+from vfs.locks import last_busy_reason
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,10 @@ def _translate(exc: BaseException) -> BaseException:
         message = str(exc)
         if primary == apsw.SQLITE_TOOBIG and message in ("", "string or blob too big"):
             message = "string or blob too big"
+        if primary == apsw.SQLITE_BUSY and message == "database is locked":
+            reason = last_busy_reason()  # SQLite's busy handler kept only its generic text
+            if reason:
+                message = f"database is locked ({reason})"
         return _error(cls, message, code if code is not None else primary)
     if isinstance(exc, UnicodeDecodeError):
         return _error(OperationalError, f"Could not decode to UTF-8: {exc}")

@@ -540,8 +540,13 @@ def test_read_only_connection(store: KVStore, vfs_kind: str, how: str) -> None:
         with w:
             w.execute("insert into t values (3)")
         assert w.execute("select x from t order by x").fetchall() == [(1,), (3,)]
-        # the read-only connection reads the snapshot taken when it opened
-        assert r.execute("select x from t").fetchall() == [(1,)]
+        # each read transaction of the read-only connection sees the latest commit (stdlib)
+        assert r.execute("select x from t order by x").fetchall() == [(1,), (3,)]
+        with w:
+            w.execute("insert into t values (4)")
+        assert r.execute("select count(*) from t").fetchone() == (3,)
+        with w:
+            w.execute("delete from t where x = 4")
     finally:
         r.close()
     after = sqlite3.connect("ro", kv=store, readonly=True, vfs_options=options)
@@ -561,6 +566,14 @@ def test_read_only_connection(store: KVStore, vfs_kind: str, how: str) -> None:
         c.close()
 
 
+def test_a_missing_database_cannot_be_opened_read_only(store: KVStore) -> None:
+    for how in ({"readonly": True}, {"uri": True}):
+        name = "file:absent?mode=ro" if how.get("uri") else "absent"
+        with pytest.raises(sqlite3.OperationalError, match="unable to open database file"):
+            sqlite3.connect(name, kv=store, **how)
+    assert _actor_items(store, "absent") == []
+
+
 def test_read_only_connections_write_nothing_to_the_kv(store: KVStore) -> None:
     w = sqlite3.connect("ro2", kv=store)
     with w:
@@ -568,7 +581,7 @@ def test_read_only_connections_write_nothing_to_the_kv(store: KVStore) -> None:
         w.executemany("insert into t values (?)", [(i,) for i in range(200)])
     w.close()
     before = _actor_items(store, "ro2")
-    cons = [sqlite3.connect("ro2", kv=store, readonly=True) for _ in range(3)]  # not shared, no conflict
+    cons = [sqlite3.connect("ro2", kv=store, readonly=True) for _ in range(3)]  # own connections, no conflict
     try:
         assert len({id(c.apsw_connection) for c in cons}) == 3
         for c in cons:

@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import apsw
+from vfs import pragmas
 from vfs.errors import changed_during_read
 
 from . import adaptation as _adapt
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .database import _Database
 
 _PACKAGE = "actor_db.dbapi"
+_SET_JOURNAL_MODE = re.compile(r"\s*pragma\s+(?:\w+\s*\.\s*)?journal_mode\s*[=(]", re.IGNORECASE)
 
 class Cursor:
     """A DB-API 2.0 cursor with the stdlib ``sqlite3.Cursor`` behaviour.
@@ -224,6 +226,11 @@ class Cursor:
                 # may come from apsw's cache and that SQLite re-prepared in the step
                 # after a schema change (ALTER TABLE ... ADD COLUMN): read them again.
                 description = self._fresh_description(raw_con, parsed.sql, bindings, description)
+        if description and len(description) == 1 and description[0][0] == pragmas.JOURNAL_MODE \
+                and _SET_JOURNAL_MODE.match(parsed.sql):
+            # The VFS answered ``PRAGMA journal_mode=X`` itself, and SQLite names the
+            # column after the answer; SQLite's own answer is a column named journal_mode.
+            description = (("journal_mode", description[0][1]),)
         self._set_description(description)
         if multiple and self._pending:
             self._reset()

@@ -23,18 +23,16 @@ mutex while holding the GIL.
 Read-only connections
 ---------------------
 ``readonly=True``, or ``mode=ro`` in a ``file:`` URI with ``uri=True``. On plain SQLite:
-``SQLITE_OPEN_READONLY``. On a KV-backed database the connection is NOT shared: it gets
-its own pager, :func:`vfs.connect` with ``readonly=True`` (it never writes to the KV) on
-a snapshot of the actor (``ActorKV.snapshot``, pinned: one consistent committed state,
-its own identity, so it never shares nor blocks the process's writable pager). It
-therefore reads the database **as committed when it was opened**: commits made later
-(by other connections, here or elsewhere) are not seen; open a new read-only
-connection to see them. The snapshot is released when the connection closes (LMDB:
-its read transaction ends; Redis: the pinned copy, O(database size) to take, is
-dropped). A write raises ``OperationalError("attempt to write a readonly database")``
-(``SQLITE_READONLY``), as in the stdlib. ``preload`` is ignored for it (the snapshot
-makes its own one-round-trip preload); a view without ``snapshot`` (e.g. a
-``SnapshotKV`` passed as ``kv=``) is opened read-only as it is.
+``SQLITE_OPEN_READONLY``. On a KV-backed database: :func:`vfs.connect` with
+``readonly=True`` (it never writes to the KV, not even to recover), sharing the database
+like a writable connection, so **each read transaction sees the latest commit**, as the
+stdlib's read-only connections do. A database that does not exist cannot be opened
+read-only (``unable to open database file``). When this process has the database open
+exclusively (an awake actor's own connection), the read-only connection reads a pinned
+snapshot of the actor instead (``ActorKV.snapshot``: one committed state as of the
+open, its own identity, released when the connection closes). A write raises
+``OperationalError("attempt to write a readonly database")`` (``SQLITE_READONLY``), as
+in the stdlib. ``preload`` is ignored for it.
 """
 
 from __future__ import annotations
@@ -168,8 +166,33 @@ def _open_database(database: Any, uri: bool, kv: Any, timeout: float, preload: v
 
 def _open_readonly(view: Any, name: str, timeout: float,
                    vfs_options: collections.abc.Mapping[str, Any] | None) -> _Database:
-    """A read-only KV-backed database of its own (not shared): ``vfs.connect(...,
-    readonly=True)`` on a pinned snapshot of ``view`` (see the module docstring)."""
+    """A read-only KV-backed database (see the module docstring): shared like a writable
+    one, so each read transaction sees the latest commit; a pinned snapshot when the
+    database is open exclusively in this process (an awake actor's own connection).
+
+    :raises OperationalError: ``unable to open database file`` when no database is stored
+        under ``view`` (the stdlib's answer for a missing file opened read-only).
+    """
+    options = dict(vfs_options or {})
+    options.setdefault("locking", "in-process" if getattr(view, "instant_writes", False) else "cross-process")
+    options.setdefault("timeout", timeout)
+    try:
+        raw = vfs.connect(view, name or "main.db", readonly=True, **options)
+    except apsw.BusyError:
+        return _open_snapshot(view, name, vfs_options)
+    except apsw.Error as exc:
+        raise _translate(exc) from exc
+    if raw.kv_file.committed_size == 0:
+        raw.close()
+        raise _error(OperationalError, "unable to open database file", apsw.SQLITE_CANTOPEN)
+    raw.set_busy_timeout(int(timeout * 1000))
+    log.debug("opened KV-backed database %r read-only (%r, locking=%s)", name, view.identity, options["locking"])
+    return _Database(raw, view.identity)
+
+
+def _open_snapshot(view: Any, name: str, vfs_options: collections.abc.Mapping[str, Any] | None) -> _Database:
+    """A read-only database of its own on a pinned snapshot of ``view`` (one committed
+    state, as of the open): for a database this process has open exclusively."""
     from actor_db.kv.base import ActorKV
     from actor_db.kv.snapshot import read_snapshot
 
@@ -181,8 +204,9 @@ def _open_readonly(view: Any, name: str, timeout: float,
         except Exception as exc:
             raise _error(OperationalError, f"unable to open database file: {exc}", apsw.SQLITE_CANTOPEN) from exc
         target = snapshot
+    options = {k: v for k, v in (vfs_options or {}).items() if k not in ("locking", "timeout")}
     try:
-        raw = vfs.connect(target, name or "main.db", readonly=True, **dict(vfs_options or {}))
+        raw = vfs.connect(target, name or "main.db", readonly=True, **options)
     except BaseException as exc:
         if snapshot is not None:
             snapshot.close()
@@ -194,7 +218,7 @@ def _open_readonly(view: Any, name: str, timeout: float,
     db = _Database(raw, target.identity)
     if snapshot is not None:
         db.on_close = snapshot.close
-    log.debug("opened KV-backed database %r read-only (%r)", name, target.identity)
+    log.debug("opened KV-backed database %r read-only on a snapshot (%r)", name, target.identity)
     return db
 
 

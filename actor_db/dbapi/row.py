@@ -22,6 +22,10 @@ class Row:
         self._description = cursor.description
         self._data = data
 
+    def __repr__(self) -> str:
+        # The stdlib's text: tools print rows and compare with it.
+        return f"<sqlite3.Row object at {id(self):#x}>"
+
     def keys(self) -> list[str]:
         return [] if self._description is None else [d[0] for d in self._description]
 
@@ -62,8 +66,6 @@ class Row:
     def __hash__(self) -> int:
         return hash(self._description) ^ hash(self._data)
 
-    def __repr__(self) -> str:
-        return f"<{_PACKAGE}.Row object at {id(self):#x}>"
 
 
 collections.abc.Sequence.register(Row)

@@ -27,9 +27,18 @@ setup(
     ],
     extras_require={
         "redis": ["redis>=5", "hiredis"],
+        "sqlalchemy": ["sqlalchemy>=2.0"],
+        "django": ["django>=4.2"],
         "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3", "hypothesis>=6",
-                 "matplotlib>=3.7", "tqdm>=4.60"],  # matplotlib/tqdm: the benchmark report's smoke test
+                 "matplotlib>=3.7", "tqdm>=4.60",
+                 "sqlalchemy>=2.0", "django>=4.2", "pandas>=2"],  # matplotlib/tqdm: the report smoke test; the rest: integrations
         "bench": ["pytest>=8", "pytest-benchmark>=4", "matplotlib>=3.7", "tqdm>=4.60", "redis>=5", "hiredis"],
     },
-    entry_points={"console_scripts": ["actor-db = actor_db.cli:main"]},
+    entry_points={
+        "console_scripts": ["actor-db = actor_db.cli:main"],
+        "sqlalchemy.dialects": [
+            "sqlite.actordb = actor_db.sqlalchemy:ActorDBDialect",
+            "sqlite.actordb_async = actor_db.sqlalchemy:ActorDBAsyncDialect",
+        ],
+    },
 )

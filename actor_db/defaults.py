@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import urllib.parse
 import warnings
 from typing import Any, Mapping
@@ -23,7 +24,8 @@ from actor_db.errors import ActorDBError, ConfigurationError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_KV", "ENV_KV", "ENV_PATH_DEPRECATED", "default_store_spec", "open_store", "open_default_store"]
+__all__ = ["DEFAULT_KV", "ENV_KV", "ENV_PATH_DEPRECATED", "default_store_spec", "open_store", "open_default_store",
+           "shared_store"]
 
 DEFAULT_KV = "lmdb:./.actor-db"
 """The store used when ``$ACTOR_DB_KV`` (and the deprecated ``$ACTOR_DB_PATH``) is not set."""
@@ -113,3 +115,23 @@ def open_default_store(environ: Mapping[str, str] | None = None) -> Any:
     spec = default_store_spec(environ)
     log.debug("default store: %s", spec)
     return open_store(spec)
+
+
+_shared_lock = threading.Lock()
+_shared: dict[str, Any] = {}
+
+
+def shared_store(spec: str) -> Any:
+    """The store ``spec`` names, opened once per process and kept open (integrations
+    such as the SQLAlchemy dialect and the Django backend open many connections to one
+    store; LMDB allows one environment per path per process). ``memory:`` is one shared
+    in-memory store per process.
+
+    :raises ConfigurationError: as :func:`open_store`.
+    """
+    key = spec.strip()
+    with _shared_lock:
+        store = _shared.get(key)
+        if store is None:
+            store = _shared[key] = open_store(key)
+        return store

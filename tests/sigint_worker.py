@@ -46,12 +46,18 @@ _armed = False
 _ignored = 0
 
 
+_handler: Any = signal.default_int_handler
+"""The handler in place when the worker installed its own: the one it delegates to."""
+
+
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
-    """Raise ``KeyboardInterrupt`` where the signal lands, once per arming."""
+    """What the handler in place does (raise ``KeyboardInterrupt`` where the signal
+    lands), once per arming."""
     global _armed, _ignored
     if _armed:
         _armed = False
-        raise KeyboardInterrupt
+        _handler(signum, frame)
+        return
     _ignored += 1
 
 
@@ -122,8 +128,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     con.execute("CREATE INDEX IF NOT EXISTS big_k ON big (k)")
     fd = os.open(spec["acks"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     report: dict[str, Any] = {"acknowledged": 0, "interrupts": 0, "retried": 0, "corrupt": 0, "errors": []}
-    global _armed
-    signal.signal(signal.SIGINT, _on_sigint)
+    global _armed, _handler
+    _handler = signal.signal(signal.SIGINT, _on_sigint)  # while a Python-VFS file is open: vfs.interrupts
     print("ready", flush=True)
     rng = random.Random(spec["seed"])
     k = 0

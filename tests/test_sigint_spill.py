@@ -83,3 +83,68 @@ def test_real_sigints_into_spilling_writer_lose_nothing(tmp_path: pathlib.Path, 
             con.close()
     finally:
         store.close()
+
+
+# ---------------------------------------------------------------- the pieces, in-process
+def test_sigint_inside_a_file_method_is_an_io_error_that_is_still_a_keyboard_interrupt(tmp_path: pathlib.Path) -> None:
+    """While a Python-VFS file is open, the main thread's SIGINT handler raises, inside a
+    file method, an exception apsw hands SQLite as an I/O error (so SQLite rolls back the
+    whole transaction) which ``except KeyboardInterrupt`` still catches; anywhere else a
+    plain ``KeyboardInterrupt``. The default handler is back once the file closes."""
+    import apsw
+
+    from actor_db.kv import MemoryKV
+    from vfs import interrupts
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    kv = MemoryKV().actor("handler")
+    setup = vfs.connect(kv, vfs="python")
+    setup.execute("CREATE TABLE t (v BLOB)")
+    setup.execute("INSERT INTO t SELECT zeroblob(3000) FROM (SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3)")
+    setup.close()
+    con = vfs.connect(kv, vfs="python", cache_chunks=0)
+    try:
+        assert signal.getsignal(signal.SIGINT) is interrupts._on_sigint
+        file = con.kv_file
+        file.preload.clear()  # every page SQLite reads now is one KV call
+        con.execute("BEGIN")
+        con.execute("CREATE TABLE u (x)")  # a write transaction
+        original = file._kv.get_many
+        fired: list[bool] = []
+
+        def get_many(keys: list[bytes]) -> list[bytes | None]:
+            if not fired:
+                fired.append(True)
+                signal.raise_signal(signal.SIGINT)  # a real signal, handled at the next bytecode
+            return original(keys)
+
+        file._kv.get_many = get_many  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt) as caught:
+            con.execute("SELECT count(*) FROM t WHERE v > x''").fetchall()
+        file._kv.get_many = original  # type: ignore[method-assign]
+        assert fired
+        assert isinstance(caught.value, apsw.IOError)
+        assert caught.value.extendedresult == apsw.SQLITE_IOERR_READ  # type: ignore[attr-defined]
+        assert not con.in_transaction  # SQLite rolled the whole transaction back
+        assert integrity(con) == "ok"
+        with pytest.raises(KeyboardInterrupt) as outside:
+            signal.raise_signal(signal.SIGINT)
+        assert type(outside.value) is KeyboardInterrupt  # outside the VFS: untouched
+    finally:
+        con.close()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_deferred_holds_sigint_until_the_section_ends() -> None:
+    from vfs import interrupts
+
+    steps: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.deferred():
+            signal.raise_signal(signal.SIGINT)
+            steps.append("after the signal")  # the section runs to its end
+            with interrupts.deferred():  # nests
+                steps.append("inner")
+        steps.append("never")
+    assert steps == ["after the signal", "inner"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -103,6 +103,16 @@ def _page_size(page1: bytes | bytearray | None) -> int | None:
     return size
 
 
+def _declares_pages(meta: bytes | None) -> bool:
+    """Whether ``meta`` (a meta value, or ``None``: missing) declares a non-empty file.
+    A missing or zero meta needs chunk 0 read with it: chunks must not exist then
+    (:meth:`KVFile._validated_size`). A malformed meta counts as non-empty (it is refused)."""
+    try:
+        return meta is not None and decode_meta(meta) > 0
+    except CorruptMetaError:
+        return True
+
+
 @dataclass(frozen=True)
 class FileOptions:
     """Tuning of one database file.
@@ -313,7 +323,7 @@ class KVFile:
         head: list[int] = []
         head_values: list[bytes | None] = []
         first_chunk = lookup(head_key)
-        if missing or (first_chunk is NOT_LOADED and known.get(self._meta_key) is None):
+        if missing or (first_chunk is NOT_LOADED and not _declares_pages(known.get(self._meta_key))):
             if first_open and self._cache is not None:
                 # The first chunks ride along for free: SQLite reads page 1 next, and the
                 # roots of the first tables created sit right after it.
@@ -391,6 +401,9 @@ class KVFile:
         if page_size and size % page_size:
             raise self._corrupt(f"the database meta at key {self._meta_key!r} declares {size} bytes, not a whole "
                                 f"number of {page_size}-byte pages")
+        if not size and chunk0 is not None:
+            raise self._corrupt(f"the database meta at key {self._meta_key!r} declares 0 bytes but chunk 0 exists; "
+                                "refusing to create a new database over stored pages")
         if size and chunk0 is None and chunk0_known:
             raise self._corrupt(f"the database meta at key {self._meta_key!r} declares {size} bytes but chunk 0 "
                                 "(page 1) is missing")
@@ -926,8 +939,10 @@ class KVFile:
             if truncate_from is not None:
                 # Holes inside the new size now; the tail past the new end only after
                 # SQLite has seen the commit succeed (phase two): if this commit fails
-                # and SQLite rolls back in place, those pages must still be there.
-                redo.truncate(batch, self._tag, truncate_from, new_end, keep_tail=True)
+                # and SQLite rolls back in place, those pages must still be there. Except
+                # when nothing is left (the in-place rollback of a database's creation):
+                # a meta of 0 bytes over chunks is refused as damage at the next open.
+                redo.truncate(batch, self._tag, truncate_from, new_end, keep_tail=size > 0)
             elif size > committed and not self._ambiguous:
                 # Growing: a tail left past the committed end must not reappear as data.
                 batch.delete_range(*chunk_range(self._tag, chunk_count(committed)))

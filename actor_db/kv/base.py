@@ -510,7 +510,16 @@ class ActorKV:
 
     def _scan_from(self, source: Any, what: str, start: bytes, end: bytes, limit: int | None,
                    max_bytes: int | None) -> list[tuple[bytes, bytes]]:
-        """:meth:`scan` through ``source``'s raw ``_scan``."""
+        """:meth:`scan` through ``source``'s raw ``_scan`` (every driver's scans, and
+        every snapshot's, come here: the one place their arguments are checked).
+
+        :raises ValueError: ``limit`` or ``max_bytes`` is negative (drivers disagreed on
+            what it meant: nothing, or everything); no round trip is made.
+        """
+        for name, value in (("limit", limit), ("max_bytes", max_bytes)):
+            if value is not None and value < 0:
+                raise ValueError(f"scan of actor {self.actor_id!r}: {name} must be >= 0 (or None for no bound), "
+                                 f"not {value!r}")
         n = len(self._prefix)
         pairs = self._call(what, source._scan, self._full(start), self._prefix + end if end else self._end, limit, max_bytes)
         return [(k[n:], v) for k, v in pairs]

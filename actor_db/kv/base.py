@@ -589,6 +589,20 @@ class ActorKV:
         log.debug("actor %r: acquired ownership with fencing token %d", self.actor_id, token)
         return int(token)
 
+    def check_ownership(self) -> None:
+        """Raise :class:`~actor_db.errors.FencedError` if another view took ownership of
+        the actor since this view acquired it (ONE round trip: an empty write carrying
+        this view's fence, which the driver checks as for any write; nothing is written).
+        No round trip for a view that never acquired ownership.
+
+        Reads are not fenced, so a runtime that lost its actor reads the new owner's
+        pages mixed with its own cached ones, which SQLite reports as corruption; this
+        tells that case apart from real damage (:mod:`actor_db.runtime.instance`).
+        """
+        if self._fence is None:
+            return
+        self._call("ownership check", self.store._write, WriteBatch(), self._fence)
+
     def acquire_and_preload(self, request: PreloadRequest) -> PreloadMap:
         """:meth:`acquire_ownership` and :meth:`preload` in ONE atomic round trip.
 

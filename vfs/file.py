@@ -607,9 +607,8 @@ class KVFile:
         """
         try:
             self._forget_after_failure()
-        except BaseException as late:  # an interrupt held back while the state was dropped
-            if is_interrupt(exc) or not isinstance(exc, apsw.Error):
-                exc = late
+        except BaseException as late:  # an interrupt held back while the state was dropped: it wins
+            exc = late
         if isinstance(exc, apsw.Error):
             return exc
         if is_interrupt(exc):

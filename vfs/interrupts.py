@@ -107,7 +107,8 @@ class deferred:
     """``with deferred(): ...`` runs its body with ``SIGINT`` held back: a signal that
     arrives meanwhile is handed to the previous handler when the body ends (so the
     default handler raises ``KeyboardInterrupt`` there). Nests. Costs three
-    ``signal`` calls (~2 microseconds) in the main thread, nothing elsewhere."""
+    ``signal`` calls (a few microseconds) in the main thread, nothing elsewhere: for
+    recovery paths, not for every page."""
 
     __slots__ = ("_previous", "_pending")
 

@@ -65,7 +65,6 @@ def test_real_sigints_into_spilling_writer_lose_nothing(tmp_path: pathlib.Path, 
     assert sent == SIGNALS
     assert report["interrupts"] >= SIGNALS // 4, report  # the signals really landed in the writer
     assert acked, report
-    print(report)
     assert report["corrupt"] == 0, report
 
     store = LmdbKV(spec["path"])

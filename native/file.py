@@ -35,6 +35,7 @@ import apsw
 from vfs import pragmas
 from vfs.errors import sqlite_error
 from vfs.file import FileOptions, KVFile, readahead_cap
+from vfs.interrupts import as_io_error, is_interrupt
 from vfs.locks import DatabaseShare
 from vfs.keys import CHUNK_SIZE, MAX_CHUNK_INDEX, SQLITE_PREFIX, chunk_index, chunk_key
 from vfs.preload import NOT_LOADED, PreloadMap
@@ -468,7 +469,9 @@ class NativeFile(KVFile):
 
     def fail(self, exc: BaseException, code: int) -> int:
         """Hand ``exc`` to C to re-raise after SQLite unwinds; returns the SQLite code."""
-        if not isinstance(exc, apsw.Error):
+        if is_interrupt(exc):  # an I/O error for SQLite, still the interrupt for the caller
+            exc = as_io_error(exc, code, "native VFS's call into Python")
+        elif not isinstance(exc, apsw.Error):
             wrapped = sqlite_error(code, f"actor-db native VFS: {type(exc).__name__}: {exc}")
             wrapped.__cause__ = exc
             exc = wrapped

@@ -138,3 +138,100 @@ def test_a_short_last_chunk_covering_the_file_still_reads(store: KVStore, vfs_ki
     con = vfs.connect(kv, vfs=vfs_kind)
     assert integrity(con) == "ok" and con.execute("SELECT x FROM t").get == "hello"
     con.close()
+
+
+# ------------------------------------------- issue 29, item 5: an "empty" meta or record
+def _refused_and_untouched(kv: vfs.KV, vfs_kind: str, key: bytes, preload: bool) -> None:
+    """Opening (and writing, as an app does on an empty database) is refused with a
+    CorruptError naming ``key``; no chunk changes."""
+    chunks_before = kv.scan(chunk_key(FILE_MAIN, 0), chunk_key(FILE_MAIN, 1 << 20))
+    assert chunks_before
+    with pytest.raises(apsw.CorruptError) as info:
+        con = vfs.connect(kv, vfs=vfs_kind, preload=full_preload(kv) if preload else None, cache_chunks=0)
+        try:
+            con.execute("CREATE TABLE fresh (x)")  # what an app does on an 'empty' database
+        finally:
+            con.close()
+    assert repr(key) in str(info.value), str(info.value)
+    assert "actor 'empty'" in str(info.value)
+    assert kv.scan(chunk_key(FILE_MAIN, 0), chunk_key(FILE_MAIN, 1 << 20)) == chunks_before
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["live", "preload"])
+@pytest.mark.parametrize("meta", [b"", struct.pack("<HQ", 1, 0)], ids=["0-byte-value", "declares-0"])
+def test_an_empty_meta_never_creates_over_existing_chunks(store: KVStore, vfs_kind: str, preload: bool,
+                                                          meta: bytes) -> None:
+    kv = store.actor("empty")
+    _build(kv, vfs_kind)
+    good = kv.get_many([meta_key(FILE_MAIN)])[0]
+    _put(kv, meta_key(FILE_MAIN), meta)
+    _refused_and_untouched(kv, vfs_kind, meta_key(FILE_MAIN), preload)
+    _put(kv, meta_key(FILE_MAIN), good)
+    assert _sum(kv, vfs_kind, preload=preload) == TOTAL
+
+
+def _record(size: int, truncate_from: int = -1) -> bytes:
+    return struct.pack("<HQq", 1, size, truncate_from)
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["live", "preload"])
+@pytest.mark.parametrize("record", [_record(1 << 62), _record(0), _record(4096 * 3 + 100), _record(8192, 1 << 40)],
+                         ids=["2^62", "0", "unaligned", "truncate-past-the-format"])
+def test_a_bad_commit_record_is_corrupt_and_nothing_is_applied(store: KVStore, vfs_kind: str, preload: bool,
+                                                               record: bytes) -> None:
+    from vfs.keys import COMMIT_RECORD_KEY
+
+    kv = store.actor("empty")
+    kv.acquire_ownership()  # the owner rolls a record forward at open: it must refuse instead
+    _build(kv, vfs_kind)
+    meta = kv.get_many([meta_key(FILE_MAIN)])[0]
+    _put(kv, COMMIT_RECORD_KEY, record)
+    _refused_and_untouched(kv, vfs_kind, COMMIT_RECORD_KEY, preload)
+    assert kv.get_many([meta_key(FILE_MAIN), COMMIT_RECORD_KEY]) == [meta, record]
+    _put(kv, COMMIT_RECORD_KEY, None)
+    assert _sum(kv, vfs_kind, preload=preload) == TOTAL
+
+
+def test_a_creation_rolled_back_in_place_leaves_no_chunk_to_refuse(store: KVStore, vfs_kind: str) -> None:
+    """The one way our own writers leave a meta of 0 bytes: a database's first commit
+    lands but its reply is lost, and SQLite rolls the creation back in place (a commit
+    of 0 bytes). That commit deletes every chunk, so the next open finds an empty
+    database, not chunks under a zero meta (which item 5's check refuses)."""
+    from typing import Any, Callable
+
+    from tests.faults import ForwardingKV
+
+    class LostReply(ForwardingKV):
+        def __init__(self, inner: vfs.KV) -> None:
+            super().__init__(inner)
+            self.lose = False
+
+        def _around(self, call: Callable[[], Any], batch: WriteBatch | None) -> Any:
+            result = call()
+            if batch is not None and self.lose:
+                self.lose = False
+                raise RuntimeError("the reply was lost")
+            return result
+
+    inner = store.actor("created")
+    kv = LostReply(inner)
+    con = vfs.connect(kv, vfs=vfs_kind)
+    kv.lose = True
+    with pytest.raises(apsw.IOError, match="the reply was lost"):
+        con.execute("CREATE TABLE t (x)")
+    con.close()
+    assert inner.get_many([meta_key(FILE_MAIN), chunk_key(FILE_MAIN, 0)]) == [_meta(0), None]
+    again = vfs.connect(inner, vfs=vfs_kind)
+    again.execute("CREATE TABLE t (x)")
+    again.execute("INSERT INTO t VALUES (1)")
+    again.close()
+    assert _sum_of_x(inner, vfs_kind) == 1
+
+
+def _sum_of_x(kv: vfs.KV, vfs_kind: str) -> int:
+    con = vfs.connect(kv, vfs=vfs_kind)
+    try:
+        assert integrity(con) == "ok"
+        return int(con.execute("SELECT sum(x) FROM t").get)
+    finally:
+        con.close()

@@ -298,3 +298,31 @@ def _race(store: KVStore) -> None:
     assert set(winners) == {"a", "b"}  # both won some rounds: a real race
     assert stats["loser_refused"] >= stats["barrier_rounds"]
     print(f"fencing race on {spec[0]}: {stats}, {sum(len(s) for s in committed.values())} commits kept")
+
+
+def test_check_ownership_is_one_round_trip_and_writes_nothing(store: KVStore, reopen_store: Any) -> None:
+    """``check_ownership`` (issue 29, item 6): an empty fenced write, so a runtime can tell
+    a stale read (it lost the actor) from real damage."""
+    first = store.actor("owned")
+    first.acquire_ownership()
+    batch = WriteBatch()
+    batch.put(b"k", b"v")
+    first.write(batch)
+    before = store.round_trips
+    first.check_ownership()  # still the owner
+    assert store.round_trips - before == 1
+    other = reopen_store()
+    try:
+        second = other.actor("owned")
+        second.acquire_ownership()
+        before = store.round_trips
+        with pytest.raises(FencedError):
+            first.check_ownership()
+        assert store.round_trips - before == 1
+        second.check_ownership()
+        assert second.scan(b"", b"\xff") == [(b"k", b"v")]  # nothing written by the checks
+        before = store.round_trips
+        store.actor("owned").check_ownership()  # a view that never acquired: no round trip
+        assert store.round_trips == before
+    finally:
+        other.close()

@@ -153,3 +153,31 @@ def test_limits_are_enforced_before_sending() -> None:
 def test_store_reports_limits(store: KVStore) -> None:
     assert isinstance(store.limits, KVLimits)
     assert isinstance(store.round_trips, int)
+
+
+@pytest.mark.parametrize("arguments", [{"limit": -1}, {"max_bytes": -1}, {"limit": -5, "max_bytes": 10},
+                                       {"limit": 3, "max_bytes": -(2 ** 40)}], ids=str)
+def test_scan_refuses_negative_limits_on_every_driver(store: KVStore, arguments: dict[str, int]) -> None:
+    """``limit=-1`` / ``max_bytes=-1`` returned nothing on MemoryKV and LMDB and
+    everything on Redis (issue 29, item 6): refused everywhere, before any round trip,
+    also on a snapshot."""
+    from actor_db.kv.snapshot import read_snapshot
+
+    kv = store.actor("a")
+    put(kv, a=b"1", b=b"22", c=b"333")
+    before = store.round_trips
+    with pytest.raises(ValueError, match="must be >= 0"):
+        kv.scan(b"", b"\xff", **arguments)
+    assert store.round_trips == before
+    with read_snapshot(kv) as snapshot:
+        with pytest.raises(ValueError, match="must be >= 0"):
+            snapshot.scan(b"", b"\xff", **arguments)
+
+
+def test_scan_zero_limits_agree_on_every_driver(store: KVStore) -> None:
+    kv = store.actor("a")
+    put(kv, a=b"1", b=b"22", c=b"333")
+    assert kv.scan(b"", b"\xff", limit=0) == []
+    assert kv.scan(b"", b"\xff", max_bytes=0) == []
+    assert kv.scan(b"", b"\xff", max_bytes=3) == [(b"a", b"1"), (b"b", b"22")]
+    assert kv.scan(b"", b"\xff", limit=2, max_bytes=100) == [(b"a", b"1"), (b"b", b"22")]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import apsw
 
+from vfs.interrupts import interrupt_in
+
 __all__ = ["sqlite_error", "kv_failure", "describe_kv", "CHANGED_DURING_READ", "changed_during_read"]
 
 CHANGED_DURING_READ = "another process committed during this read transaction"
@@ -34,7 +36,13 @@ def kv_failure(code: int, what: str, cause: BaseException) -> Exception:
 
     :param code: an ``SQLITE_IOERR_*`` extended code.
     :param what: what the VFS was doing, e.g. ``"read of 3 chunks"``.
+    :returns: the I/O error; or, if ``cause`` is (or was caused by) an interrupt, that
+        interrupt as :func:`vfs.interrupts.as_io_error` made it (so ``except
+        KeyboardInterrupt`` still catches a Ctrl-C that landed inside a KV driver).
     """
+    interrupt = interrupt_in(cause)
+    if interrupt is not None:  # Ctrl-C inside the KV call: still an I/O error for SQLite
+        return interrupt  # type: ignore[return-value]
     exc = sqlite_error(code, f"actor-db: KV {what} failed: {type(cause).__name__}: {cause}")
     exc.__cause__ = cause
     return exc

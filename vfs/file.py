@@ -37,9 +37,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import apsw
-from vfs import chunk_cache, hint, lease, pragmas, redo
+from vfs import chunk_cache, hint, interrupts, lease, pragmas, redo
 from vfs.chunks import chunk_count, spans
 from vfs.errors import CHANGED_DURING_READ, describe_kv, kv_failure, sqlite_error
+from vfs.interrupts import is_interrupt
 from vfs.keys import (
     CHUNK_SIZE, COMMIT_RECORD_KEY, FILE_MAIN, SQLITE_PREFIX, SQLITE_RANGE_END, CorruptMetaError, chunk_index, chunk_key, chunk_range,
     MAX_CHUNK_INDEX, decode_meta, encode_meta, meta_key, staged_key, staged_range,
@@ -111,6 +112,16 @@ def _page_size(page1: bytes | bytearray | None) -> int | None:
     if size < _MIN_PAGE_SIZE or size > 65536 or size & (size - 1):
         return None
     return size
+
+
+def _declares_pages(meta: bytes | None) -> bool:
+    """Whether ``meta`` (a meta value, or ``None``: missing) declares a non-empty file.
+    A missing or zero meta needs chunk 0 read with it: chunks must not exist then
+    (:meth:`KVFile._validated_size`). A malformed meta counts as non-empty (it is refused)."""
+    try:
+        return meta is not None and decode_meta(meta) > 0
+    except CorruptMetaError:
+        return True
 
 
 @dataclass(frozen=True)
@@ -237,6 +248,9 @@ class KVFile:
         self._fresh_head: dict[bytes, bytes | None] | None = None
         """Those keys' values just read by :meth:`_validate`: the next meta load uses them
         instead of reading them again."""
+        self.sigint_scope = False
+        """Set by the Python VFS's ``xOpen`` after :func:`vfs.interrupts.file_opened`;
+        :meth:`xClose` then calls :func:`vfs.interrupts.file_closed`."""
         self.opening = False
         """Set by :func:`vfs.connect` while it runs its setup PRAGMAs right after the
         open's own read of the KV: their transactions need no check of their own."""
@@ -405,7 +419,7 @@ class KVFile:
         head: list[int] = []
         head_values: list[bytes | None] = []
         first_chunk = lookup(head_key)
-        if missing or (first_chunk is NOT_LOADED and known.get(self._meta_key) is None):
+        if missing or (first_chunk is NOT_LOADED and not _declares_pages(known.get(self._meta_key))):
             if first_open and self._cache is not None:
                 # The first chunks ride along for free: SQLite reads page 1 next, and the
                 # roots of the first tables created sit right after it.
@@ -484,6 +498,9 @@ class KVFile:
         if page_size and size % page_size:
             raise self._corrupt(f"the database meta at key {self._meta_key!r} declares {size} bytes, not a whole "
                                 f"number of {page_size}-byte pages")
+        if not size and chunk0 is not None:
+            raise self._corrupt(f"the database meta at key {self._meta_key!r} declares 0 bytes but chunk 0 exists; "
+                                "refusing to create a new database over stored pages")
         if size and chunk0 is None and chunk0_known:
             raise self._corrupt(f"the database meta at key {self._meta_key!r} declares {size} bytes but chunk 0 "
                                 "(page 1) is missing")
@@ -570,11 +587,14 @@ class KVFile:
         try:
             applied = redo.roll_forward(write, self._kv_scan, self._limits, self._tag, record, in_memory,
                                         keep_tail=keep_tail or self._ambiguous)
-        except Exception as exc:
+        except BaseException as exc:
+            interrupt = interrupts.interrupt_in(exc)
+            if interrupt is not None:
+                self._forget_after_failure()
+                raise interrupt
+            if not isinstance(exc, Exception):
+                raise
             raise kv_failure(apsw.SQLITE_IOERR_WRITE, "roll-forward of a committed large transaction", exc) from exc
-        except BaseException:
-            self._forget_after_failure()
-            raise
         self.stats.roll_forwards += in_memory is None
         self.stats.chunks_written += applied
 
@@ -629,9 +649,10 @@ class KVFile:
         its file being as before the transaction. Everything derived from the KV is
         dropped; until a commit succeeds again, no chunk past a file's end is deleted,
         so a shrink that landed leaves the old tail for that rollback to find."""
-        self._forget_after_failure()
-        self._ambiguous = True
-        self._failed_to_share()
+        with interrupts.deferred():  # all of it, or a second interrupt could skip a step
+            self._ambiguous = True
+            self._forget_after_failure()
+            self._failed_to_share()
 
     def _set_tail(self, first: int) -> None:
         self._tail_from = first
@@ -653,6 +674,9 @@ class KVFile:
         try:
             self._kv_write(batch)
         except Exception as exc:
+            interrupt = interrupts.interrupt_in(exc)
+            if interrupt is not None:
+                raise interrupt  # the chunks stay as unread orphans; the Ctrl-C is not swallowed
             log.info("could not delete the chunks past the end after a shrink (%s); they stay unread", exc)
 
     def _set_tail_flag(self, pending: bool) -> None:
@@ -661,19 +685,44 @@ class KVFile:
     def _forget_after_failure(self) -> None:
         """A KV call failed or was interrupted: the KV's state is unknown, so drop
         everything derived from it (the uncommitted writes too: SQLite rolls its
-        transaction back, or its pager resets and re-reads the file)."""
-        self._dirty.clear()
-        self._staged.clear()
-        if self._cache is not None:
-            self._cache.clear()
-        # The meta and record too: a write that failed may have applied (a lost reply).
-        self.preload.clear(SQLITE_PREFIX, SQLITE_RANGE_END)
-        self._pending_record = None  # re-read with the meta: rolled forward or read through
-        self._tail_from = None
-        self._set_tail_flag(False)
-        self._overlay = None
-        self._fresh_head = None
-        self._meta_stale = True
+        transaction back, or its pager resets and re-reads the file). Runs with SIGINT
+        deferred (:class:`vfs.interrupts.deferred`): it is never left half done."""
+        with interrupts.deferred():
+            self._meta_stale = True  # first: whatever happens next, the meta is re-read
+            self._dirty.clear()
+            self._staged.clear()
+            if self._cache is not None:
+                self._cache.clear()
+            # The meta and record too: a write that failed may have applied (a lost reply).
+            self.preload.clear(SQLITE_PREFIX, SQLITE_RANGE_END)
+            self._pending_record = None  # re-read with the meta: rolled forward or read through
+            self._tail_from = None
+            self._set_tail_flag(False)
+            self._overlay = None
+            self._fresh_head = None
+
+    def _failed(self, exc: BaseException, code: int, what: str) -> BaseException:
+        """``exc`` escaped a method that changes the file's state: drop everything
+        derived from the KV, and return what the method raises so that SQLite rolls
+        back the whole transaction (the state the file is now in).
+
+        An ``apsw.Error`` is returned as is (the KV failures are I/O errors already);
+        anything else, an interrupt above all, becomes an I/O error with extended code
+        ``code`` (:func:`vfs.interrupts.as_io_error`; an interrupt stays catchable as
+        itself). Any other code makes SQLite roll back only the failing statement and
+        keep the transaction's earlier pages, which the file has just dropped.
+        """
+        try:
+            self._forget_after_failure()
+        except BaseException as late:  # an interrupt held back while the state was dropped: it wins
+            exc = late
+        if isinstance(exc, apsw.Error):
+            return exc
+        if is_interrupt(exc):
+            return interrupts.as_io_error(exc, code, what)
+        failure = sqlite_error(code, f"actor-db: {describe_kv(self._kv)}: {what} failed: {type(exc).__name__}: {exc}")
+        failure.__cause__ = exc
+        return failure
 
     # -------------------------------------------------------------- chunk reads
     def _local(self, index: int) -> bytes | bytearray | None:
@@ -805,25 +854,31 @@ class KVFile:
         return got
 
     def xRead(self, amount: int, offset: int) -> bytes:
-        self._ensure_ready()
-        if offset >= self._size:
-            return b""
-        amount = min(amount, self._size - offset)  # apsw zero-fills a short read
-        pieces = list(spans(offset, amount))
-        chunks = self._chunks(p.chunk for p in pieces)
-        self._next_sequential = pieces[-1].chunk + 1
-        for p in pieces:  # the hot set (what the native VFS records in C, same rule)
-            header = (100 if p.chunk == 0 else 0)
-            self._hot.record(p.chunk, p.start <= header < p.end and chunks[p.chunk][header] in (2, 5))
-        if len(pieces) == 1:
-            p = pieces[0]
-            data = chunks[p.chunk]
-            return bytes(data[p.start:p.end]) if (p.start or p.end < len(data)) else bytes(data)
-        out = bytearray(amount)
-        for p in pieces:
-            piece = chunks[p.chunk][p.start:p.end]
-            out[p.buffer_offset:p.buffer_offset + len(piece)] = piece
-        return bytes(out)
+        try:
+            self._ensure_ready()
+            if offset >= self._size:
+                return b""
+            amount = min(amount, self._size - offset)  # apsw zero-fills a short read
+            pieces = list(spans(offset, amount))
+            chunks = self._chunks(p.chunk for p in pieces)
+            self._next_sequential = pieces[-1].chunk + 1
+            for p in pieces:  # the hot set (what the native VFS records in C, same rule)
+                header = (100 if p.chunk == 0 else 0)
+                self._hot.record(p.chunk, p.start <= header < p.end and chunks[p.chunk][header] in (2, 5))
+            if len(pieces) == 1:
+                p = pieces[0]
+                data = chunks[p.chunk]
+                return bytes(data[p.start:p.end]) if (p.start or p.end < len(data)) else bytes(data)
+            out = bytearray(amount)
+            for p in pieces:
+                piece = chunks[p.chunk][p.start:p.end]
+                out[p.buffer_offset:p.buffer_offset + len(piece)] = piece
+            return bytes(out)
+        except BaseException as exc:
+            # Nothing changed; an interrupt still must reach SQLite as an I/O error.
+            if isinstance(exc, Exception):
+                raise
+            raise interrupts.as_io_error(exc, apsw.SQLITE_IOERR_READ, "read")
 
     # ------------------------------------------------------------------ writes
     def _dirty_chunk(self, index: int, whole: bool) -> bytearray:
@@ -839,8 +894,8 @@ class KVFile:
         return buf
 
     def xWrite(self, data: bytes, offset: int) -> None:
-        self._ensure_ready()
         try:
+            self._ensure_ready()
             view = memoryview(data)
             for p in spans(offset, len(data)):
                 whole = p.start == 0 and p.end == CHUNK_SIZE
@@ -849,11 +904,10 @@ class KVFile:
             self._size = max(self._size, offset + len(data))
             if len(self._dirty) * CHUNK_SIZE > self.options.max_dirty_bytes:
                 self._spill()
-        except BaseException:
+        except BaseException as exc:
             # A failed or interrupted write (also one of SQLite's rollback playback)
             # leaves the pager rolling back or reset: no half-written buffer may survive.
-            self._forget_after_failure()
-            raise
+            raise self._failed(exc, apsw.SQLITE_IOERR_WRITE, "write")
 
     def _spill(self) -> None:
         """Move dirty chunks to the KV staging range to bound memory."""
@@ -872,12 +926,11 @@ class KVFile:
         log.debug("spilled %d dirty chunks to the staging range", len(chunks))
 
     def xTruncate(self, newsize: int) -> None:
-        self._ensure_ready()
         try:
+            self._ensure_ready()
             self._truncate(newsize)
-        except BaseException:
-            self._forget_after_failure()
-            raise
+        except BaseException as exc:
+            raise self._failed(exc, apsw.SQLITE_IOERR_TRUNCATE, "truncate")
 
     def _truncate(self, newsize: int) -> None:
         if newsize >= self._size:
@@ -905,7 +958,12 @@ class KVFile:
         self._low_water = min(self._low_water, newsize)
 
     def xFileSize(self) -> int:
-        self._ensure_ready()
+        try:
+            self._ensure_ready()
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                raise
+            raise interrupts.as_io_error(exc, apsw.SQLITE_IOERR_FSTAT, "size query")
         return self._size
 
     # ------------------------------------------------------------------ commit
@@ -934,24 +992,27 @@ class KVFile:
         return pages * page_size
 
     def xSync(self, flags: int) -> None:
-        self._ensure_ready()
-        declared = self._size_from_header()
-        if declared is not None and declared < self._size:
-            self.xTruncate(declared)
         try:
-            extra = self.commit_hook() if self.commit_hook is not None else None
+            self._ensure_ready()
+            declared = self._size_from_header()
+            if declared is not None and declared < self._size:
+                self.xTruncate(declared)
+            try:
+                extra = self.commit_hook() if self.commit_hook is not None else None
+            except Exception as exc:
+                # Only an I/O error code makes SQLite's pager roll back cleanly, so wrap others.
+                if isinstance(exc, apsw.Error):
+                    raise
+                failure = sqlite_error(apsw.SQLITE_IOERR_FSYNC, f"actor-db: the commit hook failed: {type(exc).__name__}: {exc}")
+                raise failure from exc
+            if not (extra or self._has_pending_changes()):
+                return
+            self.commit(extra)
         except BaseException as exc:
             # SQLite rolls back from its memory journal after a failed sync: drop the
-            # buffer so the file matches the KV again (as after a failed KV write). Only
-            # an I/O error code makes SQLite's pager roll back cleanly, so wrap others.
-            self._forget_after_failure()
-            if isinstance(exc, apsw.Error) or not isinstance(exc, Exception):
-                raise
-            failure = sqlite_error(apsw.SQLITE_IOERR_FSYNC, f"actor-db: the commit hook failed: {type(exc).__name__}: {exc}")
-            raise failure from exc
-        if not (extra or self._has_pending_changes()):
-            return
-        self.commit(extra)
+            # buffer so the file matches the KV again (as after a failed KV write; a
+            # failed commit has dropped it already).
+            raise self._failed(exc, apsw.SQLITE_IOERR_FSYNC, "commit")
 
     def _has_staged(self) -> bool:
         """Whether chunks of this transaction were spilled to the staging range."""
@@ -984,8 +1045,10 @@ class KVFile:
             if truncate_from is not None:
                 # Holes inside the new size now; the tail past the new end only after
                 # SQLite has seen the commit succeed (phase two): if this commit fails
-                # and SQLite rolls back in place, those pages must still be there.
-                redo.truncate(batch, self._tag, truncate_from, new_end, keep_tail=True)
+                # and SQLite rolls back in place, those pages must still be there. Except
+                # when nothing is left (the in-place rollback of a database's creation):
+                # a meta of 0 bytes over chunks is refused as damage at the next open.
+                redo.truncate(batch, self._tag, truncate_from, new_end, keep_tail=size > 0)
             elif size > committed and not self._ambiguous:
                 # Growing: a tail left past the committed end must not reappear as data.
                 batch.delete_range(*chunk_range(self._tag, chunk_count(committed)))
@@ -1092,6 +1155,9 @@ class KVFile:
             self._kv_write(batch)
             self._persisted_hint = new
         except Exception as exc:
+            interrupt = interrupts.interrupt_in(exc)
+            if interrupt is not None:
+                raise interrupt
             log.info("could not save the hot-set hint at close (%s); the next wake reads more live", exc)
 
     def _dirty_snapshot(self) -> dict[int, bytes]:
@@ -1134,6 +1200,8 @@ class KVFile:
         try:
             self._finish_roll_forward(None if spilled else dirty, keep_tail=True)
         except apsw.Error as exc:
+            if interrupts.is_interrupt(exc):
+                raise  # Ctrl-C: reported (the commit's failure path re-reads the KV), never swallowed
             if self._lease_lost:
                 # Another process took the lease after this commit's point and rolled it
                 # forward itself: it is durable, and this file re-reads the KV.
@@ -1436,6 +1504,8 @@ class KVFile:
             try:
                 self.commit()
             except apsw.Error as exc:
+                if interrupts.is_interrupt(exc):
+                    raise
                 log.error("post-sync commit failed; will re-read the KV: %s", exc)
             return True
         if op == apsw.SQLITE_FCNTL_PRAGMA:
@@ -1462,6 +1532,9 @@ class KVFile:
             self._write_hint_at_close()
         finally:
             self._release_cache()
+            if self.sigint_scope:
+                self.sigint_scope = False
+                interrupts.file_closed()
             if self._on_close is not None:
                 self._on_close()
 
@@ -1481,3 +1554,13 @@ class KVFile:
     def committed_size(self) -> int:
         """File size in bytes as committed in the KV."""
         return self._committed_size
+
+
+for _name, _code in (("xRead", apsw.SQLITE_IOERR_READ), ("xWrite", apsw.SQLITE_IOERR_WRITE),
+                     ("xTruncate", apsw.SQLITE_IOERR_TRUNCATE), ("xSync", apsw.SQLITE_IOERR_FSYNC),
+                     ("xFileSize", apsw.SQLITE_IOERR_FSTAT), ("xLock", apsw.SQLITE_IOERR_LOCK),
+                     ("xUnlock", apsw.SQLITE_IOERR_UNLOCK), ("xCheckReservedLock", apsw.SQLITE_IOERR_CHECKRESERVEDLOCK),
+                     ("xFileControl", apsw.SQLITE_IOERR), ("xClose", apsw.SQLITE_IOERR_CLOSE),
+                     ("xSectorSize", apsw.SQLITE_IOERR), ("xDeviceCharacteristics", apsw.SQLITE_IOERR)):
+    # An interrupt landing in any of them reaches SQLite as an I/O error (vfs.interrupts).
+    interrupts.register(getattr(KVFile, _name), _code)

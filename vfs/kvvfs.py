@@ -22,7 +22,7 @@ from typing import Any, Hashable
 
 import apsw
 
-from vfs import locks
+from vfs import interrupts, locks
 from vfs.errors import sqlite_error
 from vfs.file import FileOptions, KVFile
 from vfs.preload import PreloadMap
@@ -116,6 +116,8 @@ class KVVFS(apsw.VFS):
                       on_close=binding.on_close, share=binding.share, seen_generation=binding.seen_generation)
         binding.file = file
         flags[1] = flags[0]
+        interrupts.file_opened()  # SIGINT inside the file's methods becomes an I/O error
+        file.sigint_scope = True
         return file
 
     def xSleep(self, microseconds: int) -> int:
@@ -152,3 +154,7 @@ def ensure_registered() -> KVVFS:
         if _vfs is None:
             _vfs = KVVFS()
         return _vfs
+
+
+interrupts.register(KVVFS.xOpen, apsw.SQLITE_CANTOPEN)
+interrupts.register(KVVFS.xAccess, apsw.SQLITE_IOERR_ACCESS)

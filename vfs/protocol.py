@@ -259,7 +259,9 @@ class KV(Protocol):
 
         Stops after ``limit`` pairs, or before the pair that would take the returned
         value bytes over ``max_bytes`` (at least one pair is returned if any exists
-        and ``max_bytes`` is ``None``).
+        and ``max_bytes`` is ``None``). ``limit=0`` or ``max_bytes=0`` returns nothing.
+
+        :raises ValueError: ``limit`` or ``max_bytes`` is negative.
         """
         ...
 

@@ -52,6 +52,11 @@ _UNLIMITED_CHUNKS_PER_BATCH = 1024
 """Chunks per batch when the driver has no limit (bounds each call at ~4 MiB)."""
 
 
+_MIN_PAGE_BYTES = 512
+_MAX_FILE_BYTES = (MAX_CHUNK_INDEX + 1) * CHUNK_SIZE
+"""Largest file the chunk keys address (as :data:`vfs.file.MAX_FILE_BYTES`)."""
+
+
 STAGING_MARKER = b"\x00\x00staging"
 """Value of the record key while a transaction stages chunks, before its commit point
 (never a valid :class:`CommitRecord`: those start with version 1)."""
@@ -76,11 +81,24 @@ class CommitRecord:
 
     @classmethod
     def decode(cls, value: bytes) -> CommitRecord:
+        """The record stored in ``value``, checked like a meta (issue 29, item 5).
+
+        :raises ValueError: wrong length or version; a size of 0 bytes (a large
+            transaction never leaves an empty file: rolling it forward would turn a
+            database into an empty one over its chunks), not a multiple of 512 (the
+            smallest page size) or past the largest file the chunk keys address; a first
+            chunk to drop past the last chunk index.
+        """
         if len(value) != _RECORD.size:
             raise ValueError(f"commit record has {len(value)} bytes, expected {_RECORD.size}")
         version, size, truncate_from = _RECORD.unpack(value)
         if version != _RECORD_VERSION:
             raise ValueError(f"commit record version {version} is not supported")
+        if size == 0 or size % _MIN_PAGE_BYTES or size > _MAX_FILE_BYTES:
+            raise ValueError(f"commit record declares {size} bytes: not a database size (a positive multiple of "
+                             f"{_MIN_PAGE_BYTES} up to {_MAX_FILE_BYTES})")
+        if truncate_from > MAX_CHUNK_INDEX + 1:
+            raise ValueError(f"commit record drops chunks from {truncate_from}, past the last chunk index")
         return cls(size, None if truncate_from < 0 else truncate_from)
 
 

@@ -510,7 +510,16 @@ class ActorKV:
 
     def _scan_from(self, source: Any, what: str, start: bytes, end: bytes, limit: int | None,
                    max_bytes: int | None) -> list[tuple[bytes, bytes]]:
-        """:meth:`scan` through ``source``'s raw ``_scan``."""
+        """:meth:`scan` through ``source``'s raw ``_scan`` (every driver's scans, and
+        every snapshot's, come here: the one place their arguments are checked).
+
+        :raises ValueError: ``limit`` or ``max_bytes`` is negative (drivers disagreed on
+            what it meant: nothing, or everything); no round trip is made.
+        """
+        for name, value in (("limit", limit), ("max_bytes", max_bytes)):
+            if value is not None and value < 0:
+                raise ValueError(f"scan of actor {self.actor_id!r}: {name} must be >= 0 (or None for no bound), "
+                                 f"not {value!r}")
         n = len(self._prefix)
         pairs = self._call(what, source._scan, self._full(start), self._prefix + end if end else self._end, limit, max_bytes)
         return [(k[n:], v) for k, v in pairs]
@@ -579,6 +588,20 @@ class ActorKV:
         self._fence = Fence(self.actor_id, token)
         log.debug("actor %r: acquired ownership with fencing token %d", self.actor_id, token)
         return int(token)
+
+    def check_ownership(self) -> None:
+        """Raise :class:`~actor_db.errors.FencedError` if another view took ownership of
+        the actor since this view acquired it (ONE round trip: an empty write carrying
+        this view's fence, which the driver checks as for any write; nothing is written).
+        No round trip for a view that never acquired ownership.
+
+        Reads are not fenced, so a runtime that lost its actor reads the new owner's
+        pages mixed with its own cached ones, which SQLite reports as corruption; this
+        tells that case apart from real damage (:mod:`actor_db.runtime.instance`).
+        """
+        if self._fence is None:
+            return
+        self._call("ownership check", self.store._write, WriteBatch(), self._fence)
 
     def acquire_and_preload(self, request: PreloadRequest) -> PreloadMap:
         """:meth:`acquire_ownership` and :meth:`preload` in ONE atomic round trip.

@@ -49,6 +49,8 @@ import time
 from types import CoroutineType, TracebackType
 from typing import Any
 
+import apsw
+
 import vfs
 from vfs.keys import FILE_MAIN, chunk_range
 
@@ -68,6 +70,10 @@ from actor_db.runtime.state import PersistedState
 from actor_db.runtime.worker import Worker
 
 log = logging.getLogger(__name__)
+
+_STALE_READ_ERRORS = (apsw.CorruptError, apsw.NotADBError)
+"""What SQLite reports when it reads pages of two committed states mixed (a runtime
+that lost its actor: :meth:`ActorInstance._takeover`)."""
 
 __all__ = ["ActorInstance"]
 
@@ -393,6 +399,8 @@ class ActorInstance:
                     await self._discard_locked(gate)
                     raise gate.error() from exc
                 fenced = fenced_cause(exc)
+                if fenced is None and isinstance(exc, _STALE_READ_ERRORS):
+                    fenced = await self._takeover(exc)
                 if fenced is None:
                     if gate is None:
                         raise
@@ -409,6 +417,28 @@ class ActorInstance:
         if error is not None:
             raise error
         return result
+
+    async def _takeover(self, exc: Exception) -> FencedError | None:
+        """(Lock held.) After an error a stale read can cause (:data:`_STALE_READ_ERRORS`):
+        the :class:`FencedError` if another runtime took the actor over, else ``None``
+        (ONE KV round trip, only on this error path).
+
+        Reads are not fenced: a runtime that lost the actor keeps serving reads, and
+        once the new owner's commits change pages this one has not cached, SQLite sees
+        its cached pages mixed with the new owner's and reports ``CorruptError``, on
+        every action, for as long as nothing writes (issue 29, item 6)."""
+        worker = self._worker
+        if worker is None or self.kv.fence_token is None:
+            return None
+        try:
+            await worker.run(self.kv.check_ownership)
+        except FencedError as fenced:
+            log.info("actor %s: %s was a stale read; another runtime owns the actor", self.label,
+                     type(exc).__name__)
+            return fenced
+        except Exception:
+            log.debug("actor %s: ownership check after %s failed", self.label, type(exc).__name__, exc_info=True)
+        return None
 
     async def _fenced(self, action: str, exc: Exception, fenced: FencedError) -> None:
         """(Lock held.) Close the actor after a fenced commit and raise the FencedError:

@@ -107,6 +107,16 @@ class CountingKV:
         with self._lock:
             self.writes += 1
 
+    def check_ownership(self) -> None:
+        """The inner view's :meth:`~actor_db.kv.ActorKV.check_ownership` (one write
+        call, counted), if it has one; else nothing."""
+        check = getattr(self.inner, "check_ownership", None)
+        if check is None or self.fence_token is None:
+            return
+        with self._lock:
+            self.writes += 1
+        check()
+
     def delete_all(self) -> None:
         """Delete every key of the actor (one round trip; the driver view must offer it)."""
         with self._lock:

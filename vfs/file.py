@@ -319,7 +319,7 @@ class KVFile:
         assert share is not None
         if self._lease_uncertain:
             self._resolve_uncertain_commit(share)
-        with share.lease_mu:
+        with share.lease_mu, interrupts.deferred():  # a write that landed is always recorded
             held = share.lease_value if share.lease_holder == self._fid and not self._lease_lost else None
             if held is not None:
                 batch.expect_value(lease.LEASE_KEY, held)
@@ -1344,19 +1344,21 @@ class KVFile:
             if state is not None:
                 for key, known in zip(keys, state):
                     batch.expect_value(key, known)
-            try:
-                self._kv_write_lease(batch)
-            except ConditionFailedError:
-                pass
-            except Exception as exc:
-                raise kv_failure(apsw.SQLITE_IOERR_LOCK, "write of the writer lease", exc) from exc
-            else:
-                with share.lease_mu:
-                    share.lease_value, share.lease_holder = value, self._fid
-                self._lease_lost = False
-                self._released_id = None
-                self._schedule_renewal(share)
-                return
+            # SIGINT held back: a lease that landed is always recorded as this process's.
+            with interrupts.deferred():
+                try:
+                    self._kv_write_lease(batch)
+                except ConditionFailedError:
+                    pass
+                except Exception as exc:
+                    raise kv_failure(apsw.SQLITE_IOERR_LOCK, "write of the writer lease", exc) from exc
+                else:
+                    with share.lease_mu:
+                        share.lease_value, share.lease_holder = value, self._fid
+                    self._lease_lost = False
+                    self._released_id = None
+                    self._schedule_renewal(share)
+                    return
             current = self._kv_get([lease.LEASE_KEY, *keys], apsw.SQLITE_IOERR_LOCK, "read of the writer lease")
             if state is None or tuple(current[1:]) != state:
                 share.observe(tuple(current[1:]))
@@ -1415,6 +1417,9 @@ class KVFile:
             try:
                 self._kv_write_lease(batch)
             except Exception as exc:
+                interrupt = interrupts.interrupt_in(exc)
+                if interrupt is not None:
+                    raise interrupt  # the lease expires on its own; the Ctrl-C is not swallowed
                 log.info("could not release the writer lease of %s (%s); it expires", describe_kv(self._kv), exc)
 
     def _resolve_uncertain_commit(self, share: DatabaseShare) -> None:

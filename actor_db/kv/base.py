@@ -380,7 +380,7 @@ class KVStore(ABC):
         except Exception as exc:
             raise KVError(f"{type(self).__name__} {what} failed: {exc}") from exc
 
-    def heartbeat(self, node_id: str, instance: bytes, payload: bytes, lease_ms: int, *, join: bool = False) -> bool:
+    def heartbeat(self, node_id: str, instance: bytes, payload: bytes, lease_ms: int, join: bool = False) -> bool:
         """Join or renew node ``node_id``'s lease (one round trip); see :meth:`_heartbeat`.
 
         :returns: ``False`` when refused: a renewal whose lease ran out (the instance is

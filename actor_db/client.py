@@ -11,7 +11,8 @@ Usage::
 Behaviour:
 
 - ``url`` is one base URL or a list of them (the nodes, or one load balancer): each
-  call goes to a random one, and to another after a connection failure.
+  call goes to a random one, and to another after a connection failure; a node that
+  answers ``X-Actor-DB-Draining`` (SIGTERM) is avoided for 5 s.
 - A call is retried, with exponential backoff and jitter (honouring the answer's
   ``retry_after``), for at most ``retry_for`` seconds, only when it certainly did not
   run: the connection could not be made, or a 503 whose error says so (the owner was
@@ -48,6 +49,9 @@ __all__ = ["Client", "SyncClient", "RemoteActor", "SyncRemoteActor", "RETRY_SAFE
 RETRY_SAFE_ERRORS = frozenset({"OwnerUnreachableError", "NodeDrainingError", "LeaseExpiredError", "FencedError",
                                "ActorOwnedElsewhereError"})
 """503 error types after which the action certainly did not run."""
+
+AVOID_DRAINING_S = 5.0
+"""Seconds a client with several URLs avoids one whose node said it is draining."""
 
 _classes: dict[str, type[RemoteError]] = {}
 
@@ -90,10 +94,22 @@ class _Policy:
         if token:
             self.headers["authorization"] = f"Bearer {token}"
         self.retry_for = retry_for
+        self.draining: dict[str, float] = {}
+        """URL -> monotonic time until which it is avoided (it said it drains)."""
 
     def pick(self, avoid: str | None) -> str:
-        choices = [u for u in self.urls if u != avoid] or self.urls
-        return random.choice(choices)
+        now = time.monotonic()
+        others = [u for u in self.urls if u != avoid] or self.urls
+        choices = [u for u in others if self.draining.get(u, 0.0) <= now]
+        if choices:
+            return random.choice(choices)
+        # Every one said it drains: the one that said so first has most likely restarted.
+        return min(others, key=lambda u: self.draining.get(u, 0.0))
+
+    def observe(self, url: str, response: httpx.Response) -> None:
+        """A draining node (``X-Actor-DB-Draining``) is avoided for :data:`AVOID_DRAINING_S`."""
+        if response.headers.get("x-actor-db-draining") and len(self.urls) > 1:
+            self.draining[url] = time.monotonic() + AVOID_DRAINING_S
 
     @staticmethod
     def delay(attempt: int, retry_after: float | None) -> float:
@@ -151,6 +167,7 @@ class Client:
             retry_after: float | None = None
             try:
                 response = await self._http.post(url + path, content=body, headers=policy.headers)
+                policy.observe(url, response)
             except (httpx.ConnectError, httpx.ConnectTimeout):  # not delivered: always safe
                 if time.monotonic() > give_up:
                     raise
@@ -210,6 +227,7 @@ class SyncClient:
             retry_after: float | None = None
             try:
                 response = self._http.post(url + path, content=body, headers=policy.headers)
+                policy.observe(url, response)
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 if time.monotonic() > give_up:
                     raise

@@ -48,7 +48,7 @@ class NodeProcess:
         args = [sys.executable, "-m", "actor_db", "serve", "tests.serve_app:registry", "--kv", self.kv,
                 "--port", str(self.port), "--port-file", str(port_file), "--node-id", self.node_id,
                 "--lease", str(self.lease), "--node-secret", SECRET, "--forward-timeout", str(self.forward_timeout),
-                "--workers", str(self.workers), "--log-level", "info", *self.extra]
+                "--workers", str(self.workers), "--drain-grace", "0.5", "--log-level", "info", *self.extra]
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         env.pop("ACTOR_DB_TOKEN", None)
         self.log = open(self.log_path, "ab")

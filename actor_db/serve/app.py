@@ -15,7 +15,8 @@ Routes (the public contract):
 Every answer carries ``X-Actor-DB-Node: <node id>``, naming the node where the action
 ran (for a forwarded call, the owner's). With ``token`` (or ``$ACTOR_DB_TOKEN``),
 ``/actors`` and ``/metrics`` require ``Authorization: Bearer <token>`` (401 otherwise).
-While the node drains, answers carry ``Connection: close`` so clients move on.
+While the node drains, answers carry ``Connection: close`` and ``X-Actor-DB-Draining: 1``
+so clients move on (:class:`actor_db.client.Client` then avoids that URL for a while).
 
 Mounted in another app (Starlette's ``Mount``, FastAPI's ``app.mount``), the lifespan
 events may not reach it: the node then starts on the first request; call
@@ -200,6 +201,7 @@ class ActorApp:
                    self._node_header if node is None else (b"x-actor-db-node", node.encode("utf-8")), *extra]
         if self.node.draining:
             headers.append((b"connection", b"close"))
+            headers.append((b"x-actor-db-draining", b"1"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

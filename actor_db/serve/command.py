@@ -11,8 +11,10 @@ port) sharing that socket and the store: LMDB across the processes of one machin
 Redis. The parent restarts a worker that dies and passes SIGTERM/SIGINT on.
 
 SIGTERM (or Ctrl-C) drains first, while still answering HTTP (calls are forwarded, and
-answers say ``Connection: close``): the node stops claiming, in-flight calls finish,
-actors sleep, their ownership is released; then uvicorn stops. A second signal stops
+answers say ``Connection: close`` and ``X-Actor-DB-Draining: 1``): the node stops
+claiming, in-flight calls finish, actors sleep, their ownership is released; it keeps
+answering for ``--drain-grace`` seconds (clients and load balancers move away), then
+uvicorn stops. A second signal stops
 at once. Exit status 0 after a clean drain.
 
 The node secret (node-to-node forwarding) comes from ``--node-secret`` or
@@ -67,6 +69,8 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser] | None = 
                    help="heartbeat lease: a dead node's actors move after at most this long (default 10)")
     p.add_argument("--forward-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="longest a forwarded call may take (default 30)")
+    p.add_argument("--drain-grace", type=float, default=2.0, metavar="SECONDS",
+                   help="after a drain, keep answering (forwarding) this long before the port closes (default 2)")
     p.add_argument("--port-file", metavar="PATH", help=argparse.SUPPRESS)  # tests: the bound port is written here
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's and actor-db's log level (default warning)")
@@ -133,6 +137,9 @@ def _serve_one(args: argparse.Namespace, sock: socket.socket, node_id: str | Non
             async def drain() -> None:
                 try:
                     await app.drain()
+                    # Still answering (forwarding, "Connection: close"): clients and load
+                    # balancers see the node leave before its port closes.
+                    await asyncio.sleep(args.drain_grace)
                 finally:
                     self.should_exit = True
             self.draining = asyncio.get_running_loop().create_task(drain())

@@ -10,6 +10,7 @@ import pytest
 
 from actor_db.errors import ActorOwnedElsewhereError, FencedError
 from actor_db.kv.base import KVStore
+from actor_db.kv.namespace import actor_prefix
 from actor_db.runtime.actor import ActorOptions
 from actor_db.runtime.startup import preload_request
 from vfs.protocol import WriteBatch
@@ -82,3 +83,25 @@ def test_heartbeat_lease_join_renew_expire_leave(store: KVStore) -> None:
     assert set(store.nodes()) == {"n2"}
     with pytest.raises(ValueError):
         store.heartbeat("n1", b"i4", b"{}", 0)
+
+
+@pytest.fixture
+def cluster_driver(tmp_path):  # type: ignore[no-untyped-def]
+    from tests.drivers import RedisClusterFactory
+
+    factory = RedisClusterFactory(tmp_path)
+    yield factory
+    factory.cleanup()
+
+
+def test_placement_on_a_3_master_redis_cluster(cluster_driver) -> None:  # type: ignore[no-untyped-def]
+    """Owner records live in the actor's hash slot and heartbeats under one hash tag:
+    the same rules hold on a cluster (actors on every master)."""
+    store = cluster_driver.open()
+    test_heartbeat_lease_join_renew_expire_leave(store)
+    test_claim_is_one_round_trip_conditional_and_fences_the_old_owner(store, cluster_driver.open)
+    owners = [store._actor_cache(actor_prefix(f"t/{i}")).owner for i in range(30)]
+    for i in range(30):
+        claimed(store, f"t/{i}", A)
+        assert store.owner_of(f"t/{i}") == A
+    assert len({store.client.get_node_from_key(key).name for key in owners}) == 3  # every master holds some

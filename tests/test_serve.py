@@ -94,6 +94,21 @@ def test_three_nodes_every_actor_in_one_place(any_kv: str, cleanup: list[NodePro
         assert list(pool.map(lambda n: n.terminate(), nodes)) == [0, 0, 0]
 
 
+def test_three_nodes_on_a_3_master_redis_cluster(cleanup: list[NodeProcess]) -> None:
+    from tests.redis_server import session_cluster
+
+    kv = f"{session_cluster().url}?cluster=1&namespace={fresh_namespace('serve')}"
+    nodes = start_nodes(kv, 3)
+    cleanup.extend(nodes)
+    keys = [f"c{i}" for i in range(30)]
+    seen = asyncio.run(_spread([n.url for n in nodes], "counter", keys, 150))
+    assert all(len(owners) <= 1 for owners in seen.values())
+    assert sum(n.metrics()["actor_db_placement_takeovers_total"] for n in nodes) == 0
+    assert sum(post(nodes[1].url, "counter", k, "get")[1] for k in keys) == 150
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(lambda n: n.terminate(), nodes)) == [0, 0, 0]
+
+
 def test_kill9_under_load_moves_the_actors_and_keeps_every_acknowledged_call(
         redis_kv: str, cleanup: list[NodeProcess]) -> None:
     nodes = start_nodes(redis_kv, 3)

@@ -7,7 +7,9 @@ closes the connection otherwise, so only nodes may forward. Then the client send
 requests ``{"i": n, "n": type, "k": key, "a": action, "r": [args]}`` and the server
 answers each, in any order, ``{"i": n, "ok": 1, "v": result, "node": ID}`` or
 ``{"i": n, "ok": 0, "s": status, "e": type name, "m": message, "ra": retry after s,
-"node": ID}``. Requests on one connection run concurrently (one task each).
+"node": ID}``. Requests on one connection run concurrently (one task each). A server
+that stops first sends ``{"bye": 1}`` and answers what is still on its way for a
+moment, so a client never writes a request into a connection the server closed.
 
 Delivery, as the caller sees it (what makes a retry safe):
 
@@ -85,9 +87,17 @@ class WireServer:
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 0.2) -> None:
+        """Stop: tell every connected node ``{"bye": 1}`` (it sends nothing new on the
+        connection), keep answering for ``grace`` seconds what was already on its way,
+        then close. So no request is ever written to a connection this side closed."""
         if self._server is not None:
             self._server.close()
+            writers = [w for w in self._writers if not w.is_closing()]
+            for writer in writers:
+                writer.write(_frame({"bye": 1}))
+            if writers:
+                await asyncio.sleep(grace)
             for writer in list(self._writers):
                 writer.close()
             await self._server.wait_closed()
@@ -174,6 +184,10 @@ class Peer:
         try:
             while True:
                 answer = await _read(reader)
+                if "bye" in answer:  # the peer is closing: nothing new on this connection
+                    if self._writer is writer:
+                        self._writer = None
+                    continue
                 fut = self._pending.pop(answer.get("i"), None)
                 if fut is not None and not fut.done():
                     fut.set_result(answer)

@@ -27,6 +27,7 @@ import asyncio
 import hmac
 import json
 import logging
+import socket
 import struct
 from typing import Any, Awaitable, Callable
 
@@ -52,6 +53,21 @@ async def _read(reader: asyncio.StreamReader) -> Any:
     if size > MAX_FRAME_BYTES:
         raise ValueError(f"frame of {size} bytes exceeds {MAX_FRAME_BYTES}")
     return json.loads(await reader.readexactly(size))
+
+
+def _nodelay(writer: asyncio.StreamWriter) -> None:
+    """No Nagle delay: a frame is one small write that must leave at once."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(asyncio.TimeoutError())
 
 
 class RemoteFailure(Exception):
@@ -104,6 +120,7 @@ class WireServer:
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _nodelay(writer)
         self._writers.add(writer)
         tasks: set[asyncio.Task[None]] = set()
         try:
@@ -170,6 +187,7 @@ class Peer:
             try:
                 reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)),
                                                         self._connect_timeout)
+                _nodelay(writer)
                 writer.write(_frame({"secret": self._secret, "node": self._node_id}))
                 await asyncio.wait_for(_read(reader), self._connect_timeout)
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
@@ -221,11 +239,15 @@ class Peer:
         except (TypeError, ValueError):
             self._pending.pop(ident, None)
             raise
+        # (a timer, not asyncio.wait_for: that makes a task per call)
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, fut)
         try:
-            answer = await asyncio.wait_for(fut, timeout)
+            answer = await fut
         except asyncio.TimeoutError:
             self._pending.pop(ident, None)
             raise OutcomeUnknownError(f"node at {self.address} did not answer within {timeout:g} s") from None
+        finally:
+            timer.cancel()
         if answer.get("ok"):
             return answer.get("v"), str(answer.get("node"))
         raise RemoteFailure(int(answer.get("s", 500)), str(answer.get("e", "Error")), str(answer.get("m", "")),

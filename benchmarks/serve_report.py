@@ -1,0 +1,46 @@
+"""Render ``bench_serve.py``'s pytest-benchmark JSON as the markdown tables of the
+report: ``python -m benchmarks.serve_report serve.json``. Every number comes from the
+JSON's ``extra_info`` (never typed by hand)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def render(data: dict[str, Any]) -> str:
+    rows = [b["extra_info"] | {"group": b["group"]} for b in data["benchmarks"]]
+    out = ["### Serving (issue 22)", ""]
+    out += ["Forwarded vs local call (loopback, Redis store; CPU = both node processes):", "",
+            "| connections | local req/s | local ms | local CPU us | forwarded req/s | forwarded ms | "
+            "forwarded CPU us | extra CPU us | extra ms |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in (r for r in rows if r["group"] == "serve-forward"):
+        loc, fwd = r["local"], r["forwarded"]
+        out.append(f"| {r['connections']} | {loc['requests_per_s']:.0f} | {loc['latency_ms']:.2f} | "
+                   f"{loc['cpu_us_per_call']:.0f} | {fwd['requests_per_s']:.0f} | {fwd['latency_ms']:.2f} | "
+                   f"{fwd['cpu_us_per_call']:.0f} | {r['extra_cpu_us']:.0f} | {r['extra_latency_ms']:.2f} |")
+    for r in (r for r in rows if r["group"] == "serve-http"):
+        out += ["", f"HTTP overhead: an action in-process {r['in_process_cpu_us']:.0f} us CPU, over HTTP on its "
+                    f"owner {r['http']['cpu_us_per_call']:.0f} us: **+{r['http_overhead_cpu_us']:.0f} us**."]
+    workers = {r["workers"]: r for r in rows if r["group"] == "serve-workers"}
+    if workers:
+        out += ["", "| workers | actions/s | node CPU us/action | load average (1 min) |", "|---|---|---|---|"]
+        for w, r in sorted(workers.items()):
+            out.append(f"| {w} | {r['requests_per_s']:.0f} | {r['cpu_us_per_call']:.0f} | {r['loadavg_1m']:.1f} |")
+        if 1 in workers and 2 in workers:
+            ratio = workers[2]["requests_per_s"] / workers[1]["requests_per_s"]
+            out.append(f"\n`--workers 2` / `--workers 1`: **{ratio:.2f}x** ({workers[1]['actors']} actors, "
+                       f"{workers[1]['cores']} cores).")
+    upkeep = [r for r in rows if r["group"] == "serve-upkeep"]
+    if upkeep:
+        out += ["", "Placement upkeep (lease 1 s, no calls running): store round trips per second", "",
+                "| nodes | awake actors | round trips/s |", "|---|---|---|"]
+        for r in sorted(upkeep, key=lambda r: (r["nodes"], r["awake_actors"])):
+            out.append(f"| {r['nodes']} | {r['awake_actors']} | {r['round_trips_per_s']:.1f} |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        sys.stdout.write(render(json.load(f)))

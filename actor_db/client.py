@@ -114,7 +114,7 @@ class _Policy:
     @staticmethod
     def delay(attempt: int, retry_after: float | None) -> float:
         backoff = min(0.02 * (2 ** attempt), 1.0) * (0.5 + random.random())
-        return max(backoff, min(float(retry_after or 0.0), 5.0))
+        return float(max(backoff, min(float(retry_after or 0.0), 5.0)))
 
     @staticmethod
     def outcome(response: httpx.Response, idempotent: bool) -> tuple[bool, Any, float | None, Exception | None]:

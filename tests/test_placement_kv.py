@@ -49,8 +49,9 @@ def test_claim_is_one_round_trip_conditional_and_fences_the_old_owner(store: KVS
         with pytest.raises(FencedError):
             a.write(WriteBatch(puts={b"\x01": b"stale"}))
 
+        assert again.replaced is None
         taken = claimed(other, "t/x", B, replace=(A,))  # A judged dead: B may replace exactly it
-        assert taken.fence_token == 3 and other.owner_of("t/x") == B
+        assert taken.fence_token == 3 and other.owner_of("t/x") == B and taken.replaced == A
         with pytest.raises(FencedError):
             again.write(WriteBatch(puts={b"\x01": b"after takeover"}))
         assert taken.get_many([b"\x01"]) == [b"still-a"]
@@ -58,7 +59,8 @@ def test_claim_is_one_round_trip_conditional_and_fences_the_old_owner(store: KVS
             claimed(store, "t/x", A)  # B is not in A's replace set
         assert not store.release_owner("t/x", A) and other.release_owner("t/x", B)
         assert store.owner_of("t/x") is None
-        assert claimed(store, "t/x", A).fence_token == 4  # released: free at once
+        free = claimed(store, "t/x", A, replace=(B,))  # released: free at once, nothing replaced
+        assert free.fence_token == 4 and free.replaced is None
     finally:
         other.close()
 

@@ -342,11 +342,12 @@ class KVStore(ABC):
     and one atomic step each; :mod:`actor_db.kv.leases` states the rules)."""
 
     def _claim(self, actor_id: str, request: PreloadRequest, owner: bytes,
-               replace: Sequence[bytes]) -> tuple[int, PreloadMap | None, bytes | None]:
+               replace: Sequence[bytes]) -> tuple[int, PreloadMap | None, bytes | None, bytes | None]:
         """:meth:`_acquire` with a preload, done only if ``actor_id``'s owner record is
         absent, equals ``owner`` or is in ``replace``: then the record becomes ``owner``
-        in the same atomic step and ``(token, preload, None)`` is returned. Otherwise
-        nothing changes and ``(0, None, current owner record)`` is returned."""
+        in the same atomic step and ``(token, preload, None, replaced)`` is returned
+        (``replaced``: the record of ``replace`` it overwrote, else ``None``). Otherwise
+        nothing changes and ``(0, None, current owner record, None)`` is returned."""
         raise NotImplementedError(f"{type(self).__name__} does not support placement")
 
     def _release(self, actor_id: str, owner: bytes) -> bool:
@@ -496,6 +497,8 @@ class ActorKV:
         """Placement (:mod:`actor_db.serve`): when set, :meth:`acquire_and_preload`
         takes ownership only through the store's conditional claim: ``claim()`` gives
         ``(owner record, records it may replace)`` (it may raise to refuse at once)."""
+        self.replaced: bytes | None = None
+        """After a claim: the dead owner's record it replaced (a takeover), else ``None``."""
         base = store.limits
         self._limits = KVLimits(
             None if base.max_key_bytes is None else base.max_key_bytes - len(self._prefix),
@@ -663,8 +666,8 @@ class ActorKV:
         """
         if self.claim is not None:
             owner, replace = self.claim()
-            token, found, current = self._call("claim", self.store._claim, self.actor_id,
-                                               self._full_request(request), owner, replace)
+            token, found, current, self.replaced = self._call("claim", self.store._claim, self.actor_id,
+                                                              self._full_request(request), owner, replace)
             if current is not None:
                 from actor_db.errors import ActorOwnedElsewhereError
 

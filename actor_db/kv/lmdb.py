@@ -200,18 +200,18 @@ class LmdbKV(KVStore):
 
     # -- placement (rules: actor_db.kv.leases), each one write transaction ----------
     def _claim(self, actor_id: str, request: PreloadRequest, owner: bytes,
-               replace: Sequence[bytes]) -> tuple[int, PreloadMap | None, bytes | None]:
+               replace: Sequence[bytes]) -> tuple[int, PreloadMap | None, bytes | None, bytes | None]:
         key = owner_key(actor_id)
         with self._txn(write=True) as txn:
             current = txn.get(key)
             if not claim_owner(current, owner, replace):
-                return 0, None, current  # (the unchanged transaction commits nothing)
+                return 0, None, current, None  # (the unchanged transaction commits nothing)
             txn.put(key, owner)
             fence = fence_key(actor_id)
             token = decode_token(txn.get(fence)) + 1
             txn.put(fence, encode_token(token))
             found = evaluate_preload(request, txn.get, lambda s, e: self._iterate(txn, s, e))
-        return token, found, None
+        return token, found, None, current if current is not None and current != owner else None
 
     def _release(self, actor_id: str, owner: bytes) -> bool:
         key = owner_key(actor_id)

@@ -108,17 +108,18 @@ class MemoryKV(KVStore):
 
     # -- placement (rules: actor_db.kv.leases), each under the one lock --------------
     def _claim(self, actor_id: str, request: PreloadRequest, owner: bytes,
-               replace: Sequence[bytes]) -> tuple[int, PreloadMap | None, bytes | None]:
+               replace: Sequence[bytes]) -> tuple[int, PreloadMap | None, bytes | None, bytes | None]:
         with self._lock:
             key = owner_key(actor_id)
             current = self._data.get(key)
             if not claim_owner(current, owner, replace):
-                return 0, None, current
+                return 0, None, current, None
             self._data[key] = owner
             fence = fence_key(actor_id)
             token = decode_token(self._data.get(fence)) + 1
             self._data[fence] = encode_token(token)
-            return token, evaluate_preload(request, self._data.get, self._iterate), None
+            replaced = current if current is not None and current != owner else None
+            return token, evaluate_preload(request, self._data.get, self._iterate), None, replaced
 
     def _release(self, actor_id: str, owner: bytes) -> bool:
         with self._lock:

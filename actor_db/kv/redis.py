@@ -310,7 +310,8 @@ for _ = 1, nrep do
 end
 if not ok then return {-2, cur} end
 redis.call('SET', KEYS[5], me)
-""" + _LUA_PRELOAD_BODY
+if cur == me then cur = false end
+""" + _LUA_PRELOAD_BODY.replace("return {token, values, results}", "return {token, values, results, cur or false}")
 _LUA_RELEASE = r"""#!lua
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]); return 1 end
 return 0
@@ -824,14 +825,14 @@ class RedisKV(KVStore):
         return base + b"h:", base + b"m"
 
     def _claim(self, actor_id: str, request: PreloadRequest, owner: bytes,
-               replace: Sequence[bytes]) -> tuple[int, PreloadMap | None, bytes | None]:
+               replace: Sequence[bytes]) -> tuple[int, PreloadMap | None, bytes | None, bytes | None]:
         actor = self._actor_cache(actor_prefix(actor_id))
         args: list[bytes | int | str] = [owner, len(replace), *replace]
         args += self._preload_args(actor, request, True)
         reply = self._run("claim", _CLAIM, self._client, actor.keys + [actor.owner], args)
         if int(reply[0]) == -2:
-            return 0, None, bytes(reply[1])
-        return int(reply[0]), self._preload_map(actor, request, reply), None
+            return 0, None, bytes(reply[1]), None
+        return int(reply[0]), self._preload_map(actor, request, reply[:3]), None, reply[3] or None
 
     def _release(self, actor_id: str, owner: bytes) -> bool:
         actor = self._actor_cache(actor_prefix(actor_id))

@@ -31,7 +31,7 @@ import hmac
 import json
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 from urllib.parse import unquote
 
 from actor_db.serve.http import BadRequest, Unauthorized, error_body, error_name, retry_after_header, status_of
@@ -172,13 +172,13 @@ class ActorApp:
             await self._error(send, failure.status, failure.error, failure.message, failure.retry_after,
                               node=failure.node)
         except Exception as exc:
-            status = status_of(exc)
-            if status == 500:
+            code = status_of(exc)
+            if code == 500:
                 log.info("call %s failed: %s: %s", "/".join(parts), type(exc).__name__, exc)
-            retry = getattr(exc, "retry_after", None) if status == 503 else None
-            if status == 503 and retry is None:
+            retry: float | None = getattr(exc, "retry_after", None) if code == 503 else None
+            if code == 503 and retry is None:
                 retry = 0.5
-            await self._error(send, status, error_name(exc), str(exc), retry)
+            await self._error(send, code, error_name(exc), str(exc), retry)
 
     async def _body(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []
@@ -196,7 +196,7 @@ class ActorApp:
                 return b"".join(chunks)
 
     async def _answer(self, send: Send, status: int, body: bytes, *, node: str | None = None,
-                      content_type: bytes = b"application/json", extra: list[tuple[bytes, bytes]] = ()) -> None:
+                      content_type: bytes = b"application/json", extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
         headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode("ascii")),
                    self._node_header if node is None else (b"x-actor-db-node", node.encode("utf-8")), *extra]
         if self.node.draining:

@@ -5,9 +5,10 @@
 ``$ACTOR_DB_KV`` BEFORE the module is imported, so a ``Registry()`` built without
 ``kv=`` opens that store; a registry given its own ``kv=`` keeps it.
 
-``--workers N`` (N > 1): this process binds the public socket and forks N worker
-processes, each a node of its own (node id ``ID-1`` .. ``ID-N``, its own node-to-node
-port) sharing that socket and the store: LMDB across the processes of one machine, or
+``--workers N`` (N > 1): this process holds the port and forks N worker processes,
+each a node of its own (node id ``ID-1`` .. ``ID-N``, its own node-to-node port)
+listening on the same port (``SO_REUSEPORT``: the kernel spreads connections evenly)
+and sharing the store: LMDB across the processes of one machine, or
 Redis. The parent restarts a worker that dies and passes SIGTERM/SIGINT on.
 
 SIGTERM (or Ctrl-C) drains first, while still answering HTTP (calls are forwarded, and
@@ -101,13 +102,17 @@ def _load(target: str) -> Any:
     return obj
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, *, listen: bool = True, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to ``host:port``; with ``reuse_port``, several processes bind
+    the same port and the kernel spreads connections evenly over their sockets."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
+    if listen:
+        sock.listen(2048)
     return sock
 
 
@@ -124,6 +129,7 @@ def _serve_one(args: argparse.Namespace, sock: socket.socket, node_id: str | Non
         """uvicorn, whose first SIGTERM/SIGINT drains the node before stopping."""
 
         draining: asyncio.Task[None] | None = None
+        _loop: asyncio.AbstractEventLoop | None = None
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             loop = self._loop
@@ -151,7 +157,7 @@ def _serve_one(args: argparse.Namespace, sock: socket.socket, node_id: str | Non
     config = uvicorn.Config(app, lifespan="on", log_level=args.log_level, access_log=False,
                             timeout_graceful_shutdown=max(5.0, args.forward_timeout))
     server = Server(config)
-    server._loop = None  # type: ignore[attr-defined]
+    server._loop = None
     server.run(sockets=[sock])
     return 0
 
@@ -169,7 +175,10 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigurationError(f"--workers must be >= 1, not {args.workers}")
     logging.getLogger("actor_db").setLevel(args.log_level.upper())
-    sock = _bind(args.host, args.port)
+    workers = args.workers > 1 and hasattr(socket, "SO_REUSEPORT")
+    # With workers, this process only holds the port (bound, not listening: it gets no
+    # connection); each worker listens on its own SO_REUSEPORT socket.
+    sock = _bind(args.host, args.port, listen=not workers, reuse_port=workers)
     port = sock.getsockname()[1]
     if args.port_file:
         with open(args.port_file + ".tmp", "w") as f:
@@ -196,7 +205,11 @@ def _supervise(args: argparse.Namespace, sock: socket.socket, base: str, node_ho
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 1
             try:
-                code = _serve_one(args, sock, f"{base}-{number}", node_host)
+                own = sock
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
+                    own = _bind(args.host, sock.getsockname()[1], reuse_port=True)
+                    sock.close()
+                code = _serve_one(args, own, f"{base}-{number}", node_host)
             except BaseException:
                 log.exception("worker %d failed", number)
             finally:
@@ -224,8 +237,8 @@ def _supervise(args: argparse.Namespace, sock: socket.socket, base: str, node_ho
             break
         except InterruptedError:
             continue
-        number = children.pop(pid, None)
-        if number is None or stopping:
+        number = children.pop(pid, 0)
+        if not number or stopping:
             continue
         log.warning("worker %d (pid %d) exited with status %d; restarting it", number, pid, status)
         time.sleep(max(0.0, 1.0 - (time.monotonic() - last_restart)))  # at most one restart a second

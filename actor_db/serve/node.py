@@ -53,6 +53,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -177,10 +178,14 @@ class Node:
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="actor-db-placement")
         self._server = WireServer(self._secret, self.node_id, self._handle_forwarded, error_fields)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._heartbeat_thread: threading.Thread | None = None
+        self._heartbeat_stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._lapsing = False
         self._starting: asyncio.Lock | None = None
         self._inflight = 0
+        self._local_inflight = 0
+        """Calls running in this node's own actors (a drain waits for them)."""
         self._signatures: dict[tuple[str, str], inspect.Signature | None] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -210,7 +215,11 @@ class Node:
             self.address = f"{host}:{port}"
             self.registry._attach_placement(self._claim_for)
             await self._join()
-            self._heartbeat_task = asyncio.get_running_loop().create_task(self._heartbeat_loop())
+            self._loop = asyncio.get_running_loop()
+            self._heartbeat_stop.clear()
+            self._heartbeat_thread = threading.Thread(target=self._heartbeat_loop, daemon=True,
+                                                      name=f"actor-db-heartbeat-{self.node_id}")
+            self._heartbeat_thread.start()
             self.started = True
             log.info("node %s (instance %s) serving at %s, lease %.3g s", self.node_id, self.instance,
                      self.address, self._lease_s)
@@ -230,22 +239,33 @@ class Node:
                 raise ConfigurationError(f"node id {self.node_id!r} is held by another live node")
             await asyncio.sleep(self._lease_s / 4)
 
-    async def _heartbeat_loop(self) -> None:
+    def _heartbeat_loop(self) -> None:
+        """(Its own thread, so a busy event loop cannot starve the lease.) Renew every
+        lease/3; a refused renewal means the lease ran out: drop and rejoin (on the loop)."""
         ms = max(1, int(self._lease_s * 1000))
-        while True:
-            await asyncio.sleep(self._lease_s / 3)
+        while not self._heartbeat_stop.wait(self._lease_s / 3):
             sent = time.monotonic()
+            self.metrics.store_round_trips += 1
             try:
-                ok = await self._store(self.store.heartbeat, self.node_id, self.instance.encode(), self._payload(),
-                                       ms, False)
+                ok = self.store.heartbeat(self.node_id, self.instance.encode(), self._payload(), ms, False)
             except Exception as exc:  # the store is down: the lease runs out, calls get 503
                 log.warning("node %s: heartbeat failed: %s", self.node_id, exc)
                 continue
             if ok:
                 self.metrics.lease_renewals += 1
                 self._deadline = sent + self._lease_s - self._margin
-            else:
-                await self._lapse()
+            elif not self._heartbeat_stop.is_set() and self._loop is not None:
+                lapse = asyncio.run_coroutine_threadsafe(self._lapse(), self._loop)
+                try:
+                    lapse.result()
+                except Exception:
+                    log.exception("node %s: rejoining after its lease ran out failed", self.node_id)
+
+    def _stop_heartbeat(self) -> None:
+        self._heartbeat_stop.set()
+        thread = self._heartbeat_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=self._lease_s + 30.0)
 
     def lease_valid(self) -> bool:
         """Whether this node may answer from memory now (its lease, by its own clock)."""
@@ -288,6 +308,11 @@ class Node:
             await self._store(self.store.heartbeat, self.node_id, self.instance.encode(), self._payload(), ms, False)
         except Exception:
             log.debug("heartbeat at drain failed", exc_info=True)
+        # No claim succeeds from here on; calls already past their claim finish first,
+        # so that every actor this node owns is asleep and in ``owned`` or ``slept``.
+        deadline = time.monotonic() + self.options.forward_timeout_s
+        while self._local_inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
         slept = await self._sleep_all()
         owner = self.owner_record
         for actor_id in set(slept) | set(self.owned):
@@ -297,8 +322,7 @@ class Node:
             except Exception as exc:
                 log.warning("node %s: releasing %s failed: %s", self.node_id, actor_id, exc)
         self.owned.clear()
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
+        await asyncio.get_running_loop().run_in_executor(None, self._stop_heartbeat)
         try:
             await self._store(self.store.leave, self.node_id, self.instance.encode())
         except Exception as exc:
@@ -312,8 +336,7 @@ class Node:
         """Drain (if started) and close the listener and the peer connections."""
         if self.started:
             await self.drain()
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
+        await asyncio.get_running_loop().run_in_executor(None, self._stop_heartbeat)
         await self._server.close()
         for peer in self._peers.values():
             await peer.close()
@@ -410,7 +433,7 @@ class Node:
         actor_id = f"{name}/{key}"
         give_up = time.monotonic() + self.options.max_wait_s
         last: PlacementError = OwnerUnreachableError(f"actor {actor_id}: no node could run the call")
-        if forwarded and self.draining and actor_id not in self.owned:
+        if forwarded and self.draining:  # (the origin re-routes once this node released the actor)
             raise NodeDrainingError(f"node {self.node_id} is draining", retry_after=0.05)
         for attempt in range(_ROUTE_ATTEMPTS):
             if attempt:
@@ -435,7 +458,11 @@ class Node:
                     continue
             elif owner is None:  # draining: find the owner without claiming
                 owner = await self._store(self.store.owner_of, actor_id)
-                if owner is None or owner == self.owner_record:
+                if owner == self.owner_record:  # still ours: released soon, then another node takes it
+                    give_up = max(give_up, time.monotonic() + self.options.max_wait_s)
+                    last = NodeDrainingError(f"node {self.node_id} is draining", retry_after=0.05)
+                    continue
+                if owner is None:
                     target = await self._any_peer()
                     if target is None:
                         raise NodeDrainingError(f"node {self.node_id} is draining and no other node is live",
@@ -494,17 +521,21 @@ class Node:
         writes = instance.kv.writes
         replaced = self._replace.get(actor_id)
         self._inflight += 1
+        self._local_inflight += 1
         try:
             result = await handle.call(action, *args)
+            if not awake_before:
+                self.owned.add(actor_id)
         finally:
             self._inflight -= 1
-        if not awake_before:
-            self.owned.add(actor_id)
-            if replaced:
+            self._local_inflight -= 1
+        if not awake_before and replaced:
+            self._replace.pop(actor_id, None)
+            taken = getattr(getattr(instance.kv, "inner", None), "replaced", None)
+            if taken is not None:
                 self.metrics.takeovers += 1
-                self._replace.pop(actor_id, None)
-                log.info("node %s took over actor %s from dead owner(s) %s", self.node_id, actor_id,
-                         [decode_owner(r)[0] for r in replaced])
+                log.info("node %s took over actor %s from dead node %s", self.node_id, actor_id,
+                         decode_owner(taken)[0])
         if not self.lease_valid() and instance.kv.writes == writes:
             # The lease ran out during the call and it wrote nothing: its reads may
             # have come from memory after another node took the actor.

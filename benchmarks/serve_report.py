@@ -38,7 +38,31 @@ def render(data: dict[str, Any]) -> str:
                 "| nodes | awake actors | round trips/s |", "|---|---|---|"]
         for r in sorted(upkeep, key=lambda r: (r["nodes"], r["awake_actors"])):
             out.append(f"| {r['nodes']} | {r['awake_actors']} | {r['round_trips_per_s']:.1f} |")
+    out += ["", _verdict(rows)]
     return "\n".join(out) + "\n"
+
+
+def _verdict(rows: list[dict[str, Any]]) -> str:
+    """The issue's targets, with this run's figures."""
+    parts: list[str] = []
+    for r in (r for r in rows if r["group"] == "serve-http"):
+        ok = "met" if r["http_overhead_cpu_us"] <= 150 else "NOT met"
+        parts.append(f"HTTP overhead {r['http_overhead_cpu_us']:.0f} us CPU per action (target <= 150 us: {ok}).")
+    for r in sorted((r for r in rows if r["group"] == "serve-forward"), key=lambda r: r["connections"]):
+        ok = "met" if r["extra_cpu_us"] <= 200 else "NOT met"
+        parts.append(f"Forwarded call at {r['connections']} connection(s): +{r['extra_cpu_us']:.0f} us CPU, "
+                     f"+{r['extra_latency_ms']:.2f} ms (target <= 200 us: {ok}).")
+    workers = {r["workers"]: r for r in rows if r["group"] == "serve-workers"}
+    if 1 in workers and 2 in workers:
+        ratio = workers[2]["requests_per_s"] / workers[1]["requests_per_s"]
+        ok = "met" if ratio >= 1.7 else "NOT met"
+        parts.append(f"`--workers 2` {ratio:.2f}x one worker (target >= 1.7x: {ok}); node CPU per action "
+                     f"{workers[1]['cpu_us_per_call']:.0f} -> {workers[2]['cpu_us_per_call']:.0f} us.")
+    upkeep = [r for r in rows if r["group"] == "serve-upkeep"]
+    for nodes in sorted({r["nodes"] for r in upkeep}):
+        same = sorted((r["awake_actors"], r["round_trips_per_s"]) for r in upkeep if r["nodes"] == nodes)
+        parts.append(f"Upkeep, {nodes} node(s): " + ", ".join(f"{rt:.1f}/s with {a} awake" for a, rt in same) + ".")
+    return " ".join(parts)
 
 
 if __name__ == "__main__":

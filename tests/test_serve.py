@@ -313,3 +313,18 @@ def test_client_errors_by_type_name_and_token(tmp_path: Any, cleanup: list[NodeP
     metrics = httpx.get(f"{server.url}/metrics", headers={"authorization": "Bearer s3cret"}).text
     assert "actor_db_placement_actors_owned" in metrics and "actor_db_kv_round_trips_total" in metrics
     assert server.terminate() == 0
+
+
+def test_serve_command_reports_a_bad_target_in_one_line(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    from tests.serve_support import ROOT
+
+    for extra in ([], ["--workers", "2"]):
+        done = subprocess.run([sys.executable, "-m", "actor_db", "serve", "no_such_module:registry", "--kv",
+                               f"lmdb:{tmp_path / 'store'}", "--port", "0", *extra], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60, env={**__import__("os").environ,
+                                                                               "PYTHONPATH": str(ROOT)})
+        assert done.returncode == 1, done.stderr
+        assert "cannot import 'no_such_module'" in done.stderr and "Traceback" not in done.stderr

@@ -196,7 +196,9 @@ def run(args: argparse.Namespace) -> int:
 def _supervise(args: argparse.Namespace, sock: socket.socket, base: str, node_host: str) -> int:
     """Fork ``args.workers`` workers, restart any that dies, pass signals on."""
     children: dict[int, int] = {}  # pid -> worker number
+    born: dict[int, float] = {}
     stopping = False
+    quick_failures = 0
 
     def spawn(number: int) -> None:
         pid = os.fork()
@@ -210,11 +212,17 @@ def _supervise(args: argparse.Namespace, sock: socket.socket, base: str, node_ho
                     own = _bind(args.host, sock.getsockname()[1], reuse_port=True)
                     sock.close()
                 code = _serve_one(args, own, f"{base}-{number}", node_host)
-            except BaseException:
-                log.exception("worker %d failed", number)
+            except BaseException as exc:
+                from actor_db.errors import ActorDBError
+
+                if isinstance(exc, ActorDBError):  # a user mistake: one line, as the command does
+                    log.error("worker %d: %s", number, exc)
+                else:
+                    log.exception("worker %d failed", number)
             finally:
                 os._exit(code)
         children[pid] = number
+        born[pid] = time.monotonic()
 
     def forward(sig: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -238,8 +246,19 @@ def _supervise(args: argparse.Namespace, sock: socket.socket, base: str, node_ho
         except InterruptedError:
             continue
         number = children.pop(pid, 0)
+        lived = time.monotonic() - born.pop(pid, 0.0)
         if not number or stopping:
             continue
+        quick_failures = quick_failures + 1 if lived < 5.0 else 0
+        if quick_failures >= 3:  # e.g. MODULE:ATTR does not import: do not restart forever
+            log.error("workers keep failing at start (status %d); stopping", status)
+            forward(signal.SIGTERM, None)
+            while children:
+                try:
+                    children.pop(os.wait()[0], None)
+                except ChildProcessError:
+                    break
+            return 1
         log.warning("worker %d (pid %d) exited with status %d; restarting it", number, pid, status)
         time.sleep(max(0.0, 1.0 - (time.monotonic() - last_restart)))  # at most one restart a second
         last_restart = time.monotonic()

@@ -47,24 +47,6 @@ def _frame(obj: Any) -> bytes:
     return _LEN.pack(len(body)) + body
 
 
-async def _read(reader: asyncio.StreamReader) -> Any:
-    head = await reader.readexactly(_LEN.size)
-    (size,) = _LEN.unpack(head)
-    if size > MAX_FRAME_BYTES:
-        raise ValueError(f"frame of {size} bytes exceeds {MAX_FRAME_BYTES}")
-    return json.loads(await reader.readexactly(size))
-
-
-def _nodelay(writer: asyncio.StreamWriter) -> None:
-    """No Nagle delay: a frame is one small write that must leave at once."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-
-
 def _expire(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_exception(asyncio.TimeoutError())
@@ -86,6 +68,109 @@ ErrorAnswer = Callable[[BaseException], dict[str, Any]]
 """Turns an exception into the ``s``/``e``/``m``/``ra`` fields of an answer."""
 
 
+class _Framed(asyncio.Protocol):
+    """Frames in, one callback per decoded frame (an asyncio protocol: no task or
+    future per read; several frames in one read are decoded in one go)."""
+
+    transport: Any = None
+    """The asyncio (or uvloop) transport; set by :meth:`connection_made`."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # (uvloop's transports do not derive from asyncio.Transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # no Nagle delay: a frame is one small write that must leave at once
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= 4:
+            (size,) = _LEN.unpack_from(buffer)
+            if size > MAX_FRAME_BYTES:
+                log.warning("node connection closed: a frame of %d bytes exceeds %d", size, MAX_FRAME_BYTES)
+                assert self.transport is not None
+                self.transport.close()
+                return
+            if len(buffer) < 4 + size:
+                return
+            body = bytes(buffer[4:4 + size])
+            del buffer[:4 + size]
+            try:
+                frame = json.loads(body)
+            except ValueError:
+                log.warning("node connection closed after a frame that is not JSON")
+                assert self.transport is not None
+                self.transport.close()
+                return
+            self.frame(frame)
+
+    def frame(self, frame: Any) -> None:
+        raise NotImplementedError
+
+    def send(self, obj: Any) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_frame(obj))
+
+
+class _ServerSide(_Framed):
+    def __init__(self, server: WireServer) -> None:
+        super().__init__()
+        self._server = server
+        self._authed = False
+        self._hello_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._server._connections.add(self)
+        self._hello_timer = asyncio.get_running_loop().call_later(10.0, transport.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server._connections.discard(self)
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+
+    def frame(self, frame: Any) -> None:
+        server = self._server
+        if not self._authed:
+            if self._hello_timer is not None:
+                self._hello_timer.cancel()
+            secret = str(frame.get("secret", "")).encode("utf-8") if isinstance(frame, dict) else b""
+            if not hmac.compare_digest(secret, server._secret):
+                log.warning("refused a node connection from %s: wrong node secret",
+                            self.transport.get_extra_info("peername") if self.transport else "?")
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            self._authed = True
+            self.send({"node": server._node_id})
+            return
+        if not isinstance(frame, dict):
+            return
+        task = asyncio.get_running_loop().create_task(self._answer(frame))
+        server._tasks.add(task)
+        task.add_done_callback(server._tasks.discard)
+
+    async def _answer(self, request: dict[str, Any]) -> None:
+        server = self._server
+        ident = request.get("i")
+        try:
+            result, node = await server._handler(request["n"], request["k"], request["a"], request["r"])
+            try:
+                frame = _frame({"i": ident, "ok": 1, "v": result, "node": node})
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"the action's result is not JSON: {exc}") from exc
+        except Exception as exc:
+            frame = _frame({"i": ident, "ok": 0, "node": server._node_id, **server._answer_error(exc)})
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame)
+
+
 class WireServer:
     """Accepts forwarded calls from other nodes on ``host:port`` (0: any free port)."""
 
@@ -95,11 +180,12 @@ class WireServer:
         self._handler = handler
         self._answer_error = answer_error
         self._server: asyncio.base_events.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._connections: set[_ServerSide] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
 
     async def start(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._serve, host, port)
+        self._server = await asyncio.get_running_loop().create_server(lambda: _ServerSide(self), host, port)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
@@ -109,53 +195,47 @@ class WireServer:
         then close. So no request is ever written to a connection this side closed."""
         if self._server is not None:
             self._server.close()
-            writers = [w for w in self._writers if not w.is_closing()]
-            for writer in writers:
-                writer.write(_frame({"bye": 1}))
-            if writers:
+            connections = [c for c in self._connections if c._authed]
+            for connection in connections:
+                connection.send({"bye": 1})
+            if connections:
                 await asyncio.sleep(grace)
-            for writer in list(self._writers):
-                writer.close()
+            for connection in list(self._connections):
+                if connection.transport is not None:
+                    connection.transport.close()
             await self._server.wait_closed()
             self._server = None
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        _nodelay(writer)
-        self._writers.add(writer)
-        tasks: set[asyncio.Task[None]] = set()
-        try:
-            hello = await asyncio.wait_for(_read(reader), 10.0)
-            secret = str(hello.get("secret", "")).encode("utf-8") if isinstance(hello, dict) else b""
-            if not hmac.compare_digest(secret, self._secret):
-                log.warning("refused a node connection from %s: wrong node secret", writer.get_extra_info("peername"))
-                return
-            writer.write(_frame({"node": self._node_id}))
-            while True:
-                request = await _read(reader)
-                task = asyncio.get_running_loop().create_task(self._answer(request, writer))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):
-            pass
-        except Exception:
-            log.warning("node connection from %s closed after a bad frame", writer.get_extra_info("peername"),
-                        exc_info=True)
-        finally:
-            self._writers.discard(writer)
-            writer.close()
 
-    async def _answer(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
-        ident = request.get("i")
-        try:
-            result, node = await self._handler(request["n"], request["k"], request["a"], request["r"])
-            try:
-                frame = _frame({"i": ident, "ok": 1, "v": result, "node": node})
-            except (TypeError, ValueError) as exc:
-                raise TypeError(f"the action's result is not JSON: {exc}") from exc
-        except Exception as exc:
-            frame = _frame({"i": ident, "ok": 0, "node": self._node_id, **self._answer_error(exc)})
-        if not writer.is_closing():
-            writer.write(frame)
+class _ClientSide(_Framed):
+    def __init__(self, peer: Peer) -> None:
+        super().__init__()
+        self._peer = peer
+        self.hello: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.closing = False
+
+    def frame(self, frame: Any) -> None:
+        if not self.hello.done():
+            self.hello.set_result(frame)
+            return
+        if "bye" in frame:  # the peer is closing: nothing new on this connection
+            self.closing = True
+            return
+        fut = self.pending.pop(frame.get("i"), None)
+        if fut is not None and not fut.done():
+            fut.set_result(frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        error = OutcomeUnknownError(f"connection to node at {self._peer.address} lost mid-call"
+                                    + (f": {exc}" if exc else ""))
+        if not self.hello.done():
+            self.hello.set_exception(ConnectionError("closed during the hello"))
+        pending, self.pending = self.pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(error)
 
 
 class Peer:
@@ -171,56 +251,31 @@ class Peer:
         self._secret = secret
         self._node_id = node_id
         self._connect_timeout = connect_timeout
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._conn: _ClientSide | None = None
         self._next = 0
         self._connecting: asyncio.Lock | None = None
 
-    async def _connect(self) -> asyncio.StreamWriter:
+    async def _connect(self) -> _ClientSide:
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
-            if self._writer is not None and not self._writer.is_closing():
-                return self._writer
+            conn = self._conn
+            if conn is not None and not conn.closing:
+                return conn
             host, _, port = self.address.rpartition(":")
+            loop = asyncio.get_running_loop()
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)),
-                                                        self._connect_timeout)
-                _nodelay(writer)
-                writer.write(_frame({"secret": self._secret, "node": self._node_id}))
-                await asyncio.wait_for(_read(reader), self._connect_timeout)
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(lambda: _ClientSide(self), host, int(port)), self._connect_timeout)
+                conn.send({"secret": self._secret, "node": self._node_id})
+                await asyncio.wait_for(asyncio.shield(conn.hello), self._connect_timeout)
+            except (OSError, asyncio.TimeoutError, ValueError) as exc:
+                if conn is not None and conn.transport is not None:
+                    conn.transport.close()
                 raise OwnerUnreachableError(f"node at {self.address} unreachable: {type(exc).__name__}: {exc}") \
                     from exc
-            self._writer = writer
-            self._reader_task = asyncio.get_running_loop().create_task(self._read_loop(reader, writer))
-            return writer
-
-    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        error: BaseException = OutcomeUnknownError(f"connection to node at {self.address} lost mid-call")
-        try:
-            while True:
-                answer = await _read(reader)
-                if "bye" in answer:  # the peer is closing: nothing new on this connection
-                    if self._writer is writer:
-                        self._writer = None
-                    continue
-                fut = self._pending.pop(answer.get("i"), None)
-                if fut is not None and not fut.done():
-                    fut.set_result(answer)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError) as exc:
-            error = OutcomeUnknownError(f"connection to node at {self.address} lost mid-call: {exc}")
-        except asyncio.CancelledError:
-            pass
-        finally:
-            if self._writer is writer:
-                self._writer = None
-            writer.close()
-            pending, self._pending = self._pending, {}
-            for fut in pending.values():
-                if not fut.done():
-                    fut.set_exception(error)
+            self._conn = conn
+            return conn
 
     async def call(self, name: str, key: str, action: str, args: list[Any], timeout: float) -> tuple[Any, str]:
         """Run the call on the peer; ``(result, node id)``.
@@ -229,22 +284,23 @@ class Peer:
         :raises OutcomeUnknownError: delivered, no answer (lost connection, timeout).
         :raises RemoteFailure: the peer answered with an error.
         """
-        writer = await self._connect()
+        conn = self._conn
+        if conn is None or conn.closing:
+            conn = await self._connect()
         self._next += 1
         ident = self._next
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[ident] = fut
-        try:
-            writer.write(_frame({"i": ident, "n": name, "k": key, "a": action, "r": args}))
-        except (TypeError, ValueError):
-            self._pending.pop(ident, None)
-            raise
+        frame = _frame({"i": ident, "n": name, "k": key, "a": action, "r": args})  # (raises before sending)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        conn.pending[ident] = fut
+        assert conn.transport is not None
+        conn.transport.write(frame)
         # (a timer, not asyncio.wait_for: that makes a task per call)
-        timer = asyncio.get_running_loop().call_later(timeout, _expire, fut)
+        timer = loop.call_later(timeout, _expire, fut)
         try:
             answer = await fut
         except asyncio.TimeoutError:
-            self._pending.pop(ident, None)
+            conn.pending.pop(ident, None)
             raise OutcomeUnknownError(f"node at {self.address} did not answer within {timeout:g} s") from None
         finally:
             timer.cancel()
@@ -254,8 +310,6 @@ class Peer:
                             answer.get("ra"), str(answer.get("node")))
 
     async def close(self) -> None:
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self._conn is not None and self._conn.transport is not None:
+            self._conn.transport.close()
+        self._conn = None

@@ -264,18 +264,19 @@ class Peer:
                 return conn
             host, _, port = self.address.rpartition(":")
             loop = asyncio.get_running_loop()
+            made: _ClientSide | None = None
             try:
-                _, conn = await asyncio.wait_for(
+                _, made = await asyncio.wait_for(
                     loop.create_connection(lambda: _ClientSide(self), host, int(port)), self._connect_timeout)
-                conn.send({"secret": self._secret, "node": self._node_id})
-                await asyncio.wait_for(asyncio.shield(conn.hello), self._connect_timeout)
+                made.send({"secret": self._secret, "node": self._node_id})
+                await asyncio.wait_for(asyncio.shield(made.hello), self._connect_timeout)
             except (OSError, asyncio.TimeoutError, ValueError) as exc:
-                if conn is not None and conn.transport is not None:
-                    conn.transport.close()
+                if made is not None and made.transport is not None:
+                    made.transport.close()
                 raise OwnerUnreachableError(f"node at {self.address} unreachable: {type(exc).__name__}: {exc}") \
                     from exc
-            self._conn = conn
-            return conn
+            self._conn = made
+            return made
 
     async def call(self, name: str, key: str, action: str, args: list[Any], timeout: float) -> tuple[Any, str]:
         """Run the call on the peer; ``(result, node id)``.

@@ -266,17 +266,18 @@ class Peer:
             loop = asyncio.get_running_loop()
             made: _ClientSide | None = None
             try:
-                _, made = await asyncio.wait_for(
+                _, connected = await asyncio.wait_for(
                     loop.create_connection(lambda: _ClientSide(self), host, int(port)), self._connect_timeout)
-                made.send({"secret": self._secret, "node": self._node_id})
-                await asyncio.wait_for(asyncio.shield(made.hello), self._connect_timeout)
+                made = connected
+                connected.send({"secret": self._secret, "node": self._node_id})
+                await asyncio.wait_for(asyncio.shield(connected.hello), self._connect_timeout)
             except (OSError, asyncio.TimeoutError, ValueError) as exc:
                 if made is not None and made.transport is not None:
                     made.transport.close()
                 raise OwnerUnreachableError(f"node at {self.address} unreachable: {type(exc).__name__}: {exc}") \
                     from exc
-            self._conn = made
-            return made
+            self._conn = connected
+            return connected
 
     async def call(self, name: str, key: str, action: str, args: list[Any], timeout: float) -> tuple[Any, str]:
         """Run the call on the peer; ``(result, node id)``.

@@ -34,7 +34,8 @@ def render(data: dict[str, Any]) -> str:
                        f"{workers[1]['cores']} cores).")
     upkeep = [r for r in rows if r["group"] == "serve-upkeep"]
     if upkeep:
-        out += ["", "Placement upkeep (lease 1 s, no calls running): store round trips per second", "",
+        out += ["", f"Placement upkeep (lease {upkeep[0]['lease_s']:g} s, no calls running): store round trips "
+                    "per second", "",
                 "| nodes | awake actors | round trips/s |", "|---|---|---|"]
         for r in sorted(upkeep, key=lambda r: (r["nodes"], r["awake_actors"])):
             out.append(f"| {r['nodes']} | {r['awake_actors']} | {r['round_trips_per_s']:.1f} |")

@@ -947,6 +947,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="write REPORT.md, plots and JSON here (default: .)")
     p.add_argument("--dir", metavar="DIR", help="the benchmarks directory (default: the checkout's)")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="arguments for the report (after --)")
+    from actor_db.serve import command as serve_command  # issue 22: ``actor-db serve``
+    serve_command.add_parser(sub, [common])
     return parser
 
 
@@ -1039,6 +1041,9 @@ def _check_import_args(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     command = args.command
+    if command == "serve":
+        from actor_db.serve import command as serve_command
+        return serve_command.run(args)
     spec = getattr(args, "kv", None) or default_store_spec()
     if command == "bench":
         return _run_bench(args)

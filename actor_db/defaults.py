@@ -99,9 +99,12 @@ def _open_redis(url: str) -> Any:
     parts = urllib.parse.urlsplit(url)
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     namespace = [v for k, v in query if k == "namespace"]
-    rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "namespace"])
+    cluster = [v for k, v in query if k == "cluster"]  # ?cluster=1: a Redis Cluster (any node's address)
+    rest = urllib.parse.urlencode([(k, v) for k, v in query if k not in ("namespace", "cluster")])
     clean = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment))
     kwargs: dict[str, Any] = {"namespace": namespace[-1]} if namespace else {}
+    if cluster and cluster[-1].lower() in ("1", "true", "yes"):
+        kwargs["cluster"] = True
     try:
         return redis_kv(clean, **kwargs)
     except ActorDBError:

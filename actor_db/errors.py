@@ -17,6 +17,8 @@ __all__ = [
     "KVConditionFailedError", "CommitFailedError",
     "ActorNotFoundError", "ConfigurationError", "InvalidActorKeyError", "ActorKeyTooLongError",
     "ActionNotFoundError", "ActorShuttingDownError", "ActorCallCycleError", "MigrationError", "StateError",
+    "PlacementError", "ActorOwnedElsewhereError", "OwnerUnreachableError", "NodeDrainingError", "LeaseExpiredError",
+    "OutcomeUnknownError", "RemoteError",
 ]
 
 
@@ -170,3 +172,57 @@ def find_cause(exc: BaseException | None, kind: type[_E]) -> _E | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+class PlacementError(ActorDBError):
+    """Placement (:mod:`actor_db.serve`): the call could not run on the actor's one node.
+    Every subclass but :class:`OutcomeUnknownError` means the action did NOT run, so the
+    call may be retried (the server answers 503 with ``Retry-After``)."""
+
+    retry_safe = True
+    """Whether the action is known not to have run (a retry cannot apply it twice)."""
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        """Seconds after which a retry may succeed (``None``: soon)."""
+
+
+class ActorOwnedElsewhereError(PlacementError):
+    """This node may not take the actor: the store names another owner (``owner``, the
+    raw owner record ``b"<node id>\\0<instance>"``). Internal: the node forwards."""
+
+    def __init__(self, message: str = "", *, owner: bytes = b"", retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.owner = owner
+
+
+class OwnerUnreachableError(PlacementError):
+    """The actor's owner node could not be reached (the call was not delivered), or it
+    is still inside its lease; retry after ``retry_after`` seconds."""
+
+
+class NodeDrainingError(PlacementError):
+    """The node is shutting down (SIGTERM drain) and no longer runs actions."""
+
+
+class LeaseExpiredError(PlacementError):
+    """The node's own heartbeat lease ran out (it was paused or partitioned): it
+    answers nothing from memory until it has rejoined; another node takes its actors."""
+
+
+class OutcomeUnknownError(PlacementError):
+    """The call reached the owner node but no answer came back (the node died or the
+    connection broke mid-call): the action may or may not have run. Not retried
+    automatically."""
+
+    retry_safe = False
+
+
+class RemoteError(ActorDBError):
+    """(Client side) an error raised by a remote action whose type is not a built-in
+    exception nor one of actor-db's: a class of this name, derived from this one, is
+    raised (``type(exc).__name__`` is the remote type's name)."""
+
+    status: int = 500
+    """The HTTP status of the answer."""

@@ -336,6 +336,78 @@ class KVStore(ABC):
     def _preload(self, request: PreloadRequest) -> PreloadMap:
         """Evaluate a request of full keys; the map holds full keys."""
 
+    # -- placement: owner records and node heartbeats (actor_db.serve) -------------
+    supports_placement = False
+    """Whether the driver implements the placement operations below (one round trip
+    and one atomic step each; :mod:`actor_db.kv.leases` states the rules)."""
+
+    def _claim(self, actor_id: str, request: PreloadRequest, owner: bytes,
+               replace: Sequence[bytes]) -> tuple[int, PreloadMap | None, bytes | None, bytes | None]:
+        """:meth:`_acquire` with a preload, done only if ``actor_id``'s owner record is
+        absent, equals ``owner`` or is in ``replace``: then the record becomes ``owner``
+        in the same atomic step and ``(token, preload, None, replaced)`` is returned
+        (``replaced``: the record of ``replace`` it overwrote, else ``None``). Otherwise
+        nothing changes and ``(0, None, current owner record, None)`` is returned."""
+        raise NotImplementedError(f"{type(self).__name__} does not support placement")
+
+    def _release(self, actor_id: str, owner: bytes) -> bool:
+        """Delete ``actor_id``'s owner record if it is ``owner``; whether it was."""
+        raise NotImplementedError(f"{type(self).__name__} does not support placement")
+
+    def _owner(self, actor_id: str) -> bytes | None:
+        """``actor_id``'s owner record (``None``: none)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support placement")
+
+    def _heartbeat(self, node_id: str, instance: bytes, payload: bytes, lease_ms: int, join: bool) -> bool:
+        """Write node ``node_id``'s heartbeat (``instance``, ``payload``) with a lease of
+        ``lease_ms`` ms: a renewal (``join=False``) only while the unexpired record is
+        ``instance``'s; a join unless an unexpired record of another instance holds it."""
+        raise NotImplementedError(f"{type(self).__name__} does not support placement")
+
+    def _nodes(self) -> dict[str, tuple[bytes, bytes]]:
+        """``{node_id: (instance, payload)}`` of every unexpired heartbeat."""
+        raise NotImplementedError(f"{type(self).__name__} does not support placement")
+
+    def _leave(self, node_id: str, instance: bytes) -> bool:
+        """Delete node ``node_id``'s heartbeat if it is ``instance``'s; whether it was."""
+        raise NotImplementedError(f"{type(self).__name__} does not support placement")
+
+    def _placement_call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        self._count()
+        try:
+            return fn(*args)
+        except KVError:
+            raise
+        except Exception as exc:
+            raise KVError(f"{type(self).__name__} {what} failed: {exc}") from exc
+
+    def heartbeat(self, node_id: str, instance: bytes, payload: bytes, lease_ms: int, join: bool = False) -> bool:
+        """Join or renew node ``node_id``'s lease (one round trip); see :meth:`_heartbeat`.
+
+        :returns: ``False`` when refused: a renewal whose lease ran out (the instance is
+            dead for every other node: it must drop its actors and join anew), or a join
+            while another live instance holds the node id.
+        """
+        if lease_ms <= 0:
+            raise ValueError(f"lease_ms must be > 0, not {lease_ms!r}")
+        return bool(self._placement_call("heartbeat", self._heartbeat, node_id, instance, payload, lease_ms, join))
+
+    def nodes(self) -> dict[str, tuple[bytes, bytes]]:
+        """Live nodes: ``{node_id: (instance, payload)}`` (one round trip)."""
+        return self._placement_call("node listing", self._nodes)  # type: ignore[no-any-return]
+
+    def leave(self, node_id: str, instance: bytes) -> bool:
+        """End ``instance``'s lease now (one round trip): its actors are free at once."""
+        return bool(self._placement_call("leave", self._leave, node_id, instance))
+
+    def owner_of(self, actor_id: str) -> bytes | None:
+        """``actor_id``'s owner record, ``b"<node>\\0<instance>"`` (one round trip)."""
+        return self._placement_call("owner read", self._owner, actor_id)  # type: ignore[no-any-return]
+
+    def release_owner(self, actor_id: str, owner: bytes) -> bool:
+        """Delete ``actor_id``'s owner record if it is still ``owner`` (one round trip)."""
+        return bool(self._placement_call("release", self._release, actor_id, owner))
+
     def close(self) -> None:
         """Release the store's resources (idempotent)."""
 
@@ -421,6 +493,12 @@ class ActorKV:
         self._prefix = actor_prefix(actor_id)
         self._end = prefix_end(self._prefix)
         self._fence: Fence | None = None
+        self.claim: Callable[[], tuple[bytes, Sequence[bytes]]] | None = None
+        """Placement (:mod:`actor_db.serve`): when set, :meth:`acquire_and_preload`
+        takes ownership only through the store's conditional claim: ``claim()`` gives
+        ``(owner record, records it may replace)`` (it may raise to refuse at once)."""
+        self.replaced: bytes | None = None
+        """After a claim: the dead owner's record it replaced (a takeover), else ``None``."""
         base = store.limits
         self._limits = KVLimits(
             None if base.max_key_bytes is None else base.max_key_bytes - len(self._prefix),
@@ -609,7 +687,16 @@ class ActorKV:
         The preload sees every write of every earlier owner that will ever be applied
         (they are fenced from this point on). The token is then :attr:`fence_token`.
         """
-        token, found = self._call("acquire", self.store._acquire, self.actor_id, self._full_request(request))
+        if self.claim is not None:
+            owner, replace = self.claim()
+            token, found, current, self.replaced = self._call("claim", self.store._claim, self.actor_id,
+                                                              self._full_request(request), owner, replace)
+            if current is not None:
+                from actor_db.errors import ActorOwnedElsewhereError
+
+                raise ActorOwnedElsewhereError(f"actor {self.actor_id!r} is owned by {current!r}", owner=current)
+        else:
+            token, found = self._call("acquire", self.store._acquire, self.actor_id, self._full_request(request))
         self._fence = Fence(self.actor_id, token)
         log.debug("actor %r: acquired ownership with fencing token %d (with preload)", self.actor_id, token)
         assert found is not None

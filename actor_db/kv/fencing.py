@@ -30,7 +30,9 @@ Limits (what is left out):
   sharing a store must acquire.
 - Fencing orders owners; it does not elect one. The last to acquire wins, so two
   runtimes that keep re-acquiring take the actor from each other (fencing keeps the
-  data safe, the runtime's placement must avoid the ping-pong).
+  data safe, the runtime's placement must avoid the ping-pong). :mod:`actor_db.serve`
+  does: a view with a ``claim`` takes ownership only if the actor's owner record is
+  absent, its own or found dead, checked in the same atomic step as the bump.
 - On Redis the guarantee is as durable as Redis is (see the README): an acquisition
   lost in a crash without ``appendfsync always`` can let an old token write again.
 - Tokens survive ``delete_all`` (the counter is outside the actor's key range), so a

@@ -24,7 +24,8 @@ from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
 from actor_db.errors import KVError, KVLimitError, KVUnavailableError
 from actor_db.kv.base import Fence, GroupItem, KVStore, check_expectations, scan_with_limits
 from actor_db.kv.fencing import decode_token, encode_token, fenced
-from actor_db.kv.namespace import fence_key
+from actor_db.kv.leases import claim_owner, leave_node, live_nodes, renew_heartbeat
+from actor_db.kv.namespace import NODES_END, NODES_START, fence_key, node_key, owner_key
 
 __all__ = ["LmdbKV", "DEFAULT_MAP_SIZE"]
 
@@ -84,6 +85,10 @@ class LmdbKV(KVStore):
 
     groups_writes = True
     """:meth:`write_many` is one write transaction: one commit, one fsync for many actors."""
+
+    supports_placement = True
+    """Owner records and heartbeats (:mod:`actor_db.kv.leases`), each checked and written
+    in one write transaction: LMDB serializes those across the machine's processes."""
 
     def __init__(self, path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE, durable: bool = True) -> None:
         self.path = os.path.realpath(os.fspath(path))
@@ -192,6 +197,49 @@ class LmdbKV(KVStore):
             found = None if request is None else evaluate_preload(
                 request, txn.get, lambda s, e: self._iterate(txn, s, e))
         return token, found
+
+    # -- placement (rules: actor_db.kv.leases), each one write transaction ----------
+    def _claim(self, actor_id: str, request: PreloadRequest, owner: bytes,
+               replace: Sequence[bytes]) -> tuple[int, PreloadMap | None, bytes | None, bytes | None]:
+        key = owner_key(actor_id)
+        with self._txn(write=True) as txn:
+            current = txn.get(key)
+            if not claim_owner(current, owner, replace):
+                return 0, None, current, None  # (the unchanged transaction commits nothing)
+            txn.put(key, owner)
+            fence = fence_key(actor_id)
+            token = decode_token(txn.get(fence)) + 1
+            txn.put(fence, encode_token(token))
+            found = evaluate_preload(request, txn.get, lambda s, e: self._iterate(txn, s, e))
+        return token, found, None, current if current is not None and current != owner else None
+
+    def _release(self, actor_id: str, owner: bytes) -> bool:
+        key = owner_key(actor_id)
+        with self._txn(write=True) as txn:
+            if txn.get(key) != owner:
+                return False
+            txn.delete(key)
+            return True
+
+    def _owner(self, actor_id: str) -> bytes | None:
+        with self._txn() as txn:
+            return txn.get(owner_key(actor_id))  # type: ignore[no-any-return]
+
+    def _heartbeat(self, node_id: str, instance: bytes, payload: bytes, lease_ms: int, join: bool) -> bool:
+        with self._txn(write=True) as txn:
+            return renew_heartbeat(txn.get, txn.put, node_key(node_id), instance, payload, lease_ms, join)
+
+    def _nodes(self) -> dict[str, tuple[bytes, bytes]]:
+        with self._txn() as txn:
+            return live_nodes(list(self._iterate(txn, NODES_START, NODES_END)), len(NODES_START))
+
+    def _leave(self, node_id: str, instance: bytes) -> bool:
+        key = node_key(node_id)
+        with self._txn(write=True) as txn:
+            if not leave_node(txn.get, key, instance):
+                return False
+            txn.delete(key)
+            return True
 
     def _open_snapshot(self, start: bytes, end: bytes, pinned: bool = True) -> _LmdbSnapshot:
         """A read transaction held open: every read of the snapshot sees the state of

@@ -17,7 +17,8 @@ from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
 
 from actor_db.kv.base import Fence, GroupItem, KVStore, check_expectations, scan_with_limits
 from actor_db.kv.fencing import decode_token, encode_token, fenced
-from actor_db.kv.namespace import fence_key
+from actor_db.kv.leases import claim_owner, leave_node, live_nodes, renew_heartbeat
+from actor_db.kv.namespace import NODES_END, NODES_START, fence_key, node_key, owner_key
 
 __all__ = ["MemoryKV"]
 
@@ -30,6 +31,7 @@ class MemoryKV(KVStore):
 
     instant_writes = True
     groups_writes = True
+    supports_placement = True
 
     def __init__(self, limits: KVLimits | None = None) -> None:
         super().__init__(limits or KVLimits())
@@ -103,6 +105,50 @@ class MemoryKV(KVStore):
             self._data[key] = encode_token(token)
             found = None if request is None else evaluate_preload(request, self._data.get, self._iterate)
             return token, found
+
+    # -- placement (rules: actor_db.kv.leases), each under the one lock --------------
+    def _claim(self, actor_id: str, request: PreloadRequest, owner: bytes,
+               replace: Sequence[bytes]) -> tuple[int, PreloadMap | None, bytes | None, bytes | None]:
+        with self._lock:
+            key = owner_key(actor_id)
+            current = self._data.get(key)
+            if not claim_owner(current, owner, replace):
+                return 0, None, current, None
+            self._data[key] = owner
+            fence = fence_key(actor_id)
+            token = decode_token(self._data.get(fence)) + 1
+            self._data[fence] = encode_token(token)
+            replaced = current if current is not None and current != owner else None
+            return token, evaluate_preload(request, self._data.get, self._iterate), None, replaced
+
+    def _release(self, actor_id: str, owner: bytes) -> bool:
+        with self._lock:
+            key = owner_key(actor_id)
+            if self._data.get(key) != owner:
+                return False
+            del self._data[key]
+            return True
+
+    def _owner(self, actor_id: str) -> bytes | None:
+        with self._lock:
+            return self._data.get(owner_key(actor_id))  # type: ignore[no-any-return]
+
+    def _heartbeat(self, node_id: str, instance: bytes, payload: bytes, lease_ms: int, join: bool) -> bool:
+        with self._lock:
+            return renew_heartbeat(self._data.get, self._data.__setitem__, node_key(node_id), instance, payload,
+                                   lease_ms, join)
+
+    def _nodes(self) -> dict[str, tuple[bytes, bytes]]:
+        with self._lock:
+            return live_nodes(list(self._iterate(NODES_START, NODES_END)), len(NODES_START))
+
+    def _leave(self, node_id: str, instance: bytes) -> bool:
+        with self._lock:
+            key = node_key(node_id)
+            if not leave_node(self._data.get, key, instance):
+                return False
+            del self._data[key]
+            return True
 
     def _open_snapshot(self, start: bytes, end: bytes, pinned: bool = True) -> MemoryKV:
         """A frozen copy of the keys in ``[start, end)`` (one actor), taken under the

@@ -7,6 +7,10 @@ The length makes prefixes prefix-free: actor ``"a"`` can never see keys of actor
 Fencing counter of an actor (ordered drivers) = ``b"f" + u16 BE length + the id``: outside
 every actor's range, so range deletes of the actor (``delete_all``) never reset it.
 
+Owner record of an actor (placement, :mod:`actor_db.serve`) = ``b"o" + u16 BE length + the
+id``; heartbeat of a node = ``b"n" + the node id's UTF-8 bytes``. Both outside every
+actor's range too.
+
 Actor ids must be valid Unicode encodable as UTF-8 (no lone surrogates), 1..65535 bytes,
 and short enough that the prefix leaves :data:`ACTOR_KEY_ROOM` bytes under the driver's
 key limit (:func:`max_actor_id_bytes`); :class:`actor_db.kv.ActorKV` checks this when the
@@ -26,13 +30,18 @@ from actor_db.errors import ActorKeyTooLongError, InvalidActorKeyError
 log = logging.getLogger(__name__)
 
 __all__ = ["ACTORS_START", "ACTORS_END", "ACTOR_KEY_ROOM", "MAX_ACTOR_ID_BYTES", "PREFIX_OVERHEAD", "actor_prefix",
-           "prefix_end", "parse_actor_key", "fence_key", "encode_actor_id", "max_actor_id_bytes"]
+           "prefix_end", "parse_actor_key", "fence_key", "owner_key", "node_key",
+           "NODES_START", "NODES_END", "encode_actor_id", "max_actor_id_bytes"]
 
 _TAG = b"a"
 ACTORS_START = _TAG
 ACTORS_END = bytes([_TAG[0] + 1])
 _LEN = struct.Struct(">H")
 _FENCE_TAG = b"f"
+_OWNER_TAG = b"o"
+_NODE_TAG = b"n"
+NODES_START = _NODE_TAG
+NODES_END = bytes([_NODE_TAG[0] + 1])
 
 PREFIX_OVERHEAD: Final = len(_TAG) + _LEN.size
 """Bytes an actor prefix adds to the id: the tag and the u16 length."""
@@ -95,6 +104,17 @@ def fence_key(actor_id: str) -> bytes:
     """The store key of ``actor_id``'s fencing counter (outside its key range); cached,
     as every fenced write of an ordered driver reads it."""
     return _FENCE_TAG + actor_prefix(actor_id)[len(_TAG):]
+
+
+@functools.lru_cache(maxsize=4096)
+def owner_key(actor_id: str) -> bytes:
+    """The store key of ``actor_id``'s owner record (placement; outside its key range)."""
+    return _OWNER_TAG + actor_prefix(actor_id)[len(_TAG):]
+
+
+def node_key(node_id: str) -> bytes:
+    """The store key of node ``node_id``'s heartbeat (placement)."""
+    return _NODE_TAG + node_id.encode("utf-8")
 
 
 def prefix_end(prefix: bytes) -> bytes:

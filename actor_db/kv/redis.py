@@ -10,6 +10,14 @@ one actor lives in one slot and every per-actor call is single-slot)::
     ns:{H}:f   string      fencing counter (INCR)          (outside the data: never range-deleted)
     ns:{H}:v   string      write version (INCR per batch)  (lets snapshot reads detect a commit;
                                                        a refused batch or a pure check does not bump it)
+    ns:{H}:o   string      owner record (placement)        (node id NUL instance; outside the data)
+
+Placement (:mod:`actor_db.serve`, rules in :mod:`actor_db.kv.leases`): the owner record
+is claimed in the same script as the fencing bump and the preload. Node heartbeats live
+under one hash tag, ``ns:{ns:nodes}:h:<node id>`` (instance LF payload, with a ``PX``
+lease: the Redis server's clock decides expiry, never the nodes'), plus the member set
+``ns:{ns:nodes}:m``; one script reads them all, so liveness costs one round trip per
+node and interval, whatever the number of actors.
 
 Why a hash plus a score-0 sorted set. Redis keys are unordered, but the protocol needs
 ordered prefix scans (the preload, the redo log, ``delete_range``). A sorted set whose
@@ -288,6 +296,59 @@ _LUA_SNAP_PRELOAD = ("#!lua flags=no-writes\nlocal version = redis.call('GET', K
                      + _LUA_PRELOAD_BODY.replace("return {token, values, results}",
                                                  "return {token, values, results, version}"))
 _LUA_ACQUIRE = "#!lua\n" + _LUA_PRELOAD_BODY
+# Placement. CLAIM: KEYS as the preload's plus KEYS[5] = the owner record; ARGV starts
+# with owner, nreplace, replace*, then the preload's ARGV (acquire = '1'). Refused:
+# {-2, current owner}; nothing changed.
+_LUA_CLAIM = r"""#!lua
+local cur = redis.call('GET', KEYS[5])
+local me = table.remove(ARGV, 1)
+local nrep = tonumber(table.remove(ARGV, 1))
+local ok = (not cur) or cur == me
+for _ = 1, nrep do
+  local r = table.remove(ARGV, 1)
+  if cur == r then ok = true end
+end
+if not ok then return {-2, cur} end
+redis.call('SET', KEYS[5], me)
+if cur == me then cur = false end
+""" + _LUA_PRELOAD_BODY.replace("return {token, values, results}", "return {token, values, results, cur or false}")
+_LUA_RELEASE = r"""#!lua
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]); return 1 end
+return 0
+"""
+# HEARTBEAT: KEYS[1] heartbeat, KEYS[2] member set; ARGV instance, payload, lease ms,
+# join ('1'), node id.
+_LUA_HEARTBEAT = r"""#!lua
+local cur = redis.call('GET', KEYS[1])
+local tag = ARGV[1] .. '\n'
+local mine = cur and string.sub(cur, 1, #tag) == tag
+if ARGV[4] == '1' then
+  if cur and not mine then return 0 end
+elseif not mine then
+  return 0
+end
+redis.call('SET', KEYS[1], tag .. ARGV[2], 'PX', ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[5])
+return 1
+"""
+# NODES: KEYS[1] member set; ARGV[1] the heartbeat key prefix (same hash tag). Prunes
+# members whose heartbeat expired. Returns {id, value, ...}.
+_LUA_NODES = r"""#!lua
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local v = redis.call('GET', ARGV[1] .. id)
+  if v then out[#out + 1] = id; out[#out + 1] = v else redis.call('SREM', KEYS[1], id) end
+end
+return out
+"""
+_LUA_LEAVE = r"""#!lua
+local cur = redis.call('GET', KEYS[1])
+local tag = ARGV[1] .. '\n'
+if cur and string.sub(cur, 1, #tag) == tag then
+  redis.call('DEL', KEYS[1]); redis.call('SREM', KEYS[2], ARGV[2]); return 1
+end
+return 0
+"""
 
 
 def _unique(keys: Sequence[bytes]) -> list[bytes]:
@@ -318,7 +379,13 @@ _SNAP_SCAN = _Script(_LUA_SNAP_SCAN)
 _SNAP_GET = _Script(_LUA_SNAP_GET)
 _SNAP_PRELOAD = _Script(_LUA_SNAP_PRELOAD)
 _SNAP_PIN = _Script(_LUA_SNAP_PIN)
-_SCRIPTS = (_SCAN, _WRITE, _PRELOAD, _ACQUIRE, _SNAP_SCAN, _SNAP_GET, _SNAP_PRELOAD, _SNAP_PIN)
+_CLAIM = _Script(_LUA_CLAIM)
+_RELEASE = _Script(_LUA_RELEASE)
+_HEARTBEAT = _Script(_LUA_HEARTBEAT)
+_NODES = _Script(_LUA_NODES)
+_LEAVE = _Script(_LUA_LEAVE)
+_SCRIPTS = (_SCAN, _WRITE, _PRELOAD, _ACQUIRE, _SNAP_SCAN, _SNAP_GET, _SNAP_PRELOAD, _SNAP_PIN, _CLAIM, _RELEASE,
+            _HEARTBEAT, _NODES, _LEAVE)
 PINNED_SNAPSHOT_TTL_S = 3600
 """Seconds a pinned snapshot's copy survives a reader that never closed it."""
 
@@ -326,7 +393,7 @@ PINNED_SNAPSHOT_TTL_S = 3600
 class _Actor:
     """Where one actor's keys live: its store prefix and its four Redis keys."""
 
-    __slots__ = ("actor_id", "prefix", "end", "data", "index", "fence", "version")
+    __slots__ = ("actor_id", "prefix", "end", "data", "index", "fence", "version", "owner")
 
     def __init__(self, namespace: str, actor_id: str) -> None:
         self.actor_id = actor_id
@@ -337,6 +404,7 @@ class _Actor:
         self.index = base + b"i"
         self.fence = base + b"f"
         self.version = base + b"v"
+        self.owner = base + b"o"
 
     def rel(self, key: bytes) -> bytes:
         assert key.startswith(self.prefix), f"key {key!r} is outside actor {self.actor_id!r}"
@@ -747,6 +815,52 @@ class RedisKV(KVStore):
             return int(token), None
         reply = self._run("acquire", _ACQUIRE, self._client, actor.keys, self._preload_args(actor, request, True))
         return int(reply[0]), self._preload_map(actor, request, reply)
+
+    # -- placement (rules: actor_db.kv.leases; one script each) ------------------------
+    supports_placement = True
+
+    def _nodes_keys(self) -> tuple[bytes, bytes]:
+        """(heartbeat key prefix, member set): one hash tag, so one slot in a cluster."""
+        base = f"{self.namespace}:{{{self.namespace}:nodes}}:".encode("ascii")
+        return base + b"h:", base + b"m"
+
+    def _claim(self, actor_id: str, request: PreloadRequest, owner: bytes,
+               replace: Sequence[bytes]) -> tuple[int, PreloadMap | None, bytes | None, bytes | None]:
+        actor = self._actor_cache(actor_prefix(actor_id))
+        args: list[bytes | int | str] = [owner, len(replace), *replace]
+        args += self._preload_args(actor, request, True)
+        reply = self._run("claim", _CLAIM, self._client, actor.keys + [actor.owner], args)
+        if int(reply[0]) == -2:
+            return 0, None, bytes(reply[1]), None
+        return int(reply[0]), self._preload_map(actor, request, reply[:3]), None, reply[3] or None
+
+    def _release(self, actor_id: str, owner: bytes) -> bool:
+        actor = self._actor_cache(actor_prefix(actor_id))
+        return bool(self._run("release", _RELEASE, self._client, [actor.owner], [owner]))
+
+    def _owner(self, actor_id: str) -> bytes | None:
+        actor = self._actor_cache(actor_prefix(actor_id))
+        return self._run("owner read", self._client.get, actor.owner)  # type: ignore[no-any-return]
+
+    def _heartbeat(self, node_id: str, instance: bytes, payload: bytes, lease_ms: int, join: bool) -> bool:
+        prefix, members = self._nodes_keys()
+        node = node_id.encode("utf-8")
+        return bool(self._run("heartbeat", _HEARTBEAT, self._client, [prefix + node, members],
+                              [instance, payload, lease_ms, "1" if join else "0", node]))
+
+    def _nodes(self) -> dict[str, tuple[bytes, bytes]]:
+        prefix, members = self._nodes_keys()
+        flat = self._run("node listing", _NODES, self._client, [members], [prefix])
+        out: dict[str, tuple[bytes, bytes]] = {}
+        for j in range(0, len(flat), 2):
+            instance, _, payload = bytes(flat[j + 1]).partition(b"\n")
+            out[bytes(flat[j]).decode("utf-8", errors="replace")] = (instance, payload)
+        return out
+
+    def _leave(self, node_id: str, instance: bytes) -> bool:
+        prefix, members = self._nodes_keys()
+        node = node_id.encode("utf-8")
+        return bool(self._run("leave", _LEAVE, self._client, [prefix + node, members], [instance, node]))
 
     # -- whole-store operations ------------------------------------------------------
     def actor_ids(self) -> list[str]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from actor_db.errors import ActorKeyTooLongError, ActorNotFoundError, ConfigurationError
 from actor_db.kv.base import ActorKV, KVStore
@@ -122,6 +122,9 @@ class Registry:
         self.pool = ThreadPool(max_threads)
         """The shared thread pool (``pool.threads``, ``pool.peak_threads``, ``pool.max_threads``)."""
         self._instances: dict[tuple[str, str], ActorInstance] = {}
+        self._claims: Callable[[str], Callable[[], Any]] | None = None
+        """Placement (:mod:`actor_db.serve`): ``claims(actor_id)`` is set on every
+        actor's KV view, so ownership is only taken through the conditional claim."""
 
     def get_or_create(self, name: str, key: str = "default") -> ActorHandle:
         """A handle to actor ``key`` of type ``name``; it is created on its first call.
@@ -145,7 +148,10 @@ class Registry:
         """The KV view of actor ``key`` of type ``name``, errors phrased in terms of the key."""
         encode_actor_id(key, "actor key")
         try:
-            return self.kv.actor(f"{name}/{key}")
+            view = self.kv.actor(f"{name}/{key}")
+            if self._claims is not None:
+                view.claim = self._claims(f"{name}/{key}")
+            return view
         except ActorKeyTooLongError as exc:
             overhead = len(name.encode("utf-8")) + 1  # the id is "<type>/<key>"
             longest = max(0, exc.max_length - overhead)
@@ -155,6 +161,28 @@ class Registry:
                 f"actor key of {exc.length - overhead} bytes is too long for {type(self.kv).__name__}: {where}, "
                 f"so actor keys (of type {name!r}) to {longest} bytes",
                 length=exc.length - overhead, max_length=longest, driver_limit=exc.driver_limit) from None
+
+    def _attach_placement(self, claims: Callable[[str], Callable[[], Any]]) -> None:
+        """(:class:`actor_db.serve.node.Node`) Take ownership of every actor, present and
+        future, only through ``claims(actor_id)`` (see :attr:`ActorKV.claim`)."""
+        self._claims = claims
+        for (name, key), instance in list(self._instances.items()):
+            inner = getattr(instance.kv, "inner", None)
+            if inner is not None and hasattr(inner, "claim"):
+                inner.claim = claims(f"{name}/{key}")
+
+    def asgi(self, **options: Any) -> Any:
+        """This registry as an ASGI application (:class:`actor_db.serve.app.ActorApp`):
+        ``POST /actors/{name}/{key}/{action}``, ``GET /healthz``, ``GET /metrics``, with
+        placement across every node sharing the store. ``options``: ``token`` and
+        those of :class:`actor_db.serve.node.NodeOptions`. Needs ``pip install actor-db[serve]``
+        only to run it under uvicorn (the app itself has no dependency).
+
+        :raises ConfigurationError: the store does not support placement, or a bad option.
+        """
+        from actor_db.serve.app import ActorApp
+
+        return ActorApp(self, **options)
 
     def handles(self) -> list[ActorHandle]:
         """Handles of every actor this registry has created a handle for (awake or asleep,

@@ -1,0 +1,62 @@
+"""Maintenance of one actor: ``remove_actor`` (delete every key) and ``check_integrity``.
+
+Invariants:
+
+- ``remove_actor`` deletes in ONE atomic batch after taking the actor's fencing token,
+  so a runtime that held the actor cannot write again.
+- ``check_integrity`` never writes: it reads one snapshot of the actor.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import apsw
+
+import vfs
+
+from actor_db.ops.common import (actor_has_keys, describe_error, not_found, read_consistently, require_database,
+                                 take_ownership)
+from actor_db.ops.transfer import INTEGRITY_MAX_ERRORS
+
+log = logging.getLogger(__name__)
+
+__all__ = ["remove_actor", "check_integrity"]
+
+
+def remove_actor(kv: Any) -> None:
+    """Delete every key of the actor (database, state, staging) in one atomic batch,
+    after taking its fencing token so a runtime that held it cannot write again.
+
+    :raises ActorNotFoundError: the actor has no keys.
+    """
+    if not actor_has_keys(kv):
+        raise not_found(kv)
+    take_ownership(kv)
+    kv.delete_all()
+    log.info("deleted actor %r", kv.actor_id)
+
+
+def check_integrity(kv: Any) -> list[str]:
+    """``PRAGMA integrity_check`` of the actor's database: ``["ok"]`` or the problems
+    SQLite reports (at most :data:`~actor_db.ops.transfer.INTEGRITY_MAX_ERRORS`; an error
+    opening or reading the database is one problem). Read-only, on one snapshot.
+
+    :raises ActorNotFoundError: the actor has no database.
+    """
+    require_database(kv)
+
+    def check(view: Any) -> list[str]:
+        try:
+            con = vfs.connect(view, readonly=True)  # never writes: a live actor may be checked
+        except apsw.Error as exc:
+            return [describe_error(exc)]
+        try:
+            return [str(row[0]) for row in con.execute(f"PRAGMA integrity_check({INTEGRITY_MAX_ERRORS})")]
+        except apsw.Error as exc:
+            return [describe_error(exc)]
+        finally:
+            con.close()
+
+    return read_consistently(kv, check)  # one committed state, even while its owner writes

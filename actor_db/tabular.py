@@ -204,7 +204,9 @@ def import_table(
                 row = {k: (None if k in numeric and v == "" else v) for k, v in row.items()}
             yield row
 
-    con = connect(getattr(kv, "actor_id", "database"), kv=kv, vfs_options={"max_dirty_bytes": MAX_DIRTY_BYTES})
+    # One connection, the single writer (the caller holds the writer lease): no KV lock round trips.
+    con = connect(getattr(kv, "actor_id", "database"), kv=kv,
+                  vfs_options={"max_dirty_bytes": MAX_DIRTY_BYTES, "locking": "exclusive"})
     try:
         db = sqlite_utils.Database(con, execute_plugins=False)
         target = db.table(name)

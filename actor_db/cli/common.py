@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 from actor_db.defaults import default_store_spec, open_store
 from actor_db.errors import ActorDBError, OperationError
 from actor_db.ops.common import ProgressCallback
+from actor_db.ops.lease import DEFAULT_LEASE_TIMEOUT_S
 
 __all__ = ["CLIError", "Interrupted", "Parents", "Handler", "store_spec", "opened_store", "progress_bar",
            "confirm", "human", "safe", "SigintGuard", "PROGRESS_MIN_PAGES"]
@@ -55,6 +56,12 @@ class Parents:
     def add_actor(p: argparse.ArgumentParser) -> None:
         """The positional ``ACTOR``."""
         p.add_argument("actor", metavar="ACTOR", help="actor id (or key, with --actor-type)")
+
+    @staticmethod
+    def add_timeout(p: argparse.ArgumentParser) -> None:
+        """``--timeout S``: how long a writer waits for a drop-in writer's lease."""
+        p.add_argument("--timeout", type=float, default=DEFAULT_LEASE_TIMEOUT_S, metavar="S",
+                       help="seconds to wait for a drop-in writer's lease (default 5)")
 
     @staticmethod
     def add_progress(p: argparse.ArgumentParser) -> None:

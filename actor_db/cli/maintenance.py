@@ -27,6 +27,7 @@ def register(sub: Any, parents: Parents) -> None:
                                    "Asks first (reads y on stdin) unless -y.")
     parents.add_actor(p)
     p.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    parents.add_timeout(p)
     p.set_defaults(handler=_run_rm)
 
     p = sub.add_parser("integrity", parents=[parents.common, parents.actor_type],
@@ -51,7 +52,7 @@ def _run_rm(args: argparse.Namespace) -> int:
         what = "no database" if not size else f"a database of {size} bytes"
         if not args.yes and not confirm(f"delete actor {kv.actor_id!r} ({what}, its state and all its keys)?"):
             raise CLIError(f"actor {kv.actor_id!r} not deleted (answer y, or pass -y)")
-        remove_actor(kv)
+        remove_actor(kv, lease_timeout_s=args.timeout)
         sys.stderr.write(f"deleted actor {kv.actor_id!r}\n")
         return 0
 

@@ -41,6 +41,7 @@ def register(sub: Any, parents: Parents) -> None:
     p.add_argument("--table", metavar="NAME", help="CSV/TSV/JSONL: the table (default: file name)")
     p.add_argument("--append", action="store_true", help="CSV/TSV/JSONL: add rows to an existing table")
     p.add_argument("--no-header", dest="header", action="store_false", help="CSV/TSV: no header row")
+    parents.add_timeout(p)
     parents.add_progress(p)
     p.set_defaults(handler=_run_import)
 
@@ -98,13 +99,15 @@ def _import_into(args: argparse.Namespace, kv: Any) -> int:
             if fmt == "sqlite":
                 # validated (and integrity-checked) by _check_import_args before the store opened
                 with progress_bar("import", args.progress) as progress:
-                    result = import_database(args.file, kv, force=args.force, progress=progress, check=False)
+                    result = import_database(args.file, kv, force=args.force, progress=progress, check=False,
+                                             lease_timeout_s=args.timeout)
                 sys.stderr.write(f"imported {args.file} into actor {kv.actor_id!r}: {result.pages} pages, "
                                  f"{result.size_bytes} bytes, {result.kv_round_trips} KV round trips\n")
                 return 0
             with progress_bar("import", args.progress, unit="B", min_total=256 * CHUNK_SIZE) as progress:
                 table = import_tabular(args.file, kv, fmt=fmt, table=args.table, header=args.header,
-                                       append=args.append, force=args.force, progress=progress)
+                                       append=args.append, force=args.force, progress=progress,
+                                       lease_timeout_s=args.timeout)
         except BaseException:
             if not guard.interrupted:
                 raise

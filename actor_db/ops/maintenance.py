@@ -3,7 +3,8 @@
 Invariants:
 
 - ``remove_actor`` deletes in ONE atomic batch after taking the actor's fencing token,
-  so a runtime that held the actor cannot write again.
+  so a runtime that held the actor cannot write again, under the actor's writer lease
+  (:mod:`actor_db.ops.lease`), so a drop-in writer's transaction is never cut in half.
 - ``check_integrity`` never writes: it reads one snapshot of the actor.
 """
 
@@ -18,6 +19,7 @@ import vfs
 
 from actor_db.ops.common import (actor_has_keys, describe_error, not_found, read_consistently, require_database,
                                  take_ownership)
+from actor_db.ops.lease import DEFAULT_LEASE_TIMEOUT_S, writer_lease
 from actor_db.ops.transfer import INTEGRITY_MAX_ERRORS
 
 log = logging.getLogger(__name__)
@@ -25,16 +27,20 @@ log = logging.getLogger(__name__)
 __all__ = ["remove_actor", "check_integrity"]
 
 
-def remove_actor(kv: Any) -> None:
+def remove_actor(kv: Any, *, lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S) -> None:
     """Delete every key of the actor (database, state, staging) in one atomic batch,
-    after taking its fencing token so a runtime that held it cannot write again.
+    after taking its fencing token so a runtime that held it cannot write again, and
+    while holding its writer lease, so a drop-in connection's write transaction is
+    never cut in half: ``rm`` waits for its commit (up to ``lease_timeout_s``).
 
     :raises ActorNotFoundError: the actor has no keys.
+    :raises WriterBusyError: a drop-in writer kept the lease for ``lease_timeout_s``.
     """
     if not actor_has_keys(kv):
         raise not_found(kv)
-    take_ownership(kv)
-    kv.delete_all()
+    with writer_lease(kv, timeout_s=lease_timeout_s) as leased:
+        take_ownership(leased)
+        leased.delete_all()
     log.info("deleted actor %r", kv.actor_id)
 
 

@@ -34,8 +34,9 @@ import apsw
 import vfs
 from vfs import redo
 
-from actor_db.errors import OperationError
-from actor_db.ops.common import (ProgressCallback, database_size, drop_if_no_database, read_consistently,
+from actor_db.errors import OperationError, WriterBusyError
+from actor_db.ops.lease import DEFAULT_LEASE_TIMEOUT_S, writer_lease
+from actor_db.ops.common import (ProgressCallback, database_size, describe_error, drop_if_no_database, read_consistently,
                                  require_database, take_ownership)
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,7 @@ def import_database(
     progress: ProgressCallback | None = None,
     max_dirty_bytes: int = IMPORT_MAX_DIRTY_BYTES,
     check: bool = True,
+    lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S,
 ) -> ImportResult:
     """Copy the SQLite file ``source_path`` into the actor database of ``kv``.
 
@@ -184,8 +186,12 @@ def import_database(
     :param progress: called with (pages copied, total pages).
     :param max_dirty_bytes: dirty bytes held before staging (smaller: less memory).
     :param check: run ``PRAGMA integrity_check`` on the file first (reads all of it).
+    :param lease_timeout_s: how long to wait for a drop-in writer's lease, seconds (the
+        import holds the actor's writer lease throughout: :mod:`actor_db.ops.lease`).
     :raises OperationError: not a SQLite file, it fails the integrity check, or the actor
         has a database and not ``force``.
+    :raises WriterBusyError: a drop-in connection kept the writer lease for
+        ``lease_timeout_s``; nothing was written.
     :raises apsw.Error: the copy failed (a KV failure is an ``apsw.IOError`` whose
         ``__cause__`` is a :class:`~actor_db.errors.KVError`); nothing was changed.
     """
@@ -193,29 +199,32 @@ def import_database(
     try:
         if check:
             check_source_integrity(source, source_path)
-        existing = database_size(kv)
-        if existing and not force:
-            raise OperationError(f"actor {getattr(kv, 'actor_id', '?')!r} already has a database "
-                                 f"({existing} bytes); use --force to replace it")
-        try:
-            take_ownership(kv)
-            dest = vfs.connect(kv, max_dirty_bytes=max_dirty_bytes)
+        _refuse_existing(kv, force)  # a refusal costs 1 round trip and writes nothing
+        with writer_lease(kv, timeout_s=lease_timeout_s) as leased:
+            existing = _refuse_existing(leased, force)  # again, now that no other writer can commit
             try:
-                dest.execute(f"PRAGMA cache_size=-{IMPORT_CACHE_KIB}")
-                pages = copy_database(dest, source, progress)
-                used = dest.stats.snapshot()
-                page_size = int(dest.execute("PRAGMA page_size").get)
-                size = dest.kv_file.committed_size
+                take_ownership(leased)
+                try:
+                    dest = vfs.connect(leased, max_dirty_bytes=max_dirty_bytes)
+                except apsw.BusyError as exc:  # a connection of this process has it open
+                    raise WriterBusyError(f"actor {getattr(kv, 'actor_id', '?')!r}: its database is open in this "
+                                          f"process ({describe_error(exc)}); nothing was written") from exc
+                try:
+                    dest.execute(f"PRAGMA cache_size=-{IMPORT_CACHE_KIB}")
+                    pages = copy_database(dest, source, progress)
+                    used = dest.stats.snapshot()
+                    page_size = int(dest.execute("PRAGMA page_size").get)
+                    size = dest.kv_file.committed_size
+                except BaseException:
+                    _close_dropping_staged(dest, leased)
+                    raise
+                dest.close()
+                if used.large_commits:
+                    _finish_applying(leased)
             except BaseException:
-                _close_dropping_staged(dest, kv)
+                if not existing:
+                    drop_if_no_database(leased)
                 raise
-            dest.close()
-            if used.large_commits:
-                _finish_applying(kv)
-        except BaseException:
-            if not existing:
-                drop_if_no_database(kv)
-            raise
     finally:
         source.close()
     log.info("imported %s: %d pages of %d bytes, %d KV round trips", source_path, pages, page_size,
@@ -223,39 +232,55 @@ def import_database(
     return ImportResult(pages, page_size, size, used.round_trips, used.large_commits > 0)
 
 
+def _refuse_existing(kv: Any, force: bool) -> int | None:
+    """The actor's database size (1 round trip).
+
+    :raises OperationError: it has a database and not ``force``.
+    """
+    existing = database_size(kv)
+    if existing and not force:
+        raise OperationError(f"actor {getattr(kv, 'actor_id', '?')!r} already has a database "
+                             f"({existing} bytes); use --force to replace it")
+    return existing
+
+
 def import_tabular(source_path: str | os.PathLike[str], kv: Any, *, fmt: str | None, table: str | None,
-                   header: bool, append: bool, force: bool, progress: ProgressCallback | None = None) -> Any:
+                   header: bool, append: bool, force: bool, progress: ProgressCallback | None = None,
+                   lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S) -> Any:
     """Import a CSV/TSV/JSON-lines file into a table (:func:`actor_db.tabular.import_table`),
     with ownership taken first; an actor that had no database keeps no keys on failure.
 
     :param progress: called with (bytes read, file size in bytes).
     :returns: the :class:`~actor_db.tabular.TabularResult`.
+    :param lease_timeout_s: as for :func:`import_database`.
     :raises OperationError: the file is missing or its rows cannot be imported.
+    :raises WriterBusyError: as for :func:`import_database`.
     """
     from actor_db.tabular import TabularImportError, import_table
 
     path = Path(source_path)
     if not path.is_file():
         raise OperationError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
-    existing = database_size(kv)
     total = path.stat().st_size
-    try:
-        take_ownership(kv)
+    with writer_lease(kv, timeout_s=lease_timeout_s) as leased:
+        existing = database_size(leased)
+        try:
+            take_ownership(leased)
 
-        def advance(offset: int) -> None:
-            if progress is not None:
-                progress(offset, total)
+            def advance(offset: int) -> None:
+                if progress is not None:
+                    progress(offset, total)
 
-        return import_table(path, kv, table=table, fmt=fmt, header=header, append=append, replace=force,
-                            progress=advance)
-    except TabularImportError as exc:
-        if not existing:
-            drop_if_no_database(kv)
-        raise OperationError(str(exc)) from exc
-    except BaseException:
-        if not existing:
-            drop_if_no_database(kv)
-        raise
+            return import_table(path, leased, table=table, fmt=fmt, header=header, append=append,
+                                replace=force, progress=advance)
+        except TabularImportError as exc:
+            if not existing:
+                drop_if_no_database(leased)
+            raise OperationError(str(exc)) from exc
+        except BaseException:
+            if not existing:
+                drop_if_no_database(leased)
+            raise
 
 
 def _finish_applying(kv: Any) -> None:

@@ -13,6 +13,10 @@ Invariants:
   the target only when the copy is complete (``os.replace``), so a failed export
   leaves no partial file; it reads ONE committed state (a snapshot) and never writes
   to the actor.
+- A source in WAL mode (header bytes 18-19 = 2, 2, or a live ``-wal`` file) is first
+  copied into a private rollback-journal copy (:mod:`actor_db.walcopy`: one consistent
+  state, the ``-wal``'s commits included; the user's file is never modified), so the
+  imported database always says rollback mode (bytes 18-19 = 1, 1) and opens.
 - Writers (imports) take single-writer ownership of the actor (its fencing token)
   when the driver supports it.
 
@@ -36,6 +40,7 @@ from vfs import redo
 
 from actor_db.errors import OperationError, WriterBusyError
 from actor_db.ops.lease import DEFAULT_LEASE_TIMEOUT_S, writer_lease
+from actor_db.walcopy import is_wal, rollback_copy
 from actor_db.ops.common import (ProgressCallback, database_size, describe_error, drop_if_no_database, read_consistently,
                                  require_database, take_ownership)
 
@@ -196,10 +201,20 @@ def import_database(
         ``__cause__`` is a :class:`~actor_db.errors.KVError`); nothing was changed.
     """
     source = _open_source(source_path)
+    scratch: tempfile.TemporaryDirectory[str] | None = None
     try:
         if check:
             check_source_integrity(source, source_path)
         _refuse_existing(kv, force)  # a refusal costs 1 round trip and writes nothing
+        if is_wal(source):
+            # WAL mode (header bytes 18-19 = 2, 2): copied as is, the actor could not be
+            # opened. A rollback-mode private copy, the -wal's commits included; the
+            # user's file is only read (actor_db.walcopy).
+            scratch = tempfile.TemporaryDirectory(prefix="actor-db-import-")
+            copy_path = rollback_copy(source, scratch.name)
+            source.close()
+            source = apsw.Connection(copy_path, flags=apsw.SQLITE_OPEN_READONLY)
+            log.info("%s is in WAL mode: importing a rollback-journal copy of it", source_path)
         with writer_lease(kv, timeout_s=lease_timeout_s) as leased:
             existing = _refuse_existing(leased, force)  # again, now that no other writer can commit
             try:
@@ -227,6 +242,8 @@ def import_database(
                 raise
     finally:
         source.close()
+        if scratch is not None:
+            scratch.cleanup()
     log.info("imported %s: %d pages of %d bytes, %d KV round trips", source_path, pages, page_size,
              used.round_trips)
     return ImportResult(pages, page_size, size, used.round_trips, used.large_commits > 0)

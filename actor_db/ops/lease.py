@@ -67,8 +67,9 @@ class LeasedKV:
     and renewals are serialized by one lock, so a write never races a renewal.
     """
 
-    def __init__(self, view: Any, value: bytes, ttl_s: float) -> None:
+    def __init__(self, view: Any, value: bytes, ttl_s: float, *, lease_view: Any = None) -> None:
         self._view = view
+        self._lease_view = view if lease_view is None else lease_view
         self._value = value
         self._ttl_s = ttl_s
         self._lock = threading.Lock()
@@ -138,7 +139,7 @@ class LeasedKV:
             batch.put(vfs_lease.LEASE_KEY, value)
             batch.expect_value(vfs_lease.LEASE_KEY, self._value)
             try:
-                self._view.write(batch)
+                self._lease_view.write(batch)
             except KVConditionFailedError as exc:
                 self.lost = exc
                 log.warning("actor %r: the writer lease %s was lost (a stall past its %.1f s time to live?); "
@@ -159,7 +160,7 @@ class LeasedKV:
             batch.delete(vfs_lease.LEASE_KEY)
             batch.expect_value(vfs_lease.LEASE_KEY, value)
             try:
-                self._view.write(batch)
+                self._lease_view.write(batch)
             except Exception as exc:
                 log.info("could not release the writer lease of actor %r (%s); it expires",
                          getattr(self._view, "actor_id", "?"), exc)
@@ -193,11 +194,23 @@ def _acquire(view: Any, ttl_s: float, timeout_s: float) -> bytes:
         elif time.monotonic() >= deadline:
             holder = vfs_lease.lease_holder(current)
             raise WriterBusyError(
-                f"actor {getattr(view, 'actor_id', '?')!r}: another connection (writer lease {holder}, a drop-in "
-                f"connection in a write transaction) held the actor's writer lease for {timeout_s:g} s; "
-                "nothing was written (retry when it has committed, or pass a longer --timeout)", holder=holder)
+                f"actor {getattr(view, 'actor_id', '?')!r}: another writer (writer lease {holder}: a drop-in "
+                f"connection in a write transaction, or another actor-db command) held the actor's writer lease "
+                f"for {timeout_s:g} s; nothing was written (retry when it has committed, or pass a longer "
+                "--timeout)", holder=holder)
         time.sleep(min(pause, max(0.0, deadline - time.monotonic()), LEASE_POLL_MAX_S))
         pause *= 2
+
+
+def _unfenced(view: Any) -> Any:
+    """A view of the same actor that holds no fencing token, for the lease's own writes:
+    the lease coordinates drop-in writers, not owners, so taking, renewing and releasing
+    it must work even after a runtime fenced this operation off (else a fenced import
+    would leave its lease to block every writer until it expires)."""
+    store, actor_id = getattr(view, "store", None), getattr(view, "actor_id", None)
+    if isinstance(actor_id, str) and callable(getattr(store, "actor", None)):
+        return store.actor(actor_id)  # type: ignore[union-attr]
+    return view  # a wrapper without a store: its own writes (tests)
 
 
 def _forget(view: Any, value: bytes) -> None:
@@ -224,7 +237,8 @@ def writer_lease(view: Any, *, timeout_s: float = DEFAULT_LEASE_TIMEOUT_S,
     """
     if timeout_s < 0 or not ttl_s > 0:
         raise ValueError(f"timeout_s must be >= 0 and ttl_s > 0 (got {timeout_s!r}, {ttl_s!r})")
-    leased = LeasedKV(view, _acquire(view, ttl_s, timeout_s), ttl_s)
+    lease_view = _unfenced(view)
+    leased = LeasedKV(view, _acquire(lease_view, ttl_s, timeout_s), ttl_s, lease_view=lease_view)
     stop = threading.Event()
 
     def keep_alive() -> None:

@@ -38,7 +38,7 @@ import apsw
 import vfs
 from vfs import redo
 
-from actor_db.errors import OperationError, WriterBusyError
+from actor_db.errors import FencedError, OperationError, WriterBusyError, find_cause
 from actor_db.ops.lease import DEFAULT_LEASE_TIMEOUT_S, writer_lease
 from actor_db.walcopy import is_wal, rollback_copy
 from actor_db.ops.common import (ProgressCallback, database_size, describe_error, drop_if_no_database, read_consistently,
@@ -157,7 +157,8 @@ def copy_database(dest: apsw.Connection, source: apsw.Connection, progress: Prog
 
     :param progress: called with (pages copied, total pages) after each step.
     """
-    with dest.backup("main", source, "main") as backup:
+    backup = dest.backup("main", source, "main")
+    try:
         backup.step(0)  # learn the page count without copying
         total = int(backup.page_count)
         if progress is not None:
@@ -167,6 +168,13 @@ def copy_database(dest: apsw.Connection, source: apsw.Connection, progress: Prog
             if progress is not None:
                 progress(int(backup.page_count) - int(backup.remaining), int(backup.page_count))
         pages = int(backup.page_count)
+    except BaseException:
+        # Not the context manager: after a failed step, apsw's Backup.__exit__ reports the
+        # finish's own error as a SystemError hiding the real one (issue 29, item 6).
+        with contextlib.suppress(Exception):
+            backup.finish()
+        raise
+    backup.finish()
     return pages
 
 
@@ -197,6 +205,8 @@ def import_database(
         has a database and not ``force``.
     :raises WriterBusyError: a drop-in connection kept the writer lease for
         ``lease_timeout_s``; nothing was written.
+    :raises FencedError: a runtime took the actor back during the import (its next
+        ownership claim fenced the import off); nothing was imported.
     :raises apsw.Error: the copy failed (a KV failure is an ``apsw.IOError`` whose
         ``__cause__`` is a :class:`~actor_db.errors.KVError`); nothing was changed.
     """
@@ -236,9 +246,14 @@ def import_database(
                 dest.close()
                 if used.large_commits:
                     _finish_applying(leased)
-            except BaseException:
+            except BaseException as exc:
                 if not existing:
                     drop_if_no_database(leased)
+                fenced = find_cause(exc, FencedError)
+                if fenced is not None and fenced is not exc:
+                    raise FencedError(f"actor {getattr(kv, 'actor_id', '?')!r}: another owner (a runtime serving "
+                                      "this actor) took it back during the import; nothing was imported. Stop the "
+                                      "app that serves it, then retry") from exc
                 raise
     finally:
         source.close()

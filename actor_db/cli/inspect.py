@@ -14,7 +14,7 @@ from typing import IO, Any, Sequence
 
 from actor_db.cli.common import Parents, opened_store, safe
 from actor_db.ops.common import actor_id_for
-from actor_db.ops.inspect import inspect_actor, list_actors
+from actor_db.ops.inspect import inspect_actor, list_actors, list_snapshot_copies
 
 __all__ = ["register", "format_ls"]
 
@@ -26,6 +26,8 @@ def register(sub: Any, parents: Parents) -> None:
                                    "(bytes and 4096-byte chunks; '-' = no database).")
     p.add_argument("--actor-type", metavar="NAME", help="only actors of this type")
     p.add_argument("--json", action="store_true", help="one JSON object per line, no header")
+    p.add_argument("--all", action="store_true",
+                   help="also list pinned snapshot copies (Redis) left by readers, e.g. a killed export")
     p.set_defaults(handler=_run_ls)
 
     p = sub.add_parser("inspect", parents=[parents.common, parents.actor_type],
@@ -44,10 +46,20 @@ def register(sub: Any, parents: Parents) -> None:
 def _run_ls(args: argparse.Namespace) -> int:
     with opened_store(args) as store:
         rows = list_actors(store, args.actor_type)
+        copies = list_snapshot_copies(store) if args.all else []
+    if args.actor_type is not None:
+        prefix = actor_id_for("x", args.actor_type)[:-1]
+        copies = [c for c in copies if c["actor"].startswith(prefix)]
     if args.json:
         sys.stdout.writelines(json.dumps(row) + "\n" for row in rows)
-    else:
-        format_ls(rows, sys.stdout)
+        sys.stdout.writelines(json.dumps({"snapshot_copy": c["key"], "actor": c["actor"], "ttl_s": c["ttl_s"],
+                                          "stale": c["stale"]}) + "\n" for c in copies)
+        return 0
+    format_ls(rows, sys.stdout)
+    for c in copies:
+        state = "stale: `actor-db rm` removes it" if c["stale"] else "in use by a reader"
+        sys.stdout.write(f"snapshot copy of {safe(c['actor'])}: {safe(c['key'])} "
+                         f"(expires in {c['ttl_s']} s; {state})\n")
     return 0
 
 

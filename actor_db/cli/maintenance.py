@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from actor_db.cli.common import CLIError, Parents, confirm, human, opened_store, safe, store_spec
 from actor_db.ops.common import actor_has_keys, actor_id_for, database_size, not_found
-from actor_db.ops.inspect import list_actors
+from actor_db.ops.inspect import list_actors, list_snapshot_copies
 from actor_db.ops.maintenance import check_integrity, remove_actor
 
 __all__ = ["register"]
@@ -46,14 +46,20 @@ def register(sub: Any, parents: Parents) -> None:
 def _run_rm(args: argparse.Namespace) -> int:
     with opened_store(args) as store:
         kv = store.actor(actor_id_for(args.actor, args.actor_type))
+        copies = [row for row in list_snapshot_copies(store, kv.actor_id) if row["stale"]]
         if not actor_has_keys(kv):
-            raise not_found(kv)
-        size = database_size(kv)
-        what = "no database" if not size else f"a database of {size} bytes"
-        if not args.yes and not confirm(f"delete actor {kv.actor_id!r} ({what}, its state and all its keys)?"):
+            if not copies:
+                raise not_found(kv)
+            what = f"no keys, {len(copies)} leftover snapshot cop{'ies' if len(copies) != 1 else 'y'}"
+        else:
+            size = database_size(kv)
+            what = "no database" if not size else f"a database of {size} bytes"
+            what += ", its state and all its keys"
+        if not args.yes and not confirm(f"delete actor {kv.actor_id!r} ({what})?"):
             raise CLIError(f"actor {kv.actor_id!r} not deleted (answer y, or pass -y)")
-        remove_actor(kv, lease_timeout_s=args.timeout)
-        sys.stderr.write(f"deleted actor {kv.actor_id!r}\n")
+        dropped = remove_actor(kv, lease_timeout_s=args.timeout)
+        extra = f" and {dropped} leftover snapshot cop{'ies' if dropped != 1 else 'y'}" if dropped else ""
+        sys.stderr.write(f"deleted actor {kv.actor_id!r}{extra}\n")
         return 0
 
 

@@ -26,12 +26,12 @@ Modules: :mod:`~actor_db.ops.common` (actor ids, sizes, ownership, snapshots),
 
 from actor_db.ops.common import (ProgressCallback, actor_has_keys, actor_id_for, database_size, describe_error,
                                  read_consistently, require_database)
-from actor_db.ops.inspect import inspect_actor, list_actors
+from actor_db.ops.inspect import inspect_actor, list_actors, list_snapshot_copies
 from actor_db.ops.maintenance import check_integrity, remove_actor
 from actor_db.ops.transfer import (SQLITE_HEADER, ImportResult, check_sqlite_file, copy_database, export_database,
                                    import_database, import_tabular, validate_source)
 
 __all__ = ["ProgressCallback", "actor_has_keys", "actor_id_for", "database_size", "describe_error",
-           "read_consistently", "require_database", "inspect_actor", "list_actors", "check_integrity",
+           "read_consistently", "require_database", "inspect_actor", "list_actors", "list_snapshot_copies", "check_integrity",
            "remove_actor", "SQLITE_HEADER", "ImportResult", "check_sqlite_file", "copy_database",
            "export_database", "import_database", "import_tabular", "validate_source"]

@@ -19,7 +19,7 @@ from actor_db.ops.common import actor_id_for, database_size, read_consistently, 
 
 log = logging.getLogger(__name__)
 
-__all__ = ["list_actors", "inspect_actor"]
+__all__ = ["list_actors", "inspect_actor", "list_snapshot_copies"]
 
 
 def list_actors(store: Any, actor_type: str | None = None) -> list[dict[str, Any]]:
@@ -35,6 +35,15 @@ def list_actors(store: Any, actor_type: str | None = None) -> list[dict[str, Any
         rows.append({"actor": actor_id, "db_bytes": size,
                      "chunks": None if size is None else -(-size // CHUNK_SIZE)})
     return rows
+
+
+def list_snapshot_copies(store: Any, actor_id: str | None = None) -> list[dict[str, Any]]:
+    """Pinned snapshot copies the store holds (Redis: server-side copies that a reader
+    such as ``export`` took of a busy actor; one killed mid-read leaves its copy until
+    it expires): dicts with ``actor``, ``key``, ``ttl_s``, ``stale``. ``[]`` for stores
+    without such copies (memory, LMDB)."""
+    listing = getattr(store, "snapshot_copies", None)
+    return [] if listing is None else list(listing(actor_id))
 
 
 def _count_keys(kv: Any, start: bytes, end: bytes, batch: int = 1024) -> tuple[int, list[int]]:

@@ -27,21 +27,31 @@ log = logging.getLogger(__name__)
 __all__ = ["remove_actor", "check_integrity"]
 
 
-def remove_actor(kv: Any, *, lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S) -> None:
+def remove_actor(kv: Any, *, lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S) -> int:
     """Delete every key of the actor (database, state, staging) in one atomic batch,
     after taking its fencing token so a runtime that held it cannot write again, and
     while holding its writer lease, so a drop-in connection's write transaction is
-    never cut in half: ``rm`` waits for its commit (up to ``lease_timeout_s``).
+    never cut in half: ``rm`` waits for its commit (up to ``lease_timeout_s``). Stale
+    pinned snapshot copies of the actor (Redis: left by a reader that died) go too.
 
-    :raises ActorNotFoundError: the actor has no keys.
+    :returns: the number of leftover snapshot copies deleted.
+    :raises ActorNotFoundError: the actor has neither keys nor leftover copies.
     :raises WriterBusyError: a drop-in writer kept the lease for ``lease_timeout_s``.
     """
+    store = getattr(kv, "store", None)
+    drop_copies = getattr(store, "drop_snapshot_copies", None)
     if not actor_has_keys(kv):
-        raise not_found(kv)
+        dropped = 0 if drop_copies is None else int(drop_copies(kv.actor_id))
+        if not dropped:
+            raise not_found(kv)
+        log.info("deleted %d leftover snapshot copies of actor %r", dropped, kv.actor_id)
+        return dropped
     with writer_lease(kv, timeout_s=lease_timeout_s) as leased:
         take_ownership(leased)
         leased.delete_all()
-    log.info("deleted actor %r", kv.actor_id)
+    dropped = 0 if drop_copies is None else int(drop_copies(kv.actor_id))
+    log.info("deleted actor %r (and %d leftover snapshot copies)", kv.actor_id, dropped)
+    return dropped
 
 
 def check_integrity(kv: Any) -> list[str]:

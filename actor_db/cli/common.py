@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Callable, Iterator
 
-from actor_db.defaults import default_store_spec, open_store
+from actor_db.defaults import ENV_KV, ENV_PATH_DEPRECATED, default_store_spec, open_store
 from actor_db.errors import ActorDBError, OperationError
 from actor_db.ops.common import ProgressCallback
 from actor_db.ops.lease import DEFAULT_LEASE_TIMEOUT_S
@@ -61,7 +62,7 @@ class Parents:
     def add_timeout(p: argparse.ArgumentParser) -> None:
         """``--timeout S``: how long a writer waits for a drop-in writer's lease."""
         p.add_argument("--timeout", type=float, default=DEFAULT_LEASE_TIMEOUT_S, metavar="S",
-                       help="seconds to wait for a drop-in writer's lease (default 5)")
+                       help="seconds to wait for another writer's lease (5)")
 
     @staticmethod
     def add_progress(p: argparse.ArgumentParser) -> None:
@@ -75,10 +76,21 @@ def store_spec(args: argparse.Namespace) -> str:
     return getattr(args, "kv", None) or default_store_spec()
 
 
+def store_origin(args: argparse.Namespace) -> str:
+    """Where the store spec came from, for error messages: ``--kv`` or the variable."""
+    if getattr(args, "kv", None):
+        return "--kv"
+    if os.environ.get(ENV_KV, "").strip():
+        return f"${ENV_KV}"
+    if os.environ.get(ENV_PATH_DEPRECATED, "").strip():
+        return f"${ENV_PATH_DEPRECATED}"
+    return "--kv"
+
+
 @contextlib.contextmanager
 def opened_store(args: argparse.Namespace, *, create: bool = False) -> Iterator[Any]:
     """The store the command names, closed afterwards."""
-    store = open_store(store_spec(args), create=create)
+    store = open_store(store_spec(args), create=create, origin=store_origin(args))
     try:
         yield store
     finally:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import sys
 from types import ModuleType
 from typing import Any, Sequence
@@ -41,7 +43,19 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> Any:  # one line, exit 2 (argparse's status for syntax)
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {message}{_suggestion(self, message)} (see {self.prog} --help)\n")
+
+
+def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+    """``"; did you mean 'X'?"`` for a mistyped command (argparse's "invalid choice")."""
+    import difflib
+
+    found = re.search(r"invalid choice: '([^']*)'", message)
+    if found is None:
+        return ""
+    choices = [c for a in parser._actions if isinstance(a, argparse._SubParsersAction) for c in a.choices]
+    close = difflib.get_close_matches(found.group(1), choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _version() -> str:
@@ -55,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole ``actor-db`` parser; each command's parser sets ``handler``."""
     common = _Parser(add_help=False)
     common.add_argument("--kv", default=argparse.SUPPRESS, metavar="STORE",
-                        help="lmdb:PATH, memory: or redis://HOST:PORT/DB "
+                        help="lmdb:PATH, memory:, redis://HOST:PORT/DB, redis+cluster://… "
                              "(default: $ACTOR_DB_KV, else lmdb:./.actor-db)")
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                         help="log INFO (-v) or DEBUG (-vv) messages to stderr")
@@ -90,15 +104,30 @@ def _setup_logging(verbose: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``actor-db`` command with ``argv`` (default ``sys.argv[1:]``).
 
-    :returns: the exit status: 0 success, 1 an error (one line on stderr), 2 bad syntax,
-        130 interrupted (Ctrl-C).
+    :returns: the exit status: 0 success (and bare ``actor-db``: the help), 1 an error
+        (one line on stderr), 2 bad syntax, 130 interrupted (Ctrl-C), 141 the reader of
+        stdout went away (``actor-db ls | head``).
     """
     import sqlite3
 
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not arguments:  # bare `actor-db`: the help, not an error
+        parser.print_help()
+        return 0
+    args = parser.parse_args(arguments)
     _setup_logging(getattr(args, "verbose", 0))
     try:
-        return int(args.handler(args))
+        status = int(args.handler(args))
+        sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at exit
+        return status
+    except BrokenPipeError:
+        # `actor-db ls | head`: the reader left. No traceback, no "Exception ignored"
+        # at exit (stdout is pointed at /dev/null); 141 = 128 + SIGPIPE, as a shell tool.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
     except Interrupted as exc:
         sys.stderr.write(f"actor-db {args.command}: {exc}\n")
         return 130

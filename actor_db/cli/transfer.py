@@ -29,8 +29,7 @@ def register(sub: Any, parents: Parents) -> None:
     p = sub.add_parser("import", parents=[parents.common, parents.actor_type],
                        help="copy a SQLite, CSV, TSV or JSON-lines file in",
                        usage="%(prog)s [options] FILE ACTOR",
-                       description="Copy a SQLite file into an actor's database, or a CSV/TSV/JSON-lines "
-                                   "file into a table (header row, types detected). All or nothing.")
+                       description="Copy a SQLite file, or CSV/TSV/JSON lines (into a table), in; all or nothing.")
     p.add_argument("file", metavar="FILE", help="FILE.db (SQLite), .csv, .tsv or .jsonl")
     parents.add_actor(p)
     p.add_argument("--force", action="store_true", help="replace the actor's database (tables: the table)")
@@ -41,6 +40,7 @@ def register(sub: Any, parents: Parents) -> None:
     p.add_argument("--table", metavar="NAME", help="CSV/TSV/JSONL: the table (default: file name)")
     p.add_argument("--append", action="store_true", help="CSV/TSV/JSONL: add rows to an existing table")
     p.add_argument("--no-header", dest="header", action="store_false", help="CSV/TSV: no header row")
+    p.add_argument("--delimiter", metavar="C", help="CSV/TSV: the field separator (e.g. ';')")
     parents.add_timeout(p)
     parents.add_progress(p)
     p.set_defaults(handler=_run_import)
@@ -71,7 +71,7 @@ def _check_import_args(args: argparse.Namespace) -> None:
     fmt = args.format or format_for(args.file) or "sqlite"
     if fmt == "sqlite":
         for flag, given in (("--table", args.table is not None), ("--append", args.append),
-                            ("--no-header", not args.header)):
+                            ("--no-header", not args.header), ("--delimiter", args.delimiter is not None)):
             if given:
                 raise CLIError(f"{flag} applies to CSV/TSV/JSON-lines imports, not to a SQLite file")
         validate_source(args.file, check=args.check)  # before the store is created
@@ -79,6 +79,8 @@ def _check_import_args(args: argparse.Namespace) -> None:
         raise CLIError(f"{args.file}: no such file")
     elif args.append and args.force:
         raise CLIError("--append and --force exclude each other")
+    elif args.delimiter is not None and (fmt == "jsonl" or len(_unescape(args.delimiter)) != 1):
+        raise CLIError(f"--delimiter {args.delimiter!r}: one character (e.g. ';' or '\\t'), for CSV/TSV files")
 
 
 def _run_import(args: argparse.Namespace) -> int:
@@ -104,10 +106,12 @@ def _import_into(args: argparse.Namespace, kv: Any) -> int:
                 sys.stderr.write(f"imported {args.file} into actor {kv.actor_id!r}: {result.pages} pages, "
                                  f"{result.size_bytes} bytes, {result.kv_round_trips} KV round trips\n")
                 return 0
+            # bytes, over both passes of a CSV/TSV file (type detection, then the rows)
             with progress_bar("import", args.progress, unit="B", min_total=256 * CHUNK_SIZE) as progress:
                 table = import_tabular(args.file, kv, fmt=fmt, table=args.table, header=args.header,
                                        append=args.append, force=args.force, progress=progress,
-                                       lease_timeout_s=args.timeout)
+                                       lease_timeout_s=args.timeout,
+                                       delimiter=None if args.delimiter is None else _unescape(args.delimiter))
         except BaseException:
             if not guard.interrupted:
                 raise
@@ -124,3 +128,8 @@ def _import_into(args: argparse.Namespace, kv: Any) -> int:
     sys.stderr.write(f"imported {args.file} into table {table.table!r} of actor {kv.actor_id!r}: "
                      f"{table.rows} rows ({columns})\n")
     return 0
+
+
+def _unescape(delimiter: str) -> str:
+    """``\\t`` (as typed in a shell) is a tab; anything else as given."""
+    return "\t" if delimiter in ("\\t", "tab", "TAB") else delimiter

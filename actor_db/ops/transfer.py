@@ -141,15 +141,23 @@ def check_source_integrity(source: apsw.Connection, path: str | os.PathLike[str]
 
     :raises OperationError: SQLite found a problem (the first one is in the message).
     """
+    problems: list[Any] = []
     try:
-        problems = [row[0] for row in source.execute(f"PRAGMA integrity_check({INTEGRITY_MAX_ERRORS})")]
+        for row in source.execute(f"PRAGMA integrity_check({INTEGRITY_MAX_ERRORS})"):
+            problems.append(row[0])
     except apsw.Error as exc:
-        raise OperationError(f"{path}: PRAGMA integrity_check failed: {type(exc).__name__}: {exc}; nothing was "
-                             "imported (--no-check imports it anyway)") from exc
+        if not problems or problems == ["ok"]:
+            raise OperationError(f"{path}: PRAGMA integrity_check failed: {type(exc).__name__}: {exc}; nothing "
+                                 "was imported (--no-check imports it anyway)") from exc
+        problems.append(f"{type(exc).__name__}: {exc}")  # after the problems it found: show those first
     if problems != ["ok"]:
-        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise OperationError(f"{path}: PRAGMA integrity_check failed: {problems[0]}{more}; nothing was imported "
-                             "(--no-check imports it anyway)")
+        # SQLite heads each database's list with "*** in database main ***": say what failed.
+        details = [line.strip() for problem in map(str, problems) for line in problem.splitlines()
+                   if line.strip() and not (line.startswith("*** in database ") and line.endswith(" ***"))]
+        details = details or [str(problems[0])]
+        more = f" (+{len(details) - 1} more)" if len(details) > 1 else ""
+        raise OperationError(f"{path}: PRAGMA integrity_check failed: {' '.join(details[0].split())}{more}; "
+                             "nothing was imported (--no-check imports it anyway)")
 
 
 def copy_database(dest: apsw.Connection, source: apsw.Connection, progress: ProgressCallback | None = None) -> int:
@@ -278,11 +286,13 @@ def _refuse_existing(kv: Any, force: bool) -> int | None:
 
 def import_tabular(source_path: str | os.PathLike[str], kv: Any, *, fmt: str | None, table: str | None,
                    header: bool, append: bool, force: bool, progress: ProgressCallback | None = None,
-                   lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S) -> Any:
+                   lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S, delimiter: str | None = None) -> Any:
     """Import a CSV/TSV/JSON-lines file into a table (:func:`actor_db.tabular.import_table`),
     with ownership taken first; an actor that had no database keeps no keys on failure.
 
-    :param progress: called with (bytes read, file size in bytes).
+    :param progress: called with (bytes read, total bytes to read): CSV/TSV files are
+        read twice (type detection, then the rows), so the total is twice their size.
+    :param delimiter: CSV/TSV field separator (one character), default by format.
     :returns: the :class:`~actor_db.tabular.TabularResult`.
     :param lease_timeout_s: as for :func:`import_database`.
     :raises OperationError: the file is missing or its rows cannot be imported.
@@ -293,18 +303,12 @@ def import_tabular(source_path: str | os.PathLike[str], kv: Any, *, fmt: str | N
     path = Path(source_path)
     if not path.is_file():
         raise OperationError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
-    total = path.stat().st_size
     with writer_lease(kv, timeout_s=lease_timeout_s) as leased:
         existing = database_size(leased)
         try:
             take_ownership(leased)
-
-            def advance(offset: int) -> None:
-                if progress is not None:
-                    progress(offset, total)
-
             return import_table(path, leased, table=table, fmt=fmt, header=header, append=append,
-                                replace=force, progress=advance)
+                                replace=force, progress=progress, delimiter=delimiter)
         except TabularImportError as exc:
             if not existing:
                 drop_if_no_database(leased)

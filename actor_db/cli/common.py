@@ -156,8 +156,8 @@ def safe(text: str) -> str:
             out.append("\\\\")
         elif ch.isprintable():
             out.append(ch)
-        else:
-            out.append(repr(ch)[1:-1] if ch not in "'\"" else ch)
+        else:  # quotes are printable, so repr's quoting never applies here
+            out.append(repr(ch)[1:-1])
     return "".join(out)
 
 

@@ -39,10 +39,10 @@ import vfs
 from vfs import redo
 
 from actor_db.errors import FencedError, OperationError, WriterBusyError, find_cause
+from actor_db.ops.common import (ProgressCallback, database_size, describe_error, drop_if_no_database,
+                                 read_consistently, require_database, take_ownership)
 from actor_db.ops.lease import DEFAULT_LEASE_TIMEOUT_S, writer_lease
 from actor_db.walcopy import is_wal, rollback_copy
-from actor_db.ops.common import (ProgressCallback, database_size, describe_error, drop_if_no_database, read_consistently,
-                                 require_database, take_ownership)
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,9 @@
 """The one rule for the default store, shared by the CLI, the drop-in and ``Registry()``.
 
-Rule: ``$ACTOR_DB_KV`` when it is set and not empty (``lmdb:PATH``, ``memory:`` or
-``redis://HOST:PORT/DB[?namespace=NS]``), else LMDB in ``./.actor-db`` (relative to the
+Rule: ``$ACTOR_DB_KV`` when it is set and not empty (``lmdb:PATH``, ``memory:``,
+``redis://HOST:PORT/DB[?namespace=NS]`` or, for a Redis Cluster,
+``redis+cluster://HOST:PORT[?namespace=NS]``; the namespace, i.e. the prefix of every
+Redis key, defaults to ``actor-db``), else LMDB in ``./.actor-db`` (relative to the
 working directory when the store is opened). ``$ACTOR_DB_PATH`` (an LMDB directory, the
 drop-in's variable before this rule) still works when ``$ACTOR_DB_KV`` is not set, with
 a :class:`DeprecationWarning`.
@@ -37,6 +39,10 @@ ENV_PATH_DEPRECATED = "ACTOR_DB_PATH"
 """Deprecated alias: an LMDB directory, used only when ``$ACTOR_DB_KV`` is not set."""
 
 
+_path_warned = False
+"""Whether this process already logged the deprecation of ``$ACTOR_DB_PATH``."""
+
+
 def default_store_spec(environ: Mapping[str, str] | None = None) -> str:
     """The ``--kv``-style spec of the default store, by the rule in this module's docstring.
 
@@ -48,13 +54,17 @@ def default_store_spec(environ: Mapping[str, str] | None = None) -> str:
         return spec
     legacy = env.get(ENV_PATH_DEPRECATED, "").strip()
     if legacy:
-        warnings.warn(f"${ENV_PATH_DEPRECATED} is deprecated; set {ENV_KV}=lmdb:{legacy} instead",
-                      DeprecationWarning, stacklevel=2)
+        message = f"${ENV_PATH_DEPRECATED} is deprecated; set {ENV_KV}=lmdb:{legacy} instead"
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        global _path_warned
+        if not _path_warned:  # Python hides DeprecationWarning outside __main__: say it once, as a log warning
+            _path_warned = True
+            log.warning("%s", message)
         return f"lmdb:{legacy}"
     return DEFAULT_KV
 
 
-def open_store(spec: str, *, create: bool = True) -> Any:
+def open_store(spec: str, *, create: bool = True, origin: str = "--kv") -> Any:
     """Open the :class:`~actor_db.kv.KVStore` a ``--kv``-style spec names.
 
     :param spec: ``lmdb:PATH`` (a directory; relative paths are resolved now),
@@ -62,6 +72,8 @@ def open_store(spec: str, *, create: bool = True) -> Any:
         ``unix://`` URL with an optional ``?namespace=NS``.
     :param create: allow creating a missing LMDB directory (only the last path
         component; ``False`` for callers that only read).
+    :param origin: where ``spec`` came from, for error messages (``"--kv"``, or
+        ``"$ACTOR_DB_KV"`` when the default store rule chose it).
     :raises ConfigurationError: unknown scheme, missing store, or driver unavailable.
     :raises KVError: the store exists but cannot be opened or reached.
     """
@@ -72,38 +84,43 @@ def open_store(spec: str, *, create: bool = True) -> Any:
     if spec.startswith("lmdb:"):
         path = spec[len("lmdb:"):]
         if not path:
-            raise ConfigurationError("--kv lmdb: needs a directory, e.g. lmdb:./.actor-db")
+            raise ConfigurationError(f"{origin} lmdb: needs a directory, e.g. lmdb:./.actor-db")
         path = os.path.abspath(os.path.expanduser(path))
         if not create and not os.path.isdir(path):
             raise ConfigurationError(f"no LMDB store at {path} (nothing imported or created there yet)")
         if os.path.exists(path) and not os.path.isdir(path):
-            raise ConfigurationError(f"--kv lmdb:{path} is not a directory")
+            raise ConfigurationError(f"{origin} lmdb:{path} is not a directory")
         from actor_db.kv import LmdbKV
 
         return LmdbKV(path)
     scheme = spec.split(":", 1)[0].lower() if ":" in spec else ""
     if scheme in ("redis", "rediss", "unix"):
         return _open_redis(spec)
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        # A Redis Cluster: any node's address; the client discovers the others.
+        return _open_redis(scheme.split("+", 1)[0] + spec[len(scheme):], cluster=True)
     raise ConfigurationError(
-        f"unknown --kv {spec!r}: expected lmdb:PATH, memory: or redis://HOST:PORT/DB")
+        f"unknown {origin} {spec!r}: expected lmdb:PATH, memory:, redis://HOST:PORT/DB or "
+        "redis+cluster://HOST:PORT")
 
 
-def _open_redis(url: str) -> Any:
+def _open_redis(url: str, *, cluster: bool = False) -> Any:
     try:
         from actor_db import kv as kv_module
 
         redis_kv = getattr(kv_module, "RedisKV")
     except (ImportError, AttributeError) as exc:
         raise ConfigurationError(
-            f"the Redis driver is not available ({exc}); install it with: pip install 'actor-db[redis]'") from None
+            f"the Redis driver is not available ({exc}); install it with: pip install 'actor-db[redis]' "
+            "(from a source checkout: pip install -e '.[redis]')") from None
     parts = urllib.parse.urlsplit(url)
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     namespace = [v for k, v in query if k == "namespace"]
-    cluster = [v for k, v in query if k == "cluster"]  # ?cluster=1: a Redis Cluster (any node's address)
+    cluster_flag = [v for k, v in query if k == "cluster"]  # ?cluster=1: a Redis Cluster (any node's address)
     rest = urllib.parse.urlencode([(k, v) for k, v in query if k not in ("namespace", "cluster")])
     clean = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment))
     kwargs: dict[str, Any] = {"namespace": namespace[-1]} if namespace else {}
-    if cluster and cluster[-1].lower() in ("1", "true", "yes"):
+    if cluster or (cluster_flag and cluster_flag[-1].lower() in ("1", "true", "yes")):
         kwargs["cluster"] = True
     try:
         return redis_kv(clean, **kwargs)
@@ -117,7 +134,10 @@ def open_default_store(environ: Mapping[str, str] | None = None) -> Any:
     """Open the default store (:func:`default_store_spec`); the caller owns and closes it."""
     spec = default_store_spec(environ)
     log.debug("default store: %s", spec)
-    return open_store(spec)
+    env = os.environ if environ is None else environ
+    origin = (f"${ENV_KV}" if env.get(ENV_KV, "").strip()
+              else f"${ENV_PATH_DEPRECATED}" if env.get(ENV_PATH_DEPRECATED, "").strip() else "--kv")
+    return open_store(spec, origin=origin)
 
 
 _shared_lock = threading.Lock()

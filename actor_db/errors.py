@@ -19,6 +19,7 @@ __all__ = [
     "ActionNotFoundError", "ActorShuttingDownError", "ActorCallCycleError", "MigrationError", "StateError",
     "PlacementError", "ActorOwnedElsewhereError", "OwnerUnreachableError", "NodeDrainingError", "LeaseExpiredError",
     "OutcomeUnknownError", "RemoteError",
+    "OperationError", "WriterBusyError",
 ]
 
 
@@ -226,3 +227,23 @@ class RemoteError(ActorDBError):
 
     status: int = 500
     """The HTTP status of the answer."""
+
+
+class OperationError(ActorDBError):
+    """An operation of :mod:`actor_db.ops` (import, export, ``rm``, ...) refused its
+    input or its target: a file that is not a usable SQLite database, a target that
+    already exists without ``force``, a corrupt meta record. Nothing was changed. The
+    message is one line meant for a person (the CLI prints it as is)."""
+
+
+class WriterBusyError(OperationError):
+    """Another connection holds the actor's writer lease (a drop-in connection in a
+    write transaction) and did not release it within the operation's timeout; the
+    operation wrote nothing. Retry later, or stop that writer.
+
+    :ivar holder: a description of the holder (from the lease record), or ``None``.
+    """
+
+    def __init__(self, message: str, *, holder: str | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder

@@ -83,18 +83,25 @@ def _sqlite_type(detected: str) -> str:
     return {"integer": "INTEGER", "float": "FLOAT"}.get(detected, "TEXT")
 
 
-def _csv_rows(fp: BinaryIO, fmt: str, header: bool) -> Iterator[dict[str, Any]]:
+def _csv_rows(fp: BinaryIO, fmt: str, header: bool, delimiter: str | None = None) -> Iterator[dict[str, Any]]:
     """Dicts from a CSV/TSV byte stream (the stdlib ``csv`` parser, as sqlite-utils uses it)."""
     from sqlite_utils.utils import Format, rows_from_file
 
-    if header:
+    if header and delimiter is None:
         rows, _ = rows_from_file(fp, Format.TSV if fmt == "tsv" else Format.CSV)
         yield from rows
         return
     text = io.TextIOWrapper(fp, encoding="utf-8-sig", newline="")
-    reader = csv.reader(text, dialect="excel-tab" if fmt == "tsv" else "excel")
+    reader = csv.reader(text, dialect="excel-tab" if fmt == "tsv" else "excel",
+                        **({} if delimiter is None else {"delimiter": delimiter}))
     first = next(reader, None)
     if first is None:
+        return
+    if header:
+        for row in reader:
+            if len(row) > len(first):
+                raise TabularImportError(f"row {reader.line_num} has {len(row)} fields, the header {len(first)}")
+            yield dict(zip(first, row))
         return
     names = [f"untitled_{i + 1}" for i in range(len(first))]
     for row in itertools.chain([first], reader):
@@ -103,7 +110,8 @@ def _csv_rows(fp: BinaryIO, fmt: str, header: bool) -> Iterator[dict[str, Any]]:
         yield dict(zip(names, row))
 
 
-def _rows(path: Path, fmt: str, header: bool, on_bytes: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
+def _rows(path: Path, fmt: str, header: bool, on_bytes: Callable[[int], None] | None = None,
+          delimiter: str | None = None) -> Iterator[dict[str, Any]]:
     """The file's rows as dicts; ``on_bytes(offset)`` is called every :data:`BATCH_ROWS` rows."""
     from sqlite_utils.utils import Format, RowError, rows_from_file
 
@@ -113,7 +121,7 @@ def _rows(path: Path, fmt: str, header: bool, on_bytes: Callable[[int], None] | 
             if fmt == "jsonl":
                 rows: Iterable[dict[str, Any]] = rows_from_file(fp, Format.NL)[0]
             else:
-                rows = _csv_rows(fp, fmt, header)
+                rows = _csv_rows(fp, fmt, header, delimiter)
             for n, row in enumerate(rows, 1):
                 if fmt == "jsonl" and not isinstance(row, dict):
                     raise TabularImportError(f"line {n}: expected a JSON object, got {type(row).__name__}")
@@ -136,17 +144,19 @@ def _rows(path: Path, fmt: str, header: bool, on_bytes: Callable[[int], None] | 
         on_bytes(path.stat().st_size)
 
 
-def _detect_types(path: Path, fmt: str, header: bool) -> dict[str, str]:
+def _detect_types(path: Path, fmt: str, header: bool, on_bytes: Callable[[int], None] | None = None,
+                  delimiter: str | None = None) -> dict[str, str]:
     """``{column: SQLite type}`` over the whole CSV/TSV file (first pass, no writes)."""
     from sqlite_utils.utils import TypeTracker
 
     tracker = TypeTracker()
-    for _ in tracker.wrap(_rows(path, fmt, header)):
+    for _ in tracker.wrap(_rows(path, fmt, header, on_bytes, delimiter)):
         pass
     types = {column: _sqlite_type(kind) for column, kind in tracker.types.items()}
     if not types and header:  # a header and no rows: an empty table of TEXT columns
         with path.open(encoding="utf-8-sig", newline="") as f:
-            first = next(csv.reader(f, dialect="excel-tab" if fmt == "tsv" else "excel"), [])
+            first = next(csv.reader(f, dialect="excel-tab" if fmt == "tsv" else "excel",
+                                    **({} if delimiter is None else {"delimiter": delimiter})), [])
         types = {column: "TEXT" for column in first if column}
     return types
 
@@ -163,7 +173,8 @@ def import_table(
     header: bool = True,
     append: bool = False,
     replace: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    delimiter: str | None = None,
 ) -> TabularResult:
     """Import a CSV/TSV/JSON-lines file into ``table`` of the actor database of ``kv``.
 
@@ -175,7 +186,11 @@ def import_table(
     :param header: CSV/TSV only: the first row names the columns.
     :param append: add the rows to an existing table (new columns are added).
     :param replace: drop an existing table first (in the same transaction).
-    :param progress: called with the bytes of the file read so far, now and then.
+    :param progress: called as ``progress(done, total)`` now and then, in bytes read of
+        ``total`` = the file's size times the passes over it (CSV/TSV: two, the type
+        detection then the insert; JSON lines: one).
+    :param delimiter: CSV/TSV only: the field separator (one character; default ``,``
+        for CSV, a tab for TSV).
     :raises TabularImportError: unknown format, a bad row, or the table exists and
         neither ``append`` nor ``replace``; nothing was written.
     :raises sqlite3.Error: the database refused the data (a KV failure is a
@@ -195,7 +210,17 @@ def import_table(
     name = table or default_table_name(source)
     if not _IDENT.search(name):
         raise TabularImportError("the table name must not be empty")
-    types = _detect_types(source, fmt, header) if fmt != "jsonl" else {}
+    if delimiter is not None and (fmt == "jsonl" or len(delimiter) != 1):
+        raise TabularImportError("the delimiter must be one character, for CSV/TSV files only")
+    size = source.stat().st_size
+    passes = 1 if fmt == "jsonl" else 2
+
+    def reporter(done_before: int) -> Callable[[int], None] | None:
+        if progress is None:
+            return None
+        return lambda offset: progress(done_before + offset, passes * size)
+
+    types = _detect_types(source, fmt, header, reporter(0), delimiter) if fmt != "jsonl" else {}
     numeric = {column for column, kind in types.items() if kind != "TEXT"}
 
     def clean(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -204,7 +229,9 @@ def import_table(
                 row = {k: (None if k in numeric and v == "" else v) for k, v in row.items()}
             yield row
 
-    con = connect(getattr(kv, "actor_id", "database"), kv=kv, vfs_options={"max_dirty_bytes": MAX_DIRTY_BYTES})
+    # One connection, the single writer (the caller holds the writer lease): no KV lock round trips.
+    con = connect(getattr(kv, "actor_id", "database"), kv=kv,
+                  vfs_options={"max_dirty_bytes": MAX_DIRTY_BYTES, "locking": "exclusive"})
     try:
         db = sqlite_utils.Database(con, execute_plugins=False)
         target = db.table(name)
@@ -226,7 +253,7 @@ def import_table(
             created = not existed or replace
             if created and types:
                 target.create(types, strict=False)
-            rows = count(clean(_rows(source, fmt, header, progress)))
+            rows = count(clean(_rows(source, fmt, header, reporter((passes - 1) * size), delimiter)))
             target.insert_all(rows, batch_size=BATCH_ROWS, alter=True)
         columns = {c.name: c.type for c in target.columns} if target.exists() else {}
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 import sqlite3
@@ -10,7 +11,18 @@ import pytest
 
 from tests.cli_support import assert_one_line_error, dump, make_sqlite_file, run_cli
 
-COMMANDS = ["shell", "import", "export", "ls", "rm", "inspect", "integrity", "compact", "bench"]
+
+def _registered_commands() -> list[str]:
+    """Every command the parser has (a new command group is checked without editing this)."""
+    from actor_db.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return list(sub.choices)
+
+
+COMMANDS = _registered_commands()
+assert {"shell", "import", "export", "ls", "rm", "inspect", "integrity", "compact", "bench"} <= set(COMMANDS)
 
 
 @pytest.fixture

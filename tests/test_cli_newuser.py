@@ -9,6 +9,7 @@ default-store rule, LMDB's directory creation, and the Redis warning without ``-
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pathlib
@@ -26,7 +27,17 @@ import pytest
 from tests.cli_support import assert_one_line_error, console_script, dump, make_sqlite_file, run_cli
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-COMMANDS = ["shell", "import", "export", "ls", "rm", "inspect", "integrity", "compact", "bench"]
+def _registered_commands() -> list[str]:
+    """Every command the parser has (a new command group is checked without editing this)."""
+    from actor_db.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return list(sub.choices)
+
+
+COMMANDS = _registered_commands()
+assert {"shell", "import", "export", "ls", "rm", "inspect", "integrity", "compact", "bench"} <= set(COMMANDS)
 
 
 def _listed(stdout: str) -> list[str]:

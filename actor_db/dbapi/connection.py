@@ -15,6 +15,8 @@ import apsw
 
 import vfs
 
+from actor_db import walcopy
+
 from . import cursor as _cursor
 from .adaptation import _NOT_GIVEN
 from .blob import Blob
@@ -573,6 +575,20 @@ class Connection:
         with first.lock, second.lock:
             if tdb.raw.in_transaction:
                 raise _error(OperationalError, "target is in transaction", apsw.SQLITE_ERROR)
+            if tdb.kv_backed and not db.kv_backed and _is_wal(db.raw, name):
+                # A WAL-mode file copied as is would leave the actor unopenable (its page 1
+                # says WAL): go through a private rollback-mode copy (actor_db.walcopy).
+                with tempfile.TemporaryDirectory(prefix="actor-db-backup-") as tmp:
+                    try:
+                        path = walcopy.rollback_copy(db.raw, tmp, name)
+                    except apsw.Error as exc:
+                        raise _translate(exc) from None
+                    scratch = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+                    try:
+                        _backup_raw(tdb.raw, scratch, "main", pages, progress, sleep)
+                    finally:
+                        scratch.close()
+                return
             _backup_raw(tdb.raw, db.raw, name, pages, progress, sleep)
 
     @staticmethod
@@ -628,6 +644,12 @@ class Connection:
                 source.backup(copy, pages=pages, progress=progress, name=name, sleep=sleep)
             finally:
                 copy.close()
+            # A WAL-mode source's page 1 came along as is: put the copy in rollback mode,
+            # else the KV-backed database could not be opened again (actor_db.walcopy).
+            try:
+                walcopy.convert_to_rollback(path)
+            except apsw.Error as exc:
+                raise _translate(exc) from None
             scratch = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
             try:
                 with db.lock:
@@ -663,7 +685,7 @@ class Connection:
                 # private memory database and copy its pages over (one KV commit).
                 scratch = apsw.Connection(":memory:")
                 try:
-                    scratch.deserialize("main", payload)
+                    scratch.deserialize("main", walcopy.rollback_image(payload))  # never WAL on the KV
                     scratch.execute("PRAGMA schema_version").fetchall()  # "file is not a database"
                     with db.raw.backup("main", scratch, "main") as backup:
                         backup.step(-1)
@@ -700,6 +722,13 @@ def _stdlib_connection_type() -> type | None:
     (a stdlib connection exists only then)."""
     module = sys.modules.get("_sqlite3")
     return getattr(module, "Connection", None) if module is not None else None
+
+
+def _is_wal(raw: apsw.Connection, name: str) -> bool:
+    try:
+        return walcopy.is_wal(raw, name)
+    except apsw.Error as exc:
+        raise _translate(exc) from None
 
 
 def _backup_raw(target: apsw.Connection, source: apsw.Connection, name: str, pages: int, progress: Any,

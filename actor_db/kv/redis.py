@@ -55,6 +55,7 @@ import functools
 import hashlib
 import logging
 import re
+import time
 from typing import TYPE_CHECKING, Any, Hashable, Sequence
 
 import redis
@@ -278,19 +279,23 @@ return {token, values, results}
 _LUA_PRELOAD = "#!lua flags=no-writes\n" + _LUA_PRELOAD_BODY
 # A pinned snapshot: the actor's hash and index copied atomically to private keys in
 # the same slot (COPY is O(size) on the server), expiring after ARGV[1] seconds in case
-# the reader dies before it unlinks them.
+# the reader dies before it unlinks them (its reads renew them). Returns which copies
+# exist: 1 the hash, 2 the index (a renewal that finds one gone knows it was removed).
 _LUA_SNAP_PIN = r"""#!lua
 local ttl = tonumber(ARGV[1])
+local made = 0
 redis.call('UNLINK', KEYS[3], KEYS[4])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('COPY', KEYS[1], KEYS[3])
   redis.call('EXPIRE', KEYS[3], ttl)
+  made = made + 1
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('COPY', KEYS[2], KEYS[4])
   redis.call('EXPIRE', KEYS[4], ttl)
+  made = made + 2
 end
-return 1
+return made
 """
 _LUA_SNAP_PRELOAD = ("#!lua flags=no-writes\nlocal version = redis.call('GET', KEYS[4]) or '0'"
                      + _LUA_PRELOAD_BODY.replace("return {token, values, results}",
@@ -386,8 +391,16 @@ _NODES = _Script(_LUA_NODES)
 _LEAVE = _Script(_LUA_LEAVE)
 _SCRIPTS = (_SCAN, _WRITE, _PRELOAD, _ACQUIRE, _SNAP_SCAN, _SNAP_GET, _SNAP_PRELOAD, _SNAP_PIN, _CLAIM, _RELEASE,
             _HEARTBEAT, _NODES, _LEAVE)
-PINNED_SNAPSHOT_TTL_S = 3600
-"""Seconds a pinned snapshot's copy survives a reader that never closed it."""
+PINNED_SNAPSHOT_TTL_S = 120
+"""Seconds a pinned snapshot's copy survives a reader that never closed it (an
+exporter killed mid-export); a live reader renews it (:data:`PINNED_RENEW_S`)."""
+PINNED_RENEW_S = 30
+"""A pinned snapshot read more than this many seconds after the copy's last renewal
+first renews it (one extra round trip), and fails with ``SnapshotChangedError`` if the
+copy is gone. So a reader never reads a copy that is older than this since its last
+check, and a copy not renewed for ``2 * PINNED_RENEW_S`` belongs to a dead (or idle,
+hence self-checking) reader: :meth:`RedisKV.drop_snapshot_copies` may remove it."""
+_SNAPSHOT_COPY_TAG = b"s:"
 
 
 class _Actor:
@@ -876,6 +889,52 @@ class RedisKV(KVStore):
                 log.warning("ignoring foreign Redis key %r in namespace %r", key, self.namespace)
         return sorted(ids, key=actor_prefix)
 
+    def snapshot_copies(self, actor_id: str | None = None) -> list[dict[str, Any]]:
+        """The pinned snapshot copies in this namespace (of one actor, or all): one dict
+        per copy with ``actor``, ``key`` (the copy's hash key), ``ttl_s`` (seconds left,
+        ``-1`` none) and ``stale`` (not renewed for ``2 * PINNED_RENEW_S``: its reader
+        died or is idle; :meth:`drop_snapshot_copies` removes those). ``SCAN`` of every
+        primary plus one ``TTL`` per copy; not a protocol call."""
+        inner = "*" if actor_id is None else actor_id.encode("utf-8").hex()
+        pattern = f"{self.namespace}:{{{inner}}}:".encode("ascii") + _SNAPSHOT_COPY_TAG + b"*"
+        keys = self._run("snapshot copy listing", lambda: list(self._client.scan_iter(match=pattern, count=1000)))
+        copies: dict[bytes, list[bytes]] = {}
+        for key in keys:
+            copies.setdefault(key[:-1], []).append(key)
+        rows: list[dict[str, Any]] = []
+        stale_below = PINNED_SNAPSHOT_TTL_S - 2 * PINNED_RENEW_S
+        for tag, members in sorted(copies.items()):
+            hex_id = tag[len(self.namespace) + 2:].split(b"}", 1)[0]
+            try:
+                owner = bytes.fromhex(hex_id.decode("ascii")).decode("utf-8")
+            except ValueError:
+                continue
+            ttl = max(int(self._run("snapshot copy ttl", self._client.ttl, key)) for key in members)
+            if ttl == -2:
+                continue  # gone meanwhile
+            # A live reader renews its copy to the full time to live at least every
+            # PINNED_RENEW_S; a copy without expiry or with a longer one (an older version
+            # of this driver made them for an hour) has no live reader of this code either.
+            stale = ttl < stale_below or ttl > PINNED_SNAPSHOT_TTL_S or ttl == -1
+            rows.append({"actor": owner, "key": members[0].decode("ascii", "replace"), "ttl_s": ttl,
+                         "stale": stale})
+        return rows
+
+    def drop_snapshot_copies(self, actor_id: str, *, stale_only: bool = True) -> int:
+        """Delete the pinned snapshot copies of ``actor_id`` (only the stale ones unless
+        ``stale_only=False``: a live reader's copy is never taken from under it).
+
+        :returns: the number of copies deleted.
+        """
+        dropped = 0
+        for row in self.snapshot_copies(actor_id):
+            if stale_only and not row["stale"]:
+                continue
+            tag = row["key"].encode("ascii")[:-1]
+            self._run("snapshot copy removal", self._client.unlink, tag + b"d", tag + b"i")
+            dropped += 1
+        return dropped
+
     def drop_namespace(self) -> int:
         """Delete every key of this namespace (all actors, fencing counters included).
 
@@ -924,14 +983,34 @@ class _RedisSnapshot:
         self._actor = actor
         self._version: bytes | None = None
         self._pinned: tuple[bytes, bytes] | None = None
+        self._made = 0
+        self._renewed = 0.0
         if pinned:
             import secrets
 
-            tag = actor.data[:-1] + b"s:" + secrets.token_hex(8).encode("ascii") + b":"
+            tag = actor.data[:-1] + _SNAPSHOT_COPY_TAG + secrets.token_hex(8).encode("ascii") + b":"
             copy = (tag + b"d", tag + b"i")
-            store._run("snapshot copy", _SNAP_PIN, store.client, [actor.data, actor.index, *copy],
-                       [PINNED_SNAPSHOT_TTL_S])
+            self._made = int(store._run("snapshot copy", _SNAP_PIN, store.client, [actor.data, actor.index, *copy],
+                                        [PINNED_SNAPSHOT_TTL_S]))
+            self._renewed = time.monotonic()
             self._pinned = copy
+
+    def _renew(self) -> None:
+        """Before a pinned read: renew the copy's time to live when its last renewal is
+        :data:`PINNED_RENEW_S` old, and refuse to read a copy that is gone."""
+        if self._pinned is None or time.monotonic() - self._renewed < PINNED_RENEW_S:
+            return
+        from actor_db.kv.snapshot import SnapshotChangedError
+
+        pipe = self._store.client.pipeline(transaction=False)
+        for bit, key in ((1, self._pinned[0]), (2, self._pinned[1])):
+            if self._made & bit:
+                pipe.expire(key, PINNED_SNAPSHOT_TTL_S)
+        alive = self._store._run("snapshot renewal", pipe.execute)
+        if not all(alive):
+            raise SnapshotChangedError(f"the pinned snapshot copy of actor {self._actor.actor_id!r} expired or was "
+                                       "removed while it was read; retry the read")
+        self._renewed = time.monotonic()
 
     def _check(self, version: bytes) -> None:
         from actor_db.kv.snapshot import SnapshotChangedError
@@ -947,6 +1026,7 @@ class _RedisSnapshot:
         a = self._actor
         fields = [a.rel(k) for k in keys]
         if self._pinned is not None:
+            self._renew()
             return list(self._store._run("snapshot get", self._store.client.hmget, self._pinned[0], fields)) \
                 if fields else []
         version, values = self._store._run("snapshot get", _SNAP_GET, self._store.client,
@@ -958,6 +1038,7 @@ class _RedisSnapshot:
         a = self._actor
         args = [a.lex_min(start), a.lex_max(end), -1 if limit is None else limit, -1 if max_bytes is None else max_bytes]
         if self._pinned is not None:
+            self._renew()
             flat = self._store._run("snapshot scan", _SCAN, self._store.client, list(self._pinned), args)
         else:
             version, flat = self._store._run("snapshot scan", _SNAP_SCAN, self._store.client,
@@ -969,6 +1050,7 @@ class _RedisSnapshot:
         a = self._actor
         args = self._store._preload_args(a, request, False)
         if self._pinned is not None:
+            self._renew()
             reply = self._store._run("snapshot preload", _PRELOAD, self._store.client,
                                      [*self._pinned, a.fence, a.version], args)
             return self._store._preload_map(a, request, reply)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import struct
 import threading
 import time
 from typing import Any, Hashable, Iterator
@@ -51,12 +50,11 @@ DEFAULT_LEASE_TIMEOUT_S = 5.0
 LEASE_POLL_MAX_S = 0.1
 """Longest pause between two reads of a held lease while waiting, seconds."""
 
-_EXPIRY = struct.Struct(">Q")
 
 
 def _renewed(value: bytes, ttl_s: float) -> bytes:
     """``value`` with the same holder id and an expiry ``ttl_s`` seconds from now."""
-    return value[:-_EXPIRY.size] + _EXPIRY.pack(int((time.time() + ttl_s) * 1000))
+    return vfs_lease.renewed(value, ttl_s)
 
 
 class LeasedKV:

@@ -47,34 +47,29 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser] | None = 
     """Add the ``serve`` command to ``subparsers`` (the ``actor-db`` parser's)."""
     p = subparsers.add_parser(
         "serve", parents=parents or [], help="serve a Registry's actors over HTTP (one node)",
-        description="Serve the actors of MODULE:ATTR (a Registry) over HTTP under uvicorn: POST "
-                    "/actors/NAME/KEY/ACTION with a JSON array body; GET /healthz, /metrics. Several "
-                    "nodes on one store place each actor on one of them and forward calls to it.")
-    p.add_argument("target", metavar="MODULE:ATTR", help="the Registry to serve, e.g. myapp.actors:registry")
+        description="Serve a Registry's actors over HTTP (POST /actors/NAME/KEY/ACTION). More options "
+                    "(--node-secret, --node-host, --node-port, ...): docs/deployment.md.")
+    p.add_argument("target", metavar="MODULE:ATTR", help="the Registry, e.g. myapp.actors:registry")
     if not any("--kv" in a.option_strings for parent in (parents or []) for a in parent._actions):
         p.add_argument("--kv", metavar="STORE", help="lmdb:PATH or redis://HOST:PORT/DB (default: $ACTOR_DB_KV)")
-    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000; 0: any free port)")
-    p.add_argument("--node-id", metavar="ID", help="this node's id, unique among the store's nodes "
-                                                   "(default: host-pid-random)")
-    p.add_argument("--workers", type=int, default=1, metavar="N", help="node processes on this machine (default 1)")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (8000; 0: any free port)")
+    p.add_argument("--node-id", metavar="ID", help="unique node id (default: host-pid-random)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="node processes on this machine (1)")
     p.add_argument("--token", nargs="?", const="", default=None, metavar="TOKEN",
-                   help="require 'Authorization: Bearer TOKEN' (default: $ACTOR_DB_TOKEN; none)")
-    p.add_argument("--node-secret", metavar="SECRET", help="shared by all nodes for forwarding "
-                                                           "(default: $ACTOR_DB_NODE_SECRET)")
-    p.add_argument("--node-host", default=None, metavar="H",
-                   help="node-to-node bind address (default: --host, or 127.0.0.1 with --workers)")
-    p.add_argument("--node-port", type=int, default=0, metavar="P", help="node-to-node port (default: any free)")
-    p.add_argument("--advertise-host", metavar="H", help="host other nodes reach this one at (default: --node-host)")
-    p.add_argument("--lease", type=float, default=10.0, metavar="SECONDS",
-                   help="heartbeat lease: a dead node's actors move after at most this long (default 10)")
-    p.add_argument("--forward-timeout", type=float, default=30.0, metavar="SECONDS",
-                   help="longest a forwarded call may take (default 30)")
-    p.add_argument("--drain-grace", type=float, default=2.0, metavar="SECONDS",
-                   help="after a drain, keep answering (forwarding) this long before the port closes (default 2)")
+                   help="require this bearer token ($ACTOR_DB_TOKEN)")
+    p.add_argument("--lease", type=float, default=10.0, metavar="S",
+                   help="heartbeat lease, seconds (10)")
+    # Documented in docs/deployment.md; kept out of --help so that it fits one screen.
+    p.add_argument("--node-secret", metavar="SECRET", help=argparse.SUPPRESS)  # $ACTOR_DB_NODE_SECRET
+    p.add_argument("--node-host", default=None, metavar="H", help=argparse.SUPPRESS)
+    p.add_argument("--node-port", type=int, default=0, metavar="P", help=argparse.SUPPRESS)
+    p.add_argument("--advertise-host", metavar="H", help=argparse.SUPPRESS)
+    p.add_argument("--forward-timeout", type=float, default=30.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    p.add_argument("--drain-grace", type=float, default=2.0, metavar="SECONDS", help=argparse.SUPPRESS)
     p.add_argument("--port-file", metavar="PATH", help=argparse.SUPPRESS)  # tests: the bound port is written here
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
-                   help="uvicorn's and actor-db's log level (default warning)")
+                   help=argparse.SUPPRESS)
     return p  # type: ignore[no-any-return]
 
 

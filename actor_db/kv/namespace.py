@@ -7,6 +7,9 @@ The length makes prefixes prefix-free: actor ``"a"`` can never see keys of actor
 Fencing counter of an actor (ordered drivers) = ``b"f" + u16 BE length + the id``: outside
 every actor's range, so range deletes of the actor (``delete_all``) never reset it.
 
+Value-encoding marker (LMDB) = :data:`VALUE_ENCODING_KEY`, outside every actor's range:
+which storage encoding the store's actor values use (:mod:`actor_db.kv.codec`).
+
 Actor ids must be valid Unicode encodable as UTF-8 (no lone surrogates), 1..65535 bytes,
 and short enough that the prefix leaves :data:`ACTOR_KEY_ROOM` bytes under the driver's
 key limit (:func:`max_actor_id_bytes`); :class:`actor_db.kv.ActorKV` checks this when the
@@ -26,13 +29,18 @@ from actor_db.errors import ActorKeyTooLongError, InvalidActorKeyError
 log = logging.getLogger(__name__)
 
 __all__ = ["ACTORS_START", "ACTORS_END", "ACTOR_KEY_ROOM", "MAX_ACTOR_ID_BYTES", "PREFIX_OVERHEAD", "actor_prefix",
-           "prefix_end", "parse_actor_key", "fence_key", "encode_actor_id", "max_actor_id_bytes"]
+           "prefix_end", "parse_actor_key", "fence_key", "VALUE_ENCODING_KEY", "encode_actor_id", "max_actor_id_bytes"]
 
 _TAG = b"a"
 ACTORS_START = _TAG
 ACTORS_END = bytes([_TAG[0] + 1])
 _LEN = struct.Struct(">H")
 _FENCE_TAG = b"f"
+
+VALUE_ENCODING_KEY: Final = b"e:value-encoding"
+"""Store key of the value-encoding marker (:data:`actor_db.kv.codec.ENCODED` or
+:data:`~actor_db.kv.codec.LEGACY`); outside the actor range, so no actor operation, range
+delete or listing ever touches it."""
 
 PREFIX_OVERHEAD: Final = len(_TAG) + _LEN.size
 """Bytes an actor prefix adds to the id: the tag and the u16 length."""

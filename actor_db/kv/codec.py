@@ -23,13 +23,18 @@ Invariants:
   tag, a bad length or an LZ4 block that does not decode to exactly the recorded
   length raises :class:`~actor_db.errors.KVCorruptValueError` (never wrong bytes).
 - A value is stored compressed only when it is at least :data:`MIN_COMPRESS_BYTES`
-  long and its compressed form saves at least 1/32 of it; otherwise raw. So a random
-  blob chunk costs one byte more than before, never a decoding step, and small values
-  (the meta, the lease, the hot-set hint) stay raw: the Redis scripts read the hint
-  record, and compare small values, without decompressing.
-- Deterministic: the compressed form of a value depends only on the value (the format
-  fixes LZ4's fast mode, acceleration 1), so a conditional write on Redis can compare
-  the stored bytes with :meth:`ValueCodec.packed` of the expected value.
+  long and its compressed form saves at least 1/32 of it, or needs fewer of the
+  store's allocation units (:class:`AllocationUnit`: LMDB overflow pages, Redis's
+  jemalloc size classes) than the raw form: a chunk of random blobs with a few dozen
+  bytes of free space in its SQLite page still drops from two LMDB pages to one, and
+  from a 5 KiB to a 4 KiB allocation on Redis.
+  Otherwise raw: one byte more than before, no decoding step. Small values (the meta,
+  the lease, the hot-set hint) stay raw: the Redis scripts read the hint record, and
+  compare small values, without decompressing.
+- Deterministic: the compressed form of a value (:meth:`ValueCodec.lz4_form`) depends
+  only on the value (the format fixes LZ4's fast mode, acceleration 1), so a conditional
+  write on Redis can compare stored bytes with the expected value's compressed form,
+  whichever thresholds the writer applied.
 - Which stores use it is recorded IN the store (:data:`ENCODED`/:data:`LEGACY` under a
   store-level marker key, see :mod:`actor_db.kv.namespace`): a store written before this
   encoding existed holds untagged values, which no per-value tag could tell apart from
@@ -43,13 +48,13 @@ marker itself) are never encoded; MemoryKV holds values as given.
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import Final, NamedTuple
 
 import lz4.block
 
 from actor_db.errors import KVCorruptValueError
 
-__all__ = ["ValueCodec", "PLAIN", "TAG_RAW", "TAG_LZ4", "MIN_COMPRESS_BYTES", "ENCODED", "LEGACY",
+__all__ = ["ValueCodec", "AllocationUnit", "LMDB_PAGE", "REDIS_ALLOCATION", "PLAIN", "TAG_RAW", "TAG_LZ4", "MIN_COMPRESS_BYTES", "ENCODED", "LEGACY",
            "codec_for_marker"]
 
 TAG_RAW: Final = 0x00
@@ -69,39 +74,68 @@ LEGACY: Final = b"0"
 """Marker value of a store written before value encoding existed: values are raw."""
 
 
+class AllocationUnit(NamedTuple):
+    """How a store allocates a value of ``n`` bytes: ``ceil((n + overhead) / size)``
+    units of ``size`` bytes."""
+
+    size: int
+    overhead: int
+
+    def units(self, nbytes: int) -> int:
+        return -(-(nbytes + self.overhead) // self.size)
+
+
+LMDB_PAGE: Final = AllocationUnit(4096, 16)
+"""A value past LMDB's inline limit takes overflow pages of 4096 bytes after a 16-byte
+page header (a 4097-byte value: two pages; one of up to 4080 bytes: one)."""
+REDIS_ALLOCATION: Final = AllocationUnit(1024, 6)
+"""Redis keeps a hash value as an sds string (5-byte header and a NUL for these sizes)
+in a jemalloc allocation, whose size classes are 1 KiB apart from 4 to 8 KiB (512 bytes
+from 2 to 4): a 4097-byte value takes 5 KiB, one of up to 4090 bytes 4 KiB."""
+
+
 class ValueCodec:
     """Encode values for storage and decode them back (tagged format, see the module).
 
     :param compress: store values compressed when that pays (see the module); with
         ``False`` every value is stored tagged raw. Either way every tagged value is
         decoded, so stores written with either setting read the same.
+    :param unit: how the store allocates values: a compressed form that needs fewer
+        units than the raw form is kept even when it saves less than 1/32 of the value.
+        ``None``: bytes alone decide.
     """
 
     tagged = True
     """Whether stored values carry the tag (``False`` only for :data:`PLAIN`)."""
 
-    def __init__(self, compress: bool = True) -> None:
+    def __init__(self, compress: bool = True, *, unit: AllocationUnit | None = None) -> None:
         self.compress = compress
+        self.unit = unit
 
     def __repr__(self) -> str:
-        return f"ValueCodec(compress={self.compress})"
+        return f"ValueCodec(compress={self.compress}, unit={self.unit})"
 
-    def packed(self, value: bytes) -> bytes | None:
-        """The compressed form :meth:`encode` stores for ``value`` when it compresses it
-        (a function of ``value`` only), or ``None`` when it would be stored raw."""
+    @staticmethod
+    def lz4_form(value: bytes) -> bytes | None:
+        """``value``'s compressed form (a function of ``value`` only), or ``None`` for a
+        value this format never stores compressed (shorter than
+        :data:`MIN_COMPRESS_BYTES`, or longer than a u32 length describes)."""
         size = len(value)
         if size < MIN_COMPRESS_BYTES or size > MAX_DECODED_BYTES:
             return None
-        block = lz4.block.compress(value, mode="default", store_size=False)
-        if len(block) + _LZ4_HEAD.size > size - (size >> 5):
-            return None
-        return _LZ4_HEAD.pack(TAG_LZ4, size) + block
+        return _LZ4_HEAD.pack(TAG_LZ4, size) + lz4.block.compress(value, mode="default", store_size=False)
+
+    def _pays(self, raw: int, packed: int) -> bool:
+        if packed <= raw - (raw >> 5):
+            return True
+        unit = self.unit
+        return unit is not None and packed <= raw and unit.units(packed) < unit.units(raw + 1)
 
     def encode(self, value: bytes) -> bytes:
         """``value`` as stored: compressed when that pays and :attr:`compress`, else raw."""
         if self.compress:
-            packed = self.packed(value)
-            if packed is not None:
+            packed = self.lz4_form(value)
+            if packed is not None and self._pays(len(value), len(packed)):
                 return packed
         return b"\x00" + value
 
@@ -143,7 +177,8 @@ class _PlainCodec(ValueCodec):
     def __repr__(self) -> str:
         return "PLAIN"
 
-    def packed(self, value: bytes) -> bytes | None:
+    @staticmethod
+    def lz4_form(value: bytes) -> bytes | None:
         return None
 
     def encode(self, value: bytes) -> bytes:
@@ -160,13 +195,13 @@ PLAIN: Final[ValueCodec] = _PlainCodec()
 """The codec of a legacy store (marker :data:`LEGACY`): values as they are."""
 
 
-def codec_for_marker(marker: bytes, compress: bool) -> ValueCodec:
+def codec_for_marker(marker: bytes, compress: bool, unit: AllocationUnit | None = None) -> ValueCodec:
     """The codec a store's marker value asks for.
 
     :raises KVCorruptValueError: a marker of a format this version does not know.
     """
     if marker == ENCODED:
-        return ValueCodec(compress)
+        return ValueCodec(compress, unit=unit)
     if marker == LEGACY:
         return PLAIN
     raise KVCorruptValueError(f"store value-encoding marker {marker!r} is not one this actor-db knows "

@@ -29,7 +29,7 @@ from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
 
 from actor_db.errors import KVError, KVLimitError, KVUnavailableError
 from actor_db.kv.base import Fence, GroupItem, KVStore, check_expectations, scan_with_limits
-from actor_db.kv.codec import ENCODED, LEGACY, ValueCodec, codec_for_marker
+from actor_db.kv.codec import ENCODED, LEGACY, AllocationUnit, ValueCodec, codec_for_marker
 from actor_db.kv.fencing import decode_token, encode_token, fenced
 from actor_db.kv.namespace import ACTORS_END, ACTORS_START, VALUE_ENCODING_KEY, fence_key
 
@@ -109,7 +109,8 @@ class LmdbKV(KVStore):
         except BaseException:
             self.close()
             raise
-        self.value_codec: ValueCodec = codec_for_marker(marker, compress)
+        psize = self._env.stat()["psize"]
+        self.value_codec: ValueCodec = codec_for_marker(marker, compress, AllocationUnit(psize, 16))
         """How this store's values are stored (:mod:`actor_db.kv.codec`)."""
 
     def _value_encoding_marker(self) -> bytes:

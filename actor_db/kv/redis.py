@@ -73,7 +73,7 @@ from vfs.protocol import KeyRange, KVLimits, PreloadRequest, WriteBatch
 
 from actor_db.errors import ConfigurationError, KVError, KVUnavailableError
 from actor_db.kv.base import Fence, GroupItem, GroupWrite, KVStore, condition_failed
-from actor_db.kv.codec import ENCODED, LEGACY, ValueCodec, codec_for_marker
+from actor_db.kv.codec import ENCODED, LEGACY, REDIS_ALLOCATION, ValueCodec, codec_for_marker
 from actor_db.kv.fencing import fenced
 from actor_db.kv.namespace import actor_prefix, parse_actor_key, prefix_end
 from actor_db.kv.redis_channel import LoopChannel
@@ -663,7 +663,7 @@ class RedisKV(KVStore):
         found = self._run("value-encoding check", marker)
         if found is None:
             raise KVError(f"Redis {self._describe()}: the value-encoding marker {key!r} vanished while read")
-        codec = codec_for_marker(bytes(found), self._compress)
+        codec = codec_for_marker(bytes(found), self._compress, REDIS_ALLOCATION)
         self._scripts = _TAGGED_SCRIPTS if codec.tagged else _PLAIN_SCRIPTS
         self._codec = codec
         return codec
@@ -794,7 +794,7 @@ class RedisKV(KVStore):
         codec = self.value_codec
         args: list[bytes | int | str] = ["" if fence is None else str(fence.token), len(expected)]
         for k, v in expected:
-            args += [actor.rel(k), b"0", b"", b""] if v is None else [actor.rel(k), b"1", v, codec.packed(v) or b""]
+            args += [actor.rel(k), b"0", b"", b""] if v is None else [actor.rel(k), b"1", v, codec.lz4_form(v) or b""]
         args.append(len(batch.delete_ranges))
         for r in batch.delete_ranges:
             args += [actor.lex_min(r.start), actor.lex_max(r.end)]

@@ -378,3 +378,27 @@ def test_lmdb_store_after_importing_a_text_database_is_at_most_1_1x(tmp_path: pa
     file_bytes = os.path.getsize(tmp_path / "store" / "data.mdb")
     assert used <= 1.1 * db_bytes, (used, db_bytes)
     assert file_bytes <= 1.1 * db_bytes, (file_bytes, db_bytes)
+
+
+def test_compact_rewrites_an_old_raw_lmdb_store_compressed(tmp_path: pathlib.Path) -> None:
+    from actor_db.compact import compact_lmdb
+
+    pairs, expected = _legacy_pairs(tmp_path)
+    env = lmdb.open(str(tmp_path / "old"), subdir=True, max_dbs=0)
+    with env.begin(write=True) as txn:
+        for key, value in pairs:
+            txn.put(key, value)
+        txn.put(b"f\x00\x03old", (7).to_bytes(8, "big"))  # a fencing counter: kept as is
+    env.close()
+    result = compact_lmdb(tmp_path / "old")
+    assert result.bytes_after < result.bytes_before
+    store = LmdbKV(tmp_path / "old")
+    assert store.value_codec.tagged
+    with store._env.begin() as txn:
+        assert txn.get(VALUE_ENCODING_KEY) == ENCODED
+        assert txn.get(b"f\x00\x03old") == (7).to_bytes(8, "big")
+        at_rest = [bytes(v) for k, v in txn.cursor() if k.startswith(actor_prefix("old"))]
+    assert sum(map(len, at_rest)) < sum(len(v) for _, v in pairs) // 2
+    assert all(v[0] in (TAG_RAW, TAG_LZ4) for v in at_rest)
+    _check_legacy_store_works(store, expected)
+    store.close()

@@ -123,7 +123,8 @@ class ValueCodec:
         size = len(value)
         if size < MIN_COMPRESS_BYTES or size > MAX_DECODED_BYTES:
             return None
-        return _LZ4_HEAD.pack(TAG_LZ4, size) + lz4.block.compress(value, mode="default", store_size=False)
+        block: bytes = lz4.block.compress(value, mode="default", store_size=False)
+        return _LZ4_HEAD.pack(TAG_LZ4, size) + block
 
     def _pays(self, raw: int, packed: int) -> bool:
         if packed <= raw - (raw >> 5):
@@ -152,7 +153,7 @@ class ValueCodec:
         if tag == TAG_LZ4 and len(stored) >= _LZ4_HEAD.size:
             (size,) = struct.unpack_from(">I", stored, 1)
             try:
-                value = lz4.block.decompress(memoryview(stored)[_LZ4_HEAD.size:], uncompressed_size=size)
+                value: bytes = lz4.block.decompress(memoryview(stored)[_LZ4_HEAD.size:], uncompressed_size=size)
             except lz4.block.LZ4BlockError as exc:
                 raise KVCorruptValueError(f"stored LZ4 value of {len(stored)} bytes does not decode: {exc}") from exc
             if len(value) != size:

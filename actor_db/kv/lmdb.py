@@ -250,6 +250,37 @@ class LmdbKV(KVStore):
         this moment (LMDB's MVCC; writers are not blocked). See :mod:`actor_db.kv.snapshot`."""
         return _LmdbSnapshot(self, self._txn())
 
+    def backup(self, destination: str | os.PathLike[str]) -> int:
+        """Write a consistent copy of the whole store (every actor, the fencing counters,
+        the value-encoding marker) into the directory ``destination``, while this and
+        other processes keep reading and writing: LMDB copies inside ONE read
+        transaction, so the copy is the store at one commit (free pages left out, values
+        copied as stored). Restore by opening the copy's directory as the store, with
+        every process of the old one stopped.
+
+        :param destination: a directory that does not exist yet (created; not its parents).
+        :returns: the copy's ``data.mdb`` size in bytes.
+        :raises ConfigurationError: ``destination`` exists, or its parent does not.
+        :raises KVUnavailableError: the copy failed (a partial copy is removed).
+        """
+        from actor_db.errors import ConfigurationError
+
+        target = os.fspath(destination)
+        try:
+            os.mkdir(target)
+        except (FileExistsError, FileNotFoundError) as exc:
+            raise ConfigurationError(f"cannot back up {self.path} into {target}: {exc.strerror}") from None
+        if self._closed:
+            raise KVUnavailableError(f"{self!r} is closed")
+        try:
+            self._env.copy(target, compact=True)  # in one read transaction of its own
+        except lmdb.Error as exc:
+            import shutil
+
+            shutil.rmtree(target, ignore_errors=True)
+            raise KVUnavailableError(f"backup of LMDB store {self.path} into {target} failed: {exc}") from exc
+        return os.path.getsize(os.path.join(target, "data.mdb"))
+
     def close(self) -> None:
         """Release this handle; the environment closes with its last handle."""
         if not self._closed:

@@ -19,17 +19,23 @@ benchmarks only: the test suite checks a 4 MiB text import (tests/test_value_enc
 
 The cost of decoding: ``warm-read`` (random point selects on a warm connection whose
 chunk cache holds the database: no decoding; and with a 64-chunk cache, so most pages
-are read from LMDB and decoded) and ``cold-wake`` (one preload call, open, first query,
-as in :mod:`benchmarks.bench_cold_start`), each with compression on and off.
+are read from the store and decoded) and ``cold-wake`` (one preload call, open, first
+query, as in :mod:`benchmarks.bench_cold_start`). Each compares a compressed and a raw
+store of the same data in the SAME rounds, alternating which goes first, and records
+both medians (wall and thread-CPU time) in ``extra_info``: on a shared machine, two
+separate benchmarks would compare two different loads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
 import sqlite3
+import statistics
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -40,6 +46,7 @@ import vfs
 from vfs.protocol import PreloadRequest
 
 from actor_db.kv import LmdbKV
+from benchmarks import backends
 from benchmarks.datasets import cache_dir, dataset
 from benchmarks.measure import record, run_rounds
 from benchmarks.settings import MIB, settings
@@ -107,104 +114,168 @@ STORE_CASES = [pytest.param(driver, kind, compress, id=f"{driver}-{kind}-{'lz4' 
 def test_store_bytes(benchmark: Any, request: pytest.FixtureRequest, workdir: Path, driver: str, kind: str,
                      compress: bool) -> None:
     """Import once (timed) and record what the store costs per database byte."""
-    from actor_db.cli import import_database
-
     path = source(kind, SIZE)
     db_bytes = path.stat().st_size
     record(benchmark, driver=driver, dataset=kind, compress=compress, db_bytes=db_bytes)
-    if driver == "lmdb":
-        store: Any = LmdbKV(workdir / "store", compress=compress)
-    else:
-        store = _redis(request.getfixturevalue("redis_store"), compress)
-    before = int(store.client.info("memory")["used_memory"]) if driver == "redis" else 0
-    names = iter(range(1_000_000))
-    try:
-        benchmark.pedantic(lambda: import_database(path, store.actor(f"imported-{next(names)}")),
-                           rounds=1, iterations=1)
+    with contextlib.ExitStack() as stack:
         if driver == "lmdb":
-            stat = store._env.stat()
-            used = (stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]) * stat["psize"]
-            file_bytes = os.path.getsize(workdir / "store" / "data.mdb")
-            record(benchmark, store_used_bytes=used, store_file_bytes=file_bytes,
-                   used_per_db_byte=round(used / db_bytes, 3), file_per_db_byte=round(file_bytes / db_bytes, 3),
-                   overflow_pages=stat["overflow_pages"], leaf_pages=stat["leaf_pages"], entries=stat["entries"])
-        else:
-            grown = int(store.client.info("memory")["used_memory"]) - before
-            record(benchmark, used_memory_bytes=grown, used_memory_per_db_byte=round(grown / db_bytes, 3))
-    finally:
-        if driver == "redis":
-            store.drop_namespace()
-            store.client.delete(store.value_encoding_key)
-        store.close()
+            store: Any = stack.enter_context(LmdbKV(workdir / "store", compress=compress))
+        else:  # a server of its own: used_memory counts this import only
+            server = stack.enter_context(backends.redis_server())
+            store = stack.enter_context(_redis(server, compress))
+        _measure_import(benchmark, store, path, db_bytes, driver, workdir)
 
 
-READ_CASES = [pytest.param(driver, cache, compress, id=f"{driver}-{cache}-{'lz4' if compress else 'raw'}")
-              for driver in ("lmdb", "redis") for cache in ("cache-holds-db", "cache-64-chunks")
-              for compress in (True, False)]
+def _measure_import(benchmark: Any, store: Any, path: Path, db_bytes: int, driver: str, workdir: Path) -> None:
+    """Import ``path`` once (timed) and record the store's cost per database byte."""
+    from actor_db.cli import import_database
+
+    before = int(store.client.info("memory")["used_memory"]) if driver == "redis" else 0
+    benchmark.pedantic(lambda: import_database(path, store.actor("imported")), rounds=1, iterations=1)
+    if driver == "lmdb":
+        stat = store._env.stat()
+        used = (stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]) * stat["psize"]
+        file_bytes = os.path.getsize(workdir / "store" / "data.mdb")
+        record(benchmark, store_used_bytes=used, store_file_bytes=file_bytes,
+               used_per_db_byte=round(used / db_bytes, 3), file_per_db_byte=round(file_bytes / db_bytes, 3),
+               overflow_pages=stat["overflow_pages"], leaf_pages=stat["leaf_pages"], entries=stat["entries"])
+    else:
+        grown = int(store.client.info("memory")["used_memory"]) - before
+        record(benchmark, used_memory_bytes=grown, used_memory_per_db_byte=round(grown / db_bytes, 3))
 
 
 @pytest.fixture
-def loaded(request: pytest.FixtureRequest, workdir: Path) -> Iterator[tuple[Any, int]]:
-    """A store (of the case's driver and compression) holding the text dataset of
-    ``READ_SIZE`` as actor ``reads``; and its row count."""
+def pair(request: pytest.FixtureRequest, workdir: Path) -> Iterator[tuple[dict[bool, Any], int]]:
+    """Two stores of the case's driver, compressed (``True``) and raw (``False``), each
+    holding the text dataset of ``READ_SIZE`` as actor ``reads``; and its row count."""
     from actor_db.cli import import_database
 
-    driver, compress = request.node.callspec.params["driver"], request.node.callspec.params["compress"]
-    if driver == "lmdb":
-        store: Any = LmdbKV(workdir / "store", compress=compress, durable=False)
-    else:
-        store = _redis(request.getfixturevalue("redis_store"), compress)
+    driver = request.node.callspec.params["driver"]
     path = text_dataset(READ_SIZE)
-    import_database(path, store.actor("reads"), check=False)
-    with sqlite3.connect(path) as con:
-        count = int(con.execute("SELECT count(*) FROM docs").fetchone()[0])
-    yield store, count
-    if driver == "redis":
-        store.drop_namespace()
-        store.client.delete(store.value_encoding_key)
-    store.close()
+    stores: dict[bool, Any] = {}
+    try:
+        for compress in (False, True):
+            if driver == "lmdb":
+                stores[compress] = LmdbKV(workdir / f"store-{compress}", compress=compress, durable=False)
+            else:
+                stores[compress] = _redis(request.getfixturevalue("redis_store"), compress)
+            import_database(path, stores[compress].actor("reads"), check=False)
+        with sqlite3.connect(path) as con:
+            count = int(con.execute("SELECT count(*) FROM docs").fetchone()[0])
+        yield stores, count
+    finally:
+        for store in stores.values():
+            if driver == "redis":
+                store.drop_namespace()
+                store.client.delete(store.value_encoding_key)
+            store.close()
+
+
+def interleaved(benchmark: Any, raw: Any, packed: Any, *, rounds: int, setup: Any = None) -> None:
+    """Time ``raw()`` and ``packed()`` in the same rounds, in alternating order (raw first
+    in even rounds, packed first in odd ones), so the machine's load and each call's
+    position hit both alike. ``setup()`` (untimed) runs before each call. Records each
+    one's median wall and thread-CPU time (``raw_*``, ``lz4_*``, µs); the benchmark's
+    own stats time a whole round (both calls, with the setups)."""
+    times: dict[bool, tuple[list[float], list[float]]] = {False: ([], []), True: ([], [])}
+    calls = {False: raw, True: packed}
+    n = [0]
+
+    def one(compressed: bool) -> None:
+        if setup is not None:
+            setup()
+        wall, cpu = time.perf_counter(), time.thread_time()
+        calls[compressed]()
+        cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+        times[compressed][0].append(wall)
+        times[compressed][1].append(cpu)
+
+    def round_() -> None:
+        first = n[0] % 2 == 1
+        n[0] += 1
+        one(first)
+        one(not first)
+
+    for _ in range(4):  # warm both paths (caches, lazily built state)
+        round_()
+    for walls, cpus in times.values():
+        walls.clear()
+        cpus.clear()
+    benchmark.pedantic(round_, rounds=rounds, iterations=1)
+    if setup is not None:
+        setup()
+
+    def median_us(values: list[float]) -> float:
+        return round(statistics.median(values) * 1e6, 1)
+
+    record(benchmark, raw_wall_median_us=median_us(times[False][0]), lz4_wall_median_us=median_us(times[True][0]),
+           raw_cpu_median_us=median_us(times[False][1]), lz4_cpu_median_us=median_us(times[True][1]))
+
+
+READ_CASES = [pytest.param(driver, cache, id=f"{driver}-{cache}")
+              for driver in ("lmdb", "redis") for cache in ("cache-holds-db", "cache-64-chunks")]
 
 
 @pytest.mark.benchmark(group="storage-warm-read")
-@pytest.mark.parametrize(("driver", "cache", "compress"), READ_CASES)
-def test_warm_read(benchmark: Any, loaded: tuple[Any, int], driver: str, cache: str, compress: bool) -> None:
-    store, count = loaded
-    kv = store.actor("reads")
+@pytest.mark.parametrize(("driver", "cache"), READ_CASES)
+def test_warm_read(benchmark: Any, pair: tuple[dict[bool, Any], int], driver: str, cache: str) -> None:
+    """Random point selects, compressed store timed, raw store interleaved."""
+    stores, count = pair
     chunks = READ_SIZE // vfs.CHUNK_SIZE + 64 if cache == "cache-holds-db" else 64
-    con = vfs.connect(kv, cache_chunks=chunks)
-    con.execute("PRAGMA cache_size=-256")  # SQLite's own cache small: reads reach the VFS
-    con.execute("SELECT count(*), sum(length(body)) FROM docs").fetchall()
+    cons = {}
+    for compress, store in stores.items():
+        con = vfs.connect(store.actor("reads"), cache_chunks=chunks)
+        con.execute("PRAGMA cache_size=-256")  # SQLite's own cache small: reads reach the VFS
+        con.execute("SELECT count(*), sum(length(body)) FROM docs").fetchall()
+        cons[compress] = con
     rng = random.Random(7)
-    record(benchmark, driver=driver, cache=cache, compress=compress, db_bytes=READ_SIZE, query=POINT)
+    rows = [rng.randint(1, count) for _ in range(20_000)]
+    position = {False: 0, True: 0}  # both stores read the same sequence of rows
+
+    def query(compressed: bool) -> Any:
+        def run() -> None:
+            i = position[compressed]
+            position[compressed] = (i + 1) % len(rows)
+            cons[compressed].execute(POINT, (rows[i],)).fetchone()
+        return run
+
+    raw, packed = query(False), query(True)
+
+    record(benchmark, driver=driver, cache=cache, db_bytes=READ_SIZE, query=POINT)
     try:
-        run_rounds(benchmark, lambda: con.execute(POINT, (rng.randint(1, count),)).fetchone(),
-                   rounds=200 if S.quick else 5000, counter=lambda: int(store.round_trips), warmup_rounds=20)
+        interleaved(benchmark, raw, packed, rounds=200 if S.quick else 5000)
     finally:
-        con.close()
+        for con in cons.values():
+            con.close()
 
 
-WAKE_CASES = [pytest.param(driver, compress, id=f"{driver}-{'lz4' if compress else 'raw'}")
-              for driver in ("lmdb", "redis") for compress in (True, False)]
+WAKE_CASES = [pytest.param(driver, id=driver) for driver in ("lmdb", "redis")]
 
 
 @pytest.mark.benchmark(group="storage-cold-wake")
-@pytest.mark.parametrize(("driver", "compress"), WAKE_CASES)
-def test_cold_wake(benchmark: Any, loaded: tuple[Any, int], driver: str, compress: bool) -> None:
-    """One preload call (768 KiB of chunks: all decoded), open, one point query."""
-    store, count = loaded
-    kv = store.actor("reads")
+@pytest.mark.parametrize("driver", WAKE_CASES)
+def test_cold_wake(benchmark: Any, pair: tuple[dict[bool, Any], int], driver: str) -> None:
+    """One preload call (768 KiB of chunks: all decoded), open, one point query; the
+    compressed store timed, the raw one interleaved."""
+    stores, count = pair
     opened: list[Any] = []
 
     def close_previous() -> None:
         while opened:
             opened.pop().close()
 
-    def wake() -> None:
-        con = vfs.connect(kv, preload=kv.preload(PRELOAD))
-        opened.append(con)
-        con.execute(POINT, (count // 2,)).fetchone()
+    def wake(store: Any) -> Any:
+        kv = store.actor("reads")
 
-    record(benchmark, driver=driver, compress=compress, db_bytes=READ_SIZE, query=POINT)
-    run_rounds(benchmark, wake, rounds=5 if S.quick else 50, counter=lambda: int(store.round_trips),
-               setup=close_previous, warmup_rounds=2)
-    close_previous()
+        def run() -> None:
+            con = vfs.connect(kv, preload=kv.preload(PRELOAD))
+            opened.append(con)
+            con.execute(POINT, (count // 2,)).fetchone()
+        return run
+
+    record(benchmark, driver=driver, db_bytes=READ_SIZE, query=POINT)
+    try:
+        interleaved(benchmark, wake(stores[False]), wake(stores[True]), rounds=6 if S.quick else 100,
+                    setup=close_previous)
+    finally:
+        close_previous()

@@ -821,19 +821,26 @@ def storage_section(groups: dict[str, list[Bench]], summary: dict[str, Any]) -> 
                              "LMDB used (lz4)", "LMDB file (lz4)", "Redis memory (lz4)"], rows))
 
     def compare(benches: list[Bench], label: Any) -> str:
-        by = {(b["extra_info"]["driver"], label(b["extra_info"]), b["extra_info"]["compress"]): b for b in benches}
         rows = []
-        for driver, what in _ordered_pairs((k[0], k[1]) for k in by):
-            raw, packed = _median(by.get((driver, what, False))), _median(by.get((driver, what, True)))
-            change = "–" if raw is None or packed is None else f"{(packed / raw - 1) * 100:+.0f}%"
-            rows.append([driver, what, _us(raw), _us(packed), change])
-        return _table(["driver", "case", "raw (median)", "lz4 (median)", "lz4 vs raw"], rows)
+        for b in benches:
+            e = b["extra_info"]
+            raw, packed = e.get("raw_wall_median_us"), e.get("lz4_wall_median_us")
+            raw_cpu, packed_cpu = e.get("raw_cpu_median_us"), e.get("lz4_cpu_median_us")
+
+            def change(a: float | None, z: float | None) -> str:
+                return "–" if not a or z is None else f"{(z / a - 1) * 100:+.0f}%"
+
+            rows.append([e["driver"], label(e), _us(raw), _us(packed), change(raw, packed), _us(raw_cpu),
+                         _us(packed_cpu), change(raw_cpu, packed_cpu)])
+        return _table(["driver", "case", "raw", "lz4", "lz4 vs raw", "raw CPU", "lz4 CPU", "CPU lz4 vs raw"], rows)
 
     if warm:
-        parts.append("Warm point selects (`SELECT length(body) FROM docs WHERE id = ?`, random ids) on a warm "
-                     "connection to the text database (SQLite's own cache 256 KiB): with a chunk cache that holds "
-                     "the database (reads decode nothing), and with a 64-chunk cache (most reads come from the "
-                     "store and are decoded):")
+        parts.append("Medians of the same rounds, a compressed (`lz4`) and a raw store of the same data "
+                     "alternating (wall time, and the thread's CPU time, which other processes on the machine "
+                     "disturb less). Warm point selects (`SELECT length(body) FROM docs WHERE id = ?`, random "
+                     "ids) on a warm connection to the text database (SQLite's own cache 256 KiB): with a chunk "
+                     "cache that holds the database (reads decode nothing), and with a 64-chunk cache (most "
+                     "reads come from the store and are decoded):")
         parts.append(compare(warm, lambda e: e["cache"]))
     if wakes:
         parts.append("Cold wakes (one preload call of 768 KiB of chunks, all decoded; open; one point query), "
@@ -842,16 +849,8 @@ def storage_section(groups: dict[str, list[Bench]], summary: dict[str, Any]) -> 
     return "\n\n".join(parts)
 
 
-def _ordered_pairs(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    seen: list[tuple[str, str]] = []
-    for pair in pairs:
-        if pair not in seen:
-            seen.append(pair)
-    return seen
-
-
-def _us(seconds: float | None) -> str:
-    return "–" if seconds is None else f"{seconds * 1e6:,.1f} µs"
+def _us(micros: float | None) -> str:
+    return "–" if micros is None else f"{micros:,.1f} µs"
 
 
 def _headline_rows(summary: dict[str, Any]) -> list[list[str]]:

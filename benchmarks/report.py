@@ -799,7 +799,8 @@ def storage_section(groups: dict[str, list[Bench]], summary: dict[str, Any]) -> 
              "drivers before compression). LMDB: bytes of pages in use after the import, and the size of "
              "`data.mdb` (LMDB never shrinks it, so it is the import's peak: the redo log's staged copy and "
              "the final chunks coexist until the import's last batch), per database byte. Redis: the "
-             "growth of `used_memory` per database byte."]
+             "growth of `used_memory` per database byte. (A run of this suite alone is merged into the results "
+             "JSON as recorded in `actor_db_run.merged_runs` when there is one.)"]
     if imports:
         def cell(e: dict[str, Any] | None, key: str) -> str:
             return "–" if e is None or e.get(key) is None else f"{e[key]:.2f}"

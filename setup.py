@@ -20,6 +20,7 @@ setup(
         "cffi>=1.15",
         "lru-dict>=1.3",
         "lmdb>=1.4",
+        "lz4>=4.0",  # the LMDB and Redis drivers' value compression (actor_db.kv.codec)
         "sortedcontainers>=2.4",
         "prometheus_client>=0.17",
         "tqdm>=4.60",

@@ -17,6 +17,10 @@ Invariants:
   directory, removed by the next compaction); after it, the compacted store.
 - After the swap the store is opened once in this process with LMDB's locking, which
   rebuilds the lock file's state from the new data file before anyone else may open it.
+- A store written before the drivers' value encoding (:mod:`actor_db.kv.codec`; marker
+  ``LEGACY`` or none, with actor data) is rewritten instead of copied: every actor value
+  encoded (LZ4-compressed when that pays) into the new file, marked ``ENCODED``, in
+  write transactions of at most :data:`REWRITE_TXN_BYTES`; the swap is the same.
 """
 
 from __future__ import annotations
@@ -28,12 +32,16 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from typing import Any
 
 from actor_db.errors import ActorDBError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CompactError", "CompactResult", "compact_lmdb"]
+__all__ = ["CompactError", "CompactResult", "compact_lmdb", "REWRITE_TXN_BYTES"]
+
+REWRITE_TXN_BYTES = 64 * 1024 * 1024
+"""Value bytes per write transaction when a legacy store is rewritten encoded."""
 
 
 class CompactError(ActorDBError):
@@ -55,6 +63,61 @@ def _fsync_path(path: str, directory: bool = False) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _is_legacy(env: Any) -> bool:
+    """Whether the store's actor values are raw (written before value encoding)."""
+    from actor_db.kv.codec import LEGACY
+    from actor_db.kv.namespace import ACTORS_END, ACTORS_START, VALUE_ENCODING_KEY
+
+    with env.begin() as txn:
+        marker = txn.get(VALUE_ENCODING_KEY)
+        if marker is not None:
+            return bytes(marker) == LEGACY
+        cursor = txn.cursor()
+        return bool(cursor.set_range(ACTORS_START) and cursor.key() < ACTORS_END)
+
+
+def _rewrite_encoded(env: Any, work: str) -> None:
+    """Copy ``env`` into a new store in directory ``work``, actor values encoded."""
+    import lmdb
+
+    from actor_db.kv.codec import ENCODED, AllocationUnit, ValueCodec
+    from actor_db.kv.namespace import ACTORS_END, ACTORS_START, VALUE_ENCODING_KEY
+
+    psize = env.stat()["psize"]
+    codec = ValueCodec(unit=AllocationUnit(psize, 16))
+    out = lmdb.open(work, subdir=True, map_size=max(env.info()["map_size"], 1 << 30), max_dbs=0, sync=False,
+                    metasync=False, lock=False)
+    try:
+        with env.begin() as source:
+            pending: list[tuple[bytes, bytes]] = []
+            size = 0
+
+            def flush() -> None:
+                with out.begin(write=True) as txn:
+                    for key, value in pending:
+                        txn.put(key, value, append=True)  # keys arrive in order
+                pending.clear()
+
+            for key, value in source.cursor():
+                if key == VALUE_ENCODING_KEY:
+                    value = ENCODED
+                elif ACTORS_START <= key < ACTORS_END:
+                    value = codec.encode(value)
+                pending.append((key, value))
+                size += len(value)
+                if size >= REWRITE_TXN_BYTES:
+                    flush()
+                    size = 0
+            flush()
+            if source.get(VALUE_ENCODING_KEY) is None:
+                with out.begin(write=True) as txn:
+                    txn.put(VALUE_ENCODING_KEY, ENCODED)
+        out.sync(True)
+    finally:
+        out.close()
+    log.info("rewrote the legacy store's values in the value encoding")
 
 
 def compact_lmdb(path: str | os.PathLike[str]) -> CompactResult:
@@ -91,7 +154,10 @@ def compact_lmdb(path: str | os.PathLike[str]) -> CompactResult:
         try:
             env = lmdb.open(root, subdir=True, readonly=True, lock=False, max_dbs=0)
             try:
-                env.copy(work, compact=True)
+                if _is_legacy(env):
+                    _rewrite_encoded(env, work)
+                else:
+                    env.copy(work, compact=True)
             finally:
                 env.close()
             copy = os.path.join(work, "data.mdb")

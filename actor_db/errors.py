@@ -13,7 +13,7 @@ from typing import TypeVar
 from vfs.protocol import ConditionFailedError
 
 __all__ = [
-    "find_cause", "ActorDBError", "KVError", "KVUnavailableError", "KVLimitError", "FencedError",
+    "find_cause", "ActorDBError", "KVError", "KVUnavailableError", "KVLimitError", "KVCorruptValueError", "FencedError",
     "KVConditionFailedError", "CommitFailedError",
     "ActorNotFoundError", "ConfigurationError", "InvalidActorKeyError", "ActorKeyTooLongError",
     "ActionNotFoundError", "ActorShuttingDownError", "ActorCallCycleError", "MigrationError", "StateError",
@@ -37,6 +37,12 @@ class KVUnavailableError(KVError):
 
 class KVLimitError(KVError, ValueError):
     """A key, value or batch is larger than the driver allows."""
+
+
+class KVCorruptValueError(KVError):
+    """A stored value is not in the store's value encoding (:mod:`actor_db.kv.codec`):
+    an unknown tag, a bad length, a compressed block that does not decode. The store is
+    damaged (or was written by a newer actor-db); no bytes are returned for that value."""
 
 
 class FencedError(KVError):

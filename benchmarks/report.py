@@ -549,7 +549,7 @@ class Report:
         sections = [self.header(), self.headline_section(), self.cold_start(), self.commits(), self.warm_reads(),
                     self.concurrency(), self.memory(), scale_section(self.groups, self.summary),
                     size_section(self.groups, self.summary), multi_connection_section(self.groups, self.summary),
-                    self.others()]
+                    storage_section(self.groups, self.summary), self.others()]
         return "\n\n".join(s for s in sections if s) + "\n"
 
     def headline_section(self) -> str:
@@ -784,6 +784,74 @@ def size_section(groups: dict[str, list[Bench]], summary: dict[str, Any]) -> str
                      "SQLite code and the ratio is 1 within noise:")
         parts.append(_table(["database", "query", "backend", "queries/s", "vs local file", "cache budget"], rows))
     return "\n\n".join(parts)
+
+
+def storage_section(groups: dict[str, list[Bench]], summary: dict[str, Any]) -> str:
+    """"Store size and value compression" (issue 28, ``bench_storage.py``): pops its groups."""
+    imports = [b["extra_info"] for b in groups.pop("storage-import", [])]
+    warm = groups.pop("storage-warm-read", [])
+    wakes = groups.pop("storage-cold-wake", [])
+    if not (imports or warm or wakes):
+        return ""
+    parts = ["## 9. Store size and value compression",
+             "`benchmarks/bench_storage.py`: each database imported with `import_database` into a fresh store, "
+             "values LZ4-compressed (`lz4`, the default) or stored raw (`raw`: the pages per chunk of the "
+             "drivers before compression). LMDB: bytes of pages in use after the import, and the size of "
+             "`data.mdb` (LMDB never shrinks it, so it is the import's peak: the redo log's staged copy and "
+             "the final chunks coexist until the import's last batch), per database byte. Redis: the "
+             "growth of `used_memory` per database byte. (A run of this suite alone is merged into the results "
+             "JSON as recorded in `actor_db_run.merged_runs` when there is one.)"]
+    if imports:
+        def cell(e: dict[str, Any] | None, key: str) -> str:
+            return "–" if e is None or e.get(key) is None else f"{e[key]:.2f}"
+
+        found = {(e["driver"], e["dataset"], e["compress"]): e for e in imports}
+        rows = []
+        for kind in _ordered(e["dataset"] for e in imports):
+            db = next(e["db_bytes"] for e in imports if e["dataset"] == kind)
+            row = [kind, human_size(db) if db % (1 << 20) == 0 else f"{db / (1 << 20):.1f} MiB"]
+            for compress in (False, True):
+                lmdb = found.get(("lmdb", kind, compress))
+                row += [cell(lmdb, "used_per_db_byte"), cell(lmdb, "file_per_db_byte"),
+                        cell(found.get(("redis", kind, compress)), "used_memory_per_db_byte")]
+            rows.append(row)
+        summary["storage_bytes_per_db_byte"] = {
+            f"{e['driver']} {e['dataset']} {'lz4' if e['compress'] else 'raw'}":
+                e.get("used_per_db_byte", e.get("used_memory_per_db_byte")) for e in imports}
+        parts.append(_table(["dataset", "database", "LMDB used (raw)", "LMDB file (raw)", "Redis memory (raw)",
+                             "LMDB used (lz4)", "LMDB file (lz4)", "Redis memory (lz4)"], rows))
+
+    def compare(benches: list[Bench], label: Any) -> str:
+        rows = []
+        for b in benches:
+            e = b["extra_info"]
+            raw, packed = e.get("raw_wall_median_us"), e.get("lz4_wall_median_us")
+            raw_cpu, packed_cpu = e.get("raw_cpu_median_us"), e.get("lz4_cpu_median_us")
+
+            def change(a: float | None, z: float | None) -> str:
+                return "–" if not a or z is None else f"{(z / a - 1) * 100:+.0f}%"
+
+            rows.append([e["driver"], label(e), _us(raw), _us(packed), change(raw, packed), _us(raw_cpu),
+                         _us(packed_cpu), change(raw_cpu, packed_cpu)])
+        return _table(["driver", "case", "raw", "lz4", "lz4 vs raw", "raw CPU", "lz4 CPU", "CPU lz4 vs raw"], rows)
+
+    if warm:
+        parts.append("Medians of the same rounds, a compressed (`lz4`) and a raw store of the same data "
+                     "alternating (wall time, and the thread's CPU time, which other processes on the machine "
+                     "disturb less). Warm point selects (`SELECT length(body) FROM docs WHERE id = ?`, random "
+                     "ids) on a warm connection to the text database (SQLite's own cache 256 KiB): with a chunk "
+                     "cache that holds the database (reads decode nothing), and with a 64-chunk cache (most "
+                     "reads come from the store and are decoded):")
+        parts.append(compare(warm, lambda e: e["cache"]))
+    if wakes:
+        parts.append("Cold wakes (one preload call of 768 KiB of chunks, all decoded; open; one point query), "
+                     "as in section 1:")
+        parts.append(compare(wakes, lambda e: human_size(e["db_bytes"])))
+    return "\n\n".join(parts)
+
+
+def _us(micros: float | None) -> str:
+    return "–" if micros is None else f"{micros:,.1f} µs"
 
 
 def _headline_rows(summary: dict[str, Any]) -> list[list[str]]:

@@ -7,6 +7,12 @@ batch is atomic and, with ``durable=True`` (the default), on disk when the call 
 LMDB forbids opening one environment twice in a process, so environments are shared
 per real path and reference-counted. Keys are limited to LMDB's max key size (511
 bytes); values and batches are limited only by ``map_size``.
+
+Values are stored in the value encoding of :mod:`actor_db.kv.codec` (LZ4-compressed
+when that pays, ``compress=True``): a 4 KiB chunk then costs one LMDB page or less
+instead of two overflow pages. Callers see the bytes they wrote. A store written before
+that encoding (no marker, actor data present) is marked legacy at open and keeps its
+raw values; :func:`actor_db.compact.compact_lmdb` rewrites it encoded.
 """
 
 from __future__ import annotations
@@ -23,9 +29,12 @@ from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
 
 from actor_db.errors import KVError, KVLimitError, KVUnavailableError
 from actor_db.kv.base import Fence, GroupItem, KVStore, check_expectations, scan_with_limits
+from actor_db.kv.codec import ENCODED, LEGACY, AllocationUnit, ValueCodec, codec_for_marker
 from actor_db.kv.fencing import decode_token, encode_token, fenced
 from actor_db.kv.leases import claim_owner, leave_node, live_nodes, renew_heartbeat
-from actor_db.kv.namespace import NODES_END, NODES_START, fence_key, node_key, owner_key
+from actor_db.kv.namespace import (
+    ACTORS_END, ACTORS_START, NODES_END, NODES_START, VALUE_ENCODING_KEY, fence_key, node_key, owner_key,
+)
 
 __all__ = ["LmdbKV", "DEFAULT_MAP_SIZE"]
 
@@ -81,6 +90,9 @@ class LmdbKV(KVStore):
     :param map_size: largest size the store may grow to, in bytes.
     :param durable: fsync at every write call (default). ``False`` trades durability of
         the last commits on power loss for speed; atomicity is kept either way.
+    :param compress: store values LZ4-compressed when that pays (default); ``False``
+        stores them raw (tagged). Values read back are the same either way, and stores
+        written with either setting open with either (:mod:`actor_db.kv.codec`).
     """
 
     groups_writes = True
@@ -90,7 +102,8 @@ class LmdbKV(KVStore):
     """Owner records and heartbeats (:mod:`actor_db.kv.leases`), each checked and written
     in one write transaction: LMDB serializes those across the machine's processes."""
 
-    def __init__(self, path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE, durable: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE, durable: bool = True,
+                 compress: bool = True) -> None:
         self.path = os.path.realpath(os.fspath(path))
         try:
             self._env = _open_env(self.path, map_size, durable)
@@ -98,6 +111,38 @@ class LmdbKV(KVStore):
             raise KVUnavailableError(f"cannot open LMDB environment at {self.path}: {exc}") from exc
         super().__init__(KVLimits(max_key_bytes=self._env.max_key_size()))
         self._closed = False
+        try:
+            marker = self._value_encoding_marker()
+        except BaseException:
+            self.close()
+            raise
+        psize = self._env.stat()["psize"]
+        self.value_codec: ValueCodec = codec_for_marker(marker, compress, AllocationUnit(psize, 16))
+        """How this store's values are stored (:mod:`actor_db.kv.codec`)."""
+
+    def _value_encoding_marker(self) -> bytes:
+        """The store's value-encoding marker, recorded at the first open that finds none:
+        :data:`~actor_db.kv.codec.ENCODED` for a store without actor data,
+        :data:`~actor_db.kv.codec.LEGACY` for one written before the encoding existed
+        (one write transaction, once per store; LMDB serializes it across processes)."""
+        try:
+            with self._env.begin() as txn:
+                marker = txn.get(VALUE_ENCODING_KEY)
+            if marker is not None:
+                return bytes(marker)
+            with self._env.begin(write=True) as txn:
+                marker = txn.get(VALUE_ENCODING_KEY)
+                if marker is None:
+                    cursor = txn.cursor()
+                    legacy = cursor.set_range(ACTORS_START) and cursor.key() < ACTORS_END
+                    marker = LEGACY if legacy else ENCODED
+                    txn.put(VALUE_ENCODING_KEY, marker)
+                    if legacy:
+                        log.info("LMDB store %s was written before value encoding: its values stay raw "
+                                 "(actor-db compact rewrites it compressed)", self.path)
+            return bytes(marker)
+        except lmdb.Error as exc:
+            raise KVUnavailableError(f"cannot read the value encoding of the LMDB store at {self.path}: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"LmdbKV({self.path!r})"
@@ -107,13 +152,20 @@ class LmdbKV(KVStore):
         return ("lmdb", self.path)
 
     def _iterate(self, txn: Any, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Pairs of ``[start, end)`` in key order, values decoded."""
         cursor = txn.cursor()
         if not cursor.set_range(start):
             return
+        decode = self.value_codec.decode
         for key, value in cursor:
             if key >= end:
                 return
-            yield key, value
+            yield key, decode(value)
+
+    def _getter(self, txn: Any) -> Any:
+        """``get(key) -> decoded value or None`` in ``txn``."""
+        get, decode = txn.get, self.value_codec.decode_optional
+        return lambda key: decode(get(key))
 
     def _txn(self, write: bool = False) -> Any:
         if self._closed:
@@ -122,7 +174,8 @@ class LmdbKV(KVStore):
 
     def _get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         with self._txn() as txn:
-            return [txn.get(k) for k in keys]
+            get, decode = txn.get, self.value_codec.decode_optional
+            return [decode(get(k)) for k in keys]
 
     def _scan(self, start: bytes, end: bytes, limit: int | None, max_bytes: int | None) -> list[tuple[bytes, bytes]]:
         with self._txn() as txn:
@@ -160,8 +213,7 @@ class LmdbKV(KVStore):
             return super()._write_many(items)
         return results
 
-    @staticmethod
-    def _check(txn: Any, batch: WriteBatch, fence: Fence | None) -> None:
+    def _check(self, txn: Any, batch: WriteBatch, fence: Fence | None) -> None:
         """Raise (nothing changed yet) unless ``fence`` and ``batch.expect`` hold in ``txn``."""
         if fence is not None:
             # Inside the write transaction: LMDB serializes write transactions
@@ -170,10 +222,11 @@ class LmdbKV(KVStore):
             if current != fence.token:
                 raise fenced(fence.actor_id, fence.token, current)
         # Expectations too: checked in the same write transaction, before any change.
-        check_expectations(batch.expect, txn.get)
+        # Decoded values are compared: exact whatever encoding each was stored in.
+        if batch.expect:
+            check_expectations(batch.expect, self._getter(txn))
 
-    @staticmethod
-    def _apply(txn: Any, batch: WriteBatch) -> None:
+    def _apply(self, txn: Any, batch: WriteBatch) -> None:
         for r in batch.delete_ranges:
             cursor = txn.cursor()
             if cursor.set_range(r.start):
@@ -182,12 +235,13 @@ class LmdbKV(KVStore):
                         break
         for key in batch.deletes:
             txn.delete(key)
+        encode = self.value_codec.encode
         for key, value in batch.puts.items():
-            txn.put(key, value)
+            txn.put(key, encode(value))
 
     def _preload(self, request: PreloadRequest) -> PreloadMap:
         with self._txn() as txn:
-            return evaluate_preload(request, txn.get, lambda s, e: self._iterate(txn, s, e))
+            return evaluate_preload(request, self._getter(txn), lambda s, e: self._iterate(txn, s, e))
 
     def _acquire(self, actor_id: str, request: PreloadRequest | None) -> tuple[int, PreloadMap | None]:
         key = fence_key(actor_id)
@@ -195,7 +249,7 @@ class LmdbKV(KVStore):
             token = decode_token(txn.get(key)) + 1
             txn.put(key, encode_token(token))
             found = None if request is None else evaluate_preload(
-                request, txn.get, lambda s, e: self._iterate(txn, s, e))
+                request, self._getter(txn), lambda s, e: self._iterate(txn, s, e))
         return token, found
 
     # -- placement (rules: actor_db.kv.leases), each one write transaction ----------
@@ -246,6 +300,37 @@ class LmdbKV(KVStore):
         this moment (LMDB's MVCC; writers are not blocked). See :mod:`actor_db.kv.snapshot`."""
         return _LmdbSnapshot(self, self._txn())
 
+    def backup(self, destination: str | os.PathLike[str]) -> int:
+        """Write a consistent copy of the whole store (every actor, the fencing counters,
+        the value-encoding marker) into the directory ``destination``, while this and
+        other processes keep reading and writing: LMDB copies inside ONE read
+        transaction, so the copy is the store at one commit (free pages left out, values
+        copied as stored). Restore by opening the copy's directory as the store, with
+        every process of the old one stopped.
+
+        :param destination: a directory that does not exist yet (created; not its parents).
+        :returns: the copy's ``data.mdb`` size in bytes.
+        :raises ConfigurationError: ``destination`` exists, or its parent does not.
+        :raises KVUnavailableError: the copy failed (a partial copy is removed).
+        """
+        from actor_db.errors import ConfigurationError
+
+        target = os.fspath(destination)
+        try:
+            os.mkdir(target)
+        except (FileExistsError, FileNotFoundError) as exc:
+            raise ConfigurationError(f"cannot back up {self.path} into {target}: {exc.strerror}") from None
+        if self._closed:
+            raise KVUnavailableError(f"{self!r} is closed")
+        try:
+            self._env.copy(target, compact=True)  # in one read transaction of its own
+        except lmdb.Error as exc:
+            import shutil
+
+            shutil.rmtree(target, ignore_errors=True)
+            raise KVUnavailableError(f"backup of LMDB store {self.path} into {target} failed: {exc}") from exc
+        return os.path.getsize(os.path.join(target, "data.mdb"))
+
     def close(self) -> None:
         """Release this handle; the environment closes with its last handle."""
         if not self._closed:
@@ -261,13 +346,15 @@ class _LmdbSnapshot:
         self._txn = txn
 
     def _get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        return [self._txn.get(k) for k in keys]
+        get = self._store._getter(self._txn)
+        return [get(k) for k in keys]
 
     def _scan(self, start: bytes, end: bytes, limit: int | None, max_bytes: int | None) -> list[tuple[bytes, bytes]]:
         return scan_with_limits(self._store._iterate(self._txn, start, end), limit, max_bytes)
 
     def _preload(self, request: PreloadRequest) -> PreloadMap:
-        return evaluate_preload(request, self._txn.get, lambda s, e: self._store._iterate(self._txn, s, e))
+        return evaluate_preload(request, self._store._getter(self._txn),
+                                lambda s, e: self._store._iterate(self._txn, s, e))
 
     def close(self) -> None:
         self._txn.abort()

@@ -11,6 +11,9 @@ Owner record of an actor (placement, :mod:`actor_db.serve`) = ``b"o" + u16 BE le
 id``; heartbeat of a node = ``b"n" + the node id's UTF-8 bytes``. Both outside every
 actor's range too.
 
+Value-encoding marker (LMDB) = :data:`VALUE_ENCODING_KEY`, outside every actor's range:
+which storage encoding the store's actor values use (:mod:`actor_db.kv.codec`).
+
 Actor ids must be valid Unicode encodable as UTF-8 (no lone surrogates), 1..65535 bytes,
 and short enough that the prefix leaves :data:`ACTOR_KEY_ROOM` bytes under the driver's
 key limit (:func:`max_actor_id_bytes`); :class:`actor_db.kv.ActorKV` checks this when the
@@ -30,7 +33,7 @@ from actor_db.errors import ActorKeyTooLongError, InvalidActorKeyError
 log = logging.getLogger(__name__)
 
 __all__ = ["ACTORS_START", "ACTORS_END", "ACTOR_KEY_ROOM", "MAX_ACTOR_ID_BYTES", "PREFIX_OVERHEAD", "actor_prefix",
-           "prefix_end", "parse_actor_key", "fence_key", "owner_key", "node_key",
+           "prefix_end", "parse_actor_key", "fence_key", "owner_key", "node_key", "VALUE_ENCODING_KEY",
            "NODES_START", "NODES_END", "encode_actor_id", "max_actor_id_bytes"]
 
 _TAG = b"a"
@@ -42,6 +45,11 @@ _OWNER_TAG = b"o"
 _NODE_TAG = b"n"
 NODES_START = _NODE_TAG
 NODES_END = bytes([_NODE_TAG[0] + 1])
+
+VALUE_ENCODING_KEY: Final = b"e:value-encoding"
+"""Store key of the value-encoding marker (:data:`actor_db.kv.codec.ENCODED` or
+:data:`~actor_db.kv.codec.LEGACY`); outside the actor range, so no actor operation, range
+delete or listing ever touches it."""
 
 PREFIX_OVERHEAD: Final = len(_TAG) + _LEN.size
 """Bytes an actor prefix adds to the id: the tag and the u16 length."""

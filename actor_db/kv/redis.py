@@ -19,6 +19,14 @@ lease: the Redis server's clock decides expiry, never the nodes'), plus the memb
 ``ns:{ns:nodes}:m``; one script reads them all, so liveness costs one round trip per
 node and interval, whatever the number of actors.
 
+and one key per namespace, ``ns.value-encoding`` (beside, not under, ``ns:``, so it is
+no actor's key and a namespace listing does not see it): the store's value encoding
+(:mod:`actor_db.kv.codec`; values are LZ4-compressed when that pays, ``compress=True``),
+recorded by the first store object that finds none (``ENCODED`` for a namespace without
+actor data, ``LEGACY`` for one written before the encoding: its values stay raw). It is
+kept by :meth:`RedisKV.drop_namespace`; deleting it while actor data remains would make
+the next store object read that data as legacy, so never delete it by hand.
+
 Why a hash plus a score-0 sorted set. Redis keys are unordered, but the protocol needs
 ordered prefix scans (the preload, the redo log, ``delete_range``). A sorted set whose
 members all have score 0 is ordered by ``memcmp`` of the member bytes, which is exactly
@@ -42,7 +50,11 @@ Invariants:
   writing script is refused up front when Redis is over ``maxmemory`` instead of
   failing half way (Redis >= 7 / Valkey; earlier servers are not supported).
 - Preload budgets are evaluated server-side with exactly the rules of
-  :func:`vfs.preload.evaluate_preload`.
+  :func:`vfs.preload.evaluate_preload`, counting protocol (decoded) value bytes, as
+  ``scan``'s ``max_bytes`` does.
+- Conditional writes compare protocol values: a value stored raw is compared with the
+  expected bytes; a compressed one with the expected value's compressed form, which the
+  format makes a function of the value alone (see :mod:`actor_db.kv.codec`).
 
 Left out: Redis replication guarantees (``WAIT``) and failover; a write is as durable
 as the server's persistence settings make it (see the README: ``appendonly yes``,
@@ -70,6 +82,7 @@ from vfs.protocol import KeyRange, KVLimits, PreloadRequest, WriteBatch
 
 from actor_db.errors import ConfigurationError, KVError, KVUnavailableError
 from actor_db.kv.base import Fence, GroupItem, GroupWrite, KVStore, condition_failed
+from actor_db.kv.codec import ENCODED, LEGACY, REDIS_ALLOCATION, ValueCodec, codec_for_marker
 from actor_db.kv.fencing import fenced
 from actor_db.kv.namespace import actor_prefix, parse_actor_key, prefix_end
 from actor_db.kv.redis_channel import LoopChannel
@@ -91,6 +104,34 @@ MAX_VALUE_BYTES = 512 * 1024 * 1024
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.\-]+(?::[A-Za-z0-9_.\-]+)*$")
 
 # -- Lua ------------------------------------------------------------------------------
+# Stored values are in the store's value encoding (actor_db.kv.codec): the scripts see
+# them through three helpers, defined per encoding where _VALUES stands: vlen(v), the
+# protocol (decoded) length, so every byte budget counts protocol bytes; same(v, raw,
+# packed), whether stored v holds the protocol value raw (packed: its compressed form,
+# deterministic, or '' when it has none); plain(v), the protocol value when a script can
+# read it without decompressing (else nil). Scripts never decompress.
+_VALUES = "-- @values\n"
+_TAGGED_VALUES = r"""
+local function vlen(v)
+  if string.byte(v, 1) == 0 then return #v - 1 end
+  local b1, b2, b3, b4 = string.byte(v, 2, 5)
+  return ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+end
+local function same(v, raw, packed)
+  if not v then return false end
+  if string.byte(v, 1) == 0 then return #v == #raw + 1 and string.sub(v, 2) == raw end
+  return v == packed
+end
+local function plain(v)
+  if v and string.byte(v, 1) == 0 then return string.sub(v, 2) end
+  return nil
+end
+"""
+_PLAIN_VALUES = r"""
+local function vlen(v) return #v end
+local function same(v, raw, packed) return v == raw end
+local function plain(v) return v end
+"""
 # Scan pages through the index with ZRANGEBYLEX ... LIMIT, continuing after the last key
 # returned ("(" + key), so a call costs O(log N) per page and stops at the byte budget.
 _LUA_SCAN_BODY = r"""
@@ -108,9 +149,10 @@ while true do
   for j = 1, #keys do
     local v = vals[j]
     if v then
-      if maxb >= 0 and used + #v > maxb then return out end
+      local size = vlen(v)
+      if maxb >= 0 and used + size > maxb then return out end
       out[#out + 1] = keys[j]; out[#out + 1] = v
-      used = used + #v; n = n + 1
+      used = used + size; n = n + 1
     end
   end
   if #keys < want then break end
@@ -118,11 +160,11 @@ while true do
 end
 return out
 """
-_LUA_SCAN = "#!lua flags=no-writes" + _LUA_SCAN_BODY
+_LUA_SCAN = "#!lua flags=no-writes\n" + _VALUES + _LUA_SCAN_BODY
 
 # Snapshot reads (actor_db.kv.snapshot): the same reads, answering {version, result}
 # in the same atomic script; KEYS[3] (scan, get) or KEYS[4] (preload) is the version.
-_LUA_SNAP_SCAN = ("#!lua flags=no-writes\nlocal version = redis.call('GET', KEYS[3]) or '0'"
+_LUA_SNAP_SCAN = ("#!lua flags=no-writes\n" + _VALUES + "local version = redis.call('GET', KEYS[3]) or '0'"
                   + _LUA_SCAN_BODY.replace("return out", "return {version, out}"))
 _LUA_SNAP_GET = r"""#!lua flags=no-writes
 local version = redis.call('GET', KEYS[3]) or '0'
@@ -135,13 +177,14 @@ end
 return {version, out}
 """
 
-# ARGV: token ('' = unfenced), nexpect, (key, '1' present / '0' absent, value or '')*,
+# ARGV: token ('' = unfenced), nexpect, (key, '1' present / '0' absent, value or '',
+# its packed (compressed) form or '')*,
 # nranges, (min, max)*, ndeletes, key*, nputs, (key, value)*.
 # Returns {1} when applied, {0, current_token} when fenced, {2, index (0-based) of the
 # first expectation that failed} when a condition failed (nothing applied either way).
 # Every check comes before the first write; the version is bumped only when the batch
 # has operations (a pure check writes nothing).
-_LUA_WRITE = r"""#!lua
+_LUA_WRITE_BODY = r"""
 local d, z, f = KEYS[1], KEYS[2], KEYS[3]
 if ARGV[1] ~= '' then
   local current = redis.call('GET', f) or '0'
@@ -153,11 +196,11 @@ local nexpect = tonumber(ARGV[i]); i = i + 1
 for e = 0, nexpect - 1 do
   local v = redis.call('HGET', d, ARGV[i])
   if ARGV[i + 1] == '1' then
-    if v ~= ARGV[i + 2] then return {2, e} end
+    if not same(v, ARGV[i + 2], ARGV[i + 3]) then return {2, e} end
   elseif v then
     return {2, e}
   end
-  i = i + 3
+  i = i + 4
 end
 local nops = 0
 local nranges = tonumber(ARGV[i]); i = i + 1
@@ -195,6 +238,7 @@ end
 if nops > 0 then redis.call('INCR', KEYS[4]) end
 return {1}
 """
+_LUA_WRITE = "#!lua\n" + _VALUES + _LUA_WRITE_BODY
 
 # The rules of vfs.preload.evaluate_preload, in Lua. ARGV: acquire ('1' bumps the
 # fencing counter first), max_total (-1 none), nkeys, key*, nranges,
@@ -205,6 +249,7 @@ return {1}
 _LUA_PRELOAD_BODY = r"""
 local d, z, f = KEYS[1], KEYS[2], KEYS[3]
 local function hinted_suffixes(v)
+  v = plain(v)
   if not v or #v < 5 or string.byte(v, 1) ~= 1 then return {} end
   local b1, b2, b3, b4 = string.byte(v, 2, 5)
   local n = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
@@ -223,7 +268,7 @@ local values = {}
 if nkeys > 0 then values = redis.call('HMGET', d, unpack(ARGV, i, i + nkeys - 1)) end
 i = i + nkeys
 if remaining then
-  for j = 1, nkeys do if values[j] then remaining = remaining - #values[j] end end
+  for j = 1, nkeys do if values[j] then remaining = remaining - vlen(values[j]) end end
 end
 local results = {}
 local nranges = tonumber(ARGV[i]); i = i + 1
@@ -246,7 +291,7 @@ for r = 1, nranges do
         if not fetched[k] then
           local v = redis.call('HGET', d, k)
           local size = 0
-          if v then size = #v end
+          if v then size = vlen(v) end
           if used + size > budget then break end
           hinted[#hinted + 1] = k; hinted[#hinted + 1] = v
           fetched[k] = true
@@ -261,9 +306,10 @@ for r = 1, nranges do
       for j = 1, #keys do
         local v = vals[j]
         if v and not fetched[keys[j]] then
-          if used + #v > budget then complete = false; break end
+          local size = vlen(v)
+          if used + size > budget then complete = false; break end
           kept[#kept + 1] = keys[j]; kept[#kept + 1] = v
-          used = used + #v
+          used = used + size
         end
       end
       if #keys < 128 then break end
@@ -276,7 +322,7 @@ for r = 1, nranges do
 end
 return {token, values, results}
 """
-_LUA_PRELOAD = "#!lua flags=no-writes\n" + _LUA_PRELOAD_BODY
+_LUA_PRELOAD = "#!lua flags=no-writes\n" + _VALUES + _LUA_PRELOAD_BODY
 # A pinned snapshot: the actor's hash and index copied atomically to private keys in
 # the same slot (COPY is O(size) on the server), expiring after ARGV[1] seconds in case
 # the reader dies before it unlinks them (its reads renew them). Returns which copies
@@ -297,14 +343,14 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
 end
 return made
 """
-_LUA_SNAP_PRELOAD = ("#!lua flags=no-writes\nlocal version = redis.call('GET', KEYS[4]) or '0'"
+_LUA_SNAP_PRELOAD = ("#!lua flags=no-writes\n" + _VALUES + "local version = redis.call('GET', KEYS[4]) or '0'"
                      + _LUA_PRELOAD_BODY.replace("return {token, values, results}",
                                                  "return {token, values, results, version}"))
-_LUA_ACQUIRE = "#!lua\n" + _LUA_PRELOAD_BODY
+_LUA_ACQUIRE = "#!lua\n" + _VALUES + _LUA_PRELOAD_BODY
 # Placement. CLAIM: KEYS as the preload's plus KEYS[5] = the owner record; ARGV starts
 # with owner, nreplace, replace*, then the preload's ARGV (acquire = '1'). Refused:
 # {-2, current owner}; nothing changed.
-_LUA_CLAIM = r"""#!lua
+_LUA_CLAIM = "#!lua\n" + _VALUES + r"""
 local cur = redis.call('GET', KEYS[5])
 local me = table.remove(ARGV, 1)
 local nrep = tonumber(table.remove(ARGV, 1))
@@ -376,21 +422,38 @@ class _Script:
             return client.eval(self.source, len(keys), *keys, *args)
 
 
-_SCAN = _Script(_LUA_SCAN)
-_WRITE = _Script(_LUA_WRITE)
-_PRELOAD = _Script(_LUA_PRELOAD)
-_ACQUIRE = _Script(_LUA_ACQUIRE)
-_SNAP_SCAN = _Script(_LUA_SNAP_SCAN)
-_SNAP_GET = _Script(_LUA_SNAP_GET)
-_SNAP_PRELOAD = _Script(_LUA_SNAP_PRELOAD)
-_SNAP_PIN = _Script(_LUA_SNAP_PIN)
-_CLAIM = _Script(_LUA_CLAIM)
 _RELEASE = _Script(_LUA_RELEASE)
 _HEARTBEAT = _Script(_LUA_HEARTBEAT)
 _NODES = _Script(_LUA_NODES)
 _LEAVE = _Script(_LUA_LEAVE)
-_SCRIPTS = (_SCAN, _WRITE, _PRELOAD, _ACQUIRE, _SNAP_SCAN, _SNAP_GET, _SNAP_PRELOAD, _SNAP_PIN, _CLAIM, _RELEASE,
-            _HEARTBEAT, _NODES, _LEAVE)
+_PLACEMENT_SCRIPTS = (_RELEASE, _HEARTBEAT, _NODES, _LEAVE)
+"""Scripts that never read actor values (the same for both value encodings)."""
+
+
+class _Scripts:
+    """The driver's scripts for one value encoding (``values``: the Lua helpers)."""
+
+    def __init__(self, values: str) -> None:
+        def script(source: str) -> _Script:
+            return _Script(source.replace(_VALUES, values))
+
+        self.scan = script(_LUA_SCAN)
+        self.write = script(_LUA_WRITE)
+        self.preload = script(_LUA_PRELOAD)
+        self.acquire = script(_LUA_ACQUIRE)
+        self.claim = script(_LUA_CLAIM)
+        self.snap_scan = script(_LUA_SNAP_SCAN)
+        self.snap_get = script(_LUA_SNAP_GET)
+        self.snap_preload = script(_LUA_SNAP_PRELOAD)
+        self.snap_pin = script(_LUA_SNAP_PIN)
+        self.all = (self.scan, self.write, self.preload, self.acquire, self.claim, self.snap_scan, self.snap_get,
+                    self.snap_preload, self.snap_pin, *_PLACEMENT_SCRIPTS)
+
+
+_TAGGED_SCRIPTS = _Scripts(_TAGGED_VALUES)
+"""For stores in the tagged value encoding (:data:`actor_db.kv.codec.ENCODED`)."""
+_PLAIN_SCRIPTS = _Scripts(_PLAIN_VALUES)
+"""For legacy stores, whose values are raw (:data:`actor_db.kv.codec.LEGACY`)."""
 PINNED_SNAPSHOT_TTL_S = 120
 """Seconds a pinned snapshot's copy survives a reader that never closed it (an
 exporter killed mid-export); a live reader renews it (:data:`PINNED_RENEW_S`)."""
@@ -473,6 +536,9 @@ class RedisKV(KVStore):
         failing with redis-py's "Too many connections". Default 128.
     :param pool_timeout: seconds a call waits for a free connection before it fails
         with :class:`~actor_db.errors.KVUnavailableError`; ``None``: ``socket_timeout``.
+    :param compress: store values LZ4-compressed when that pays (default); ``False``
+        stores them raw (tagged). Values read back are the same either way
+        (:mod:`actor_db.kv.codec`); byte budgets count protocol bytes either way.
     :raises ConfigurationError: a bad namespace, URL, client or pool size.
 
     Example::
@@ -491,6 +557,7 @@ class RedisKV(KVStore):
         check_persistence: bool = True,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         pool_timeout: float | None = None,
+        compress: bool = True,
     ) -> None:
         super().__init__(KVLimits(max_value_bytes=MAX_VALUE_BYTES, max_batch_bytes=MAX_BATCH_BYTES))
         if not isinstance(max_connections, int) or max_connections < 1:
@@ -531,6 +598,13 @@ class RedisKV(KVStore):
         """The connection group writes waited for by an event loop are pipelined on
         (made at the first one; :attr:`loop_writes`)."""
         self._actor_cache = functools.lru_cache(maxsize=4096)(self._locate)
+        self._compress = compress
+        self._codec: ValueCodec | None = None
+        self._scripts = _TAGGED_SCRIPTS
+        try:
+            self._resolve_codec()
+        except KVError as exc:  # unreachable now: resolved at the first call
+            log.debug("cannot read the value encoding of Redis namespace %r yet (%s)", namespace, exc)
         self.load_scripts()
         if check_persistence:
             self.check_persistence()
@@ -582,7 +656,7 @@ class RedisKV(KVStore):
         :returns: whether the server took them (``False`` if it is unreachable now).
         """
         try:
-            for script in _SCRIPTS:
+            for script in self._scripts.all:
                 self._client.script_load(script.source)
         except RedisError as exc:
             log.debug("cannot preload the Lua scripts into Redis (%s); they load on first use", exc)
@@ -638,28 +712,76 @@ class RedisKV(KVStore):
         except RedisError as exc:
             raise KVError(f"Redis {self._describe()} failed {what}: {type(exc).__name__}: {exc}") from exc
 
+    # -- value encoding -----------------------------------------------------------------
+    @property
+    def value_encoding_key(self) -> bytes:
+        """The Redis key of this namespace's value-encoding marker."""
+        return f"{self.namespace}.value-encoding".encode("ascii")
+
+    @property
+    def value_codec(self) -> ValueCodec:
+        """How this store's values are stored (:mod:`actor_db.kv.codec`); read from the
+        server's marker once per store object (recorded there if missing).
+
+        :raises KVError: the server cannot be asked now.
+        """
+        codec = self._codec
+        return codec if codec is not None else self._resolve_codec()
+
+    def _resolve_codec(self) -> ValueCodec:
+        key = self.value_encoding_key
+
+        def marker() -> bytes | None:
+            found = self._client.get(key)
+            if found is None:
+                # No marker: a namespace with actor data was written before the encoding.
+                pattern = f"{self.namespace}:{{*}}:d".encode("ascii")
+                legacy = next(iter(self._client.scan_iter(match=pattern, count=1000)), None) is not None
+                self._client.set(key, LEGACY if legacy else ENCODED, nx=True)
+                found = self._client.get(key)  # whoever set it first decided
+                if found == LEGACY:
+                    log.info("Redis namespace %r was written before value encoding: its values stay raw",
+                             self.namespace)
+            return found  # type: ignore[no-any-return]
+
+        found = self._run("value-encoding check", marker)
+        if found is None:
+            raise KVError(f"Redis {self._describe()}: the value-encoding marker {key!r} vanished while read")
+        codec = codec_for_marker(bytes(found), self._compress, REDIS_ALLOCATION)
+        self._scripts = _TAGGED_SCRIPTS if codec.tagged else _PLAIN_SCRIPTS
+        self._codec = codec
+        return codec
+
+    @property
+    def _lua(self) -> _Scripts:
+        """The scripts of this store's value encoding."""
+        if self._codec is None:
+            self._resolve_codec()
+        return self._scripts
+
     # -- raw operations (one round trip each) ------------------------------------------
     def _get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         if not keys:
             return []
         actor = self._actor_of(keys[0])
         fields = [actor.rel(k) for k in keys]
-        return list(self._run("get", self._client.hmget, actor.data, fields))
+        decode = self.value_codec.decode_optional
+        return [decode(v) for v in self._run("get", self._client.hmget, actor.data, fields)]
 
     def _scan(self, start: bytes, end: bytes, limit: int | None, max_bytes: int | None) -> list[tuple[bytes, bytes]]:
         actor = self._actor_of(start)
-        flat = self._run("scan", _SCAN, self._client, [actor.data, actor.index],
+        flat = self._run("scan", self._lua.scan, self._client, [actor.data, actor.index],
                          [actor.lex_min(start), actor.lex_max(end),
                           -1 if limit is None else limit, -1 if max_bytes is None else max_bytes])
-        p = actor.prefix
-        return [(p + flat[j], flat[j + 1]) for j in range(0, len(flat), 2)]
+        p, decode = actor.prefix, self.value_codec.decode
+        return [(p + flat[j], decode(flat[j + 1])) for j in range(0, len(flat), 2)]
 
     def _write(self, batch: WriteBatch, fence: Fence | None = None) -> None:
         call = self._write_call(batch, fence)
         if call is None:
             return
         actor, args = call
-        error = self._write_outcome(self._run("write", _WRITE, self._client, actor.keys, args), batch, fence)
+        error = self._write_outcome(self._run("write", self._lua.write, self._client, actor.keys, args), batch, fence)
         if error is not None:
             raise error
 
@@ -716,12 +838,13 @@ class RedisKV(KVStore):
         """``send`` the write script command of each batch that has something to send
         (``("EVALSHA", sha, numkeys, *keys, *args)``); the positions of those batches."""
         sent: list[int] = []
+        sha = self._lua.write.sha
         for i, (batch, fence) in enumerate(items):
             call = self._write_call(batch, fence)
             if call is None:
                 continue
             actor, args = call
-            send(("EVALSHA", _WRITE.sha, len(actor.keys), *actor.keys, *args))
+            send(("EVALSHA", sha, len(actor.keys), *actor.keys, *args))
             sent.append(i)
         return sent
 
@@ -752,17 +875,19 @@ class RedisKV(KVStore):
             return None
         actor = self._actor_of(keys[0]) if keys else self._actor_cache(actor_prefix(fence.actor_id))  # type: ignore[union-attr]
         assert fence is None or fence.actor_id == actor.actor_id
+        codec = self.value_codec
         args: list[bytes | int | str] = ["" if fence is None else str(fence.token), len(expected)]
         for k, v in expected:
-            args += [actor.rel(k), b"0", b""] if v is None else [actor.rel(k), b"1", v]
+            args += [actor.rel(k), b"0", b"", b""] if v is None else [actor.rel(k), b"1", v, codec.lz4_form(v) or b""]
         args.append(len(batch.delete_ranges))
         for r in batch.delete_ranges:
             args += [actor.lex_min(r.start), actor.lex_max(r.end)]
         args.append(len(batch.deletes))
         args += [actor.rel(k) for k in batch.deletes]
         args.append(len(batch.puts))
+        encode = codec.encode
         for k, v in batch.puts.items():
-            args += [actor.rel(k), v]
+            args += [actor.rel(k), encode(v)]
         return actor, args
 
     @staticmethod
@@ -791,7 +916,9 @@ class RedisKV(KVStore):
 
     def _preload_map(self, actor: _Actor, request: PreloadRequest, reply: Any) -> PreloadMap:
         _, values, results = reply
-        key_values = dict(zip(_unique(request.keys), values))
+        codec = self.value_codec
+        decode, decode_optional = codec.decode, codec.decode_optional
+        key_values = dict(zip(_unique(request.keys), map(decode_optional, values)))
         ranges: list[tuple[KeyRange, list[tuple[bytes, bytes]], bool]] = []
         hinted: dict[bytes, bytes | None] = {}
         p = actor.prefix
@@ -799,12 +926,12 @@ class RedisKV(KVStore):
             if int(result[0]) < 0:
                 continue  # disabled range: not scanned, covers nothing
             flat = result[1]
-            pairs = [(p + flat[j], flat[j + 1]) for j in range(0, len(flat), 2)]
+            pairs = [(p + flat[j], decode(flat[j + 1])) for j in range(0, len(flat), 2)]
             ranges.append((spec.range, pairs, int(result[0]) == 1))
             if spec.hint is not None:
-                hinted[spec.hint.key] = result[2]
+                hinted[spec.hint.key] = decode_optional(result[2])
                 chunks = result[3]
-                hinted.update((p + chunks[j], chunks[j + 1]) for j in range(0, len(chunks), 2))
+                hinted.update((p + chunks[j], decode_optional(chunks[j + 1])) for j in range(0, len(chunks), 2))
         return build_preload(request.keys, key_values, ranges, hinted)
 
     def _request_actor(self, request: PreloadRequest) -> _Actor | None:
@@ -818,7 +945,7 @@ class RedisKV(KVStore):
         actor = self._request_actor(request)
         if actor is None:
             return PreloadMap()
-        reply = self._run("preload", _PRELOAD, self._client, actor.keys, self._preload_args(actor, request, False))
+        reply = self._run("preload", self._lua.preload, self._client, actor.keys, self._preload_args(actor, request, False))
         return self._preload_map(actor, request, reply)
 
     def _acquire(self, actor_id: str, request: PreloadRequest | None) -> tuple[int, PreloadMap | None]:
@@ -826,7 +953,7 @@ class RedisKV(KVStore):
         if request is None:
             token = self._run("acquire", self._client.incr, actor.fence)
             return int(token), None
-        reply = self._run("acquire", _ACQUIRE, self._client, actor.keys, self._preload_args(actor, request, True))
+        reply = self._run("acquire", self._lua.acquire, self._client, actor.keys, self._preload_args(actor, request, True))
         return int(reply[0]), self._preload_map(actor, request, reply)
 
     # -- placement (rules: actor_db.kv.leases; one script each) ------------------------
@@ -842,7 +969,7 @@ class RedisKV(KVStore):
         actor = self._actor_cache(actor_prefix(actor_id))
         args: list[bytes | int | str] = [owner, len(replace), *replace]
         args += self._preload_args(actor, request, True)
-        reply = self._run("claim", _CLAIM, self._client, actor.keys + [actor.owner], args)
+        reply = self._run("claim", self._lua.claim, self._client, actor.keys + [actor.owner], args)
         if int(reply[0]) == -2:
             return 0, None, bytes(reply[1]), None
         return int(reply[0]), self._preload_map(actor, request, reply[:3]), None, reply[3] or None
@@ -990,8 +1117,8 @@ class _RedisSnapshot:
 
             tag = actor.data[:-1] + _SNAPSHOT_COPY_TAG + secrets.token_hex(8).encode("ascii") + b":"
             copy = (tag + b"d", tag + b"i")
-            self._made = int(store._run("snapshot copy", _SNAP_PIN, store.client, [actor.data, actor.index, *copy],
-                                        [PINNED_SNAPSHOT_TTL_S]))
+            self._made = int(store._run("snapshot copy", store._lua.snap_pin, store.client,
+                                        [actor.data, actor.index, *copy], [PINNED_SNAPSHOT_TTL_S]))
             self._renewed = time.monotonic()
             self._pinned = copy
 
@@ -1025,36 +1152,39 @@ class _RedisSnapshot:
     def _get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         a = self._actor
         fields = [a.rel(k) for k in keys]
+        decode = self._store.value_codec.decode_optional
         if self._pinned is not None:
             self._renew()
-            return list(self._store._run("snapshot get", self._store.client.hmget, self._pinned[0], fields)) \
-                if fields else []
-        version, values = self._store._run("snapshot get", _SNAP_GET, self._store.client,
+            return [decode(v) for v in self._store._run("snapshot get", self._store.client.hmget, self._pinned[0],
+                                                        fields)] if fields else []
+        version, values = self._store._run("snapshot get", self._store._lua.snap_get, self._store.client,
                                            [a.data, a.index, a.version], fields)
         self._check(version)
-        return list(values)
+        return [decode(v) for v in values]
 
     def _scan(self, start: bytes, end: bytes, limit: int | None, max_bytes: int | None) -> list[tuple[bytes, bytes]]:
         a = self._actor
         args = [a.lex_min(start), a.lex_max(end), -1 if limit is None else limit, -1 if max_bytes is None else max_bytes]
         if self._pinned is not None:
             self._renew()
-            flat = self._store._run("snapshot scan", _SCAN, self._store.client, list(self._pinned), args)
+            flat = self._store._run("snapshot scan", self._store._lua.scan, self._store.client, list(self._pinned),
+                                    args)
         else:
-            version, flat = self._store._run("snapshot scan", _SNAP_SCAN, self._store.client,
+            version, flat = self._store._run("snapshot scan", self._store._lua.snap_scan, self._store.client,
                                              [a.data, a.index, a.version], args)
             self._check(version)
-        return [(a.prefix + flat[j], flat[j + 1]) for j in range(0, len(flat), 2)]
+        decode = self._store.value_codec.decode
+        return [(a.prefix + flat[j], decode(flat[j + 1])) for j in range(0, len(flat), 2)]
 
     def _preload(self, request: PreloadRequest) -> PreloadMap:
         a = self._actor
         args = self._store._preload_args(a, request, False)
         if self._pinned is not None:
             self._renew()
-            reply = self._store._run("snapshot preload", _PRELOAD, self._store.client,
+            reply = self._store._run("snapshot preload", self._store._lua.preload, self._store.client,
                                      [*self._pinned, a.fence, a.version], args)
             return self._store._preload_map(a, request, reply)
-        reply = self._store._run("snapshot preload", _SNAP_PRELOAD, self._store.client, a.keys, args)
+        reply = self._store._run("snapshot preload", self._store._lua.snap_preload, self._store.client, a.keys, args)
         self._check(reply[3])
         return self._store._preload_map(a, request, reply[:3])
 

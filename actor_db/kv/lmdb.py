@@ -162,6 +162,18 @@ class LmdbKV(KVStore):
                 return
             yield key, decode(value)
 
+    @staticmethod
+    def _iterate_raw(txn: Any, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Pairs of ``[start, end)`` as stored (records outside the actors' values:
+        heartbeats, owner records, which are never value-encoded)."""
+        cursor = txn.cursor()
+        if not cursor.set_range(start):
+            return
+        for key, value in cursor:
+            if key >= end:
+                return
+            yield key, value
+
     def _getter(self, txn: Any) -> Any:
         """``get(key) -> decoded value or None`` in ``txn``."""
         get, decode = txn.get, self.value_codec.decode_optional
@@ -264,7 +276,7 @@ class LmdbKV(KVStore):
             fence = fence_key(actor_id)
             token = decode_token(txn.get(fence)) + 1
             txn.put(fence, encode_token(token))
-            found = evaluate_preload(request, txn.get, lambda s, e: self._iterate(txn, s, e))
+            found = evaluate_preload(request, self._getter(txn), lambda s, e: self._iterate(txn, s, e))
         return token, found, None, current if current is not None and current != owner else None
 
     def _release(self, actor_id: str, owner: bytes) -> bool:
@@ -285,7 +297,7 @@ class LmdbKV(KVStore):
 
     def _nodes(self) -> dict[str, tuple[bytes, bytes]]:
         with self._txn() as txn:
-            return live_nodes(list(self._iterate(txn, NODES_START, NODES_END)), len(NODES_START))
+            return live_nodes(list(self._iterate_raw(txn, NODES_START, NODES_END)), len(NODES_START))
 
     def _leave(self, node_id: str, instance: bytes) -> bool:
         key = node_key(node_id)

@@ -19,9 +19,13 @@ Invariants:
   :class:`~actor_db.cli.common.CLIError`); an unfinished ``BEGIN`` is rolled back,
   never half committed.
 
-Left out: refusing writes to an actor owned by a *live* runtime (naming the owner,
-unless ``--force``) needs node liveness records, which do not exist yet; today the
-writing shell fences the runtime off (its next commit fails with ``FencedError``).
+- A shell that would write to an actor served by a live ``actor-db serve`` node (its
+  owner record names a node whose heartbeat is current) is refused with a message
+  naming that node, unless ``--force`` (which fences the node off: its next commit
+  fails with ``FencedError``). Call the actor through its node to change it live.
+
+Left out: a runtime that is not serving (a plain ``Registry`` in an app) writes no owner
+record, so the shell cannot tell it is live; a write fences it off as above.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ import vfs
 
 from actor_db.cli.common import CLIError, Parents, opened_store
 from actor_db.kv.snapshot import DEFAULT_SNAPSHOT_ATTEMPTS, PINNED_AFTER, read_snapshot, snapshot_changed
-from actor_db.ops.common import actor_id_for, database_size, describe_error, require_database, take_ownership
+from actor_db.ops.common import (
+    actor_id_for, database_size, describe_error, live_owner, require_database, take_ownership,
+)
 from actor_db.ops.lease import DEFAULT_LEASE_TIMEOUT_S
 
 __all__ = ["register", "run_shell", "WRITING_DOT_COMMANDS"]
@@ -62,6 +68,7 @@ def register(sub: Any, parents: Parents) -> None:
                    help="run this SQL or dot command (repeatable; stops at the first error)")
     p.add_argument("--create", action="store_true", help="create the database if the actor has none")
     p.add_argument("--readonly", action="store_true", help="refuse every write (reads only, from a snapshot)")
+    p.add_argument("--force", action="store_true", help="write even to an actor a live serve node owns")
     parents.add_timeout(p)
     p.set_defaults(handler=_run)
 
@@ -71,7 +78,8 @@ def _run(args: argparse.Namespace) -> int:
         raise CLIError("--create and --readonly exclude each other")
     with opened_store(args, create=args.create) as store:
         kv = store.actor(actor_id_for(args.actor, args.actor_type))
-        return run_shell(kv, args.commands, create=args.create, readonly=args.readonly, timeout_s=args.timeout)
+        return run_shell(kv, args.commands, create=args.create, readonly=args.readonly, timeout_s=args.timeout,
+                         force=args.force)
 
 
 class _NeedsWriter(Exception):
@@ -84,9 +92,10 @@ class _Session:
     :ivar writer: the live writing connection, once the shell wrote (``None`` before).
     """
 
-    def __init__(self, kv: Any, *, readonly: bool, create: bool, timeout_s: float) -> None:
+    def __init__(self, kv: Any, *, readonly: bool, create: bool, timeout_s: float, force: bool = False) -> None:
         self.kv = kv
         self.readonly = readonly
+        self.force = force
         self.timeout_s = timeout_s
         self.writer: vfs.KVConnection | None = None
         self._snapshot: Any = None
@@ -144,6 +153,12 @@ class _Session:
         if self._reader is not None and self._reader.in_transaction:
             raise CLIError("a write inside a transaction that began reading a snapshot: ROLLBACK, then start "
                            "it with BEGIN IMMEDIATE (or write without BEGIN); nothing was written")
+        if not self.force:
+            node = live_owner(self.kv)
+            if node is not None:
+                raise CLIError(f"actor {self.kv.actor_id!r} is served by the live node {node!r} (actor-db serve): "
+                               "a write here would fence it off; call the actor through that node, or pass "
+                               "--force; nothing was written")
         self._close_reader()
         take_ownership(self.kv)
         self.writer = vfs.connect(self.kv, locking="cross-process", timeout=self.timeout_s)
@@ -297,7 +312,7 @@ def _run_commands(session: _Session, commands: Sequence[str], stdin: IO[str], st
 
 def run_shell(kv: Any, commands: Sequence[str], *, create: bool, readonly: bool = False,
               timeout_s: float = DEFAULT_LEASE_TIMEOUT_S, stdin: IO[str] | None = None,
-              stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
+              stdout: IO[str] | None = None, stderr: IO[str] | None = None, force: bool = False) -> int:
     """apsw's shell on the actor database of ``kv``; returns the exit status.
 
     With ``commands`` each is run in turn (SQL or a dot command); the first failure
@@ -308,9 +323,10 @@ def run_shell(kv: Any, commands: Sequence[str], *, create: bool, readonly: bool 
 
     :param readonly: refuse writes (:class:`CLIError`).
     :param timeout_s: seconds a write transaction waits for a drop-in writer's lease.
+    :param force: write even to an actor that a live ``actor-db serve`` node owns.
     """
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
-    session = _Session(kv, readonly=readonly, create=create, timeout_s=timeout_s)
+    session = _Session(kv, readonly=readonly, create=create, timeout_s=timeout_s, force=force)
     try:
         if commands:
             return _run_commands(session, commands, stdin, stdout, stderr)

@@ -78,6 +78,24 @@ def require_database(kv: Any) -> int:
     return size
 
 
+def live_owner(kv: Any) -> str | None:
+    """The node id of the live ``actor-db serve`` node that owns the actor, if any (two
+    round trips: the owner record, then the live nodes; none on a store without
+    placement). A node whose heartbeat expired does not count: its actors are free."""
+    store = getattr(kv, "store", None)
+    actor_id = getattr(kv, "actor_id", None)
+    if store is None or actor_id is None or not getattr(store, "supports_placement", False):
+        return None
+    from actor_db.kv.leases import decode_owner
+
+    record = store.owner_of(actor_id)
+    if record is None:
+        return None
+    node, instance = decode_owner(record)
+    alive = store.nodes().get(node)
+    return node if alive is not None and alive[0] == instance.encode("ascii") else None
+
+
 def take_ownership(kv: Any) -> None:
     """Fence off any other owner of the actor, if the driver supports fencing."""
     acquire = getattr(kv, "acquire_ownership", None)

@@ -209,3 +209,24 @@ def test_lease_values() -> None:
     assert "expires in 4.0 s" in lease.describe(value, now_s=1001.0)
     with pytest.raises(ValueError, match="lease_ttl_s"):
         FileOptions(lease_ttl_s=lease.MAX_LEASE_TTL_S + 1)
+
+
+def test_a_release_the_garbage_collector_runs_inside_a_claim_does_not_deadlock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collector may close a dropped connection (``locks.release``) on the thread
+    that is inside ``locks.claim``: the release waits until the claim is done."""
+    from vfs import locks
+
+    old = locks.claim(("gc-test", "old"), "old-file", "in-process")
+    assert old is not None
+    real_init = locks.DatabaseShare.__init__
+
+    def init_then_collect(self: Any, *args: Any) -> None:
+        real_init(self, *args)
+        locks.release(("gc-test", "old"), "old-file", old)  # what a collected connection's xClose does
+
+    monkeypatch.setattr(locks.DatabaseShare, "__init__", init_then_collect)
+    new = locks.claim(("gc-test", "new"), "new-file", "in-process")
+    monkeypatch.undo()
+    assert new is not None and not locks.is_open(("gc-test", "old")) and locks.is_open(("gc-test", "new"))
+    locks.release(("gc-test", "new"), "new-file", new)
+    assert not locks.is_open(("gc-test", "new"))

@@ -208,7 +208,11 @@ class DatabaseShare:
 
 
 # ------------------------------------------------------------- the registry
-_lock = threading.Lock()
+_lock = threading.RLock()
+"""Guards the registry. Re-entrant: the garbage collector may close a dropped
+connection (and so call :func:`release`) on the thread that is inside :func:`claim`;
+such a release is deferred until the claim is done (:data:`_claiming`)."""
+_claiming = threading.local()
 _shares: dict[Hashable, DatabaseShare] = {}
 _exclusive: dict[Hashable, str] = {}
 
@@ -226,40 +230,58 @@ def claim(identity: Hashable, filename: str, locking: str = "exclusive") -> Data
     if locking not in LOCKING_MODES:
         raise ValueError(f"locking must be one of {', '.join(LOCKING_MODES)}, not {locking!r}")
     with _lock:
-        holder = _exclusive.get(identity)
-        share = _shares.get(identity)
-        if holder is not None or (share is not None and locking == "exclusive"):
-            raise sqlite_error(
-                apsw.SQLITE_BUSY,
-                f"actor-db: the database of {identity!r} is already open in this process "
-                f"({holder or f'{share.files} connection(s), locking={share.locking}'}); "  # type: ignore[union-attr]
-                "close that connection first (locking='exclusive' allows one connection per actor database)",
-            )
-        if locking == "exclusive":
-            _exclusive[identity] = filename
-            return None
-        if share is None:
-            share = _shares[identity] = DatabaseShare(identity, locking)
-        elif share.locking != locking:
-            raise sqlite_error(
-                apsw.SQLITE_BUSY,
-                f"actor-db: the database of {identity!r} is open in this process with locking={share.locking!r}; "
-                f"a connection with locking={locking!r} cannot join it",
-            )
-        share.files += 1
-        return share
+        _claiming.pending = pending = []
+        try:
+            return _claim_locked(identity, filename, locking)
+        finally:
+            _claiming.pending = None
+            for args in pending:  # connections the garbage collector closed meanwhile
+                _release_locked(*args)
+
+
+def _claim_locked(identity: Hashable, filename: str, locking: str) -> DatabaseShare | None:
+    holder = _exclusive.get(identity)
+    share = _shares.get(identity)
+    if holder is not None or (share is not None and locking == "exclusive"):
+        raise sqlite_error(
+            apsw.SQLITE_BUSY,
+            f"actor-db: the database of {identity!r} is already open in this process "
+            f"({holder or f'{share.files} connection(s), locking={share.locking}'}); "  # type: ignore[union-attr]
+            "close that connection first (locking='exclusive' allows one connection per actor database)",
+        )
+    if locking == "exclusive":
+        _exclusive[identity] = filename
+        return None
+    if share is None:
+        share = _shares[identity] = DatabaseShare(identity, locking)
+    elif share.locking != locking:
+        raise sqlite_error(
+            apsw.SQLITE_BUSY,
+            f"actor-db: the database of {identity!r} is open in this process with locking={share.locking!r}; "
+            f"a connection with locking={locking!r} cannot join it",
+        )
+    share.files += 1
+    return share
 
 
 def release(identity: Hashable, filename: str, share: DatabaseShare | None = None) -> None:
     """Undo :func:`claim` (for an exclusive open, only if ``filename`` still holds it)."""
     with _lock:
-        if share is None:
-            if _exclusive.get(identity) == filename:
-                del _exclusive[identity]
+        pending = getattr(_claiming, "pending", None)
+        if pending is not None:  # re-entered from inside claim() (garbage collection)
+            pending.append((identity, filename, share))
             return
-        share.files -= 1
-        if share.files <= 0 and _shares.get(identity) is share:
-            del _shares[identity]
+        _release_locked(identity, filename, share)
+
+
+def _release_locked(identity: Hashable, filename: str, share: DatabaseShare | None) -> None:
+    if share is None:
+        if _exclusive.get(identity) == filename:
+            del _exclusive[identity]
+        return
+    share.files -= 1
+    if share.files <= 0 and _shares.get(identity) is share:
+        del _shares[identity]
 
 
 def is_open(identity: Hashable) -> bool:

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import apsw
-from vfs import chunk_cache, hint, lease, pragmas, redo
+from vfs import chunk_cache, hint, journal, lease, pragmas, redo
 from vfs.chunks import chunk_count, spans
 from vfs.errors import describe_kv, kv_failure, sqlite_error
 from vfs.keys import (
-    CHUNK_SIZE, COMMIT_RECORD_KEY, FILE_MAIN, SQLITE_PREFIX, SQLITE_RANGE_END, CorruptMetaError, chunk_index, chunk_key, chunk_range,
+    CHUNK_SIZE, COMMIT_RECORD_KEY, FILE_JOURNAL, FILE_MAIN, SQLITE_PREFIX, SQLITE_RANGE_END, CorruptMetaError, chunk_index, chunk_key, chunk_range,
     MAX_CHUNK_INDEX, decode_meta, encode_meta, meta_key, staged_key, staged_range,
 )
 from vfs.locks import LOCK_NONE, LOCK_RESERVED, LOCK_SHARED, CommitNote, DatabaseShare, KVState
@@ -147,6 +147,25 @@ class FileOptions:
 CommitHook = Callable[[], "WriteBatch | None"]
 
 
+@dataclass
+class Repair:
+    """What the KV must be changed to before this database reads as committed: a hot
+    rollback journal in tag 1 played back (:mod:`vfs.journal`) and/or page 1's WAL flag
+    cleared. Until applied (in ONE atomic batch, or the redo protocol when it does not
+    fit), reads are served from :attr:`chunks` (the file's overlay).
+
+    :ivar old_size: the main file's size in bytes in the KV.
+    :ivar size: the size in bytes after the repair.
+    :ivar chunks: chunk index → ``CHUNK_SIZE`` bytes to write (and to read meanwhile).
+    :ivar journal: the journal's meta exists and is deleted (with its chunks) by the repair.
+    """
+
+    old_size: int
+    size: int
+    chunks: dict[int, bytes]
+    journal: bool
+
+
 class KVFile:
     """The apsw file object for an actor's main database (see the module docstring).
 
@@ -190,6 +209,10 @@ class KVFile:
         self._pending_record: redo.CommitRecord | None = None
         self._overlay: redo.CommitRecord | None = None
         """A committed large transaction not yet applied, read through (:meth:`_read_through`)."""
+        self._repair: Repair | None = None
+        """A hot journal's playback or page 1's WAL flag, not yet written (:meth:`_check_journal`)."""
+        self._journal_seen = False
+        """A journal meta was found once: every refresh looks for it again."""
         self._stale_staging = False
         """An earlier writer's uncommitted staging is in the KV: this file's next commit drops it."""
         self._ambiguous = False
@@ -294,7 +317,13 @@ class KVFile:
 
     def _load_meta(self, first_open: bool) -> None:
         head_key = chunk_key(self._tag, 0)
+        journal_key = meta_key(FILE_JOURNAL)
+        journal_head = chunk_key(FILE_JOURNAL, 0)
         wanted = [self._meta_key, COMMIT_RECORD_KEY]
+        # The journal's meta and first chunk ride along (sqlite_preload_keys asks for
+        # them) at the first open, or after a journal was seen; other refreshes skip them.
+        if first_open or self._journal_seen or self.preload.lookup(journal_key) is not NOT_LOADED:
+            wanted += [journal_key, journal_head]
         known: dict[bytes, bytes | None] = {}
         missing: list[bytes] = []
         fresh, self._fresh_head = self._fresh_head or {}, None
@@ -336,6 +365,7 @@ class KVFile:
         if chunk0 is not None:
             chunk0 = self._checked_chunk(0, chunk0, head_key)
         self._overlay = None
+        self._repair = None
         self._stale_staging = False
         self._meta_stale = False
         if head and self._cache is not None:
@@ -343,24 +373,171 @@ class KVFile:
                 if value is not None and index * CHUNK_SIZE < size:
                     self._cache[index] = self._checked_chunk(index, value, chunk_key(self._tag, index))
             self.stats.chunks_fetched += len(head)
-        if record is None:
-            return
+        journal_meta = known.get(journal_key)
+        self._journal_seen = self._journal_seen or journal_meta is not None
+        journal_first = known.get(journal_head)
         may_recover = self._owner and not self.options.read_only
-        if record == redo.STAGING_MARKER:
+        if record is not None and record == redo.STAGING_MARKER:
             if may_recover:
                 self._drop_staging()
             else:
                 self._stale_staging = True
+        elif record is not None:
+            if journal_meta is not None and self._journal_size(journal_meta) and \
+                    journal.is_hot(journal_first or b"", size):
+                raise self._corrupt("both a hot rollback journal (file tag 1, written by another SQLite VFS such "
+                                    "as RivetKit's) and an actor-db commit record are stored: two writers ran at "
+                                    "once; refusing to guess which state is committed")
+            try:
+                decoded = redo.CommitRecord.decode(record)
+            except ValueError as exc:
+                raise self._corrupt(f"the commit record at key {COMMIT_RECORD_KEY!r} is corrupt: {exc}") from exc
+            if may_recover:
+                self._pending_record = decoded
+                self._finish_roll_forward()
+            else:
+                self._read_through(decoded)
             return
+        self._check_journal(journal_meta, journal_first, chunk0 if chunk0_known else None, may_recover)
+
+    def _journal_size(self, journal_meta: bytes) -> int:
         try:
-            decoded = redo.CommitRecord.decode(record)
-        except ValueError as exc:
-            raise self._corrupt(f"the commit record at key {COMMIT_RECORD_KEY!r} is corrupt: {exc}") from exc
+            return decode_meta(journal_meta)
+        except CorruptMetaError as exc:
+            raise self._corrupt(f"the rollback journal's meta (key {meta_key(FILE_JOURNAL)!r}) is corrupt: "
+                                f"{exc}") from exc
+
+    def _read_journal(self, size: int) -> bytes:
+        """The journal's first ``size`` bytes (missing or short chunks read as zeros, as
+        RivetKit reads them), in as few KV calls as the driver's read limits allow."""
+        count = chunk_count(size)
+        per_call = max(self._readahead_cap, 1)
+        parts: list[bytes] = []
+        for start in range(0, count, per_call):
+            keys = [chunk_key(FILE_JOURNAL, i) for i in range(start, min(count, start + per_call))]
+            for value in self._kv_get(keys, apsw.SQLITE_IOERR_READ, f"read of the rollback journal ({len(keys)} chunks)"):
+                parts.append((value or b"")[:CHUNK_SIZE].ljust(CHUNK_SIZE, b"\x00"))
+        return b"".join(parts)[:size]
+
+    def _committed_chunks(self, indices: list[int]) -> dict[int, bytes]:
+        """Committed values of chunks ``indices`` (preload, cache, else ONE KV call)."""
+        out: dict[int, bytes] = {}
+        missing: list[int] = []
+        for index in indices:
+            local = self._local(index)
+            if local is None:
+                missing.append(index)
+            else:
+                out[index] = bytes(local)
+        if missing:
+            keys = [chunk_key(self._tag, i) for i in missing]
+            values = self._kv_get(keys, apsw.SQLITE_IOERR_READ, f"read of {len(keys)} chunks")
+            for index, key, value in zip(missing, keys, values):
+                out[index] = _ZERO_CHUNK if value is None else self._checked_chunk(index, value, key)
+        return out
+
+    def _check_journal(self, journal_meta: bytes | None, journal_first: bytes | None, chunk0: bytes | None,
+                       may_recover: bool) -> None:
+        """Honour a hot rollback journal in tag 1 and page 1's WAL flag (:mod:`vfs.journal`).
+
+        A hot journal is played back in memory; with page 1 asking for WAL mode, page 1
+        is set to rollback mode. The owner writes the result now, with the journal's
+        deletion, in ONE atomic batch (:meth:`_apply_repair`); any other open reads it
+        from memory without writing, and a writable one writes it before its first
+        commit. Costs nothing without a journal meta or a WAL flag; with a journal, one
+        call for the journal (hot only: its first chunk came with the meta), and one for
+        the chunks restored pages cover in part (page sizes below 4096 bytes).
+        """
+        size = self._committed_size
+        play: journal.Playback | None = None
+        if journal_meta is not None:
+            jsize = self._journal_size(journal_meta)
+            if jsize and size and journal.is_hot(journal_first or b"", size):
+                play = journal.playback(self._read_journal(jsize))
+                log.warning("%s: found a hot rollback journal (%d bytes; an interrupted commit of another "
+                            "SQLite VFS): rolling it back (%d pages, size %s bytes)", describe_kv(self._kv), jsize,
+                            len(play.pages), play.size)
+        chunks: dict[int, bytes] = {}
+        new_size = size
+        if play is not None:
+            base = self._committed_chunks(journal.chunks_needed(play, size))
+            new_size, chunks = journal.restore_chunks(play, base, size)
+        page1 = chunks.get(0, chunk0)
+        if page1 is not None and new_size > 0 and journal.says_wal(page1):
+            log.info("%s: page 1 says WAL mode; reading it as rollback mode (the owner rewrites it)",
+                     describe_kv(self._kv))
+            chunks[0] = journal.without_wal_flag(bytes(page1)[:CHUNK_SIZE].ljust(CHUNK_SIZE, b"\x00"))
+        if play is None and not chunks:
+            return
+        self._repair = Repair(size, new_size, chunks, play is not None)
         if may_recover:
-            self._pending_record = decoded
-            self._finish_roll_forward()
+            self._apply_repair()
         else:
-            self._read_through(decoded)
+            self._overlay_repair()
+
+    def _overlay_repair(self) -> None:
+        """Read the pending repair's state without writing it: its size, its chunks over
+        the KV's (in the preload, the cache and :meth:`_read_chunks`)."""
+        repair = self._repair
+        assert repair is not None
+        self._size = self._committed_size = self._low_water = repair.size
+        for index, data in repair.chunks.items():
+            self.preload.update(chunk_key(self._tag, index), data)
+            if self._cache is not None:
+                self._cache[index] = data
+
+    def _apply_repair(self) -> None:
+        """Write the pending repair: restored chunks, meta, truncation and the journal's
+        deletion in ONE atomic batch; through :mod:`vfs.redo` (the commit record's batch
+        deleting the journal) when that does not fit the driver's limits."""
+        repair = self._repair
+        assert repair is not None
+        tag = self._tag
+        new_end = chunk_count(repair.size)
+        truncate_from = new_end if repair.size < repair.old_size else None
+        cleanup = WriteBatch()
+        if repair.journal:
+            cleanup.delete(meta_key(FILE_JOURNAL))
+            cleanup.delete_range(*chunk_range(FILE_JOURNAL))
+        batch = WriteBatch()
+        if truncate_from is not None:
+            redo.truncate(batch, tag, truncate_from, new_end, keep_tail=False)
+        for index, data in repair.chunks.items():
+            batch.put(chunk_key(tag, index), data)
+        batch.put(self._meta_key, encode_meta(repair.size))
+        batch.merge(cleanup)
+        try:
+            if self._limits.batch_fits(batch.op_count, batch.payload_bytes):
+                self._kv_write(batch)
+            else:
+                redo.stage(self._kv_write, self._limits, tag, repair.chunks, first=True)
+                record = redo.CommitRecord(repair.size, truncate_from)
+                redo.write_commit_record(self._kv_write, record, cleanup)
+                self._pending_record = record
+                self._finish_roll_forward(dict(repair.chunks))
+        except Exception as exc:
+            self._forget_after_failure()
+            raise kv_failure(apsw.SQLITE_IOERR_WRITE, "rollback of a hot journal / repair of page 1", exc) from exc
+        except BaseException:
+            self._forget_after_failure()
+            raise
+        log.info("%s: wrote the rolled-back state (%d chunks, %d bytes)", describe_kv(self._kv), len(repair.chunks),
+                 repair.size)
+        self.stats.chunks_written += len(repair.chunks)
+        self._repair = None
+        self._size = self._committed_size = self._low_water = repair.size
+        if truncate_from is not None:
+            self.preload.delete_range(*chunk_range(tag, truncate_from))
+            if self._cache is not None:
+                for index in [i for i in self._cache.keys() if i >= truncate_from]:
+                    del self._cache[index]
+        self.preload.update_many([(chunk_key(tag, i), d) for i, d in repair.chunks.items()]
+                                 + [(self._meta_key, encode_meta(repair.size))])
+        if self._cache is not None:
+            for index, data in repair.chunks.items():
+                self._cache[index] = data
+        if repair.journal:
+            self.preload.update(meta_key(FILE_JOURNAL), None)
 
     def _validated_size(self, meta: bytes | None, chunk0: bytes | None, chunk0_known: bool) -> int:
         """The file size the meta declares, checked against page 1 and the chunk format.
@@ -446,6 +623,8 @@ class KVFile:
         overwritten by this transaction's own staging)."""
         if self.options.read_only:
             raise sqlite_error(apsw.SQLITE_READONLY, f"actor-db: {describe_kv(self._kv)}: the database is open read-only")
+        if self._repair is not None:
+            self._apply_repair()
         record = self._overlay
         if record is None:
             return
@@ -562,6 +741,7 @@ class KVFile:
         # The meta and record too: a write that failed may have applied (a lost reply).
         self.preload.clear(SQLITE_PREFIX, SQLITE_RANGE_END)
         self._pending_record = None  # re-read with the meta: rolled forward or read through
+        self._repair = None  # re-derived from the KV with the meta
         self._tail_from = None
         self._set_tail_flag(False)
         self._overlay = None
@@ -645,6 +825,28 @@ class KVFile:
         return gap, self._readahead
 
     def _read_chunks(self, indices: list[int], staged: list[bool]) -> list[bytes]:
+        """:meth:`_read_kv_chunks`, except that chunks of a pending :class:`Repair` come
+        from memory, and page 1 asking for WAL mode reads as rollback mode (a
+        repair is then pending: the first commit writes it)."""
+        repair = self._repair
+        if repair is not None:
+            served = [not own and i in repair.chunks for i, own in zip(indices, staged)]
+            if any(served):
+                rest = [(i, own) for i, own, s in zip(indices, staged, served) if not s]
+                fetched = iter(self._read_kv_chunks([i for i, _ in rest], [own for _, own in rest]) if rest else [])
+                return [repair.chunks[i] if s else next(fetched) for i, s in zip(indices, served)]
+        values = self._read_kv_chunks(indices, staged)
+        j = indices.index(0) if 0 in indices else -1
+        if j >= 0 and not staged[j] and journal.says_wal(values[j]):
+            patched = journal.without_wal_flag(values[j])
+            values[j] = patched
+            if repair is None:
+                self._repair = Repair(self._committed_size, self._committed_size, {0: patched}, False)
+            else:
+                repair.chunks[0] = patched
+        return values
+
+    def _read_kv_chunks(self, indices: list[int], staged: list[bool]) -> list[bytes]:
         """ONE KV call for chunks ``indices`` (``staged[j]``: this transaction's staged
         copy), checked and padded to ``CHUNK_SIZE`` each; a missing chunk reads as zeros.
 
@@ -1110,6 +1312,7 @@ class KVFile:
             self.preload.update(self._meta_key, encode_meta(note.size))
             self._size = self._committed_size = self._low_water = note.size
         self._overlay = None  # a commit applied any record this file was reading through
+        self._repair = None  # and any repair (a writer applies it before its commit)
 
     def _drop_committed_state(self) -> None:
         """Another writer changed the database in ways this file cannot replay: forget

@@ -19,6 +19,7 @@ import pytest
 import vfs
 from actor_db.kv import KVStore, MemoryKV
 from tests.faults import FaultyKV, OtherProcessView
+from tests.interop_support import dump_kv, load_kv
 from tests.sqlite_crash import Files, Recording, dump, read_file, record_commit, sqlite_reads, state_at, store_state
 from vfs.keys import COMMIT_RECORD_KEY, FILE_JOURNAL, FILE_MAIN, chunk_key, meta_key, staged_range
 from vfs.protocol import KV, KVLimits, PreloadRequest, WriteBatch
@@ -374,3 +375,87 @@ def test_wal_flag_found_by_a_later_read_is_repaired_by_the_first_commit(vfs_kind
     con.execute("INSERT INTO t VALUES (1000, 'x')")
     con.close()
     assert store.actor("w").get_many([chunk_key(FILE_MAIN, 0)])[0][18:20] == b"\x01\x01"  # type: ignore[index]
+
+
+# ------------------------------------------------ our own journaled large commits
+@pytest.mark.parametrize("apply_then_fail", [False, True], ids=["lost-write", "lost-reply"])
+def test_our_journaled_commit_cut_at_every_write_reads_as_sqlite_reads_it(vfs_kind: str,
+                                                                          apply_then_fail: bool) -> None:
+    """A commit larger than a batch writes a SQLite rollback journal in tag 1: cut at
+    every write call, the KV's files read the same in plain SQLite (which rolls our
+    journal back itself) as in ours, and as the state before or after the commit."""
+    limits = KVLimits(max_batch_keys=16)
+    store = MemoryKV()
+    setup, commit = _workload(300)
+    con = vfs.connect(store.actor("ref"), vfs=vfs_kind)
+    for sql in setup:
+        con.execute(sql)
+    con.close()
+    saved = dump_kv(store.actor("ref"))
+
+    def base(actor: str) -> None:
+        load_kv(store.actor(actor), saved)
+
+    def run(kv: KV) -> None:
+        con = vfs.connect(kv, vfs=vfs_kind)
+        try:
+            with con:
+                for sql in commit:
+                    con.execute(sql)
+            assert con.kv_file.stats.large_commits == 1
+        finally:
+            try:
+                con.close()
+            except apsw.Error:
+                pass
+
+    old = dump_of(store.actor("ref"), vfs_kind)
+    counted = FaultyKV(store.actor("ref"), limits=limits)
+    run(counted)
+    new = dump_of(store.actor("ref"), vfs_kind)
+    total = counted.writes
+    assert old != new and total > 4
+    assert not any(key[:4] == meta_key(FILE_JOURNAL) for key in counted.batches[-1].puts)  # deleted at the end
+    for n in range(1, total + 1):
+        actor = f"n{n}"
+        base(actor)
+        try:
+            run(FaultyKV(store.actor(actor), fail_write_at=n, apply_then_fail=apply_then_fail, limits=limits))
+        except apsw.Error:
+            pass
+        plain = store.actor(actor)
+        files = {"main": read_file(plain, FILE_MAIN) or b""}
+        journal = read_file(plain, FILE_JOURNAL)
+        if journal is not None:
+            files["journal"] = journal
+        want, _ = sqlite_reads(files, TABLES)
+        assert want in (old, new), n
+        assert dump_of(OtherProcessView(plain), vfs_kind) == want, n
+        if n < total and not apply_then_fail:
+            assert want == old, n  # the commit point is the last write
+        owner = store.actor(actor)
+        owner.acquire_ownership()
+        assert dump_of(owner, vfs_kind, readonly=False) == want, n
+        assert read_file(store.actor(actor), FILE_JOURNAL) is None, n
+
+
+def dump_of(kv: KV, vfs_kind: str, readonly: bool = True) -> str:
+    con = vfs.connect(kv, vfs=vfs_kind, readonly=readonly)
+    try:
+        return dump(con, TABLES)
+    finally:
+        con.close()
+
+
+def test_large_commit_round_trips_and_bytes_journal_against_redo(vfs_kind: str) -> None:
+    """Issue 26 item 2: a 10,000-row commit under RivetKit's batch limits (128 keys /
+    976 KiB), cold cache. The redo log writes every chunk twice (stage, apply) plus a
+    record; the journal writes the before-images of the pages that existed (few, for an
+    insert), the pages once, and one commit-point batch."""
+    from benchmarks.large_commit_costs import measure
+
+    redo = measure("redo", vfs_kind=vfs_kind, updates=False)
+    journaled = measure("journal", vfs_kind=vfs_kind, updates=False)
+    assert (redo["writes"], redo["reads"]) == (15, 0)
+    assert (journaled["writes"], journaled["reads"]) == (8, 1)  # 1 read: the before-images
+    assert journaled["bytes_written"] < 0.55 * redo["bytes_written"]

@@ -31,6 +31,7 @@ validation and writer lease of :mod:`vfs.lease`.
 from __future__ import annotations
 
 import logging
+import os
 import struct
 import sys
 from dataclasses import dataclass
@@ -124,6 +125,15 @@ class FileOptions:
         SQLite preload budget in chunks); 0 never writes a hint.
     :ivar lease_ttl_s: ``locking="cross-process"`` only: seconds the KV writer lease
         lives if its holder disappears (:mod:`vfs.lease`).
+    :ivar large_commits: how a commit larger than one atomic batch is made atomic:
+        ``"journal"`` (default) writes the before-images of the pages it rewrites as a
+        SQLite rollback journal in file tag 1 first, then the pages in place, and
+        deletes the journal in the commit point's batch (any SQLite VFS, RivetKit's
+        included, then reads a committed state at every point); ``"redo"`` always uses
+        the redo log of :mod:`vfs.redo` (staging, commit record, apply). The redo log is
+        used anyway for spilled transactions, a new database's first commit, and
+        ``locking`` other than ``"exclusive"`` (other connections of the process must
+        never find a journal they were not told about).
     """
 
     cache_chunks: int | None = None
@@ -133,8 +143,11 @@ class FileOptions:
     read_only: bool = False
     hint_max_chunks: int = DEFAULT_SQLITE_PRELOAD_BYTES // CHUNK_SIZE
     lease_ttl_s: float = lease.DEFAULT_LEASE_TTL_S
+    large_commits: str = "journal"
 
     def __post_init__(self) -> None:
+        if self.large_commits not in ("journal", "redo"):
+            raise ValueError(f"large_commits must be 'journal' or 'redo', not {self.large_commits!r}")
         if (self.cache_chunks is not None and self.cache_chunks < 0) or \
                 (self.readahead_max_chunks is not None and self.readahead_max_chunks < 0):
             raise ValueError("cache_chunks and readahead_max_chunks must be >= 0 (or None)")
@@ -537,7 +550,12 @@ class KVFile:
             for index, data in repair.chunks.items():
                 self._cache[index] = data
         if repair.journal:
-            self.preload.update(meta_key(FILE_JOURNAL), None)
+            self._forget_journal()
+
+    def _forget_journal(self) -> None:
+        """The journal was deleted: the preload must not answer with its old keys."""
+        self.preload.update(meta_key(FILE_JOURNAL), None)
+        self.preload.update(chunk_key(FILE_JOURNAL, 0), None)
 
     def _validated_size(self, meta: bytes | None, chunk0: bytes | None, chunk0_known: bool) -> int:
         """The file size the meta declares, checked against page 1 and the chunk format.
@@ -1115,6 +1133,9 @@ class KVFile:
             if not staged and self._limits.batch_fits(batch.op_count, _payload_bytes(batch)):
                 self._kv_write(batch)
                 self.stats.chunks_written += len(dirty)
+            elif self._journal_commit_possible():
+                large = True
+                self._commit_journaled(dirty, truncate_from, size, committed, extra)
             else:
                 large = True
                 applied = self._commit_large(dirty, truncate_from, extra)
@@ -1218,6 +1239,114 @@ class KVFile:
         self._dirty.clear()
         self._staged.clear()
         self._committed_size = self._low_water = self._size
+
+    def _journal_commit_possible(self) -> bool:
+        """Whether a large commit may go through a rollback journal (see
+        :attr:`FileOptions.large_commits`)."""
+        return self.options.large_commits == "journal" and not self._has_staged() and self._share is None \
+            and self._committed_size > 0
+
+    def _old_chunks(self, indices: list[int]) -> dict[int, bytes]:
+        """Committed values of chunks ``indices`` (ignoring this transaction's writes):
+        preload, cache, else KV calls of at most the read-ahead cap each."""
+        out: dict[int, bytes] = {}
+        missing: list[int] = []
+        for index in indices:
+            if index * CHUNK_SIZE >= self._committed_size:
+                out[index] = _ZERO_CHUNK
+                continue
+            found = self.preload.lookup(chunk_key(self._tag, index))
+            if isinstance(found, bytes) and len(found) == CHUNK_SIZE:
+                out[index] = found
+            elif found is ABSENT:
+                out[index] = _ZERO_CHUNK
+            else:
+                cached = self._cache.get(index) if self._cache is not None else None
+                if cached is not None:
+                    out[index] = bytes(cached)
+                else:
+                    missing.append(index)
+        per_call = max(self._readahead_cap, 1)
+        for start in range(0, len(missing), per_call):
+            group = missing[start:start + per_call]
+            keys = [chunk_key(self._tag, i) for i in group]
+            values = self._kv_get(keys, apsw.SQLITE_IOERR_READ, f"read of {len(keys)} pages' before-images")
+            self.stats.chunks_fetched += len(keys)
+            for index, key, value in zip(group, keys, values):
+                out[index] = _ZERO_CHUNK if value is None else self._checked_chunk(index, value, key)
+        return out
+
+    def _commit_journaled(self, dirty: dict[int, bytes], truncate_from: int | None, size: int, committed: int,
+                          extra: WriteBatch | None) -> None:
+        """A commit larger than one batch, made atomic with a SQLite rollback journal in
+        file tag 1 (:mod:`vfs.journal`), so that every reader, ours or another SQLite
+        VFS's (RivetKit's), rolls an interrupted one back:
+
+        1. the before-images of the rewritten pages that existed are read (preload,
+           cache, else the KV) and written as a journal, its header chunk and meta in
+           the last journal batch (the journal turns hot atomically, with nothing
+           rewritten yet); that batch also deletes chunks left past the committed end;
+        2. the new chunks are written in place, in as many batches as needed;
+        3. the commit point: ONE batch deletes the journal and writes the new meta (with
+           the holes a shrink left, and ``extra``).
+
+        A failure before 3 leaves a hot journal: the next open (or this file's refresh)
+        rolls it back. Round trips: the before-image reads of chunks not held locally,
+        ``ceil((journal chunks + 2 + dirty chunks) / chunks per batch)``, and 1.
+        """
+        self.stats.large_commits += 1
+        tag = self._tag
+        page1 = dirty.get(0)
+        if page1 is None:
+            page1 = self._old_chunks([0])[0]
+        page_size = _page_size(page1) or CHUNK_SIZE
+        db_pages = committed // page_size
+        wanted = journal.journaled_pages(sorted(dirty), page_size, db_pages)
+        old = self._old_chunks(sorted({c for chunks in wanted.values() for c in chunks}))
+        before: dict[int, bytes] = {}
+        for pgno, chunks in wanted.items():
+            offset = (pgno - 1) * page_size
+            data = b"".join(old[c] for c in chunks)
+            start = offset - chunks[0] * CHUNK_SIZE
+            before[pgno] = data[start:start + page_size]
+        log_bytes = journal.build(page_size, db_pages, before, int.from_bytes(os.urandom(4), "little"))
+        self._journal_seen = True  # a failure from here on may leave it hot: every refresh looks
+        per_batch = redo.chunks_per_batch(self._limits)
+        ops: list[tuple[bytes, bytes | None]] = [
+            (chunk_key(FILE_JOURNAL, i), log_bytes[i * CHUNK_SIZE:(i + 1) * CHUNK_SIZE])
+            for i in range(1, chunk_count(len(log_bytes)))]
+        hot_at = len(ops)
+        ops.append((chunk_key(FILE_JOURNAL, 0), log_bytes[:CHUNK_SIZE]))
+        ops.append((meta_key(FILE_JOURNAL), encode_meta(len(log_bytes))))
+        prefix = self._chunk_key_prefix
+        ops += [(prefix + _pack_index(index), data) for index, data in dirty.items()]
+        batch = WriteBatch()
+        for n, (key, value) in enumerate(ops):
+            if n == hot_at and size > committed and not self._ambiguous:
+                # Growing: chunks left past the committed end must not reappear as data.
+                batch.delete_range(*chunk_range(tag, chunk_count(committed)))
+            assert value is not None
+            batch.put(key, value)
+            if batch.op_count >= per_batch:  # batches in order: the header goes after every record
+                self._kv_write(batch)
+                batch = WriteBatch()
+        if batch.op_count:
+            self._kv_write(batch)
+        point = WriteBatch()
+        if truncate_from is not None:
+            redo.truncate(point, tag, truncate_from, chunk_count(size), keep_tail=True)
+        if self._stale_staging:
+            point.delete_range(*staged_range())
+            point.delete(COMMIT_RECORD_KEY)
+        point.delete(meta_key(FILE_JOURNAL))
+        point.delete_range(*chunk_range(FILE_JOURNAL))
+        point.put(self._meta_key, encode_meta(size))
+        if extra:
+            point.merge(extra)
+        self._kv_write(point)
+        self._forget_journal()
+        self.stats.chunks_written += len(dirty)
+        log.debug("journaled large commit: %d chunks, %d journal bytes", len(dirty), len(log_bytes))
 
     def _commit_large(self, dirty: dict[int, bytes], truncate_from: int | None, extra: WriteBatch | None) -> bool:
         """Commit through :mod:`vfs.redo`; returns whether it was also applied.

@@ -220,3 +220,35 @@ def without_wal_flag(page1: bytes) -> bytes:
     """Page 1 with the header set to rollback-journal mode (bytes 18-19 = 1, 1), as
     ``PRAGMA journal_mode=DELETE`` leaves it. Only those two bytes change."""
     return page1[:WAL_FLAG_OFFSET] + b"\x01\x01" + page1[WAL_FLAG_OFFSET + 2:]
+
+
+def build(page_size: int, db_pages: int, pages: dict[int, bytes], seed: int, sector_size: int = 512) -> bytes:
+    """A rollback journal SQLite (and so RivetKit) would roll back: one header (magic,
+    ``nRec``, checksum seed, original page count ``db_pages``, sector and page size,
+    padded to ``sector_size``), then one record per page of ``pages`` (page number →
+    its before-image, ``page_size`` bytes), in page order.
+
+    :returns: the journal's bytes (``sector_size + len(pages) * (page_size + 8)``).
+    """
+    assert page_size & (page_size - 1) == 0 and 512 <= page_size <= _MAX_PAGE, page_size
+    header = JOURNAL_MAGIC + struct.pack(">IIIII", len(pages), seed, db_pages, sector_size, page_size)
+    out = bytearray(header.ljust(sector_size, b"\x00"))
+    for pgno in sorted(pages):
+        page = pages[pgno]
+        assert len(page) == page_size and 0 < pgno <= db_pages, (pgno, len(page))
+        out += _U32.pack(pgno) + page + _U32.pack(_checksum(seed, page, page_size))
+    return bytes(out)
+
+
+def journaled_pages(dirty: list[int], page_size: int, db_pages: int) -> dict[int, list[int]]:
+    """The pages a commit rewriting chunks ``dirty`` must journal (those that existed:
+    page number ``<= db_pages``), each with the chunks holding it (page → chunk indices)."""
+    out: dict[int, list[int]] = {}
+    for index in dirty:
+        start = index * CHUNK_SIZE
+        for offset in range(start - start % page_size, start + CHUNK_SIZE, page_size):
+            pgno = offset // page_size + 1
+            if pgno > db_pages or pgno in out or pgno == _PENDING_BYTE // page_size + 1:
+                continue  # (SQLite never uses the pending-byte page, and playback stops at it)
+            out[pgno] = [piece.chunk for piece in spans(offset, page_size)]
+    return out

@@ -378,8 +378,10 @@ def test_wal_flag_found_by_a_later_read_is_repaired_by_the_first_commit(vfs_kind
 
 
 # ------------------------------------------------ our own journaled large commits
-@pytest.mark.parametrize("apply_then_fail", [False, True], ids=["lost-write", "lost-reply"])
-def test_our_journaled_commit_cut_at_every_write_reads_as_sqlite_reads_it(vfs_kind: str,
+@pytest.mark.parametrize(("page_size", "apply_then_fail"), [(4096, False), (4096, True), (1024, False),
+                                                           (65536, False)],
+                         ids=["lost-write", "lost-reply", "1024-lost-write", "65536-lost-write"])
+def test_our_journaled_commit_cut_at_every_write_reads_as_sqlite_reads_it(vfs_kind: str, page_size: int,
                                                                           apply_then_fail: bool) -> None:
     """A commit larger than a batch writes a SQLite rollback journal in tag 1: cut at
     every write call, the KV's files read the same in plain SQLite (which rolls our
@@ -387,7 +389,7 @@ def test_our_journaled_commit_cut_at_every_write_reads_as_sqlite_reads_it(vfs_ki
     limits = KVLimits(max_batch_keys=16)
     store = MemoryKV()
     setup, commit = _workload(300)
-    con = vfs.connect(store.actor("ref"), vfs=vfs_kind)
+    con = vfs.connect(store.actor("ref"), vfs=vfs_kind, page_size=page_size)
     for sql in setup:
         con.execute(sql)
     con.close()

@@ -461,3 +461,20 @@ def test_large_commit_round_trips_and_bytes_journal_against_redo(vfs_kind: str) 
     assert (redo["writes"], redo["reads"]) == (15, 0)
     assert (journaled["writes"], journaled["reads"]) == (8, 1)  # 1 read: the before-images
     assert journaled["bytes_written"] < 0.55 * redo["bytes_written"]
+
+
+def test_a_journal_next_to_an_empty_database_is_deleted_not_played(vfs_kind: str) -> None:
+    """SQLite deletes a journal whose database has no page (it would turn hot later)."""
+    rec = recording(4096, False)
+    files = state_at(rec, _mid_commit(rec))
+    store = MemoryKV()
+    store_state(store.actor("a"), {"journal": files["journal"]})
+    owner = store.actor("a")
+    owner.acquire_ownership()
+    con = vfs.connect(owner, vfs=vfs_kind)
+    assert read_file(store.actor("a"), FILE_JOURNAL) is None
+    con.execute("CREATE TABLE x(y)")
+    con.close()
+    con = vfs.connect(store.actor("a"), vfs=vfs_kind, readonly=True)
+    assert con.execute("SELECT name FROM sqlite_schema").fetchall() == [("x",)]
+    con.close()

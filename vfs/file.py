@@ -480,9 +480,12 @@ class KVFile:
             log.info("%s: page 1 says WAL mode; reading it as rollback mode (the owner rewrites it)",
                      describe_kv(self._kv))
             chunks[0] = journal.without_wal_flag(bytes(page1)[:CHUNK_SIZE].ljust(CHUNK_SIZE, b"\x00"))
-        if play is None and not chunks:
+        # SQLite deletes a journal left next to an empty database (it would turn hot
+        # once the database has pages); so does the owner, or a writer before it writes.
+        stale = journal_meta is not None and size == 0 and not self.options.read_only
+        if play is None and not chunks and not stale:
             return
-        self._repair = Repair(size, new_size, chunks, play is not None)
+        self._repair = Repair(size, new_size, chunks, play is not None or stale)
         if may_recover:
             self._apply_repair()
         else:

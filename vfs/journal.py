@@ -34,8 +34,14 @@ SQLite's rules, as implemented here (the file's own byte order is big-endian):
 Either way, a hot journal is deleted once played (SQLite's ``pager_end_transaction``);
 the caller does that in the same atomic batch as the restored pages (:mod:`vfs.file`).
 
+Our own writer also writes journals here (:func:`build`, :func:`journaled_pages`):
+a commit larger than one KV batch journals the before-images of the pages it rewrites,
+rewrites them in place, and deletes the journal at its commit point
+(:meth:`vfs.file.KVFile._commit_journaled`), so that any SQLite reader of the same keys
+(RivetKit's too) rolls an interrupted one back.
+
 Left out: journals of databases with other files (multi-database transactions), and
-any use of tag 1 as a live journal: our own writer keeps its journal in memory.
+journals whose header predates SQLite 3.5.8 (page size field 0: not played).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from vfs.keys import CHUNK_SIZE
 log = logging.getLogger(__name__)
 
 __all__ = ["JOURNAL_MAGIC", "Playback", "playback", "is_hot", "restore_chunks", "chunks_needed", "WAL_FLAG_OFFSET",
-           "says_wal", "without_wal_flag"]
+           "says_wal", "without_wal_flag", "build", "journaled_pages"]
 
 JOURNAL_MAGIC: Final = bytes([0xD9, 0xD5, 0x05, 0xF9, 0x20, 0xA1, 0x63, 0xD7])
 _U32: Final = struct.Struct(">I")

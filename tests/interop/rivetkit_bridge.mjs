@@ -4,7 +4,8 @@
 // Usage: node --liftoff-only rivetkit_bridge.mjs COMMAND.json   (liftoff: no slow exit
 // while V8 finishes optimizing SQLite's WebAssembly in the background)
 // COMMAND: {"result": path, "jobs": [JOB, ...]}; the result file gets one entry per job:
-// {"results": [...], "writes": n, "crashed": bool} (with "cuts": {"cuts": [entry, ...]}).
+// {"results": [...], "writes": n, "reads": n, "bytes": n, "crashed": bool} (with "cuts":
+// {"cuts": [entry, ...]}); writes, reads: KV calls; bytes: keys + values put.
 // JOB: {
 //   "dump_in": path,              KV to start from (see "Dump format"; null = empty KV)
 //   "dump_out": path,             KV after the run (with "cuts": path + "." + cut)
@@ -71,11 +72,13 @@ function kvOptions(state) {
     state.writes++;
     apply();
   };
+  const stored = (k, v) => { state.bytes += k.length + v.length; state.kv.set(hex(k), v.slice()); };
+  const read = (k) => { const v = state.kv.get(hex(k)); return v ? v.slice() : null; };
   return {
-    get: async (k) => { check(); const v = state.kv.get(hex(k)); return v ? v.slice() : null; },
-    getBatch: async (ks) => { check(); return ks.map((k) => { const v = state.kv.get(hex(k)); return v ? v.slice() : null; }); },
-    put: async (k, v) => write(() => state.kv.set(hex(k), v.slice())),
-    putBatch: async (es) => write(() => { for (const [k, v] of es) state.kv.set(hex(k), v.slice()); }),
+    get: async (k) => { check(); state.reads++; return read(k); },
+    getBatch: async (ks) => { check(); state.reads++; return ks.map(read); },
+    put: async (k, v) => write(() => stored(k, v)),
+    putBatch: async (es) => write(() => { for (const [k, v] of es) stored(k, v); }),
     deleteBatch: async (ks) => write(() => { for (const k of ks) state.kv.delete(hex(k)); }),
     onError: () => {},
   };
@@ -88,7 +91,7 @@ function plain(value) {
 }
 
 async function run(cmd, cut) {
-  const state = { kv: loadDump(cmd.dump_in), writes: 0, cut, dead: false,
+  const state = { kv: loadDump(cmd.dump_in), writes: 0, reads: 0, bytes: 0, cut, dead: false,
                   dumpAt: cut === null ? null : `${cmd.dump_out}.${cut}` };
   const vfs = new SqliteVfs(wasmModule);
   const results = [];
@@ -113,7 +116,7 @@ async function run(cmd, cut) {
   }
   if (cut === null) saveDump(state.kv, cmd.dump_out);
   else if (!state.dead) saveDump(state.kv, state.dumpAt);  // finished before the cut
-  return { results, writes: state.writes, crashed: state.dead };
+  return { results, writes: state.writes, reads: state.reads, bytes: state.bytes, crashed: state.dead };
 }
 
 const command = JSON.parse(readFileSync(process.argv[2], "utf8"));

@@ -63,6 +63,7 @@ def connect(
     locking: Locking = "exclusive",
     lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
     timeout: float = 5.0,
+    large_commits: str = "journal",
     **connection_kwargs: Any,
 ) -> KVConnection:
     """Open the SQLite database stored in the actor-scoped ``kv``.
@@ -113,6 +114,10 @@ def connect(
         before failing with ``apsw.BusyError`` (SQLite's ``busy_timeout``, set before
         the open's own PRAGMAs run; the stdlib's default, 5.0). Only meaningful when
         ``locking`` is not ``"exclusive"``.
+    :param large_commits: how a commit larger than one KV batch stays atomic:
+        ``"journal"`` (default: a SQLite rollback journal in file tag 1, which RivetKit's
+        reader honours too) or ``"redo"`` (the redo log only; see
+        :class:`~vfs.file.FileOptions`).
     :raises apsw.BusyError: the actor's database is already open in this process and
         ``locking`` (of either open) is ``"exclusive"``, or the two differ.
     :raises apsw.IOError: the KV failed while opening.
@@ -123,7 +128,7 @@ def connect(
         raise ValueError(f"page_size must be a power of two from 512 to 65536, not {page_size}")
     backend.ensure_registered()
     options = FileOptions(cache_chunks, readahead_max_chunks, max_dirty_bytes, read_only=readonly,
-                          lease_ttl_s=lease_ttl_s)
+                          lease_ttl_s=lease_ttl_s, large_commits=large_commits)
     binding = kvvfs.Binding(kv, PreloadMap.empty(), options)
     filename = backend.bind(name, binding)
     identity = kv.identity

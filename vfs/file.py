@@ -31,21 +31,22 @@ validation and writer lease of :mod:`vfs.lease`.
 from __future__ import annotations
 
 import logging
+import os
 import struct
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import apsw
-from vfs import chunk_cache, hint, interrupts, lease, pragmas, redo
+from vfs import chunk_cache, hint, interrupts, journal, lease, pragmas, redo
 from vfs.chunks import chunk_count, spans
 from vfs.errors import CHANGED_DURING_READ, describe_kv, kv_failure, sqlite_error
 from vfs.interrupts import is_interrupt
 from vfs.keys import (
-    CHUNK_SIZE, COMMIT_RECORD_KEY, FILE_MAIN, SQLITE_PREFIX, SQLITE_RANGE_END, CorruptMetaError, chunk_index, chunk_key, chunk_range,
+    CHUNK_SIZE, COMMIT_RECORD_KEY, FILE_JOURNAL, FILE_MAIN, SQLITE_PREFIX, SQLITE_RANGE_END, CorruptMetaError, chunk_index, chunk_key, chunk_range,
     MAX_CHUNK_INDEX, decode_meta, encode_meta, meta_key, staged_key, staged_range,
 )
-from vfs.locks import LOCK_NONE, LOCK_RESERVED, LOCK_SHARED, CommitNote, DatabaseShare, KVState, note_busy
+from vfs.locks import LOCK_NONE, LOCK_RESERVED, CommitNote, DatabaseShare, KVState, note_busy
 from vfs.preload import ABSENT, NOT_LOADED, PreloadMap
 from vfs.protocol import KV, ConditionFailedError, KVLimits, WriteBatch, holds_ownership
 from vfs.startup import DEFAULT_SQLITE_PRELOAD_BYTES
@@ -146,6 +147,15 @@ class FileOptions:
         SQLite preload budget in chunks); 0 never writes a hint.
     :ivar lease_ttl_s: ``locking="cross-process"`` only: seconds the KV writer lease
         lives if its holder disappears (:mod:`vfs.lease`).
+    :ivar large_commits: how a commit larger than one atomic batch is made atomic:
+        ``"journal"`` (default) writes the before-images of the pages it rewrites as a
+        SQLite rollback journal in file tag 1 first, then the pages in place, and
+        deletes the journal in the commit point's batch (any SQLite VFS, RivetKit's
+        included, then reads a committed state at every point); ``"redo"`` always uses
+        the redo log of :mod:`vfs.redo` (staging, commit record, apply). The redo log is
+        used anyway for spilled transactions, a new database's first commit, and
+        ``locking`` other than ``"exclusive"`` (other connections of the process must
+        never find a journal they were not told about).
     """
 
     cache_chunks: int | None = None
@@ -155,8 +165,11 @@ class FileOptions:
     read_only: bool = False
     hint_max_chunks: int = DEFAULT_SQLITE_PRELOAD_BYTES // CHUNK_SIZE
     lease_ttl_s: float = lease.DEFAULT_LEASE_TTL_S
+    large_commits: str = "journal"
 
     def __post_init__(self) -> None:
+        if self.large_commits not in ("journal", "redo"):
+            raise ValueError(f"large_commits must be 'journal' or 'redo', not {self.large_commits!r}")
         if (self.cache_chunks is not None and self.cache_chunks < 0) or \
                 (self.readahead_max_chunks is not None and self.readahead_max_chunks < 0):
             raise ValueError("cache_chunks and readahead_max_chunks must be >= 0 (or None)")
@@ -168,6 +181,25 @@ class FileOptions:
 
 
 CommitHook = Callable[[], "WriteBatch | None"]
+
+
+@dataclass
+class Repair:
+    """What the KV must be changed to before this database reads as committed: a hot
+    rollback journal in tag 1 played back (:mod:`vfs.journal`) and/or page 1's WAL flag
+    cleared. Until applied (in ONE atomic batch, or the redo protocol when it does not
+    fit), reads are served from :attr:`chunks` (the file's overlay).
+
+    :ivar old_size: the main file's size in bytes in the KV.
+    :ivar size: the size in bytes after the repair.
+    :ivar chunks: chunk index → ``CHUNK_SIZE`` bytes to write (and to read meanwhile).
+    :ivar journal: the journal's meta exists and is deleted (with its chunks) by the repair.
+    """
+
+    old_size: int
+    size: int
+    chunks: dict[int, bytes]
+    journal: bool
 
 
 class KVFile:
@@ -213,6 +245,10 @@ class KVFile:
         self._pending_record: redo.CommitRecord | None = None
         self._overlay: redo.CommitRecord | None = None
         """A committed large transaction not yet applied, read through (:meth:`_read_through`)."""
+        self._repair: Repair | None = None
+        """A hot journal's playback or page 1's WAL flag, not yet written (:meth:`_check_journal`)."""
+        self._journal_seen = False
+        """A journal meta was found once: every refresh looks for it again."""
         self._stale_staging = False
         """An earlier writer's uncommitted staging is in the KV: this file's next commit drops it."""
         self._ambiguous = False
@@ -404,7 +440,13 @@ class KVFile:
 
     def _load_meta(self, first_open: bool) -> None:
         head_key = chunk_key(self._tag, 0)
+        journal_key = meta_key(FILE_JOURNAL)
+        journal_head = chunk_key(FILE_JOURNAL, 0)
         wanted = [self._meta_key, COMMIT_RECORD_KEY]
+        # The journal's meta and first chunk ride along (sqlite_preload_keys asks for
+        # them) at the first open, or after a journal was seen; other refreshes skip them.
+        if first_open or self._journal_seen or self.preload.lookup(journal_key) is not NOT_LOADED:
+            wanted += [journal_key, journal_head]
         known: dict[bytes, bytes | None] = {}
         missing: list[bytes] = []
         fresh, self._fresh_head = self._fresh_head or {}, None
@@ -446,6 +488,7 @@ class KVFile:
         if chunk0 is not None:
             chunk0 = self._checked_chunk(0, chunk0, head_key)
         self._overlay = None
+        self._repair = None
         self._stale_staging = False
         self._meta_stale = False
         if head and self._cache is not None:
@@ -453,25 +496,180 @@ class KVFile:
                 if value is not None and index * CHUNK_SIZE < size:
                     self._cache[index] = self._checked_chunk(index, value, chunk_key(self._tag, index))
             self.stats.chunks_fetched += len(head)
-        if record is None:
-            return
+        journal_meta = known.get(journal_key)
+        self._journal_seen = self._journal_seen or journal_meta is not None
+        journal_first = known.get(journal_head)
         # cross-process: recovery is the next lease holder's job (_prepare_kv_write).
         may_recover = self._owner and not self.options.read_only and not self._cross_process
-        if record == redo.STAGING_MARKER:
+        if record is not None and record == redo.STAGING_MARKER:
             if may_recover:
                 self._drop_staging()
             else:
                 self._stale_staging = True
+        elif record is not None:
+            if journal_meta is not None and self._journal_size(journal_meta) and \
+                    journal.is_hot(journal_first or b"", size):
+                raise self._corrupt("both a hot rollback journal (file tag 1, written by another SQLite VFS such "
+                                    "as RivetKit's) and an actor-db commit record are stored: two writers ran at "
+                                    "once; refusing to guess which state is committed")
+            try:
+                decoded = redo.CommitRecord.decode(record)
+            except ValueError as exc:
+                raise self._corrupt(f"the commit record at key {COMMIT_RECORD_KEY!r} is corrupt: {exc}") from exc
+            if may_recover:
+                self._pending_record = decoded
+                self._finish_roll_forward()
+            else:
+                self._read_through(decoded)
             return
+        self._check_journal(journal_meta, journal_first, chunk0 if chunk0_known else None, may_recover)
+
+    def _journal_size(self, journal_meta: bytes) -> int:
         try:
-            decoded = redo.CommitRecord.decode(record)
-        except ValueError as exc:
-            raise self._corrupt(f"the commit record at key {COMMIT_RECORD_KEY!r} is corrupt: {exc}") from exc
+            return decode_meta(journal_meta)
+        except CorruptMetaError as exc:
+            raise self._corrupt(f"the rollback journal's meta (key {meta_key(FILE_JOURNAL)!r}) is corrupt: "
+                                f"{exc}") from exc
+
+    def _read_journal(self, size: int) -> bytes:
+        """The journal's first ``size`` bytes (missing or short chunks read as zeros, as
+        RivetKit reads them), in as few KV calls as the driver's read limits allow."""
+        count = chunk_count(size)
+        per_call = max(self._readahead_cap, 1)
+        parts: list[bytes] = []
+        for start in range(0, count, per_call):
+            keys = [chunk_key(FILE_JOURNAL, i) for i in range(start, min(count, start + per_call))]
+            for value in self._kv_get(keys, apsw.SQLITE_IOERR_READ, f"read of the rollback journal ({len(keys)} chunks)"):
+                parts.append((value or b"")[:CHUNK_SIZE].ljust(CHUNK_SIZE, b"\x00"))
+        return b"".join(parts)[:size]
+
+    def _committed_chunks(self, indices: list[int]) -> dict[int, bytes]:
+        """Committed values of chunks ``indices`` (preload, cache, else ONE KV call)."""
+        out: dict[int, bytes] = {}
+        missing: list[int] = []
+        for index in indices:
+            local = self._local(index)
+            if local is None:
+                missing.append(index)
+            else:
+                out[index] = bytes(local)
+        if missing:
+            keys = [chunk_key(self._tag, i) for i in missing]
+            values = self._kv_get(keys, apsw.SQLITE_IOERR_READ, f"read of {len(keys)} chunks")
+            for index, key, value in zip(missing, keys, values):
+                out[index] = _ZERO_CHUNK if value is None else self._checked_chunk(index, value, key)
+        return out
+
+    def _check_journal(self, journal_meta: bytes | None, journal_first: bytes | None, chunk0: bytes | None,
+                       may_recover: bool) -> None:
+        """Honour a hot rollback journal in tag 1 and page 1's WAL flag (:mod:`vfs.journal`).
+
+        A hot journal is played back in memory; with page 1 asking for WAL mode, page 1
+        is set to rollback mode. The owner writes the result now, with the journal's
+        deletion, in ONE atomic batch (:meth:`_apply_repair`); any other open reads it
+        from memory without writing, and a writable one writes it before its first
+        commit. Costs nothing without a journal meta or a WAL flag; with a journal, one
+        call for the journal (hot only: its first chunk came with the meta), and one for
+        the chunks restored pages cover in part (page sizes below 4096 bytes).
+        """
+        size = self._committed_size
+        play: journal.Playback | None = None
+        if journal_meta is not None:
+            jsize = self._journal_size(journal_meta)
+            if jsize and size and journal.is_hot(journal_first or b"", size):
+                play = journal.playback(self._read_journal(jsize))
+                log.warning("%s: found a hot rollback journal (%d bytes; an interrupted commit of another "
+                            "SQLite VFS): rolling it back (%d pages, size %s bytes)", describe_kv(self._kv), jsize,
+                            len(play.pages), play.size)
+        chunks: dict[int, bytes] = {}
+        new_size = size
+        if play is not None:
+            base = self._committed_chunks(journal.chunks_needed(play, size))
+            new_size, chunks = journal.restore_chunks(play, base, size)
+        page1 = chunks.get(0, chunk0)
+        if page1 is not None and new_size > 0 and journal.says_wal(page1):
+            log.info("%s: page 1 says WAL mode; reading it as rollback mode (the owner rewrites it)",
+                     describe_kv(self._kv))
+            chunks[0] = journal.without_wal_flag(bytes(page1)[:CHUNK_SIZE].ljust(CHUNK_SIZE, b"\x00"))
+        # SQLite deletes a journal left next to an empty database (it would turn hot
+        # once the database has pages); so does the owner, or a writer before it writes.
+        stale = journal_meta is not None and size == 0 and not self.options.read_only
+        if play is None and not chunks and not stale:
+            return
+        self._repair = Repair(size, new_size, chunks, play is not None or stale)
         if may_recover:
-            self._pending_record = decoded
-            self._finish_roll_forward()
+            self._apply_repair()
         else:
-            self._read_through(decoded)
+            self._overlay_repair()
+
+    def _overlay_repair(self) -> None:
+        """Read the pending repair's state without writing it: its size, its chunks over
+        the KV's (in the preload, the cache and :meth:`_read_chunks`)."""
+        repair = self._repair
+        assert repair is not None
+        self._size = self._committed_size = self._low_water = repair.size
+        for index, data in repair.chunks.items():
+            self.preload.update(chunk_key(self._tag, index), data)
+            if self._cache is not None:
+                self._cache[index] = data
+
+    def _apply_repair(self) -> None:
+        """Write the pending repair: restored chunks, meta, truncation and the journal's
+        deletion in ONE atomic batch; through :mod:`vfs.redo` (the commit record's batch
+        deleting the journal) when that does not fit the driver's limits."""
+        repair = self._repair
+        assert repair is not None
+        tag = self._tag
+        new_end = chunk_count(repair.size)
+        truncate_from = new_end if repair.size < repair.old_size else None
+        cleanup = WriteBatch()
+        if repair.journal:
+            cleanup.delete(meta_key(FILE_JOURNAL))
+            cleanup.delete_range(*chunk_range(FILE_JOURNAL))
+        batch = WriteBatch()
+        if truncate_from is not None:
+            redo.truncate(batch, tag, truncate_from, new_end, keep_tail=False)
+        for index, data in repair.chunks.items():
+            batch.put(chunk_key(tag, index), data)
+        batch.put(self._meta_key, encode_meta(repair.size))
+        batch.merge(cleanup)
+        try:
+            if self._limits.batch_fits(batch.op_count, batch.payload_bytes):
+                self._kv_write(batch)
+            else:
+                redo.stage(self._kv_write, self._limits, tag, repair.chunks, first=True)
+                record = redo.CommitRecord(repair.size, truncate_from)
+                redo.write_commit_record(self._kv_write, record, cleanup)
+                self._pending_record = record
+                self._finish_roll_forward(dict(repair.chunks))
+        except Exception as exc:
+            self._forget_after_failure()
+            raise kv_failure(apsw.SQLITE_IOERR_WRITE, "rollback of a hot journal / repair of page 1", exc) from exc
+        except BaseException:
+            self._forget_after_failure()
+            raise
+        log.info("%s: wrote the rolled-back state (%d chunks, %d bytes)", describe_kv(self._kv), len(repair.chunks),
+                 repair.size)
+        self.stats.chunks_written += len(repair.chunks)
+        self._repair = None
+        self._size = self._committed_size = self._low_water = repair.size
+        if truncate_from is not None:
+            self.preload.delete_range(*chunk_range(tag, truncate_from))
+            if self._cache is not None:
+                for index in [i for i in self._cache.keys() if i >= truncate_from]:
+                    del self._cache[index]
+        self.preload.update_many([(chunk_key(tag, i), d) for i, d in repair.chunks.items()]
+                                 + [(self._meta_key, encode_meta(repair.size))])
+        if self._cache is not None:
+            for index, data in repair.chunks.items():
+                self._cache[index] = data
+        if repair.journal:
+            self._forget_journal()
+
+    def _forget_journal(self) -> None:
+        """The journal was deleted: the preload must not answer with its old keys."""
+        self.preload.update(meta_key(FILE_JOURNAL), None)
+        self.preload.update(chunk_key(FILE_JOURNAL, 0), None)
 
     def _validated_size(self, meta: bytes | None, chunk0: bytes | None, chunk0_known: bool) -> int:
         """The file size the meta declares, checked against page 1 and the chunk format.
@@ -560,6 +758,8 @@ class KVFile:
         overwritten by this transaction's own staging)."""
         if self.options.read_only:
             raise sqlite_error(apsw.SQLITE_READONLY, f"actor-db: {describe_kv(self._kv)}: the database is open read-only")
+        if self._repair is not None:
+            self._apply_repair()
         record = self._overlay
         if record is None:
             return
@@ -696,6 +896,7 @@ class KVFile:
             # The meta and record too: a write that failed may have applied (a lost reply).
             self.preload.clear(SQLITE_PREFIX, SQLITE_RANGE_END)
             self._pending_record = None  # re-read with the meta: rolled forward or read through
+            self._repair = None  # re-derived from the KV with the meta
             self._tail_from = None
             self._set_tail_flag(False)
             self._overlay = None
@@ -801,6 +1002,28 @@ class KVFile:
         return gap, self._readahead
 
     def _read_chunks(self, indices: list[int], staged: list[bool]) -> list[bytes]:
+        """:meth:`_read_kv_chunks`, except that chunks of a pending :class:`Repair` come
+        from memory, and page 1 asking for WAL mode reads as rollback mode (a
+        repair is then pending: the first commit writes it)."""
+        repair = self._repair
+        if repair is not None:
+            served = [not own and i in repair.chunks for i, own in zip(indices, staged)]
+            if any(served):
+                rest = [(i, own) for i, own, s in zip(indices, staged, served) if not s]
+                fetched = iter(self._read_kv_chunks([i for i, _ in rest], [own for _, own in rest]) if rest else [])
+                return [repair.chunks[i] if s else next(fetched) for i, s in zip(indices, served)]
+        values = self._read_kv_chunks(indices, staged)
+        j = indices.index(0) if 0 in indices else -1
+        if j >= 0 and not staged[j] and journal.says_wal(values[j]):
+            patched = journal.without_wal_flag(values[j])
+            values[j] = patched
+            if repair is None:
+                self._repair = Repair(self._committed_size, self._committed_size, {0: patched}, False)
+            else:
+                repair.chunks[0] = patched
+        return values
+
+    def _read_kv_chunks(self, indices: list[int], staged: list[bool]) -> list[bytes]:
         """ONE KV call for chunks ``indices`` (``staged[j]``: this transaction's staged
         copy), checked and padded to ``CHUNK_SIZE`` each; a missing chunk reads as zeros.
 
@@ -1076,6 +1299,9 @@ class KVFile:
             if not staged and self._limits.batch_fits(batch.op_count + lease_ops, _payload_bytes(batch) + 32 * lease_ops):
                 self._kv_write(batch, release=True)
                 self.stats.chunks_written += len(dirty)
+            elif self._journal_commit_possible():
+                large = True
+                self._commit_journaled(dirty, truncate_from, size, committed, extra)
             else:
                 large = True
                 applied = self._commit_large(dirty, truncate_from, extra)
@@ -1183,6 +1409,114 @@ class KVFile:
         self._staged.clear()
         self._committed_size = self._low_water = self._size
 
+    def _journal_commit_possible(self) -> bool:
+        """Whether a large commit may go through a rollback journal (see
+        :attr:`FileOptions.large_commits`)."""
+        return self.options.large_commits == "journal" and not self._has_staged() and self._share is None \
+            and self._committed_size > 0
+
+    def _old_chunks(self, indices: list[int]) -> dict[int, bytes]:
+        """Committed values of chunks ``indices`` (ignoring this transaction's writes):
+        preload, cache, else KV calls of at most the read-ahead cap each."""
+        out: dict[int, bytes] = {}
+        missing: list[int] = []
+        for index in indices:
+            if index * CHUNK_SIZE >= self._committed_size:
+                out[index] = _ZERO_CHUNK
+                continue
+            found = self.preload.lookup(chunk_key(self._tag, index))
+            if isinstance(found, bytes) and len(found) == CHUNK_SIZE:
+                out[index] = found
+            elif found is ABSENT:
+                out[index] = _ZERO_CHUNK
+            else:
+                cached = self._cache.get(index) if self._cache is not None else None
+                if cached is not None:
+                    out[index] = bytes(cached)
+                else:
+                    missing.append(index)
+        per_call = max(self._readahead_cap, 1)
+        for start in range(0, len(missing), per_call):
+            group = missing[start:start + per_call]
+            keys = [chunk_key(self._tag, i) for i in group]
+            values = self._kv_get(keys, apsw.SQLITE_IOERR_READ, f"read of {len(keys)} pages' before-images")
+            self.stats.chunks_fetched += len(keys)
+            for index, key, value in zip(group, keys, values):
+                out[index] = _ZERO_CHUNK if value is None else self._checked_chunk(index, value, key)
+        return out
+
+    def _commit_journaled(self, dirty: dict[int, bytes], truncate_from: int | None, size: int, committed: int,
+                          extra: WriteBatch | None) -> None:
+        """A commit larger than one batch, made atomic with a SQLite rollback journal in
+        file tag 1 (:mod:`vfs.journal`), so that every reader, ours or another SQLite
+        VFS's (RivetKit's), rolls an interrupted one back:
+
+        1. the before-images of the rewritten pages that existed are read (preload,
+           cache, else the KV) and written as a journal, its header chunk and meta in
+           the last journal batch (the journal turns hot atomically, with nothing
+           rewritten yet); that batch also deletes chunks left past the committed end;
+        2. the new chunks are written in place, in as many batches as needed;
+        3. the commit point: ONE batch deletes the journal and writes the new meta (with
+           the holes a shrink left, and ``extra``).
+
+        A failure before 3 leaves a hot journal: the next open (or this file's refresh)
+        rolls it back. Round trips: the before-image reads of chunks not held locally,
+        ``ceil((journal chunks + 2 + dirty chunks) / chunks per batch)``, and 1.
+        """
+        self.stats.large_commits += 1
+        tag = self._tag
+        page1 = dirty.get(0)
+        if page1 is None:
+            page1 = self._old_chunks([0])[0]
+        page_size = _page_size(page1) or CHUNK_SIZE
+        db_pages = committed // page_size
+        wanted = journal.journaled_pages(sorted(dirty), page_size, db_pages)
+        old = self._old_chunks(sorted({c for chunks in wanted.values() for c in chunks}))
+        before: dict[int, bytes] = {}
+        for pgno, chunks in wanted.items():
+            offset = (pgno - 1) * page_size
+            data = b"".join(old[c] for c in chunks)
+            start = offset - chunks[0] * CHUNK_SIZE
+            before[pgno] = data[start:start + page_size]
+        log_bytes = journal.build(page_size, db_pages, before, int.from_bytes(os.urandom(4), "little"))
+        self._journal_seen = True  # a failure from here on may leave it hot: every refresh looks
+        per_batch = redo.chunks_per_batch(self._limits)
+        ops: list[tuple[bytes, bytes | None]] = [
+            (chunk_key(FILE_JOURNAL, i), log_bytes[i * CHUNK_SIZE:(i + 1) * CHUNK_SIZE])
+            for i in range(1, chunk_count(len(log_bytes)))]
+        hot_at = len(ops)
+        ops.append((chunk_key(FILE_JOURNAL, 0), log_bytes[:CHUNK_SIZE]))
+        ops.append((meta_key(FILE_JOURNAL), encode_meta(len(log_bytes))))
+        prefix = self._chunk_key_prefix
+        ops += [(prefix + _pack_index(index), data) for index, data in dirty.items()]
+        batch = WriteBatch()
+        for n, (key, value) in enumerate(ops):
+            if n == hot_at and size > committed and not self._ambiguous:
+                # Growing: chunks left past the committed end must not reappear as data.
+                batch.delete_range(*chunk_range(tag, chunk_count(committed)))
+            assert value is not None
+            batch.put(key, value)
+            if batch.op_count >= per_batch:  # batches in order: the header goes after every record
+                self._kv_write(batch)
+                batch = WriteBatch()
+        if batch.op_count:
+            self._kv_write(batch)
+        point = WriteBatch()
+        if truncate_from is not None:
+            redo.truncate(point, tag, truncate_from, chunk_count(size), keep_tail=True)
+        if self._stale_staging:
+            point.delete_range(*staged_range())
+            point.delete(COMMIT_RECORD_KEY)
+        point.delete(meta_key(FILE_JOURNAL))
+        point.delete_range(*chunk_range(FILE_JOURNAL))
+        point.put(self._meta_key, encode_meta(size))
+        if extra:
+            point.merge(extra)
+        self._kv_write(point, release=True)  # the commit point: a cross-process lease goes with it
+        self._forget_journal()
+        self.stats.chunks_written += len(dirty)
+        log.debug("journaled large commit: %d chunks, %d journal bytes", len(dirty), len(log_bytes))
+
     def _commit_large(self, dirty: dict[int, bytes], truncate_from: int | None, extra: WriteBatch | None) -> bool:
         """Commit through :mod:`vfs.redo`; returns whether it was also applied.
 
@@ -1282,6 +1616,7 @@ class KVFile:
             self.preload.update(self._meta_key, encode_meta(note.size))
             self._size = self._committed_size = self._low_water = note.size
         self._overlay = None  # a commit applied any record this file was reading through
+        self._repair = None  # and any repair (a writer applies it before its commit)
 
     def _drop_committed_state(self) -> None:
         """Another writer changed the database in ways this file cannot replay: forget

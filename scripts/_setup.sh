@@ -74,3 +74,26 @@ pip_install() {
   say "pip install $* into $VENV"
   quietly "$PY" -m pip install --disable-pip-version-check "$@"
 }
+
+# npm_ci_interop: install the RivetKit interop suite's Node packages, pinned by
+# tests/interop/package-lock.json, into tests/interop/node_modules (`npm ci`; skipped
+# when that lock file is already installed). Node 20+ and npm are needed; without them
+# the interop tests skip, except under CI=true, where this fails the run.
+npm_ci_interop() {
+  local dir="$PWD/tests/interop"
+  if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1 \
+      || [ "$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -lt 20 ]; then
+    if [ "${CI:-}" = "true" ]; then
+      say "CI: Node 20+ and npm are required for the RivetKit interop tests (tests/interop)"
+      exit 1
+    fi
+    say "Node 20+ / npm not found: the RivetKit interop tests will be skipped"
+    return 0
+  fi
+  if [ -f "$dir/node_modules/.package-lock.json" ] && [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+    say "using the interop suite's Node packages in $dir/node_modules"
+    return 0
+  fi
+  say "npm ci in $dir (@rivetkit/sqlite-vfs, pinned, for the interop tests)"
+  quietly npm ci --prefix "$dir" --no-audit --no-fund
+}

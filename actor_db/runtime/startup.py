@@ -54,7 +54,8 @@ def preload_request(options: ActorOptions, has_db: bool) -> PreloadRequest:
     ranges: list[PrefixBudget] = []
     if has_db:
         keys += vfs.sqlite_preload_keys()
-        ranges.extend(vfs.sqlite_preload_ranges(options.preload_max_sqlite_bytes))
+        ranges.extend(vfs.sqlite_preload_ranges(options.preload_max_sqlite_bytes,
+                                                interior_max_bytes=options.preload_max_interior_bytes))
     ranges.append(PrefixBudget(CONNECTIONS_RANGE, options.preload_max_connections_bytes, partial=False))
     ranges.append(PrefixBudget(WORKFLOWS_RANGE, options.preload_max_workflow_bytes, partial=False))
     return PreloadRequest(keys=keys, ranges=tuple(ranges), max_total_bytes=options.preload_max_bytes)

@@ -1407,7 +1407,7 @@ static int kvn_hot_list(kvn_file *f, int which, uint32_t *out, int n) {
     }
   } else {
     count = h->nschema;
-    if (count <= n) memcpy(out, h->schema, (size_t)count * sizeof *out);
+    if (count <= n && count > 0) memcpy(out, h->schema, (size_t)count * sizeof *out);
   }
   UNLOCK(f);
   return count;

@@ -970,7 +970,7 @@ class KVFile:
         record = hint.decode_hint(found) if isinstance(found, bytes) else None
         if record is None or not record.interior:
             return
-        kept = []
+        kept: list[int] = []
         for index in record.indices[:record.interior]:
             page = self.preload.lookup(chunk_key(self._tag, index))
             if not isinstance(page, bytes) or hint.is_interior_page(index, page):
@@ -1007,13 +1007,16 @@ class KVFile:
         chunks)."""
         if self.options.read_only or self.options.hint_max_chunks <= 0:
             return None
+        end = chunk_count(self._committed_size)
+        if end <= self.options.hint_max_chunks:
+            return None  # the lowest chunks already bring the whole file: no write needed
         inserts = self._hot_inserts()
         if not force and inserts - self._hint_inserts_seen < self._HINT_RECHECK:
             return None
         self._hint_inserts_seen = inserts
         recent, interior, schema = self._hot_items()
         new = hint.rank(recent, interior, schema, self.options.hint_max_chunks,
-                        self.options.hint_max_interior_chunks, chunk_count(self._committed_size))
+                        self.options.hint_max_interior_chunks, end)
         return new if hint.changed_materially(self._persisted_hint, new.indices, exact=force) else None
 
     def _write_hint_at_close(self) -> None:

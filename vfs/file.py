@@ -1020,7 +1020,7 @@ class KVFile:
         return new if hint.changed_materially(self._persisted_hint, new.indices, exact=force) else None
 
     def _write_hint_at_close(self) -> None:
-        """The owner saves a materially changed hint when it closes (an actor's sleep):
+        """The owner saves a changed hint when it closes (an actor's sleep):
         one write, best effort (a failure is logged; the next wake just costs more)."""
         if not self._owner or self._meta_stale or self._overlay is not None:
             return

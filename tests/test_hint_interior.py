@@ -256,6 +256,9 @@ def test_the_hot_set_orders_by_recency_and_drops_the_older_half() -> None:
     assert hot.items()[1] == []
     ranked = hint.rank([3, 2, 1], [9, 4], [7], max_chunks=3, max_interior_chunks=10, end_chunk=9)
     assert ranked == hint.Hint([4, 0, 7, 3], 1)
+    # the interior pages the last workload read first (most recent first), then ascending
+    assert hint.rank([8, 3, 6], [2, 3, 5, 6, 8], [], max_chunks=2, max_interior_chunks=4, end_chunk=9) \
+        == hint.Hint([8, 3, 6, 2, 0], 4)
 
 
 # ------------------------------------------------------ one behaviour, two VFSes

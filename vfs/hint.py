@@ -207,11 +207,14 @@ class HotSet:
 
 def rank(recent: Sequence[int], interior: Iterable[int], schema: Sequence[int], max_chunks: int,
          max_interior_chunks: int, end_chunk: int) -> Hint:
-    """The hint: every interior page (ascending, at most ``max_interior_chunks``), then
-    page 1 and the schema's other pages, then ``recent`` (most recent first), without
-    repeats, at most ``max_chunks`` after the interior part; only chunks below
-    ``end_chunk`` (the file's end)."""
-    inner = sorted(i for i in interior if i < end_chunk)[:max(max_interior_chunks, 0)]
+    """The hint: every interior page (those in ``recent`` first, most recent first: the
+    last workload's paths survive a short allowance; then ascending), at most
+    ``max_interior_chunks``, then page 1 and the schema's other pages, then ``recent``
+    (most recent first), without repeats, at most ``max_chunks`` after the interior
+    part; only chunks below ``end_chunk`` (the file's end)."""
+    inside = {i for i in interior if i < end_chunk}
+    first = [i for i in recent if i in inside]
+    inner = (first + sorted(inside.difference(first)))[:max(max_interior_chunks, 0)]
     seen = set(inner)
     rest: list[int] = []
     for index in (0, *schema, *recent):

@@ -129,7 +129,8 @@ async def start_actor(
 
     version = 0
     if config is not None:
-        version = await worker.run(_open, core, preload, dict(config.vfs_options), is_new, metrics,
+        vfs_options = dict(config.vfs_options, hint_interior_max_bytes=definition.options.preload_max_interior_bytes)
+        version = await worker.run(_open, core, preload, vfs_options, is_new, metrics,
                                    definition.options.sqlite_cache_pages)
     elif is_new:
         await worker.run(_create_without_db, core, metrics)

@@ -16,6 +16,14 @@ store). Groups:
   settings (the process-wide cache's default budget; for the larger database a budget
   that holds it), against apsw on a local file: queries/s.
 
+- ``size-any-key`` (issue 25): the database imported with the hint an import through
+  SQLite leaves (every interior page); per round a wake, a PK query for a key no round
+  read before, an index query for another: round trips (targets: <= 2, then <= 2 more)
+  and the wake's preload bytes, at 16, 256 and 1,024 MiB.
+- ``size-write-heavy`` (issue 25): an awake period of 10 inserting commits (0.5% of the
+  rows each, scattered index keys) and 3 point + index reads, with SQLite's own cache
+  off as in the runtime; then wake + the last read: round trips (target: 1).
+
 Injected latency: the run's (``ACTOR_DB_BENCH_LATENCY_MS``, 1 ms by default) on wakes
 and scans; 0 for warm reads (they make no round trip; counted).
 """
@@ -246,3 +254,107 @@ def test_warm_lookups(benchmark: Any, size: int, query: str, backend: str) -> No
     record(benchmark, size=size, db_bytes=path.stat().st_size, query=query, queries_per_round=QUERIES_PER_ROUND,
            backend=backend, cache_budget_bytes=budget, ratio_to_local_interleaved=ratio,
            live_reads=None if stats is None else stats.live_reads)
+
+
+# ------------------------------------------------- issue 25: any key, write-heavy periods
+ANY_SIZES = (16 * MIB,) if S.quick else (16 * MIB, 256 * MIB, 1024 * MIB)
+ANY_ROUNDS = 2 if S.quick else 5
+ANY_CASES = [pytest.param(d, s, id=f"{d}-{human_size(s)}")
+             for s in ANY_SIZES for d in (DRIVERS if s <= 256 * MIB else ["memory"])]
+"""1 GiB on MemoryKV only (LMDB and Redis copies of it would double the run's memory)."""
+
+
+@contextlib.contextmanager
+def loaded_store(driver: str, size: int) -> Iterator[tuple[Any, int, int]]:
+    """A fresh store holding the ``size`` database with the hint an import leaves."""
+    path = indexed_dataset(size)
+    with open_store(driver) as inner:
+        yield inner, load_into(inner, "big", path, hint=True), rows_for(size)
+
+
+def wake_new_keys(store: Any, rows: int, n: int) -> tuple[int, int, int, int]:
+    """Wake, a PK query and an index query for keys no earlier round read, sleep:
+    ``(round trips of the wake alone, to the PK query, to both, preload value bytes)``."""
+    counting = CountingKV(store.actor("big"))
+    preload = counting.acquire_and_preload(wake_request(True))
+    wake = counting.round_trips
+    con = vfs.connect(counting, preload=preload)
+    con.execute(PK_QUERY, (1 + (n * 104729 + rows // 3) % rows,)).fetchall()
+    to_pk = counting.round_trips
+    con.execute(INDEX_QUERY, (key_of(1 + (n * 130363 + rows // 5) % rows, rows),)).fetchall()
+    both = counting.round_trips
+    con.close()
+    return wake, to_pk, both, preload.value_bytes
+
+
+@pytest.mark.benchmark(group="size-any-key")
+@pytest.mark.parametrize(("driver", "size"), ANY_CASES)
+def test_wake_and_query_keys_never_read(benchmark: Any, driver: str, size: int) -> None:
+    """Round trips of a wake, then a PK query for a key never read (target <= 2), then
+    an index query for another (target <= 2 more: one leaf per B-tree), and the wake's
+    preload bytes (the hint's interior pages ride on top of the 768 KiB budget)."""
+    with loaded_store(driver, size) as (inner, nbytes, rows):
+        store = LatencyKV(inner, S.latency_s)
+        results: list[tuple[int, int, int, int]] = []
+        run_rounds(benchmark, lambda: results.append(wake_new_keys(store, rows, len(results))), rounds=ANY_ROUNDS)
+        saved = hint.decode_hint(inner.actor("big").get_many([hint.HINT_KEY])[0])
+    record(benchmark, driver=driver, size=size, db_bytes=nbytes,
+           interior_pages=0 if saved is None else saved.interior,
+           wake_round_trips=max(r[0] for r in results), wake_pk_round_trips=max(r[1] for r in results),
+           wake_pk_index_round_trips=max(r[2] for r in results),
+           index_after_pk_round_trips=max(r[2] - r[1] for r in results),
+           preload_bytes=max(r[3] for r in results), round_trips=max(r[2] for r in results))
+
+
+def write_heavy_period(store: Any, rows: int, actions: int = 10) -> int:
+    """An awake period as the runtime runs it (SQLite's own cache off, so the VFS sees
+    every page access): ``actions`` commits each inserting 0.5% of the rows with
+    scattered index keys, then 3 point + index reads, sleep. Returns the last read's id."""
+    owner = store.actor("big")
+    preload = owner.acquire_and_preload(wake_request(True))
+    con = vfs.connect(owner, preload=preload)
+    con.execute("PRAGMA cache_size=0")
+    per = max(10, rows // 200)
+    top = int(con.execute("SELECT max(id) FROM t").fetchall()[0][0]) + 1
+    for a in range(actions):
+        with con:
+            con.execute("WITH RECURSIVE c(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM c WHERE i < ?) "
+                        "INSERT INTO t SELECT i, printf('key-%09d', (i * 7919) % ?), randomblob(?) FROM c",
+                        (top + a * per, top + (a + 1) * per - 1, rows, ROW_BYTES))
+    last = 0
+    for i in (rows // 7, rows // 2, rows * 5 // 7):
+        con.execute(PK_QUERY, (i,)).fetchall()
+        con.execute(INDEX_QUERY, (key_of(i, rows),)).fetchall()
+        last = i
+    con.close()
+    return last
+
+
+@pytest.mark.benchmark(group="size-write-heavy")
+@pytest.mark.parametrize(("driver", "size"), ANY_CASES)
+def test_first_call_after_a_write_heavy_period(benchmark: Any, driver: str, size: int) -> None:
+    """Round trips of wake + the call that repeats the last workload (a PK and an index
+    query) right after a write-heavy awake period (target: 1 in all)."""
+    with loaded_store(driver, size) as (inner, nbytes, rows):
+        store = LatencyKV(inner, 0.0)
+        trips: list[int] = []
+        last: list[int] = []
+
+        def awake_period() -> None:  # untimed: the write-heavy period before the sleep
+            store.latency_s = 0.0
+            last.append(write_heavy_period(store, rows))
+            store.latency_s = S.latency_s
+
+        def wake_and_repeat() -> None:
+            counting = CountingKV(store.actor("big"))
+            preload = counting.acquire_and_preload(wake_request(True))
+            con = vfs.connect(counting, preload=preload)
+            con.execute("PRAGMA cache_size=0")
+            con.execute(PK_QUERY, (last[-1],)).fetchall()
+            con.execute(INDEX_QUERY, (key_of(last[-1], rows),)).fetchall()
+            trips.append(counting.round_trips)
+            con.close()
+
+        run_rounds(benchmark, wake_and_repeat, rounds=2 if S.quick or size > 256 * MIB else 3, setup=awake_period)
+    record(benchmark, driver=driver, size=size, db_bytes=nbytes, first_call_round_trips=max(trips),
+           round_trips=max(trips))

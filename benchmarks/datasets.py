@@ -20,6 +20,7 @@ from pathlib import Path
 
 import apsw
 
+from vfs import hint as vfs_hint
 from vfs.keys import CHUNK_SIZE, FILE_MAIN, chunk_key, encode_meta, meta_key
 from vfs.protocol import WriteBatch
 
@@ -87,12 +88,16 @@ def dataset(size_bytes: int) -> Path:
     return path
 
 
-def load_into(store: KVStore, actor_id: str, path: Path) -> int:
+def load_into(store: KVStore, actor_id: str, path: Path, *, hint: bool = False) -> int:
     """Copy the SQLite file at ``path`` into ``actor_id``'s namespace of ``store``.
 
     Writes chunk batches and then the meta through ``store.actor(actor_id)``; pass the
     unwrapped store so no latency is injected.
 
+    :param hint: also write the hot-set hint record an import through SQLite leaves
+        (``actor-db import`` writes every page through the VFS, which learns every
+        B-tree interior page from its type byte): all interior pages, then page 1. A
+        raw copy alone leaves no hint (the interior is then learnt as it is read).
     :returns: the file size in bytes.
     """
     kv = store.actor(actor_id)
@@ -103,6 +108,7 @@ def load_into(store: KVStore, actor_id: str, path: Path) -> int:
     if limits.max_batch_bytes is not None:
         per_batch = min(per_batch, limits.max_batch_bytes // (CHUNK_SIZE + 64) - 1)
     size = 0
+    interior: list[int] = []
     with open(path, "rb") as f:
         index = 0
         batch = WriteBatch()
@@ -112,11 +118,15 @@ def load_into(store: KVStore, actor_id: str, path: Path) -> int:
                 break
             assert len(chunk) == CHUNK_SIZE, "SQLite files are whole pages"
             batch.put(chunk_key(FILE_MAIN, index), chunk)
+            if hint and vfs_hint.is_interior_page(index, chunk):
+                interior.append(index)
             index += 1
             size += len(chunk)
             if len(batch.puts) >= per_batch:
                 kv.write(batch)
                 batch = WriteBatch()
         batch.put(meta_key(FILE_MAIN), encode_meta(size))
+        if hint:
+            batch.put(vfs_hint.HINT_KEY, vfs_hint.encode(interior + [0] * (0 not in interior), interior=len(interior)))
         kv.write(batch)
     return size

@@ -99,7 +99,9 @@ int kvn_preload_cover(kvn_file *f, uint64_t lo, uint64_t hi);
 int kvn_preload_put(kvn_file *f, uint32_t index, const unsigned char *data, int len);
 int kvn_preload_lookup(kvn_file *f, uint32_t index);
 
-int kvn_hot_items(kvn_file *f, uint32_t *indices, uint32_t *counts, unsigned char *interior, int n);
+int kvn_hot_list(kvn_file *f, int which, uint32_t *out, int n);
+int kvn_hot_seed(kvn_file *f, const uint32_t *indices, int n);
+void kvn_hot_note(kvn_file *f, uint32_t index, const unsigned char *data);
 int kvn_hot_capacity(void);
 
 const char *kvn_entry_point(void);

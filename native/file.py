@@ -269,6 +269,7 @@ class NativeFile(KVFile):
         self._c = cfile
         self._caddr = _address(cfile)
         self._stale = True
+        self._snapshot_noted = False
         self._record: Any = None
         self._handle = ffi.new_handle(self)
         lib.kvn_setup(cfile, self._handle, stats._ptr, -1 if options.cache_chunks is None else options.cache_chunks,
@@ -308,11 +309,31 @@ class NativeFile(KVFile):
     def _set_tail_flag(self, pending: bool) -> None:
         self._c.tail_pending = int(pending)
 
-    def _hot_items(self) -> list[tuple[int, int, bool]]:
+    def _hot_items(self) -> tuple[list[int], list[int], list[int]]:
+        return self._hot_list(0), self._hot_list(1), self._hot_list(2)
+
+    def _hot_list(self, which: int) -> list[int]:
         n = lib.kvn_hot_capacity()
-        indices, counts, interior = ffi.new("uint32_t[]", n), ffi.new("uint32_t[]", n), ffi.new("unsigned char[]", n)
-        k = lib.kvn_hot_items(self._c, indices, counts, interior, n)
-        return [(indices[j], counts[j], bool(interior[j])) for j in range(k)]
+        while True:
+            out = ffi.new("uint32_t[]", max(n, 1))
+            k = lib.kvn_hot_list(self._c, which, out, n)
+            if k < 0:
+                raise MemoryError("native VFS: out of memory for the hot set")
+            if k <= n:
+                return list(out[0:k])
+            n = k
+
+    def _hot_seed(self, indices: list[int]) -> None:
+        if indices and lib.kvn_hot_seed(self._c, indices, len(indices)) != 0:
+            raise MemoryError("native VFS: out of memory for the hot set")
+
+    def _note_written(self, chunks: dict[int, bytes]) -> None:
+        # A commit's chunks were noted in C by kvn_dirty_snapshot; a spill's go one by one.
+        if self._snapshot_noted:
+            self._snapshot_noted = False
+            return
+        for index, data in chunks.items():
+            lib.kvn_hot_note(self._c, index, data)
 
     def _hot_inserts(self) -> int:
         return int(self._c.hot_inserts)  # a struct field: no C call (cffi calls release the GIL)
@@ -345,6 +366,7 @@ class NativeFile(KVFile):
     def _dirty_snapshot(self) -> dict[int, bytes]:
         # One C call copies every dirty chunk into buffers kept across commits (grown
         # when a commit has more chunks); a slice of a cffi buffer is one bytes copy.
+        self._snapshot_noted = True  # C noted the chunks' page types in the hot set
         n = lib.kvn_dirty_snapshot(self._c, self._snap_indices, self._snap_out, self._snap_cap)
         if n > self._snap_cap:
             self._new_snapshot_buffers(max(n, 2 * self._snap_cap))

@@ -443,70 +443,117 @@ static void kvn_preload_clear(kvn_preload *p) {
 }
 
 /* ------------------------------------------------------------ the hot set */
-/* Chunks SQLite read since the file was opened (vfs/hint.py HotSet, same rules): up to
-** KVN_HOT_CAP distinct chunks with a read count and an interior-page flag. When full,
-** a newly read interior page replaces the least read leaf (ties: the highest index);
-** a new leaf is not tracked. Open addressing over 2 * KVN_HOT_CAP slots. */
-#define KVN_HOT_CAP 256
-#define KVN_HOT_SLOTS (2 * KVN_HOT_CAP)
-typedef struct { uint32_t index; uint32_t count; unsigned char interior; unsigned char used; } kvn_hot_slot;
+/* What SQLite read and wrote since the file was opened (vfs/hint.py HotSet, same rules):
+**   recent:   up to KVN_RECENT_CAP distinct chunks read, each with the tick of its last
+**             read (ticks count reads, from 1, so they are unique); when full, the least
+**             recent half is dropped before a new chunk is added;
+**   interior: chunks whose page was last seen (read with its type byte, or written) as a
+**             B-tree interior page (type 2 or 5); at most KVN_MAX_INTERIOR;
+**   schema:   the children of page 1 as last seen whole (re-parsed when page 1's change
+**             counter, header bytes 24..27, moves). */
+#define KVN_RECENT_CAP 512
+#define KVN_MAX_INTERIOR 65536
+#define KVN_SCHEMA_MAX ((KVN_CHUNK - 112) / 2 + 1)
 typedef struct {
-  kvn_hot_slot *slots;    /* KVN_HOT_SLOTS, allocated on the first read */
-  int n;                  /* chunks tracked */
-  long long inserts;      /* chunks newly tracked since open */
+  kvn_map recent;         /* index -> (void *)(uintptr_t)tick of its last read */
+  unsigned long long tick;
+  kvn_map interior;       /* index -> (void *)1 */
+  uint32_t *schema;       /* chunk indices of page 1's children (allocated when needed) */
+  int nschema;
+  int have_counter;       /* page1_counter holds the change counter last parsed */
+  unsigned char page1_counter[4];
+  long long inserts;      /* chunks newly tracked (recent or interior) since open */
 } kvn_hot;
 
-static size_t kvn_hot_find(const kvn_hot *h, uint32_t index) {
-  size_t mask = KVN_HOT_SLOTS - 1;
-  size_t i = kvn_ideal(index, mask);
-  while (h->slots[i].used && h->slots[i].index != index) i = (i + 1) & mask;
-  return i;
+typedef struct { unsigned long long tick; uint32_t index; } kvn_tick_ref;
+static int kvn_tick_cmp(const void *a, const void *b) {
+  const kvn_tick_ref *x = a, *y = b;
+  return x->tick < y->tick ? -1 : x->tick > y->tick;
 }
-static void kvn_hot_remove(kvn_hot *h, size_t i) {
-  size_t mask = KVN_HOT_SLOTS - 1, j = i;
-  for (;;) {
-    j = (j + 1) & mask;
-    if (!h->slots[j].used) break;
-    size_t k = kvn_ideal(h->slots[j].index, mask);
-    int between = (i <= j) ? (i < k && k <= j) : (i < k || k <= j);
-    if (between) continue;
-    h->slots[i] = h->slots[j];
-    i = j;
-  }
-  h->slots[i].used = 0;
-  h->n--;
+/* Every recent entry, least recent first, into refs (m->count of them); NULL if out of memory. */
+static kvn_tick_ref *kvn_hot_sorted(const kvn_map *m) {
+  kvn_tick_ref *refs = kvn_malloc((m->count ? m->count : 1) * sizeof *refs);
+  if (!refs) return NULL;
+  size_t k = 0;
+  for (size_t i = 0; i < m->cap; i++)
+    if (m->slots[i].val) {
+      refs[k].tick = (unsigned long long)(uintptr_t)m->slots[i].val;
+      refs[k].index = m->slots[i].key;
+      k++;
+    }
+  qsort(refs, k, sizeof *refs, kvn_tick_cmp);
+  return refs;
 }
-static void kvn_hot_record(kvn_hot *h, uint32_t index, int interior) {
-  if (!h->slots) {
-    h->slots = kvn_calloc(KVN_HOT_SLOTS, sizeof(kvn_hot_slot));
-    if (!h->slots) return;  /* out of memory: a hint is only a hint */
+
+static uint32_t kvn_be32(const unsigned char *p) {
+  return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* Page 1 (whole) was seen: its children when it is an interior table page. */
+static void kvn_hot_schema(kvn_hot *h, const unsigned char *page1) {
+  if (h->have_counter && memcmp(h->page1_counter, page1 + 24, 4) == 0) return;
+  h->have_counter = 1;
+  memcpy(h->page1_counter, page1 + 24, 4);
+  h->nschema = 0;
+  const unsigned char *hdr = page1 + 100;
+  if (hdr[0] != 5) return;
+  if (!h->schema) {
+    h->schema = kvn_malloc(KVN_SCHEMA_MAX * sizeof(uint32_t));
+    if (!h->schema) return;  /* out of memory: a hint is only a hint */
   }
-  size_t i = kvn_hot_find(h, index);
-  if (h->slots[i].used) {
-    h->slots[i].count++;
-    h->slots[i].interior |= (unsigned char)interior;
+  int cells = (hdr[3] << 8) | hdr[4];
+  if (cells > (KVN_CHUNK - 112) / 2) cells = (KVN_CHUNK - 112) / 2;
+  uint32_t right = kvn_be32(hdr + 8);
+  if (right > 1) h->schema[h->nschema++] = right - 1;
+  for (int i = 0; i < cells; i++) {
+    int at = (hdr[12 + 2 * i] << 8) | hdr[13 + 2 * i];
+    if (at + 4 > KVN_CHUNK) continue;
+    uint32_t child = kvn_be32(page1 + at);
+    if (child > 1) h->schema[h->nschema++] = child - 1;
+  }
+}
+
+/* Bytes [lo, hi) of chunk `index`, whose byte x is data[x], were read or written. */
+static void kvn_hot_observe(kvn_hot *h, uint32_t index, const unsigned char *data, long long lo, long long hi) {
+  long long at = index == 0 ? 100 : 0;
+  if (!(lo <= at && at < hi)) return;
+  unsigned char kind = data[at];
+  void *old;
+  if (kind == 2 || kind == 5) {
+    if (!kvn_map_get(&h->interior, index) && h->interior.count < KVN_MAX_INTERIOR
+        && kvn_map_put(&h->interior, index, (void *)1, &old) == SQLITE_OK)
+      h->inserts++;
+  } else {
+    kvn_map_del(&h->interior, index);
+  }
+  if (index == 0 && lo == 0 && hi >= KVN_CHUNK) kvn_hot_schema(h, data);
+}
+
+/* A read of chunk `index` (recency only; kvn_hot_observe takes its bytes). */
+static void kvn_hot_touch(kvn_hot *h, uint32_t index) {
+  void *old;
+  uintptr_t tick = (uintptr_t)++h->tick;
+  if (kvn_map_get(&h->recent, index)) {
+    kvn_map_put(&h->recent, index, (void *)tick, &old);
     return;
   }
-  if (h->n >= KVN_HOT_CAP) {
-    if (!interior) return;
-    long victim = -1;
-    for (size_t j = 0; j < KVN_HOT_SLOTS; j++) {
-      kvn_hot_slot *s = &h->slots[j];
-      if (!s->used || s->interior) continue;
-      if (victim < 0 || s->count < h->slots[victim].count
-          || (s->count == h->slots[victim].count && s->index > h->slots[victim].index))
-        victim = (long)j;
-    }
-    if (victim < 0) return;
-    kvn_hot_remove(h, (size_t)victim);
-    i = kvn_hot_find(h, index);
+  if (h->recent.count >= KVN_RECENT_CAP) {
+    kvn_tick_ref *refs = kvn_hot_sorted(&h->recent);
+    if (!refs) return;
+    size_t drop = h->recent.count - KVN_RECENT_CAP / 2;
+    for (size_t i = 0; i < drop; i++) kvn_map_del(&h->recent, refs[i].index);
+    kvn_free(refs);
   }
-  h->slots[i].used = 1;
-  h->slots[i].index = index;
-  h->slots[i].count = 1;
-  h->slots[i].interior = (unsigned char)interior;
-  h->n++;
-  h->inserts++;
+  if (kvn_map_put(&h->recent, index, (void *)tick, &old) == SQLITE_OK) h->inserts++;
+}
+
+static void kvn_hot_clear(kvn_hot *h) {
+  kvn_map_clear(&h->recent, 0);
+  kvn_map_clear(&h->interior, 0);
+  kvn_free(h->schema);
+  h->schema = NULL;
+  h->nschema = 0;
+  h->have_counter = 0;
 }
 
 /* ---------------------------------------------------------------- the file */
@@ -773,21 +820,19 @@ static int kvn_dirty_chunk(kvn_file *f, uint32_t index, int whole, unsigned char
   return SQLITE_OK;
 }
 
-/* Record chunks [first, last] of a read in the hot set, in order (the header byte of each
-** page, when the read covers it, says whether it is a B-tree interior page). Caller
+/* Record chunks [first, last] of a read in the hot set, in order: recency, and the type
+** byte of each page the read covers (out holds bytes [iOfst, iOfst + amount)). Caller
 ** holds mu. */
 static void kvn_record_read(kvn_file *f, uint32_t first, uint32_t last, const unsigned char *out,
                             long long iOfst, long long amount) {
   for (uint32_t idx = first; idx <= last; idx++) {
-    long long header = (long long)idx * KVN_CHUNK + (idx == 0 ? 100 : 0);
-    int interior = 0;
-    if (header >= iOfst && header < iOfst + amount) {
-      unsigned char flag = out[header - iOfst];
-      interior = flag == 2 || flag == 5;
-    }
-    kvn_hot_record(&f->hot, idx, interior);
-    f->hot_inserts = f->hot.inserts;
+    long long cstart = (long long)idx * KVN_CHUNK;
+    long long lo = iOfst > cstart ? iOfst : cstart;
+    long long hi = iOfst + amount < cstart + KVN_CHUNK ? iOfst + amount : cstart + KVN_CHUNK;
+    kvn_hot_touch(&f->hot, idx);
+    kvn_hot_observe(&f->hot, idx, out + (cstart - iOfst), lo - cstart, hi - cstart);
   }
+  f->hot_inserts = f->hot.inserts;
 }
 
 /* ------------------------------------------------------------- io methods */
@@ -981,9 +1026,7 @@ static void kvn_release(kvn_file *f) {
   kvn_lru_clear(&f->cache);
   pthread_mutex_unlock(&kvn_cache_mu);
   kvn_preload_clear(&f->preload);
-  kvn_free(f->hot.slots);
-  f->hot.slots = NULL;
-  f->hot.n = 0;
+  kvn_hot_clear(&f->hot);
   kvn_drop_error(f);
   pthread_mutex_destroy(&f->mu);
 }
@@ -1186,7 +1229,10 @@ static int kvn_dirty_snapshot(kvn_file *f, uint32_t *indices, unsigned char *out
   for (size_t i = 0; i < k; i++) {
     indices[i] = refs[i].index;
     memcpy(out + i * KVN_CHUNK, refs[i].data, KVN_CHUNK);
+    /* KVFile._note_written: the commit's pages keep the hot set's interior current. */
+    kvn_hot_observe(&f->hot, refs[i].index, refs[i].data, 0, KVN_CHUNK);
   }
+  f->hot_inserts = f->hot.inserts;
   UNLOCK(f);
   if (refs != stack) kvn_free(refs);
   return count;
@@ -1332,21 +1378,58 @@ static int kvn_preload_lookup(kvn_file *f, uint32_t index) {
   LOCK(f); int st = kvn_preload_state(&f->preload, index, &v); UNLOCK(f); return st;
 }
 
-/* The hot set: at most n entries into the arrays; returns how many. */
-static int kvn_hot_items(kvn_file *f, uint32_t *indices, uint32_t *counts, unsigned char *interior, int n) {
-  int k = 0;
+/* The hot set for KVFile._hot_items: which 0 recent (most recent first), 1 interior
+** (ascending), 2 schema; at most n indices into out; returns how many there are (call
+** again with a larger buffer when that is more than n), or -1 when out of memory. */
+static int kvn_uint32_cmp(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? -1 : x > y;
+}
+static int kvn_hot_list(kvn_file *f, int which, uint32_t *out, int n) {
+  int count = -1;
   LOCK(f);
-  for (size_t j = 0; f->hot.slots && j < KVN_HOT_SLOTS && k < n; j++) {
-    if (!f->hot.slots[j].used) continue;
-    indices[k] = f->hot.slots[j].index;
-    counts[k] = f->hot.slots[j].count;
-    interior[k] = f->hot.slots[j].interior;
-    k++;
+  kvn_hot *h = &f->hot;
+  if (which == 0) {
+    count = (int)h->recent.count;
+    if (count <= n && count > 0) {
+      kvn_tick_ref *refs = kvn_hot_sorted(&h->recent);
+      if (!refs) count = -1;
+      else {
+        for (int i = 0; i < count; i++) out[i] = refs[count - 1 - i].index;
+        kvn_free(refs);
+      }
+    }
+  } else if (which == 1) {
+    count = (int)h->interior.count;
+    if (count <= n) {
+      kvn_map_keys(&h->interior, out, (size_t)n);
+      qsort(out, (size_t)count, sizeof *out, kvn_uint32_cmp);
+    }
+  } else {
+    count = h->nschema;
+    if (count <= n && count > 0) memcpy(out, h->schema, (size_t)count * sizeof *out);
   }
   UNLOCK(f);
-  return k;
+  return count;
 }
-static int kvn_hot_capacity(void) { return KVN_HOT_CAP; }
+/* A chunk about to be staged (KVFile._note_written for a spill): KVN_CHUNK bytes. */
+static void kvn_hot_note(kvn_file *f, uint32_t index, const unsigned char *data) {
+  LOCK(f);
+  kvn_hot_observe(&f->hot, index, data, 0, KVN_CHUNK);
+  f->hot_inserts = f->hot.inserts;
+  UNLOCK(f);
+}
+/* Interior pages known from the hint the file was opened with (KVFile._hot_seed). */
+static int kvn_hot_seed(kvn_file *f, const uint32_t *indices, int n) {
+  int rc = SQLITE_OK;
+  void *old;
+  LOCK(f);
+  for (int i = 0; i < n && rc == SQLITE_OK && f->hot.interior.count < KVN_MAX_INTERIOR; i++)
+    rc = kvn_map_put(&f->hot.interior, indices[i], (void *)1, &old);
+  UNLOCK(f);
+  return rc;
+}
+static int kvn_hot_capacity(void) { return KVN_RECENT_CAP; }
 
 static const char *kvn_entry_point(void) { return "sqlite3_actordbnative_init"; }
 static const char *kvn_vfs_name(void) { return KVN_VFS_NAME; }

@@ -14,7 +14,9 @@ from vfs.errors import kv_failure
 from vfs.file import FileOptions, KVFile
 from vfs.preload import PreloadMap
 from vfs.protocol import KV, PreloadRequest
-from vfs.startup import DEFAULT_SQLITE_PRELOAD_BYTES, sqlite_preload_keys, sqlite_preload_ranges
+from vfs.keys import CHUNK_SIZE
+from vfs.startup import DEFAULT_INTERIOR_MAX_BYTES, DEFAULT_SQLITE_PRELOAD_BYTES, sqlite_preload_keys, \
+    sqlite_preload_ranges
 from vfs.stats import VFSStats
 
 log = logging.getLogger(__name__)
@@ -26,9 +28,11 @@ DEFAULT_OPEN_PRELOAD_BYTES = DEFAULT_SQLITE_PRELOAD_BYTES
 """SQLite chunk budget of the preload ``vfs.connect`` makes itself (768 KiB)."""
 
 
-def open_preload_request(max_bytes: int = DEFAULT_OPEN_PRELOAD_BYTES) -> PreloadRequest:
+def open_preload_request(max_bytes: int = DEFAULT_OPEN_PRELOAD_BYTES, *,
+                         interior_max_bytes: int = DEFAULT_INTERIOR_MAX_BYTES) -> PreloadRequest:
     """What ``vfs.connect(kv)`` preloads in its one call when given no preload."""
-    return PreloadRequest(keys=sqlite_preload_keys(), ranges=sqlite_preload_ranges(max_bytes))
+    return PreloadRequest(keys=sqlite_preload_keys(),
+                          ranges=sqlite_preload_ranges(max_bytes, interior_max_bytes=interior_max_bytes))
 
 
 class KVConnection(apsw.Connection):
@@ -64,6 +68,7 @@ def connect(
     lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
     timeout: float = 5.0,
     large_commits: str = "journal",
+    hint_interior_max_bytes: int = DEFAULT_INTERIOR_MAX_BYTES,
     **connection_kwargs: Any,
 ) -> KVConnection:
     """Open the SQLite database stored in the actor-scoped ``kv``.
@@ -110,6 +115,9 @@ def connect(
         a writer holds the KV writer lease (:mod:`vfs.lease`: a read transaction costs
         1 round trip more, a write transaction 2).
     :param lease_ttl_s: ``"cross-process"``: lifetime of the writer lease, in seconds.
+    :param hint_interior_max_bytes: the wake preload's allowance for B-tree interior
+        pages (``docs/preload.md``): the hot-set hint this connection writes lists at
+        most that many bytes of them, and its own preload (``preload=None``) uses it.
     :param timeout: seconds a statement waits for a lock another connection holds
         before failing with ``apsw.BusyError`` (SQLite's ``busy_timeout``, set before
         the open's own PRAGMAs run; the stdlib's default, 5.0). Only meaningful when
@@ -127,8 +135,11 @@ def connect(
     if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
         raise ValueError(f"page_size must be a power of two from 512 to 65536, not {page_size}")
     backend.ensure_registered()
+    if hint_interior_max_bytes < 0:
+        raise ValueError(f"hint_interior_max_bytes must be >= 0, not {hint_interior_max_bytes!r}")
     options = FileOptions(cache_chunks, readahead_max_chunks, max_dirty_bytes, read_only=readonly,
-                          lease_ttl_s=lease_ttl_s, large_commits=large_commits)
+                          lease_ttl_s=lease_ttl_s, large_commits=large_commits,
+                          hint_max_interior_chunks=hint_interior_max_bytes // CHUNK_SIZE)
     binding = kvvfs.Binding(kv, PreloadMap.empty(), options)
     filename = backend.bind(name, binding)
     identity = kv.identity
@@ -150,7 +161,7 @@ def connect(
     own_preload = preload is None
     if preload is None:
         try:
-            preload = kv.preload(open_preload_request())
+            preload = kv.preload(open_preload_request(interior_max_bytes=hint_interior_max_bytes))
         except Exception as exc:
             backend.unbind(filename)
             locks.release(identity, filename, share)

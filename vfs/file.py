@@ -143,8 +143,11 @@ class FileOptions:
         is not answered by the preload (same round trip; 0 fetches none).
     :ivar read_only: the file never writes to the KV (a write is refused with
         ``SQLITE_READONLY``); set by ``vfs.connect(readonly=True)``.
-    :ivar hint_max_chunks: most chunks the hot-set hint lists (:mod:`vfs.hint`; the
-        SQLite preload budget in chunks); 0 never writes a hint.
+    :ivar hint_max_chunks: most chunks the hot-set hint lists besides the B-tree
+        interior pages (:mod:`vfs.hint`; the SQLite preload budget in chunks); 0 never
+        writes a hint.
+    :ivar hint_max_interior_chunks: most B-tree interior pages the hint lists (they
+        have their own preload allowance, ``HintSpec.interior_max_bytes``).
     :ivar lease_ttl_s: ``locking="cross-process"`` only: seconds the KV writer lease
         lives if its holder disappears (:mod:`vfs.lease`).
     :ivar large_commits: how a commit larger than one atomic batch is made atomic:
@@ -164,6 +167,7 @@ class FileOptions:
     open_prefetch_chunks: int = 8
     read_only: bool = False
     hint_max_chunks: int = DEFAULT_SQLITE_PRELOAD_BYTES // CHUNK_SIZE
+    hint_max_interior_chunks: int = hint.DEFAULT_INTERIOR_MAX_BYTES // CHUNK_SIZE
     lease_ttl_s: float = lease.DEFAULT_LEASE_TTL_S
     large_commits: str = "journal"
 
@@ -266,6 +270,7 @@ class KVFile:
         self._hot = hint.HotSet()
         self._hint_inserts_seen = 0
         self._persisted_hint = self._hint_from_preload()
+        self._seed_interior()
         self._closed = False
         self.lock_level = 0
         self.commit_hook: CommitHook | None = None
@@ -1086,8 +1091,7 @@ class KVFile:
             chunks = self._chunks(p.chunk for p in pieces)
             self._next_sequential = pieces[-1].chunk + 1
             for p in pieces:  # the hot set (what the native VFS records in C, same rule)
-                header = (100 if p.chunk == 0 else 0)
-                self._hot.record(p.chunk, p.start <= header < p.end and chunks[p.chunk][header] in (2, 5))
+                self._hot.record(p.chunk, chunks[p.chunk], p.start, p.end)
             if len(pieces) == 1:
                 p = pieces[0]
                 data = chunks[p.chunk]
@@ -1136,6 +1140,7 @@ class KVFile:
         """Move dirty chunks to the KV staging range to bound memory."""
         self._prepare_kv_write()
         chunks = {i: bytes(b) for i, b in self._dirty.items()}
+        self._note_written(chunks)
         try:
             redo.stage(self._kv_write, self._limits, self._tag, chunks, first=not self._staged)
         except BaseException as exc:
@@ -1261,6 +1266,7 @@ class KVFile:
         try:
             self._prepare_kv_write()
             dirty = self._dirty_snapshot()
+            self._note_written(dirty)
             size, committed = self._size, self._committed_size
             truncate_from = chunk_count(self._low_water) if self._low_water < committed else None
             batch = WriteBatch()
@@ -1290,7 +1296,7 @@ class KVFile:
             new_hint = self._hint_to_write(force=False)
             if new_hint is not None:
                 extra = WriteBatch() if extra is None else extra
-                extra.put(hint.HINT_KEY, hint.encode(new_hint))
+                extra.put(hint.HINT_KEY, hint.encode(*new_hint))
             if extra:
                 batch.merge(extra)
             applied = True
@@ -1310,7 +1316,7 @@ class KVFile:
             if truncate_from is not None:
                 self._set_tail(max(truncate_from, new_end))
             if new_hint is not None:
-                self._persisted_hint = new_hint
+                self._persisted_hint = new_hint.indices
             if applied:
                 # The KV now holds exactly these chunks: keep cache and preload current.
                 if truncate_from is not None:
@@ -1345,8 +1351,34 @@ class KVFile:
             return None
         return [] if found is ABSENT else hint.decode(found)  # type: ignore[arg-type]
 
-    def _hot_items(self) -> list[tuple[int, int, bool]]:
-        """``(chunk, reads, interior)`` of the hot set (the native VFS reads C's)."""
+    def _seed_interior(self) -> None:
+        """The interior pages the opening hint lists join the hot set, each checked
+        against its preloaded page where the preload brought it (a stale entry costs
+        preload bytes, never correctness)."""
+        found = self.preload.lookup(hint.HINT_KEY)
+        record = hint.decode_hint(found) if isinstance(found, bytes) else None
+        if record is None or not record.interior:
+            return
+        kept: list[int] = []
+        for index in record.indices[:record.interior]:
+            page = self.preload.lookup(chunk_key(self._tag, index))
+            if not isinstance(page, bytes) or hint.is_interior_page(index, page):
+                kept.append(index)
+        self._hot_seed(kept)
+
+    def _hot_seed(self, indices: list[int]) -> None:
+        self._hot.seed_interior(indices)
+
+    def _note_written(self, chunks: dict[int, bytes]) -> None:
+        """Chunks about to be committed or staged: their page types keep the hot set's
+        interior pages current as commits split and merge pages. (The native VFS
+        notes them in C while it takes the commit's snapshot.)"""
+        observe = self._hot.observe
+        for index, data in chunks.items():
+            observe(index, data)
+
+    def _hot_items(self) -> tuple[list[int], list[int], list[int]]:
+        """``(recent, interior, schema)`` of the hot set (the native VFS reads C's)."""
         return self._hot.items()
 
     def _hot_inserts(self) -> int:
@@ -1356,19 +1388,28 @@ class KVFile:
     """New hot chunks since the last look before a commit looks again (keeps the
     per-commit cost of hints to one integer comparison)."""
 
-    def _hint_to_write(self, force: bool) -> list[int] | None:
-        """The new hint if it is worth writing now, else ``None``."""
+    def _hint_to_write(self, force: bool) -> hint.Hint | None:
+        """The new hint if it is worth writing now, else ``None``. A commit looks again
+        only after :data:`_HINT_RECHECK` new hot chunks and writes a material change;
+        the owner's close (``force``) always looks and writes any change, so the next
+        wake gets what the last workload read (the recency order moves without new
+        chunks)."""
         if self.options.read_only or self.options.hint_max_chunks <= 0:
             return None
+        end = chunk_count(self._committed_size)
+        if end <= self.options.hint_max_chunks:
+            return None  # the lowest chunks already bring the whole file: no write needed
         inserts = self._hot_inserts()
-        if inserts == self._hint_inserts_seen or (not force and inserts - self._hint_inserts_seen < self._HINT_RECHECK):
+        if not force and inserts - self._hint_inserts_seen < self._HINT_RECHECK:
             return None
         self._hint_inserts_seen = inserts
-        new = hint.rank(self._hot_items(), self.options.hint_max_chunks, chunk_count(self._committed_size))
-        return new if hint.changed_materially(self._persisted_hint, new) else None
+        recent, interior, schema = self._hot_items()
+        new = hint.rank(recent, interior, schema, self.options.hint_max_chunks,
+                        self.options.hint_max_interior_chunks, end)
+        return new if hint.changed_materially(self._persisted_hint, new.indices, exact=force) else None
 
     def _write_hint_at_close(self) -> None:
-        """The owner saves a materially changed hint when it closes (an actor's sleep):
+        """The owner saves a changed hint when it closes (an actor's sleep):
         one write, best effort (a failure is logged; the next wake just costs more)."""
         if not self._owner or self._meta_stale or self._overlay is not None:
             return
@@ -1376,10 +1417,10 @@ class KVFile:
         if new is None:
             return
         batch = WriteBatch()
-        batch.put(hint.HINT_KEY, hint.encode(new))
+        batch.put(hint.HINT_KEY, hint.encode(*new))
         try:
             self._kv_write(batch)
-            self._persisted_hint = new
+            self._persisted_hint = new.indices
         except Exception as exc:
             interrupt = interrupts.interrupt_in(exc)
             if interrupt is not None:

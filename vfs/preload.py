@@ -240,8 +240,10 @@ def evaluate_preload(
     that does not fit keeps nothing and covers nothing.
 
     A range with a ``hint`` first reads the hint record and the chunks it lists, in
-    its order, charging them to the range's budget until one does not fit; the scan
-    then keeps what fits in the rest, skipping (not charging again) hinted keys.
+    its order: those the record marks interior are charged to the hint's
+    ``interior_max_bytes`` while it lasts (outside the range's budget and the total),
+    the others to the range's budget, until one does not fit; the scan then keeps what
+    fits in the rest, skipping (not charging again) hinted keys.
 
     :param get: reads one key (``None``: absent), inside the caller's transaction.
     :param iterate: yields pairs of ``[start, end)`` in ascending key order.
@@ -282,21 +284,28 @@ def evaluate_preload(
 def _fetch_hinted(spec: HintSpec, budget: int, get: Callable[[bytes], bytes | None],
                   out: dict[bytes, bytes | None], fetched: set[bytes]) -> int:
     """Read the hint record and the chunks it lists into ``out`` until the budget is
-    spent; returns the value bytes used. ``fetched`` receives the chunk keys kept."""
+    spent; returns the value bytes charged to the range's budget (interior pages within
+    ``spec.interior_max_bytes`` are not). ``fetched`` receives the chunk keys kept."""
     from vfs import hint  # the record format (vfs.hint imports nothing of this module)
 
     record = get(spec.key)
     out[spec.key] = record
-    used = 0
-    for index in hint.decode(record) or ():
+    decoded = hint.decode_hint(record)
+    if decoded is None:
+        return 0
+    used = interior_used = 0
+    for j, index in enumerate(decoded.indices):
         key = spec.chunk_prefix + index.to_bytes(4, "big")
         if key in fetched:
             continue
         value = get(key)
         size = 0 if value is None else len(value)
-        if used + size > budget:
+        if j < decoded.interior and interior_used + size <= spec.interior_max_bytes:
+            interior_used += size
+        elif used + size <= budget:
+            used += size
+        else:
             break
         out[key] = value
         fetched.add(key)
-        used += size
     return used

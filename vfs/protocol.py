@@ -182,10 +182,16 @@ class HintSpec:
     :ivar key: the hint record's key; it is read in the same call (and reported found or
         absent, like an exact key).
     :ivar chunk_prefix: the listed chunk ``i`` is the key ``chunk_prefix + u32 BE i``.
+    :ivar interior_max_bytes: allowance in value bytes for the chunks the record marks
+        as B-tree interior pages (its first ``interior`` entries, :mod:`vfs.hint`
+        version 2), charged before and outside the range's budget and the request's
+        total; once it is spent, the rest are charged to the range's budget like the
+        other listed chunks. 0: every listed chunk goes to the range's budget.
     """
 
     key: bytes
     chunk_prefix: bytes
+    interior_max_bytes: int = 0
 
 
 @dataclass(frozen=True)

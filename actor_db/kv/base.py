@@ -638,7 +638,8 @@ class ActorKV:
             ranges=tuple(
                 PrefixBudget(KeyRange(self._full(b.range.start), self._prefix + b.range.end), b.max_bytes, b.partial,
                              None if b.hint is None else HintSpec(self._full(b.hint.key),
-                                                                  self._prefix + b.hint.chunk_prefix))
+                                                                  self._prefix + b.hint.chunk_prefix,
+                                                                  b.hint.interior_max_bytes))
                 for b in request.ranges
             ),
             max_total_bytes=request.max_total_bytes,

@@ -242,21 +242,32 @@ _LUA_WRITE = "#!lua\n" + _VALUES + _LUA_WRITE_BODY
 
 # The rules of vfs.preload.evaluate_preload, in Lua. ARGV: acquire ('1' bumps the
 # fencing counter first), max_total (-1 none), nkeys, key*, nranges,
-# (min, max, budget, partial, hint key ('' none), hinted chunk prefix)*. Returns
-# {token, values, {complete, {k, v, ...}, hint record or false, {k, v or false, ...}} or {-1}}.
-# A hint record (vfs.hint): u8 version 1, u32 BE count, count x u32 BE chunk index; the
-# chunk key is the prefix followed by those 4 bytes, so no number is decoded.
+# (min, max, budget, partial, hint key ('' none), hinted chunk prefix, interior allowance)*.
+# Returns {token, values, {complete, {k, v, ...}, hint record or false, {k, v or false, ...}}
+# or {-1}}. A hint record (vfs.hint): u8 version 1, u32 BE count, count x u32 BE chunk
+# index; or u8 version 2, u32 BE count, u32 BE interior, the indices (the first
+# `interior` charged to the interior allowance while it lasts). The chunk key is the
+# prefix followed by those 4 bytes, so no index is decoded.
 _LUA_PRELOAD_BODY = r"""
 local d, z, f = KEYS[1], KEYS[2], KEYS[3]
+local function u32(v, at)
+  local b1, b2, b3, b4 = string.byte(v, at, at + 3)
+  return ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+end
 local function hinted_suffixes(v)
   v = plain(v)
-  if not v or #v < 5 or string.byte(v, 1) ~= 1 then return {} end
-  local b1, b2, b3, b4 = string.byte(v, 2, 5)
-  local n = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
-  if n > 65536 or #v ~= 5 + 4 * n then return {} end
+  if not v or #v < 5 then return {}, 0 end
+  local version, n, head, interior = string.byte(v, 1), u32(v, 2), 5, 0
+  if version == 2 then
+    if #v < 9 then return {}, 0 end
+    head, interior = 9, u32(v, 6)
+  elseif version ~= 1 then
+    return {}, 0
+  end
+  if n > 65536 or #v ~= head + 4 * n or interior > n then return {}, 0 end
   local out = {}
-  for j = 0, n - 1 do out[#out + 1] = string.sub(v, 6 + 4 * j, 9 + 4 * j) end
-  return out
+  for j = 0, n - 1 do out[#out + 1] = string.sub(v, head + 1 + 4 * j, head + 4 + 4 * j) end
+  return out, interior
 end
 local token = 0
 if ARGV[1] == '1' then token = redis.call('INCR', f) end
@@ -275,8 +286,8 @@ local nranges = tonumber(ARGV[i]); i = i + 1
 for r = 1, nranges do
   local lo, hi = ARGV[i], ARGV[i + 1]
   local max_bytes, partial = tonumber(ARGV[i + 2]), ARGV[i + 3] == '1'
-  local hint_key, hint_prefix = ARGV[i + 4], ARGV[i + 5]
-  i = i + 6
+  local hint_key, hint_prefix, interior_max = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
+  i = i + 7
   if max_bytes <= 0 then
     results[r] = {-1}
   else
@@ -286,16 +297,23 @@ for r = 1, nranges do
     local record, hinted, fetched = false, {}, {}
     if hint_key ~= '' then
       record = redis.call('HGET', d, hint_key)
-      for _, suffix in ipairs(hinted_suffixes(record)) do
+      local suffixes, interior = hinted_suffixes(record)
+      local interior_used = 0
+      for j, suffix in ipairs(suffixes) do
         local k = hint_prefix .. suffix
         if not fetched[k] then
           local v = redis.call('HGET', d, k)
           local size = 0
           if v then size = vlen(v) end
-          if used + size > budget then break end
+          if j <= interior and interior_used + size <= interior_max then
+            interior_used = interior_used + size
+          elseif used + size <= budget then
+            used = used + size
+          else
+            break
+          end
           hinted[#hinted + 1] = k; hinted[#hinted + 1] = v
           fetched[k] = true
-          used = used + size
         end
       end
     end
@@ -911,7 +929,8 @@ class RedisKV(KVStore):
         args.append(len(request.ranges))
         for b in request.ranges:
             args += [actor.lex_min(b.range.start), actor.lex_max(b.range.end), b.max_bytes, "1" if b.partial else "0"]
-            args += [b"", b""] if b.hint is None else [actor.rel(b.hint.key), actor.rel(b.hint.chunk_prefix)]
+            args += [b"", b"", 0] if b.hint is None else [actor.rel(b.hint.key), actor.rel(b.hint.chunk_prefix),
+                                                          b.hint.interior_max_bytes]
         return args
 
     def _preload_map(self, actor: _Actor, request: PreloadRequest, reply: Any) -> PreloadMap:

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar, overload
 
-from vfs.startup import DEFAULT_SQLITE_PRELOAD_BYTES
+from vfs.startup import DEFAULT_INTERIOR_MAX_BYTES, DEFAULT_SQLITE_PRELOAD_BYTES
 
 from actor_db.errors import ConfigurationError
 from actor_db.runtime.migrations import DatabaseConfig
@@ -49,6 +49,10 @@ class ActorOptions:
     :ivar preload_max_sqlite_bytes: SQLite chunks, lowest first, partial (768 KiB).
     :ivar preload_max_workflow_bytes: workflows, all-or-nothing (128 KiB).
     :ivar preload_max_connections_bytes: connections, all-or-nothing (64 KiB).
+    :ivar preload_max_interior_bytes: cap on the B-tree interior pages the hot-set hint
+        lists (8 MiB), preloaded on top of the SQLite budget and the total so a query
+        for any key costs at most one leaf per B-tree (``docs/preload.md``); 0: they
+        share ``preload_max_sqlite_bytes`` with the other chunks.
     :ivar idle_timeout_s: seconds without calls before the actor sleeps; ``None``
         never sleeps on its own.
     :ivar output_gate: ``True`` (default): commits are queued and coalesced, the next
@@ -69,6 +73,7 @@ class ActorOptions:
     preload_max_sqlite_bytes: int = DEFAULT_SQLITE_PRELOAD_BYTES
     preload_max_workflow_bytes: int = DEFAULT_PRELOAD_MAX_WORKFLOW_BYTES
     preload_max_connections_bytes: int = DEFAULT_PRELOAD_MAX_CONNECTIONS_BYTES
+    preload_max_interior_bytes: int = DEFAULT_INTERIOR_MAX_BYTES
     idle_timeout_s: float | None = DEFAULT_IDLE_TIMEOUT_S
     output_gate: bool = True
     inline_queries: bool = True
@@ -76,7 +81,7 @@ class ActorOptions:
 
     def __post_init__(self) -> None:
         for name in ("preload_max_bytes", "preload_max_sqlite_bytes", "preload_max_workflow_bytes",
-                     "preload_max_connections_bytes"):
+                     "preload_max_connections_bytes", "preload_max_interior_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ConfigurationError(f"{name} must be an int >= 0 (bytes), not {value!r}")

@@ -54,7 +54,8 @@ def preload_request(options: ActorOptions, has_db: bool) -> PreloadRequest:
     ranges: list[PrefixBudget] = []
     if has_db:
         keys += vfs.sqlite_preload_keys()
-        ranges.extend(vfs.sqlite_preload_ranges(options.preload_max_sqlite_bytes))
+        ranges.extend(vfs.sqlite_preload_ranges(options.preload_max_sqlite_bytes,
+                                                interior_max_bytes=options.preload_max_interior_bytes))
     ranges.append(PrefixBudget(CONNECTIONS_RANGE, options.preload_max_connections_bytes, partial=False))
     ranges.append(PrefixBudget(WORKFLOWS_RANGE, options.preload_max_workflow_bytes, partial=False))
     return PreloadRequest(keys=keys, ranges=tuple(ranges), max_total_bytes=options.preload_max_bytes)
@@ -128,7 +129,8 @@ async def start_actor(
 
     version = 0
     if config is not None:
-        version = await worker.run(_open, core, preload, dict(config.vfs_options), is_new, metrics,
+        vfs_options = dict(config.vfs_options, hint_interior_max_bytes=definition.options.preload_max_interior_bytes)
+        version = await worker.run(_open, core, preload, vfs_options, is_new, metrics,
                                    definition.options.sqlite_cache_pages)
     elif is_new:
         await worker.run(_create_without_db, core, metrics)

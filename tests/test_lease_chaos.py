@@ -16,26 +16,19 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from typing import Iterator
 
 import pytest
 
 from actor_db import dbapi
-from tests.drivers import DRIVERS, DriverFactory, LmdbFactory, RedisFactory
+from tests.drivers import DRIVERS, DriverFactory
+from tests.test_multi_connection import _store_spec
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TTL_S = 1.0
 WORKERS = 3
 TRANSACTIONS = 18
 DEADLINE_S = 40.0
-
-
-def _store_spec(driver: DriverFactory) -> list[object]:
-    if isinstance(driver, RedisFactory):
-        return ["redis-cluster" if driver.cluster else "redis", driver.url(), driver.namespace]
-    assert isinstance(driver, LmdbFactory)
-    return ["lmdb", str(driver.tmp / "store")]
 
 
 @pytest.fixture(params=["lmdb", "redis"], ids=str)

@@ -15,7 +15,7 @@ import pytest
 
 import actor_db
 from actor_db.defaults import open_store
-from tests.drivers import DRIVERS, DriverFactory, RedisFactory
+from tests.drivers import DRIVERS, RedisFactory
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -28,8 +28,7 @@ from typing import Any
 
 from sqlalchemy import util
 from sqlalchemy.dialects.sqlite.aiosqlite import (
-    AsyncAdapt_aiosqlite_connection, AsyncAdapt_aiosqlite_dbapi, AsyncAdaptFallback_aiosqlite_connection,
-    SQLiteDialect_aiosqlite,
+    AsyncAdapt_aiosqlite_connection, AsyncAdapt_aiosqlite_dbapi, SQLiteDialect_aiosqlite,
 )
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine.url import URL

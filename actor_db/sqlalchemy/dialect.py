@@ -32,7 +32,13 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 )
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine.url import URL
-from sqlalchemy.util.concurrency import await_fallback, await_only
+
+try:  # SQLAlchemy 2.0
+    from sqlalchemy.util.concurrency import await_fallback, await_only as _await
+except ImportError:  # SQLAlchemy 2.1+: one await_, no async_fallback mode
+    from sqlalchemy.util.concurrency import await_ as _await
+
+    await_fallback = None
 
 __all__ = ["ActorDBDialect", "ActorDBAsyncDialect", "connect_arguments"]
 
@@ -94,15 +100,18 @@ class _AsyncConnection(AsyncAdapt_aiosqlite_connection):
     @isolation_level.setter
     def isolation_level(self, value: str | None) -> None:
         conn = self._connection
+        wait = getattr(self, "await_", _await)  # 2.0: per-class (fallback mode); 2.1: one function
         try:
-            self.await_(conn._run(setattr, conn.sync_connection, "isolation_level", value))
+            wait(conn._run(setattr, conn.sync_connection, "isolation_level", value))
         except Exception as error:
             self._handle_exception(error)
 
 
 class _AsyncFallbackConnection(_AsyncConnection):
+    """SQLAlchemy 2.0's ``async_fallback=True`` mode (removed in 2.1)."""
+
     __slots__ = ()
-    await_ = staticmethod(await_fallback)
+    await_ = staticmethod(await_fallback) if await_fallback is not None else None
 
 
 class _AsyncDBAPI(AsyncAdapt_aiosqlite_dbapi):
@@ -119,9 +128,9 @@ class _AsyncDBAPI(AsyncAdapt_aiosqlite_dbapi):
         async_fallback = kw.pop("async_fallback", False)
         creator_fn = kw.pop("async_creator_fn", None)
         connection = creator_fn(*arg, **kw) if creator_fn else self._module.connect(*arg, **kw)
-        if util.asbool(async_fallback):
+        if util.asbool(async_fallback) and await_fallback is not None:
             return _AsyncFallbackConnection(self, await_fallback(connection))
-        return _AsyncConnection(self, await_only(connection))
+        return _AsyncConnection(self, _await(connection))
 
 
 class _AioModule:
@@ -130,7 +139,8 @@ class _AioModule:
     def __init__(self, aio: Any, dbapi: Any) -> None:
         self.Connection = aio.Connection
         for name in ("DatabaseError", "Error", "IntegrityError", "NotSupportedError", "OperationalError",
-                     "ProgrammingError", "sqlite_version", "sqlite_version_info"):
+                     "ProgrammingError", "sqlite_version", "sqlite_version_info",
+                     "PARSE_COLNAMES", "PARSE_DECLTYPES", "Binary"):
             setattr(self, name, getattr(dbapi, name))
 
 

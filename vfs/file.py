@@ -793,9 +793,12 @@ class KVFile:
             applied = redo.roll_forward(write, self._kv_scan, self._limits, self._tag, record, in_memory,
                                         keep_tail=keep_tail or self._ambiguous)
         except BaseException as exc:
+            # Part of it may have applied, and each apply batch deletes the staged copies
+            # it applied (vfs.redo): the record must be read again from the KV before any
+            # retry, never reused from memory. Forgetting the KV state does exactly that.
+            self._forget_after_failure()
             interrupt = interrupts.interrupt_in(exc)
             if interrupt is not None:
-                self._forget_after_failure()
                 raise interrupt
             if not isinstance(exc, Exception):
                 raise
@@ -807,7 +810,7 @@ class KVFile:
         record = self._pending_record
         assert record is not None
         log.info("rolling forward an interrupted large commit (size %d bytes)", record.size)
-        self._roll_forward(record, in_memory, keep_tail)  # on failure the record stays pending
+        self._roll_forward(record, in_memory, keep_tail)  # on failure the record is read again from the KV
         self._pending_record = None
         # Chunk keys changed under the preload and cache: forget what they hold.
         self.preload.clear(*chunk_range(self._tag))

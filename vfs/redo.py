@@ -45,9 +45,10 @@ __all__ = ["CommitRecord", "STAGING_MARKER", "chunks_per_batch", "stage", "drop_
 
 _RECORD = struct.Struct("<HQq")
 _RECORD_VERSION = 1
-_RESERVED_OPS = 4
-"""Operations kept free in every apply batch: truncation range delete, meta put,
-record delete and staging range delete."""
+_RESERVED_OPS = 7
+"""Operations kept free in every apply batch: the truncation's two range deletes, the
+meta put, the record's delete (or rewrite), the staging range delete, and the lease
+release (its delete and the last-commit put) of the batch that ends the transaction."""
 _UNLIMITED_CHUNKS_PER_BATCH = 1024
 """Chunks per batch when the driver has no limit (bounds each call at ~4 MiB)."""
 
@@ -187,7 +188,13 @@ def roll_forward(
         place (orphans past the meta's size, never read) instead of deleted: the
         committing file deletes them once SQLite has seen the commit succeed (see
         :meth:`vfs.file.KVFile.commit`). Holes inside the new size are deleted anyway.
-    Safe to run again after it fails part-way.
+    Safe to run again after it fails part-way: each apply batch deletes the staged
+    copies of the chunks it puts (one range delete: a group is a run of consecutive
+    staged keys), so a large transaction never needs its staging and its chunks in full
+    at once (LMDB reuses the staging's pages as the apply goes); and the
+    first one, when it truncates, rewrites the record without the truncation, so a rerun
+    never drops chunks whose staged copies are already gone. A caller retrying must
+    therefore read the record again from the KV, never reuse ``record`` after a failure.
     """
     per_batch = chunks_per_batch(limits)
     last_chunk = chunk_count(record.size)  # chunks at or past this are beyond the end
@@ -225,14 +232,21 @@ def roll_forward(
 def _apply(write: Writer, tag: int, record: CommitRecord, group: list[tuple[int, bytes]], *, first: bool,
            final: bool, keep_tail: bool) -> None:
     batch = WriteBatch()
-    if first and record.truncate_from is not None:
+    truncating = first and record.truncate_from is not None
+    if truncating:
+        assert record.truncate_from is not None
         truncate(batch, tag, record.truncate_from, chunk_count(record.size), keep_tail=keep_tail)
     for index, data in group:
         batch.put(chunk_key(tag, index), data)
+    if group and not final:
+        # The group's staged copies: their pages are free for the next batches.
+        batch.delete_range(staged_key(tag, group[0][0]), staged_key(tag, group[-1][0]) + b"\x00")
     if final:
         batch.put(meta_key(tag), encode_meta(record.size))
         batch.delete(COMMIT_RECORD_KEY)
         batch.delete_range(*staged_range())
+    elif truncating:
+        batch.put(COMMIT_RECORD_KEY, CommitRecord(record.size, None).encode())  # truncated: never again
     write(batch)
 
 

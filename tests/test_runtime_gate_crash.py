@@ -21,6 +21,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from typing import Any
 
@@ -68,7 +69,14 @@ def store():
 async def main():
     registry = actor_db.Registry([ledger], kv=store())
     handles = [registry.get_or_create("ledger", f"a{{k}}") for k in range({ACTORS})]
-    await asyncio.gather(*(h.wake() for h in handles))
+    for attempt in range(20):  # a store just restarted on a loaded machine may time out
+        try:
+            await asyncio.gather(*(h.wake() for h in handles))
+            break
+        except actor_db.ActorDBError:
+            if attempt == 19:
+                raise
+            await asyncio.sleep(0.25)
     print("ready", flush=True)
 
     async def caller(k, c):
@@ -95,10 +103,16 @@ def ledger() -> Any:
 
 
 def start_writer(kind: str, where: str, vfs_kind: str) -> subprocess.Popen[str]:
+    errors = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen([sys.executable, "-c", WRITER, kind, where, vfs_kind], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=errors, start_new_session=True)
     assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
+    line = proc.stdout.readline().strip()
+    if line != "ready":
+        proc.wait(timeout=30)
+        errors.seek(0)
+        raise AssertionError(f"the writer exited before waking its actors: {errors.read()[-3000:]}")
+    errors.close()
     return proc
 
 

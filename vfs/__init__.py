@@ -5,7 +5,7 @@ package never imports ``actor_db`` (drivers live there and satisfy the protocol)
 """
 
 from vfs import chunk_cache, hint
-from vfs.connect import KVConnection, connect
+from vfs.connect import KVConnection, attach, connect
 from vfs.file import FileOptions, KVFile
 from vfs.keys import CHUNK_SIZE
 from vfs.kvvfs import VFS_NAME
@@ -15,7 +15,7 @@ from vfs.startup import sqlite_preload_ranges, sqlite_preload_keys
 from vfs.stats import VFSStats
 
 __all__ = [
-    "connect", "KVConnection", "KVFile", "FileOptions", "CHUNK_SIZE", "VFS_NAME",
+    "attach", "connect", "KVConnection", "KVFile", "FileOptions", "CHUNK_SIZE", "VFS_NAME",
     "PreloadMap", "PreloadMiss", "ABSENT", "NOT_LOADED", "evaluate_preload",
     "KV", "KVLimits", "KeyRange", "PrefixBudget", "PreloadRequest", "WriteBatch",
     "VFSStats", "sqlite_preload_keys", "sqlite_preload_ranges", "chunk_cache", "hint",

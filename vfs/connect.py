@@ -10,7 +10,7 @@ import apsw
 from vfs import kvvfs, locks, pragmas
 from vfs.lease import DEFAULT_LEASE_TTL_S
 from vfs.locks import Locking
-from vfs.errors import kv_failure
+from vfs.errors import kv_failure, sqlite_error
 from vfs.file import FileOptions, KVFile
 from vfs.preload import PreloadMap
 from vfs.protocol import KV, PreloadRequest
@@ -21,7 +21,7 @@ from vfs.stats import VFSStats
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KVConnection", "connect", "open_preload_request", "DEFAULT_OPEN_PRELOAD_BYTES"]
+__all__ = ["KVConnection", "attach", "connect", "open_preload_request", "DEFAULT_OPEN_PRELOAD_BYTES"]
 
 DEFAULT_PAGE_SIZE = 4096
 DEFAULT_OPEN_PRELOAD_BYTES = DEFAULT_SQLITE_PRELOAD_BYTES
@@ -140,33 +140,9 @@ def connect(
     options = FileOptions(cache_chunks, readahead_max_chunks, max_dirty_bytes, read_only=readonly,
                           lease_ttl_s=lease_ttl_s, large_commits=large_commits,
                           hint_max_interior_chunks=hint_interior_max_bytes // CHUNK_SIZE)
-    binding = kvvfs.Binding(kv, PreloadMap.empty(), options)
-    filename = backend.bind(name, binding)
+    filename, binding, share, own_preload = _bind(backend, kv, name, options, locking, preload,
+                                                  hint_interior_max_bytes)
     identity = kv.identity
-    try:
-        share = locks.claim(identity, filename, locking)
-    except BaseException:
-        backend.unbind(filename)
-        raise
-    binding.share = share
-    binding.on_close = lambda: locks.release(identity, filename, share)
-    if share is not None:
-        # Commits of this process's other connections after this point reach the file
-        # as notes (vfs.locks); the preload must not predate it. A caller's preload
-        # may, unless no other connection of this process has the database open.
-        binding.seen_generation, fresh = share.join_point()
-        if preload is not None and not fresh:
-            log.debug("ignoring the preload passed for a database other connections have open")
-            preload = None
-    own_preload = preload is None
-    if preload is None:
-        try:
-            preload = kv.preload(open_preload_request(interior_max_bytes=hint_interior_max_bytes))
-        except Exception as exc:
-            backend.unbind(filename)
-            locks.release(identity, filename, share)
-            raise kv_failure(apsw.SQLITE_IOERR_READ, "preload of the database at open", exc) from exc
-    binding.preload = preload
     connection: KVConnection | None = None
     try:
         default_flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
@@ -197,6 +173,139 @@ def connect(
         raise
     finally:
         backend.unbind(filename)
+
+
+
+def _bind(backend: Any, kv: KV, name: str, options: FileOptions, locking: Locking, preload: PreloadMap | None,
+          hint_interior_max_bytes: int) -> tuple[str, kvvfs.Binding, locks.DatabaseShare | None, bool]:
+    """Bind ``kv`` under a new SQLite file name, claim the database (:mod:`vfs.locks`)
+    and read its preload (1 round trip unless ``preload`` is usable).
+
+    Returns ``(filename, binding, share, own_preload)``. The caller opens ``filename``
+    (xOpen takes the binding; the file's close releases the claim), then unbinds it
+    whatever happened, and releases the claim itself if xOpen never ran.
+
+    :raises apsw.BusyError: the claim is refused (see :func:`connect`).
+    :raises apsw.IOError: the preload failed (nothing is left bound or claimed).
+    """
+    binding = kvvfs.Binding(kv, PreloadMap.empty(), options)
+    filename = backend.bind(name, binding)
+    identity = kv.identity
+    try:
+        share = locks.claim(identity, filename, locking)
+    except BaseException:
+        backend.unbind(filename)
+        raise
+    binding.share = share
+    binding.on_close = lambda: locks.release(identity, filename, share)
+    if share is not None:
+        # Commits of this process's other connections after this point reach the file
+        # as notes (vfs.locks); the preload must not predate it. A caller's preload
+        # may, unless no other connection of this process has the database open.
+        binding.seen_generation, fresh = share.join_point()
+        if preload is not None and not fresh:
+            log.debug("ignoring the preload passed for a database other connections have open")
+            preload = None
+    own_preload = preload is None
+    if preload is None:
+        try:
+            preload = kv.preload(open_preload_request(interior_max_bytes=hint_interior_max_bytes))
+        except Exception as exc:
+            backend.unbind(filename)
+            locks.release(identity, filename, share)
+            raise kv_failure(apsw.SQLITE_IOERR_READ, "preload of the database at open", exc) from exc
+    binding.preload = preload
+    return filename, binding, share, own_preload
+
+
+def attach(
+    connection: apsw.Connection,
+    kv: KV,
+    schema: str,
+    *,
+    name: str | None = None,
+    readonly: bool = False,
+    locking: Locking = "exclusive",
+    cache_chunks: int | None = None,
+    readahead_max_chunks: int | None = None,
+    max_dirty_bytes: int = 32 * 1024 * 1024,
+    lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
+    large_commits: str = "journal",
+    hint_interior_max_bytes: int = DEFAULT_INTERIOR_MAX_BYTES,
+) -> None:
+    """``ATTACH`` the database stored in the actor-scoped ``kv`` to ``connection`` as
+    ``schema``, set up like a :func:`connect` of its own (journal in memory, the one-batch
+    commit, ``locking``; the keyword arguments mean what they mean there); 1 round trip
+    (its preload).
+
+    ``connection`` is a :func:`connect` connection: the attached database uses the same
+    VFS (Python or native) as its main database. ``readonly`` needs a connection opened with
+    ``SQLITE_OPEN_URI`` (the attach is ``file:...?mode=ro``) or a read-only one (whose
+    attachments are all read-only, as in SQLite). A transaction that writes
+    to several attached KV databases commits each one atomically, not all together
+    (SQLite keeps no super-journal for in-memory journals). DETACH or closing the
+    connection releases the database.
+
+    :raises apsw.BusyError: the database is open in this process in a way that excludes
+        this one (see ``locking`` in :func:`connect`).
+    :raises apsw.IOError: the KV failed.
+    :raises apsw.SQLError: ``schema`` is in use, or too many databases are attached.
+    :raises ValueError: ``connection`` is not on a KV-backed database.
+    """
+    backend = _backend_of(connection)
+    open_flags = connection.open_flags
+    read_only_connection = bool(open_flags & apsw.SQLITE_OPEN_READONLY)
+    if readonly and not read_only_connection and not open_flags & apsw.SQLITE_OPEN_URI:
+        raise ValueError("vfs.attach(readonly=True) needs a read-only connection or one opened with "
+                         "SQLITE_OPEN_URI (the attach is a file: URI with mode=ro)")
+    options = FileOptions(cache_chunks, readahead_max_chunks, max_dirty_bytes,
+                          read_only=readonly or read_only_connection,
+                          lease_ttl_s=lease_ttl_s, large_commits=large_commits,
+                          hint_max_interior_chunks=hint_interior_max_bytes // CHUNK_SIZE)
+    filename, binding, share, _ = _bind(backend, kv, name or schema, options, locking, None,
+                                        hint_interior_max_bytes)
+    quoted = '"' + schema.replace('"', '""') + '"'
+    try:
+        target = f"file:{filename}?mode=ro" if readonly and not read_only_connection else filename
+        connection.execute(f"ATTACH ? AS {quoted}", (target,))
+        if binding.file is None:
+            raise sqlite_error(apsw.SQLITE_CANTOPEN, f"actor-db: ATTACH did not open {filename}")
+        binding.file.opening = True
+        try:
+            # Its locking and journal modes; synchronous keeps SQLite's default (FULL: the
+            # sync is still the commit point, and it cannot change inside a transaction);
+            # temp_store is the connection's.
+            for statement in pragmas.open_pragmas(share is not None):
+                if statement.startswith(("PRAGMA locking_mode", "PRAGMA journal_mode")):
+                    connection.execute(statement.replace("PRAGMA ", f"PRAGMA {quoted}.", 1))
+        finally:
+            binding.file.opening = False
+    except BaseException:
+        if binding.file is None:
+            locks.release(kv.identity, filename, share)  # else DETACH / the file's close releases it
+        else:
+            try:
+                connection.execute(f"DETACH {quoted}")
+            except apsw.Error:
+                pass
+        raise
+    finally:
+        backend.unbind(filename)
+    log.debug("attached %r as %s (locking=%s, readonly=%s)", kv.identity, schema, locking, readonly)
+
+def _backend_of(connection: apsw.Connection) -> Any:
+    """The registration module of the VFS ``connection``'s main database uses."""
+    name = connection.open_vfs
+    if name == kvvfs.VFS_NAME:
+        return kvvfs
+    import native
+
+    if native.AVAILABLE:
+        from native import registry
+
+        if name == registry.VFS_NAME:
+            return registry
+    raise ValueError(f"vfs.attach needs a connection opened with vfs.connect (its VFS is {name!r})")
 
 
 def _backend(vfs: str | None) -> Any:

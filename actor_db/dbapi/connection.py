@@ -21,6 +21,7 @@ from . import cursor as _cursor
 from .adaptation import _NOT_GIVEN
 from .blob import Blob
 from .constants import SQLITE_DENY
+from .attach import AttachRouting
 from .database import _Database, _open_database
 from .dump import _iterdump
 from .errors import (DatabaseError, DataError, Error, IntegrityError, InterfaceError, InternalError,
@@ -96,6 +97,8 @@ class Connection:
         self._initialized = False
         level = _check_isolation_level(isolation_level)
         db = _open_database(database, bool(uri), kv, float(timeout), preload, vfs_options, bool(readonly))
+        if db.kv_backed and db.attach_routing is None:
+            db.attach_routing = AttachRouting(bool(uri), kv, vfs_options, bool(readonly))
         previous = self._db
         self._db = db
         if previous is not None and previous is not db and previous.kv_backed and not self._closed:

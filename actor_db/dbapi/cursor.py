@@ -19,6 +19,7 @@ from .adaptation import PrepareProtocol, _BASIC, _sql_bytes, adapt, converters
 from .constants import PARSE_COLNAMES, PARSE_DECLTYPES
 from .database import orphan_raw_of
 from .errors import DataError, OperationalError, ProgrammingError, _error, _translate
+from . import attach
 from .sql import _parse, _Parsed
 
 if TYPE_CHECKING:
@@ -323,7 +324,13 @@ class Cursor:
                 try:
                     self._description = None
                     self._rowcount = 0 if parsed.is_dml else -1
-                    if not parsed.empty:
+                    if parsed.empty:
+                        pass
+                    elif (db.attach_routing is not None and parsed.sql[:1] in "aA"
+                          and (plan := attach.plan(parsed.sql, bindings, db.attach_routing)) is not None):
+                        self._pending = False
+                        attach.run(db.raw, plan, db.attach_routing)
+                    else:
                         self._execute_one(db, parsed, bindings, multiple=False)
                 except BaseException as exc:
                     raise self._fail(exc) from None

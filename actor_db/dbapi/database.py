@@ -53,6 +53,7 @@ from .errors import OperationalError, _error, _translate
 from .routing import _actor_view, _is_bare_name, _is_bare_uri, _parse_uri, _registry_lock, default_store
 
 if TYPE_CHECKING:
+    from .attach import AttachRouting
     from .connection import Connection
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class _Database:
         self.active: Connection | None = None
         self.closed = False
         self.on_close: Callable[[], None] | None = None  # after the apsw connection closed
+        self.attach_routing: AttachRouting | None = None  # KV-backed: how ATTACH maps names
 
     @property
     def kv_backed(self) -> bool:
@@ -116,6 +118,27 @@ class _Database:
                         self.on_close()
 
 
+def route(database: str, uri: bool, kv: Any) -> tuple[Any, str, bool]:
+    """``(actor view or None, name, read-only)`` for ``database`` as ``connect`` maps it
+    (:mod:`actor_db.dbapi.routing`): ``None`` is plain SQLite; ``name`` is the actor
+    name (a URI's path); read-only when a URI says ``mode=ro``. No KV round trip."""
+    name = database
+    parsed = _parse_uri(database) if uri else None
+    readonly = False
+    if parsed is not None:
+        name = parsed[0]
+        readonly = parsed[1].get("mode") == "ro"
+    view = None
+    if kv is not None:
+        view = _actor_view(kv, name)
+    elif routing._router is not None:
+        view = routing._router(database)
+    if view is None and kv is None and (_is_bare_name(database, uri)
+                                        or (parsed is not None and _is_bare_uri(*parsed))):
+        view = default_store().actor(name)
+    return view, name, readonly
+
+
 def _open_database(database: Any, uri: bool, kv: Any, timeout: float, preload: vfs.PreloadMap | None = None,
                    vfs_options: collections.abc.Mapping[str, Any] | None = None,
                    readonly: bool = False) -> _Database:
@@ -125,19 +148,8 @@ def _open_database(database: Any, uri: bool, kv: Any, timeout: float, preload: v
         raise TypeError(f"expected str, bytes or os.PathLike object, not {type(database).__name__}")
     if "\0" in database:
         raise ValueError("embedded null character")
-    name = database  # the actor name (a URI's path)
-    parsed = _parse_uri(database) if uri else None
-    if parsed is not None:
-        name = parsed[0]
-        readonly = readonly or parsed[1].get("mode") == "ro"
-    view = None
-    if kv is not None:
-        view = _actor_view(kv, name)
-    elif routing._router is not None:
-        view = routing._router(database)
-    if view is None and kv is None and (_is_bare_name(database, uri)
-                                        or (parsed is not None and _is_bare_uri(*parsed))):
-        view = default_store().actor(name)
+    view, name, ro = route(database, uri, kv)
+    readonly = readonly or ro
     if view is None:
         flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
         if uri:
@@ -154,7 +166,8 @@ def _open_database(database: Any, uri: bool, kv: Any, timeout: float, preload: v
     options.setdefault("locking", "in-process" if getattr(view, "instant_writes", False) else "cross-process")
     options.setdefault("timeout", timeout)
     try:
-        raw = vfs.connect(view, database or "main.db", preload=preload, **options)
+        flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | (apsw.SQLITE_OPEN_URI if uri else 0)
+        raw = vfs.connect(view, database or "main.db", preload=preload, flags=flags, **options)
     except apsw.BusyError as exc:
         raise _error(OperationalError, f"database is locked: {exc}", apsw.SQLITE_BUSY) from exc
     except apsw.Error as exc:

@@ -34,7 +34,7 @@ setup(
         "serve": ["uvicorn>=0.30", "httptools>=0.6", "uvloop>=0.19; sys_platform != 'win32'", "httpx>=0.27"],
         "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3", "hypothesis>=6",
                  "matplotlib>=3.7", "tqdm>=4.60",  # the benchmark report's smoke test
-                 "sqlalchemy[asyncio]>=2.0", "django>=4.2", "pandas>=2"],  # the integrations' tests
+                 "sqlalchemy[asyncio]>=2.0", "django>=4.2", "pandas>=2", "aiosqlite==0.22.1"],  # the integrations' tests
         "bench": ["pytest>=8", "pytest-benchmark>=4", "matplotlib>=3.7", "tqdm>=4.60", "redis>=5", "hiredis",
                   "uvicorn>=0.30", "httptools>=0.6", "httpx>=0.27", "sqlalchemy[asyncio]>=2.0", "django>=4.2"],
     },

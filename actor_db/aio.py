@@ -20,9 +20,11 @@ no OS threads while idle.
 
 Invariants:
 
-- A connection's calls run one at a time and in the order they were awaited (a FIFO
-  :class:`asyncio.Lock` per connection): ``await db.execute(a); await db.execute(b)``
-  runs ``a`` before ``b``, as with aiosqlite's per-connection queue.
+- A connection's calls run one at a time and in the order they were made (a FIFO queue
+  per connection, drained by one pool thread at a time): ``await db.execute(a); await
+  db.execute(b)`` runs ``a`` before ``b``, as with aiosqlite's per-connection queue. The
+  queue is not tied to an event loop: one connection may be used from several loops
+  (in several threads), as aiosqlite allows.
 - A result reaches its future through ``loop.call_soon_threadsafe`` and only if the
   future is not done yet: a cancelled ``await`` never breaks the worker thread; the
   SQLite call it started still completes (the dbapi connection's own lock keeps it
@@ -36,6 +38,7 @@ re-exported here as aiosqlite does.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import threading
@@ -77,6 +80,16 @@ def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None)
         future.set_exception(exc)
     else:
         future.set_result(result)
+
+
+def _deliver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any,
+             exc: BaseException | None) -> None:
+    """Hand a result to ``future`` on its loop; nothing if that loop is closed (its
+    awaiting task is gone with it)."""
+    try:
+        loop.call_soon_threadsafe(_settle, future, result, exc)
+    except RuntimeError:  # the loop was closed meanwhile
+        log.debug("dropped a result for a closed event loop")
 
 
 class _Result(Generic[T]):
@@ -190,29 +203,54 @@ class Connection:
     def __init__(self, connector: Callable[[], dbapi.Connection], iter_chunk_size: int) -> None:
         self._connector = connector
         self._connection: dbapi.Connection | None = None
-        self._lock: asyncio.Lock | None = None
+        self._jobs: collections.deque[Callable[[], None]] = collections.deque()
+        self._jobs_lock = threading.Lock()
+        self._draining = False
+        """A pool thread is running this connection's queued jobs."""
         self._closed = False
+        """``close``/``stop`` was called."""
+        self._gone = False
+        """The close has run: calls now fail with ``ValueError("Connection closed")``."""
         self.iter_chunk_size = iter_chunk_size
 
     # ------------------------------------------------------------- plumbing
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on a pool thread, after this connection's earlier calls."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
+        """Run ``fn(*args)`` on a pool thread, after this connection's earlier calls.
+
+        :raises ValueError: ``Connection closed``: the connection's close already ran
+            (aiosqlite's error for it; a call queued before the close gets the drop-in's
+            ``ProgrammingError`` instead).
+        """
+        if self._gone:
+            raise ValueError("Connection closed")
         loop = asyncio.get_running_loop()
-        async with self._lock:
-            future: asyncio.Future[T] = loop.create_future()
+        future: asyncio.Future[T] = loop.create_future()
 
-            def job() -> None:
-                try:
-                    result = fn(*args)
-                except BaseException as exc:  # handed to the awaiting task, never lost
-                    loop.call_soon_threadsafe(_settle, future, None, exc)
-                else:
-                    loop.call_soon_threadsafe(_settle, future, result, None)
+        def job() -> None:
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # handed to the awaiting task, never lost
+                _deliver(loop, future, None, exc)
+            else:
+                _deliver(loop, future, result, None)
 
-            _pool().submit(job)
-            return await future
+        with self._jobs_lock:
+            self._jobs.append(job)
+            start = not self._draining
+            self._draining = True
+        if start:
+            _pool().submit(self._drain)
+        return await future
+
+    def _drain(self) -> None:
+        """Run queued jobs in order until the queue is empty (one thread at a time)."""
+        while True:
+            with self._jobs_lock:
+                if not self._jobs:
+                    self._draining = False
+                    return
+                job = self._jobs.popleft()
+            job()
 
     @property
     def _conn(self) -> dbapi.Connection:
@@ -234,9 +272,14 @@ class Connection:
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
+    @property
+    def _running(self) -> bool:
+        """Open and not closed (aiosqlite's attribute of the same name)."""
+        return self._connection is not None and not self._closed
+
     def __del__(self) -> None:
         if self._connection is not None and not self._closed:
-            warnings.warn(f"{self!r} was never closed", ResourceWarning, stacklevel=1)
+            warnings.warn(f"{self!r} was deleted before being closed", ResourceWarning, stacklevel=1)
             try:
                 self._connection.close()
             except Exception:  # pragma: no cover - interpreter shutdown
@@ -289,11 +332,54 @@ class Connection:
         if self._connection is None or self._closed:
             return
         self._closed = True
-        await self._run(self._connection.close)
+        try:
+            await self._run(self._connection.close)
+        finally:
+            self._gone = True
+
+    def stop(self) -> asyncio.Future[None] | None:
+        """Close the connection without waiting (aiosqlite's ``stop``): the close is queued
+        after the calls already made; returns a future of it when called inside a running
+        event loop, else ``None``. Prefer ``await close()`` or ``async with``."""
+        connection = self._connection
+        if connection is None or self._closed:
+            return None
+        self._closed = True
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        future: asyncio.Future[None] | None = loop.create_future() if loop is not None else None
+
+        def close() -> None:
+            try:
+                connection.close()
+            except BaseException as exc:
+                if future is None or loop is None:
+                    log.warning("closing %r failed: %s", self, exc)
+                else:
+                    _deliver(loop, future, None, exc)
+            else:
+                if future is not None and loop is not None:
+                    _deliver(loop, future, None, None)
+            finally:
+                self._gone = True
+
+        with self._jobs_lock:
+            self._jobs.append(close)
+            start = not self._draining
+            self._draining = True
+        if start:
+            _pool().submit(self._drain)
+        return future
 
     def interrupt(self) -> None:
         """Abort the running statement (safe from any thread: no hop)."""
         self._conn.interrupt()
+
+    async def set_authorizer(self, authorizer_callback: Callable[..., int] | None) -> None:
+        """Install (or, with ``None``, remove) an authorizer, as ``sqlite3.Connection.set_authorizer``."""
+        await self._run(self._conn.set_authorizer, authorizer_callback)
 
     async def create_function(self, name: str, num_params: int, func: Callable[..., Any], *,
                               deterministic: bool = False) -> None:
@@ -372,6 +458,10 @@ def connect(database: Any, *, iter_chunk_size: int = 64, **kwargs: Any) -> Conne
     ``False`` (calls run on pool threads, one at a time).
 
     :param iter_chunk_size: rows fetched per worker hop by ``async for row in cursor``.
+
+    As in aiosqlite, ``database`` may also be any other object: its ``str()`` is the name.
     """
+    if not isinstance(database, (str, bytes, os.PathLike)):
+        database = str(database)
     kwargs["check_same_thread"] = False
     return Connection(lambda: dbapi.connect(database, **kwargs), iter_chunk_size)

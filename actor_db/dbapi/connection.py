@@ -124,10 +124,10 @@ class Connection:
                 db.active = self
 
     # -- checks -------------------------------------------------------------------------
-    def _check(self) -> _Database:
+    def _check(self, *, any_thread: bool = False) -> _Database:
         if not self._initialized or self._db is None:
             raise ProgrammingError("Base Connection.__init__ not called.")
-        if self._check_same_thread and threading.get_ident() != self._thread:
+        if self._check_same_thread and not any_thread and threading.get_ident() != self._thread:
             raise ProgrammingError(
                 "SQLite objects created in a thread can only be used in that same thread. "
                 f"The object was created in thread id {self._thread} and this is thread id "
@@ -572,7 +572,7 @@ class Connection:
                             f"not {type(target).__name__}")
         if target is self:
             raise ValueError("target cannot be the same connection instance")
-        tdb = target._check()
+        tdb = target._check(any_thread=True)  # the stdlib checks only that the target is open
         self._check_backup_args(progress)
         first, second = sorted((db, tdb), key=id)  # one order: a.backup(b) beside b.backup(a)
         with first.lock, second.lock:

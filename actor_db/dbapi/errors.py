@@ -138,6 +138,8 @@ def _translate(exc: BaseException) -> BaseException:
         return ProgrammingError(str(exc))
     if isinstance(exc, apsw.ConnectionClosedError):
         return ProgrammingError("Cannot operate on a closed database.")
+    if isinstance(exc, apsw.ExtensionLoadingError):  # the stdlib: SQLite's message, OperationalError
+        return _error(OperationalError, str(exc).removeprefix("ExtensionLoadingError: "), apsw.SQLITE_ERROR)
     if isinstance(exc, apsw.Error):
         code = getattr(exc, "extendedresult", None) or getattr(exc, "result", None)
         primary = getattr(exc, "result", None)

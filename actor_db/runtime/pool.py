@@ -136,6 +136,7 @@ class ThreadPool:
                 job()
             except BaseException:  # a job must report its own errors; never kill the thread
                 log.exception("actor-db pool job %r raised", job)
+            job = _WAKE  # drop the finished job (and what it holds) before waiting for the next
 
     def shutdown(self) -> None:
         """Let idle threads exit now (queued jobs still run first; busy threads exit

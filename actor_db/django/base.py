@@ -19,6 +19,8 @@ VFS's locks and, across processes, the KV writer lease, as SQLite files are shar
 
 from __future__ import annotations
 
+import logging
+
 import datetime
 import decimal
 import itertools
@@ -34,6 +36,8 @@ from django.utils.dateparse import parse_date, parse_datetime, parse_time
 from actor_db import dbapi as Database
 from actor_db.django.creation import DatabaseCreation
 
+
+log = logging.getLogger(__name__)
 __all__ = ["DatabaseWrapper", "SQLiteCursorWrapper"]
 
 # Django registers these on the stdlib module; the drop-in keeps its own registry.
@@ -78,7 +82,7 @@ class SQLiteCursorWrapper(Database.Cursor):
 
 class DatabaseWrapper(sqlite_base.DatabaseWrapper):  # type: ignore[misc]
     vendor = "sqlite"
-    display_name = "SQLite (actor-db)"
+    display_name = "SQLite"  # Django's messages name the SQL dialect, which is SQLite's
     Database = Database
     creation_class = DatabaseCreation
 
@@ -114,6 +118,18 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):  # type: ignore[misc]
             if init_command := init_command.strip():
                 conn.execute(init_command)
         return conn
+
+    @async_unsafe
+    def ensure_connection(self) -> None:
+        """Connect if needed; a DB-API connection closed behind Django's back (code that
+        took ``connection.connection`` and closed it) is replaced by a new one outside a
+        transaction, as Django's in-memory SQLite test databases never go away. Inside an
+        ``atomic`` block it stays an error: the transaction is gone."""
+        conn = self.connection
+        if conn is not None and getattr(conn, "_closed", False) and not self.in_atomic_block:
+            log.info("the DB-API connection of %r was closed outside Django: reconnecting", self.alias)
+            self.connection = None
+        super().ensure_connection()
 
     def create_cursor(self, name: str | None = None) -> Any:
         return self.connection.cursor(factory=SQLiteCursorWrapper)

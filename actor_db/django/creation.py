@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,17 +16,19 @@ class DatabaseCreation(SQLiteCreation):  # type: ignore[misc]
     """Django's SQLite test-database life cycle, with actors in place of files."""
 
     def _is_kv(self, name: Any) -> bool:
-        return not self.is_in_memory_db(name)
+        return name is not None and not self.is_in_memory_db(name)
 
     def _store(self) -> Any:
         return self.connection.store(self.connection.settings_dict["OPTIONS"].get("kv"))
 
     def _get_test_db_name(self) -> str:
         settings = self.connection.settings_dict
-        name = settings["NAME"]
-        if not self._is_kv(name):
+        name, test_name = settings["NAME"], settings["TEST"]["NAME"]
+        if test_name and self._is_kv(test_name):
+            return str(test_name)
+        if test_name or not self._is_kv(name):
             return super()._get_test_db_name()  # type: ignore[no-any-return]
-        return str(settings["TEST"]["NAME"] or f"test_{name if not isinstance(name, Path) else name.name}")
+        return f"test_{name if not isinstance(name, Path) else name.name}"
 
     def _delete(self, name: str) -> None:
         self._store().actor(name).delete_all()
@@ -47,7 +50,8 @@ class DatabaseCreation(SQLiteCreation):  # type: ignore[misc]
         settings = self.connection.settings_dict
         if not self._is_kv(settings["NAME"]):
             return super().get_test_db_clone_settings(suffix)  # type: ignore[no-any-return]
-        return {**settings, "NAME": f"{settings['NAME']}_{suffix}"}
+        root, ext = os.path.splitext(str(settings["NAME"]))  # as Django names file clones
+        return {**settings, "NAME": f"{root}_{suffix}{ext}"}
 
     def _clone_test_db(self, suffix: str, verbosity: int, keepdb: bool = False) -> None:
         source = self.connection.settings_dict["NAME"]

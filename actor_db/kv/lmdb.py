@@ -45,6 +45,37 @@ DEFAULT_MAP_SIZE = 1 << 36
 
 _envs_lock = threading.Lock()
 _envs: dict[str, tuple[Any, int]] = {}
+_fork_generation = 0
+"""Forks this process has gone through as a child (:func:`_after_fork_in_child`)."""
+_inherited: dict[str, Any] = {}
+"""Environments inherited through ``fork``, by path: kept referenced, never used or closed."""
+
+
+def _after_fork_in_child() -> None:
+    """LMDB forbids using an environment in a child of the process that opened it: its
+    reader slots carry the opener's pid, so a forked child's read transactions take slots
+    that are never freed, until every process of the machine fails with
+    ``MDB_READERS_FULL`` (the parent included); and closing the inherited environment in
+    the child would free the parent's live reader slots. So the child keeps the inherited
+    environments referenced, never touches them, and its handles refuse to run with a
+    clear error (:attr:`LmdbKV._env`). py-lmdb also refuses to open the same files again
+    in this process while they stay referenced: open stores after forking."""
+    global _envs_lock, _fork_generation
+    _envs_lock = threading.Lock()  # it may have been held by another thread at the fork
+    _inherited.update((path, env) for path, (env, _) in _envs.items())
+    _envs.clear()
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _forked_error(path: str) -> KVUnavailableError:
+    return KVUnavailableError(
+        f"the LMDB store at {path} was opened before this process was forked, and an LMDB "
+        "environment cannot be used across fork(): open the store in the child process (gunicorn: "
+        "a post_fork hook; multiprocessing: the 'spawn' start method), or close every handle on "
+        "it before forking")
 
 
 def _open_env(path: str, map_size: int, durable: bool) -> Any:
@@ -105,8 +136,12 @@ class LmdbKV(KVStore):
     def __init__(self, path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE, durable: bool = True,
                  compress: bool = True) -> None:
         self.path = os.path.realpath(os.fspath(path))
+        self._generation = _fork_generation
+        self._closed = False
+        if self.path in _inherited:
+            raise _forked_error(self.path)
         try:
-            self._env = _open_env(self.path, map_size, durable)
+            self._opened_env = _open_env(self.path, map_size, durable)
         except lmdb.Error as exc:
             raise KVUnavailableError(f"cannot open LMDB environment at {self.path}: {exc}") from exc
         super().__init__(KVLimits(max_key_bytes=self._env.max_key_size()))
@@ -119,6 +154,17 @@ class LmdbKV(KVStore):
         psize = self._env.stat()["psize"]
         self.value_codec: ValueCodec = codec_for_marker(marker, compress, AllocationUnit(psize, 16))
         """How this store's values are stored (:mod:`actor_db.kv.codec`)."""
+
+    @property
+    def _env(self) -> Any:
+        """The LMDB environment of this process.
+
+        :raises KVUnavailableError: the handle was opened before this process was forked
+            (see :func:`_after_fork_in_child`), or is closed.
+        """
+        if self._generation != _fork_generation:
+            raise _forked_error(self.path)
+        return self._opened_env
 
     def _value_encoding_marker(self) -> bytes:
         """The store's value-encoding marker, recorded at the first open that finds none:
@@ -347,7 +393,8 @@ class LmdbKV(KVStore):
         """Release this handle; the environment closes with its last handle."""
         if not self._closed:
             self._closed = True
-            _close_env(self.path)
+            if self._generation == _fork_generation:  # else an inherited environment: never closed
+                _close_env(self.path)
 
 
 class _LmdbSnapshot:

@@ -100,22 +100,10 @@ npm_ci_interop() {
 
 # fetch_django_tests: Django's own test suite (not in its wheel) for the installed Django
 # version, from its source distribution on the package index, into .cache/django-VERSION/
-# (skipped when already there). tests/test_django_suite.py runs a subset of it against
-# actor_db.django and against Django's own SQLite backend.
+# (skipped when already there; tests/run_django_suite.py --fetch does it).
+# tests/test_django_suite.py runs a subset of it against actor_db.django and against
+# Django's own SQLite backend.
 fetch_django_tests() {
-  local version dir tmp
-  version="$("$PY" -c 'import django; print(django.__version__)')"
-  dir="$PWD/.cache/django-$version"
-  if [ -f "$dir/tests/runtests.py" ]; then
-    say "using Django $version's test suite in $dir"
-    return 0
-  fi
-  say "fetching Django $version's test suite (its sdist) into $dir"
-  tmp="$(mktemp -d)"
-  quietly "$PY" -m pip download --disable-pip-version-check --no-deps --no-binary :all: "django==$version" -d "$tmp"
-  tar xzf "$tmp"/[Dd]jango-"$version".tar.gz -C "$tmp"
-  mkdir -p "$dir"
-  rm -rf "$dir/tests"
-  mv "$tmp"/[Dd]jango-"$version"/tests "$dir/tests"
-  rm -rf "$tmp"
+  say "Django's test suite for tests/test_django_suite.py (.cache/, fetched once)"
+  quietly "$PY" tests/run_django_suite.py --fetch
 }

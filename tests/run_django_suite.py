@@ -19,8 +19,11 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 APPS = ("backends", "migrations", "transactions", "model_fields", "queries", "expressions", "aggregation")
@@ -45,6 +48,30 @@ def suite_dir() -> pathlib.Path | None:
     return path if (path / "runtests.py").is_file() else None
 
 
+def fetch() -> pathlib.Path:
+    """Download the installed Django's source distribution from the package index and
+    keep its ``tests/`` in ``.cache/django-VERSION/`` (nothing to do when it is there)."""
+    import django
+
+    found = suite_dir()
+    if found is not None:
+        return found
+    target = ROOT / ".cache" / f"django-{django.__version__}"
+    with tempfile.TemporaryDirectory(prefix="django-sdist-") as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
+                        "--no-binary", ":all:", f"django=={django.__version__}", "-d", tmp],
+                       check=True, capture_output=True, text=True, timeout=600)
+        (archive,) = pathlib.Path(tmp).glob("*.tar.gz")
+        with tarfile.open(archive) as tar:
+            members = [m for m in tar.getmembers() if m.name.split("/", 2)[1:2] == ["tests"]]
+            tar.extractall(tmp, members=members, filter="data")
+        (tests,) = pathlib.Path(tmp).glob("*/tests")
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target / "tests", ignore_errors=True)
+        shutil.move(str(tests), str(target / "tests"))
+    return target / "tests"
+
+
 def parse(output: str) -> dict[str, str]:
     """Test id → status, from ``runtests.py -v 2`` output (a test's status ends its own
     line, or the next one when the test has a docstring)."""
@@ -64,10 +91,16 @@ def parse(output: str) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", choices=("actor_db", "sqlite3"), required=True)
+    parser.add_argument("--target", choices=("actor_db", "sqlite3"))
+    parser.add_argument("--fetch", action="store_true", help="only fetch Django's test suite (scripts/test)")
     parser.add_argument("apps", nargs="*", default=list(APPS))
     parser.add_argument("--raw", help="also write runtests.py's whole output here")
     args = parser.parse_args(argv)
+    if args.fetch:
+        print(fetch())
+        return 0
+    if args.target is None:
+        parser.error("--target is required (or --fetch)")
     tests = suite_dir()
     if tests is None:
         raise SystemExit("Django's test suite is not fetched: run ./scripts/test (fetch_django_tests)")

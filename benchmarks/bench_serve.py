@@ -47,6 +47,15 @@ def _cpu(pid: int) -> float:
     return sum(int(x) for x in parts[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine_busy() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, wall seconds) from ``/proc/stat``."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / tick, time.monotonic()
+
+
 def _children(pid: int) -> list[int]:
     out: list[int] = []
     for task in os.listdir(f"/proc/{pid}/task"):
@@ -153,13 +162,19 @@ def _measure_routed(node: NodeProcess, requests: list[tuple[str, bytes]], second
     pids = _processes(node)
     forwarded = -_placement(node).get("actor_db_placement_calls_forwarded_total", 0.0)
     before = [_cpu(p) for p in pids]
+    busy_before, wall_before = _machine_busy()
     result = run_routed_load("127.0.0.1", node.port, requests, seconds, connections, routes)
+    busy_after, wall_after = _machine_busy()
     after = [_cpu(p) for p in pids]
     forwarded += _placement(node).get("actor_db_placement_calls_forwarded_total", 0.0)
     assert result.errors == 0 and result.requests > 0
-    return {"requests_per_s": result.per_second, "cpu_us_per_call": (sum(after) - sum(before)) / result.requests * 1e6,
+    node_cpu = sum(after) - sum(before)
+    client_cpu = result.client_cpu_us * result.requests / 1e6
+    wall = wall_after - wall_before
+    return {"requests_per_s": result.per_second, "cpu_us_per_call": node_cpu / result.requests * 1e6,
             "client_cpu_us_per_call": result.client_cpu_us, "direct_share": result.direct / result.requests,
-            "requests": result.requests, "forwarded_share": forwarded / result.requests}
+            "requests": result.requests, "forwarded_share": forwarded / result.requests,
+            "node_cores": node_cpu / wall, "others_cores": max(0.0, (busy_after - busy_before - node_cpu - client_cpu) / wall)}
 
 
 def _placement(node: NodeProcess) -> dict[str, float]:

@@ -47,6 +47,13 @@ def _cpu(pid: int) -> float:
     return sum(int(x) for x in parts[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def _main_thread_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid``'s main thread alone (its event loop)."""
+    with open(f"/proc/{pid}/task/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _machine_busy() -> tuple[float, float]:
     """(busy CPU seconds of the whole machine, wall seconds) from ``/proc/stat``."""
     with open("/proc/stat") as f:
@@ -160,12 +167,15 @@ shared port, in turn), so that the ratios hold while the machine's speed drifts.
 def _measure_routed(node: NodeProcess, requests: list[tuple[str, bytes]], seconds: float, connections: int,
                     routes: dict[str, int] | None) -> dict[str, float]:
     pids = _processes(node)
+    workers = pids[1:] if node.workers > 1 else pids  # (the parent of --workers only waits)
     forwarded = -_placement(node).get("actor_db_placement_calls_forwarded_total", 0.0)
+    loops = [-_main_thread_cpu(p) for p in workers]
     before = [_cpu(p) for p in pids]
     busy_before, wall_before = _machine_busy()
     result = run_routed_load("127.0.0.1", node.port, requests, seconds, connections, routes)
     busy_after, wall_after = _machine_busy()
     after = [_cpu(p) for p in pids]
+    loops = [used + _main_thread_cpu(p) for used, p in zip(loops, workers)]
     forwarded += _placement(node).get("actor_db_placement_calls_forwarded_total", 0.0)
     assert result.errors == 0 and result.requests > 0
     node_cpu = sum(after) - sum(before)
@@ -174,7 +184,7 @@ def _measure_routed(node: NodeProcess, requests: list[tuple[str, bytes]], second
     return {"requests_per_s": result.per_second, "cpu_us_per_call": node_cpu / result.requests * 1e6,
             "client_cpu_us_per_call": result.client_cpu_us, "direct_share": result.direct / result.requests,
             "requests": result.requests, "forwarded_share": forwarded / result.requests,
-            "node_cores": node_cpu / wall, "others_cores": max(0.0, (busy_after - busy_before - node_cpu - client_cpu) / wall)}
+            "node_cores": node_cpu / wall, "busiest_loop": max(loops) / wall, "others_cores": max(0.0, (busy_after - busy_before - node_cpu - client_cpu) / wall)}
 
 
 def _placement(node: NodeProcess) -> dict[str, float]:

@@ -28,10 +28,12 @@ def render(data: dict[str, Any]) -> str:
                     f"{r['actors']}), LMDB, 32 keep-alive connections, rounds alternated; 'routed': each actor's "
                     "calls sent to its owner's own port (learnt from `X-Actor-DB-Node-URL`), 'shared port': every "
                     "call to the shared port (the kernel picks the worker). 'others' = CPU cores the machine's "
-                    "other jobs used meanwhile.", "",
+                    "other jobs used meanwhile; 'loop busy' = the share of one core the busiest worker's event "
+                    "loop thread got (near 1.0: that worker was the limit; well below: the machine was).", "",
                 "| round | 1 worker actions/s | 2 routed actions/s | 2 shared-port actions/s | routed / 1 | "
                 "shared / 1 | node CPU us/action (1 / routed / shared) | forwarded (routed / shared) | "
-                "client CPU us/action | others (cores) |", "|---|---|---|---|---|---|---|---|---|---|"]
+                "client CPU us/action | loop busy (1 / routed) | others (cores) |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for i, rnd in enumerate(r["rounds"], 1):
             one, routed, shared = rnd["one"], rnd["two_routed"], rnd["two_shared"]
             out.append(f"| {i} | {one['requests_per_s']:.0f} | {routed['requests_per_s']:.0f} | "
@@ -40,6 +42,7 @@ def render(data: dict[str, Any]) -> str:
                        f"{routed['cpu_us_per_call']:.0f} / {shared['cpu_us_per_call']:.0f} | "
                        f"{routed['forwarded_share']:.0%} / {shared['forwarded_share']:.0%} | "
                        f"{routed['client_cpu_us_per_call']:.0f} | "
+                       f"{one.get('busiest_loop', 0):.2f} / {routed.get('busiest_loop', 0):.2f} | "
                        f"{(one['others_cores'] + routed['others_cores'] + shared['others_cores']) / 3:.2f} |")
         out.append(f"\n`--workers 2` routed / `--workers 1`: median **{r['ratio_routed_median']:.2f}x** "
                    f"(min {min(r['ratio_routed']):.2f}x, max {max(r['ratio_routed']):.2f}x); through the shared "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import signal
 import urllib.request
@@ -93,49 +94,52 @@ def test_workers_advertise_their_own_port_and_the_client_calls_owners_directly(
                 - before[u]["actor_db_placement_calls_local_total"] for u in direct)
     assert forwarded == 0 and local == calls  # every call ran where it arrived
 
-    # kill -9 one worker under load: its route goes stale (the parent restarts it on a new
-    # port); idempotent calls move on through the shared port, none fails.
-    victim_url = routes[keys[0]]
-    victim_pid = post(victim_url, "counter", keys[0], "pid")[1]
-    victim_keys = [k for k in keys if routes[k] == victim_url]
+    # kill -9 one worker under load, then SIGTERM (drain) one: its routes go stale (the
+    # parent restarts it, on a new port); idempotent calls move on, none fails.
     acked = {k: 0 for k in keys}
-    failures: list[str] = []
-
-    async def under_kill() -> dict[str, str | None]:
-        async with Client(server.url, retry_for=15.0) as client:
-            for key in keys:
-                await client.actor("counter", key).call("get")
-            stop = asyncio.Event()
-
-            async def worker() -> None:
-                while not stop.is_set():
-                    key = random.choice(keys)
-                    try:
-                        await client.actor("counter", key).call("hit", 1, idempotent=True)
-                    except Exception as exc:
-                        failures.append(f"{key}: {type(exc).__name__}: {exc}")
-                    else:
-                        acked[key] += 1
-
-            async def killer() -> None:
-                await asyncio.sleep(0.3)
-                import os
-
-                os.kill(victim_pid, signal.SIGKILL)
-                await asyncio.sleep(LEASE + 1.5)
-                for key in victim_keys:  # the dead worker's actors answer again, from a live worker
-                    await client.actor("counter", key).call("hit", 1, idempotent=True)
-                    acked[key] += 1
-                stop.set()
-            await asyncio.gather(killer(), *(worker() for _ in range(4)))
-            return {key: client.route_of("counter", key) for key in keys}
-    new_routes = asyncio.run(under_kill())
-    assert not failures, failures[:5]
-    assert victim_url not in new_routes.values(), new_routes  # corrected
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        victim_url = routes[keys[0]]
+        victim_pid = post(victim_url, "counter", keys[0], "pid")[1]
+        victim_keys = [k for k in keys if routes[k] == victim_url]
+        failures: list[str] = []
+        routes = asyncio.run(_calls_while(server.url, keys, acked, failures, victim_pid, sig, victim_keys))
+        assert not failures, (sig, failures[:5])
+        assert victim_url not in routes.values() and None not in routes.values(), (sig, routes)  # corrected
     for key in keys:  # every acknowledged hit is there (an idempotent retry may add one)
         status, value, _ = post(server.url, "counter", key, "get")
         assert status == 200 and value >= 1 + acked[key], (key, value, acked[key])
     assert server.terminate() == 0
+
+
+async def _calls_while(url: str, keys: list[str], acked: dict[str, int], failures: list[str], pid: int, sig: int,
+                       victim_keys: list[str]) -> dict[str, str | None]:
+    """Idempotent hits from 4 tasks while ``pid`` gets ``sig``; then one more call for
+    each of ``victim_keys``. The routes the client ends with."""
+    async with Client(url, retry_for=15.0) as client:
+        for key in keys:
+            await client.actor("counter", key).call("get")
+        stop = asyncio.Event()
+
+        async def worker() -> None:
+            while not stop.is_set():
+                key = random.choice(keys)
+                try:
+                    await client.actor("counter", key).call("hit", 1, idempotent=True)
+                except Exception as exc:
+                    failures.append(f"{key}: {type(exc).__name__}: {exc}")
+                else:
+                    acked[key] += 1
+
+        async def disrupt() -> None:
+            await asyncio.sleep(0.3)
+            os.kill(pid, sig)
+            await asyncio.sleep(LEASE + 1.5)
+            for key in victim_keys:  # the victim's actors answer again, from a live worker
+                await client.actor("counter", key).call("hit", 1, idempotent=True)
+                acked[key] += 1
+            stop.set()
+        await asyncio.gather(disrupt(), *(worker() for _ in range(4)))
+        return {key: client.route_of("counter", key) for key in keys}
 
 
 def test_a_route_to_a_draining_node_is_corrected_with_no_failed_call(cleanup: list[NodeProcess]) -> None:

@@ -19,7 +19,8 @@ Behaviour:
   actor's next calls go there directly, skipping the forwarding hop between nodes
   (with ``actor-db serve --workers N``, each worker's own port). A route is dropped
   when its node answers 503 or says it drains, and every route to a URL is dropped
-  (and that URL not learnt again for 5 s) when it cannot be connected to; the call
+  (and that URL not learnt again for 5 s, doubled after each further failure up to
+  5 minutes) when it cannot be connected to; the call
   then goes to ``url`` again, which forwards it to the actor's new owner. A route is
   an optimisation only: any node runs any call. Routes are kept for at most
   ``max_routes`` actors (the table is emptied when full).
@@ -64,7 +65,11 @@ AVOID_DRAINING_S = 5.0
 """Seconds a client with several URLs avoids one whose node said it is draining."""
 
 AVOID_UNREACHABLE_S = 5.0
-"""Seconds during which a direct URL that could not be connected to is not learnt again."""
+"""Seconds during which a direct URL that could not be connected to is not learnt again;
+doubled at each failure in a row, up to :data:`AVOID_UNREACHABLE_MAX_S` (a node whose
+advertised URL the client can never reach costs one failed connect per period)."""
+
+AVOID_UNREACHABLE_MAX_S = 300.0
 
 ROUTE_CONNECT_TIMEOUT_S = 2.0
 """Connect timeout (seconds) of a call sent to a learnt direct URL (then ``url`` again)."""
@@ -117,8 +122,8 @@ class _Policy:
         self.max_routes = max_routes
         self.routes: dict[tuple[str, str], str] = {}
         """(actor type, key) -> base URL of its owner, learnt from ``X-Actor-DB-Node-URL``."""
-        self.unreachable: dict[str, float] = {}
-        """direct URL -> monotonic time until which it is not learnt again."""
+        self.unreachable: dict[str, tuple[float, int]] = {}
+        """direct URL -> (monotonic time until which it is not learnt again, failures in a row)."""
 
     def pick(self, avoid: str | None) -> str:
         now = time.monotonic()
@@ -133,18 +138,21 @@ class _Policy:
         """A draining node (``X-Actor-DB-Draining``) is avoided for :data:`AVOID_DRAINING_S`
         and every route to it is dropped; a 200 teaches ``actor``'s route, a 503 drops it."""
         headers = response.headers
-        if headers.get("x-actor-db-draining"):
+        draining = headers.get("x-actor-db-draining")
+        if draining:
             if len(self.urls) > 1:
                 self.draining[url] = time.monotonic() + AVOID_DRAINING_S
             self.forget_url(url, unreachable=True)
+        elif url in self.unreachable and response.status_code == 200:
+            del self.unreachable[url]  # reached again: the next failure counts from 1
         if not self.route:
             return
         if response.status_code == 200:
             direct = headers.get("x-actor-db-node-url")
             direct = direct.rstrip("/") if direct else None
             if direct and direct != self.routes.get(actor) and direct.startswith(("http://", "https://")) \
-                    and not (direct == url and headers.get("x-actor-db-draining")) \
-                    and self.unreachable.get(direct, 0.0) <= time.monotonic():
+                    and not (direct == url and draining) \
+                    and self.unreachable.get(direct, (0.0, 0))[0] <= time.monotonic():
                 if len(self.routes) >= self.max_routes:
                     self.routes.clear()
                 self.routes[actor] = direct
@@ -153,9 +161,13 @@ class _Policy:
 
     def forget_url(self, url: str, unreachable: bool = False) -> None:
         """Drop every route to ``url`` (and, ``unreachable``, do not learn it for
-        :data:`AVOID_UNREACHABLE_S` seconds: it died or drains)."""
-        if unreachable:
-            self.unreachable[url] = time.monotonic() + AVOID_UNREACHABLE_S
+        :data:`AVOID_UNREACHABLE_S` seconds, doubled per period that ended in another
+        failure: it died, drains, or cannot be reached from here)."""
+        now = time.monotonic()
+        until, strikes = self.unreachable.get(url, (0.0, 0))
+        if unreachable and until <= now:  # (failures within one period count once)
+            avoid = min(AVOID_UNREACHABLE_S * 2 ** strikes, AVOID_UNREACHABLE_MAX_S)
+            self.unreachable[url] = (now + avoid, strikes + 1)
         if url in self.routes.values():
             self.routes = {a: u for a, u in self.routes.items() if u != url}
 

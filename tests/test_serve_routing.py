@@ -11,6 +11,7 @@ import json
 import os
 import random
 import signal
+import time
 import urllib.request
 import uuid
 from typing import Any, Iterator
@@ -207,3 +208,17 @@ def test_no_direct_and_route_false(tmp_path: Any, cleanup: list[NodeProcess]) ->
         assert client.actor("counter", "k").call("hit", 1) == 2 and client.route_of("counter", "k") is None
     with SyncClient(solo.url, route=False) as client:
         assert client.actor("counter", "k").call("hit", 1) == 2 and client.route_of("counter", "k") is None
+    # A route to a URL that refuses connections (its node died, its port closed): the
+    # call goes to ``url`` at once, the route is relearnt, the dead URL avoided for a while.
+    import socket
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    with SyncClient(solo.url, retry_for=5.0) as client:
+        client._policy.routes[("counter", "k")] = dead
+        assert client.actor("counter", "k").call("hit", 1) == 3
+        assert client.route_of("counter", "k") == solo.url
+        until, strikes = client._policy.unreachable[dead]
+        assert strikes == 1 and until > time.monotonic()

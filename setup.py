@@ -30,13 +30,17 @@ setup(
         "redis": ["redis>=5", "hiredis"],
         "sqlalchemy": ["sqlalchemy[asyncio]>=2.0"],
         "django": ["django>=4.2"],
-        # actor-db serve (issue 22): the ASGI server and the HTTP client (actor_db.client)
-        "serve": ["uvicorn>=0.30", "httptools>=0.6", "uvloop>=0.19; sys_platform != 'win32'", "httpx>=0.27"],
+        # actor-db serve (issue 22): the ASGI server and the HTTP client (actor_db.client).
+        # sniffio: without it httpcore retries a failed "import sniffio" (a sys.path
+        # search) twice on every request.
+        "serve": ["uvicorn>=0.30", "httptools>=0.6", "uvloop>=0.19; sys_platform != 'win32'", "httpx>=0.27",
+                  "sniffio>=1.3"],
         "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3", "hypothesis>=6",
                  "matplotlib>=3.7", "tqdm>=4.60",  # the benchmark report's smoke test
                  "sqlalchemy[asyncio]>=2.0", "django>=4.2", "pandas>=2", "aiosqlite==0.22.1"],  # the integrations' tests
         "bench": ["pytest>=8", "pytest-benchmark>=4", "matplotlib>=3.7", "tqdm>=4.60", "redis>=5", "hiredis",
-                  "uvicorn>=0.30", "httptools>=0.6", "httpx>=0.27", "sqlalchemy[asyncio]>=2.0", "django>=4.2"],
+                  "uvicorn>=0.30", "httptools>=0.6", "httpx>=0.27", "sniffio>=1.3", "sqlalchemy[asyncio]>=2.0",
+                  "django>=4.2"],
     },
     entry_points={
         "console_scripts": ["actor-db = actor_db.cli:main"],

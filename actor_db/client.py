@@ -10,9 +10,20 @@ Usage::
 
 Behaviour:
 
-- ``url`` is one base URL or a list of them (the nodes, or one load balancer): each
-  call goes to a random one, and to another after a connection failure; a node that
-  answers ``X-Actor-DB-Draining`` (SIGTERM) is avoided for 5 s.
+- ``url`` is one base URL or a list of them (the nodes, or one load balancer): a
+  call for an actor with no known route goes to a random one, and to another after a
+  connection failure; a node that answers ``X-Actor-DB-Draining`` (SIGTERM) is
+  avoided for 5 s.
+- Direct routes (``route=True``, the default): a successful answer names the URL of
+  the node that ran the action (``X-Actor-DB-Node-URL``, the actor's owner); that
+  actor's next calls go there directly, skipping the forwarding hop between nodes
+  (with ``actor-db serve --workers N``, each worker's own port). A route is dropped
+  when its node answers 503 or says it drains, and every route to a URL is dropped
+  (and that URL not learnt again for 5 s, doubled after each further failure up to
+  5 minutes) when it cannot be connected to; the call
+  then goes to ``url`` again, which forwards it to the actor's new owner. A route is
+  an optimisation only: any node runs any call. Routes are kept for at most
+  ``max_routes`` actors (the table is emptied when full).
 - A call is retried, with exponential backoff and jitter (honouring the answer's
   ``retry_after``), for at most ``retry_for`` seconds, only when it certainly did not
   run: the connection could not be made, or a 503 whose error says so (the owner was
@@ -53,6 +64,16 @@ RETRY_SAFE_ERRORS = frozenset({"OwnerUnreachableError", "NodeDrainingError", "Le
 AVOID_DRAINING_S = 5.0
 """Seconds a client with several URLs avoids one whose node said it is draining."""
 
+AVOID_UNREACHABLE_S = 5.0
+"""Seconds during which a direct URL that could not be connected to is not learnt again;
+doubled at each failure in a row, up to :data:`AVOID_UNREACHABLE_MAX_S` (a node whose
+advertised URL the client can never reach costs one failed connect per period)."""
+
+AVOID_UNREACHABLE_MAX_S = 300.0
+
+ROUTE_CONNECT_TIMEOUT_S = 2.0
+"""Connect timeout (seconds) of a call sent to a learnt direct URL (then ``url`` again)."""
+
 _classes: dict[str, type[RemoteError]] = {}
 
 
@@ -85,7 +106,8 @@ def _path(name: str, key: str, action: str) -> str:
 class _Policy:
     """Shared by both clients: URL choice, retry decisions, answers → results."""
 
-    def __init__(self, url: str | Sequence[str], token: str | None, retry_for: float) -> None:
+    def __init__(self, url: str | Sequence[str], token: str | None, retry_for: float, route: bool = True,
+                 max_routes: int = 100_000) -> None:
         urls = [url] if isinstance(url, str) else list(url)
         if not urls:
             raise ValueError("give at least one URL")
@@ -96,6 +118,12 @@ class _Policy:
         self.retry_for = retry_for
         self.draining: dict[str, float] = {}
         """URL -> monotonic time until which it is avoided (it said it drains)."""
+        self.route = route
+        self.max_routes = max_routes
+        self.routes: dict[tuple[str, str], str] = {}
+        """(actor type, key) -> base URL of its owner, learnt from ``X-Actor-DB-Node-URL``."""
+        self.unreachable: dict[str, tuple[float, int]] = {}
+        """direct URL -> (monotonic time until which it is not learnt again, failures in a row)."""
 
     def pick(self, avoid: str | None) -> str:
         now = time.monotonic()
@@ -106,10 +134,42 @@ class _Policy:
         # Every one said it drains: the one that said so first has most likely restarted.
         return min(others, key=lambda u: self.draining.get(u, 0.0))
 
-    def observe(self, url: str, response: httpx.Response) -> None:
-        """A draining node (``X-Actor-DB-Draining``) is avoided for :data:`AVOID_DRAINING_S`."""
-        if response.headers.get("x-actor-db-draining") and len(self.urls) > 1:
-            self.draining[url] = time.monotonic() + AVOID_DRAINING_S
+    def observe(self, url: str, response: httpx.Response, actor: tuple[str, str]) -> None:
+        """A draining node (``X-Actor-DB-Draining``) is avoided for :data:`AVOID_DRAINING_S`
+        and every route to it is dropped; a 200 teaches ``actor``'s route, a 503 drops it."""
+        headers = response.headers
+        draining = headers.get("x-actor-db-draining")
+        if draining:
+            if len(self.urls) > 1:
+                self.draining[url] = time.monotonic() + AVOID_DRAINING_S
+            self.forget_url(url, unreachable=True)
+        elif url in self.unreachable and response.status_code == 200:
+            del self.unreachable[url]  # reached again: the next failure counts from 1
+        if not self.route:
+            return
+        if response.status_code == 200:
+            direct = headers.get("x-actor-db-node-url")
+            direct = direct.rstrip("/") if direct else None
+            if direct and direct != self.routes.get(actor) and direct.startswith(("http://", "https://")) \
+                    and not (direct == url and draining) \
+                    and self.unreachable.get(direct, (0.0, 0))[0] <= time.monotonic():
+                if len(self.routes) >= self.max_routes:
+                    self.routes.clear()
+                self.routes[actor] = direct
+        elif response.status_code == 503:
+            self.routes.pop(actor, None)
+
+    def forget_url(self, url: str, unreachable: bool = False) -> None:
+        """Drop every route to ``url`` (and, ``unreachable``, do not learn it for
+        :data:`AVOID_UNREACHABLE_S` seconds, doubled per period that ended in another
+        failure: it died, drains, or cannot be reached from here)."""
+        now = time.monotonic()
+        until, strikes = self.unreachable.get(url, (0.0, 0))
+        if unreachable and until <= now:  # (failures within one period count once)
+            avoid = min(AVOID_UNREACHABLE_S * 2 ** strikes, AVOID_UNREACHABLE_MAX_S)
+            self.unreachable[url] = (now + avoid, strikes + 1)
+        if url in self.routes.values():
+            self.routes = {a: u for a, u in self.routes.items() if u != url}
 
     @staticmethod
     def delay(attempt: int, retry_after: float | None) -> float:
@@ -138,16 +198,25 @@ class Client:
     :param token: the bearer token the servers require (``--token``), if any.
     :param timeout: seconds for one HTTP request.
     :param retry_for: seconds during which a retry-safe failure is retried.
+    :param route: send each actor's calls straight to the node that owns it, learnt
+        from the answers (see the module docstring); ``False``: always to ``url``.
+    :param max_routes: actors whose route is remembered (the table is emptied when full).
     """
 
     def __init__(self, url: str | Sequence[str], token: str | None = None, *, timeout: float = 60.0,
-                 retry_for: float = 15.0, http: httpx.AsyncClient | None = None) -> None:
-        self._policy = _Policy(url, token, retry_for)
+                 retry_for: float = 15.0, http: httpx.AsyncClient | None = None, route: bool = True,
+                 max_routes: int = 100_000) -> None:
+        self._policy = _Policy(url, token, retry_for, route, max_routes)
+        self._direct_timeout = httpx.Timeout(timeout, connect=min(timeout, ROUTE_CONNECT_TIMEOUT_S))
         self._http = http or httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=256,
                                                                                    max_keepalive_connections=64))
 
     def actor(self, name: str, key: str = "default") -> RemoteActor:
         return RemoteActor(self, name, key)
+
+    def route_of(self, name: str, key: str = "default") -> str | None:
+        """The owner URL this client sends actor ``name/key``'s calls to, if it learnt one."""
+        return self._policy.routes.get((name, key))
 
     async def call(self, name: str, key: str, action: str, *args: Any, idempotent: bool = False) -> Any:
         """Run ``action(*args)`` on actor ``name/key``; its JSON result.
@@ -159,19 +228,30 @@ class Client:
         policy = self._policy
         body = json.dumps(list(args)).encode("utf-8")
         path = _path(name, key, action)
+        actor = (name, key)
         give_up = time.monotonic() + policy.retry_for
         url: str | None = None
         attempt = 0
         while True:
-            url = policy.pick(url)
+            direct = policy.routes.get(actor)
+            url = direct or policy.pick(url)
             retry_after: float | None = None
             try:
-                response = await self._http.post(url + path, content=body, headers=policy.headers)
-                policy.observe(url, response)
+                if direct is None:
+                    response = await self._http.post(url + path, content=body, headers=policy.headers)
+                else:
+                    response = await self._http.post(url + path, content=body, headers=policy.headers,
+                                                     timeout=self._direct_timeout)
+                policy.observe(url, response, actor)
             except (httpx.ConnectError, httpx.ConnectTimeout):  # not delivered: always safe
+                if direct is not None:  # a stale route (its node died or moved): ``url`` again, at once
+                    policy.forget_url(direct, unreachable=True)
+                    continue
                 if time.monotonic() > give_up:
                     raise
             except httpx.TransportError:  # sent, then broken: it may have run
+                if direct is not None:
+                    policy.routes.pop(actor, None)
                 if not idempotent or time.monotonic() > give_up:
                     raise
             else:
@@ -207,31 +287,48 @@ class SyncClient:
     """The blocking twin of :class:`Client` (same parameters and behaviour)."""
 
     def __init__(self, url: str | Sequence[str], token: str | None = None, *, timeout: float = 60.0,
-                 retry_for: float = 15.0, http: httpx.Client | None = None) -> None:
-        self._policy = _Policy(url, token, retry_for)
+                 retry_for: float = 15.0, http: httpx.Client | None = None, route: bool = True,
+                 max_routes: int = 100_000) -> None:
+        self._policy = _Policy(url, token, retry_for, route, max_routes)
+        self._direct_timeout = httpx.Timeout(timeout, connect=min(timeout, ROUTE_CONNECT_TIMEOUT_S))
         self._http = http or httpx.Client(timeout=timeout)
 
     def actor(self, name: str, key: str = "default") -> SyncRemoteActor:
         return SyncRemoteActor(self, name, key)
+
+    def route_of(self, name: str, key: str = "default") -> str | None:
+        """See :meth:`Client.route_of`."""
+        return self._policy.routes.get((name, key))
 
     def call(self, name: str, key: str, action: str, *args: Any, idempotent: bool = False) -> Any:
         """See :meth:`Client.call`."""
         policy = self._policy
         body = json.dumps(list(args)).encode("utf-8")
         path = _path(name, key, action)
+        actor = (name, key)
         give_up = time.monotonic() + policy.retry_for
         url: str | None = None
         attempt = 0
         while True:
-            url = policy.pick(url)
+            direct = policy.routes.get(actor)
+            url = direct or policy.pick(url)
             retry_after: float | None = None
             try:
-                response = self._http.post(url + path, content=body, headers=policy.headers)
-                policy.observe(url, response)
-            except (httpx.ConnectError, httpx.ConnectTimeout):
+                if direct is None:
+                    response = self._http.post(url + path, content=body, headers=policy.headers)
+                else:
+                    response = self._http.post(url + path, content=body, headers=policy.headers,
+                                               timeout=self._direct_timeout)
+                policy.observe(url, response, actor)
+            except (httpx.ConnectError, httpx.ConnectTimeout):  # not delivered: always safe
+                if direct is not None:  # a stale route (its node died or moved): ``url`` again, at once
+                    policy.forget_url(direct, unreachable=True)
+                    continue
                 if time.monotonic() > give_up:
                     raise
-            except httpx.TransportError:
+            except httpx.TransportError:  # sent, then broken: it may have run
+                if direct is not None:
+                    policy.routes.pop(actor, None)
                 if not idempotent or time.monotonic() > give_up:
                     raise
             else:

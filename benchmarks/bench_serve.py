@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import tempfile
 import time
 from typing import Any, Iterator
 
 import pytest
 
-from benchmarks.http_load import request_bytes, run_load, send_each
+from benchmarks.http_load import request_bytes, run_load, run_routed_load, send_each
 from tests.serve_support import NodeProcess
 
 QUICK = os.environ.get("ACTOR_DB_BENCH_QUICK") == "1"
@@ -44,6 +45,22 @@ def _cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         parts = f.read().rsplit(")", 1)[1].split()
     return sum(int(x) for x in parts[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _main_thread_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid``'s main thread alone (its event loop)."""
+    with open(f"/proc/{pid}/task/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, wall seconds) from ``/proc/stat``."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / tick, time.monotonic()
 
 
 def _children(pid: int) -> list[int]:
@@ -142,29 +159,97 @@ def test_http_vs_in_process_cpu(benchmark: Any, redis_url: str) -> None:
         node.stop()
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_workers_read_heavy_over_http(benchmark: Any, workers: int) -> None:
-    directory = tempfile.mkdtemp(prefix="bench-serve-")
-    node = NodeProcess(f"lmdb:{directory}/store", f"w{workers}", lease=10.0, workers=workers,
-                       extra=("--log-level", "warning")).start()
+ROUNDS = 1 if QUICK else 5
+"""Alternating rounds of the workers benchmark (one worker, two routed, two through the
+shared port, in turn), so that the ratios hold while the machine's speed drifts."""
+
+
+def _measure_routed(node: NodeProcess, requests: list[tuple[str, bytes]], seconds: float, connections: int,
+                    routes: dict[str, int] | None) -> dict[str, float]:
+    pids = _processes(node)
+    workers = pids[1:] if node.workers > 1 else pids  # (the parent of --workers only waits)
+    forwarded = -_placement(node).get("actor_db_placement_calls_forwarded_total", 0.0)
+    loops = [-_main_thread_cpu(p) for p in workers]
+    before = [_cpu(p) for p in pids]
+    busy_before, wall_before = _machine_busy()
+    result = run_routed_load("127.0.0.1", node.port, requests, seconds, connections, routes)
+    busy_after, wall_after = _machine_busy()
+    after = [_cpu(p) for p in pids]
+    loops = [used + _main_thread_cpu(p) for used, p in zip(loops, workers)]
+    forwarded += _placement(node).get("actor_db_placement_calls_forwarded_total", 0.0)
+    assert result.errors == 0 and result.requests > 0
+    node_cpu = sum(after) - sum(before)
+    client_cpu = result.client_cpu_us * result.requests / 1e6
+    wall = wall_after - wall_before
+    return {"requests_per_s": result.per_second, "cpu_us_per_call": node_cpu / result.requests * 1e6,
+            "client_cpu_us_per_call": result.client_cpu_us, "direct_share": result.direct / result.requests,
+            "requests": result.requests, "forwarded_share": forwarded / result.requests,
+            "node_cores": node_cpu / wall, "busiest_loop": max(loops) / wall, "others_cores": max(0.0, (busy_after - busy_before - node_cpu - client_cpu) / wall)}
+
+
+def _placement(node: NodeProcess) -> dict[str, float]:
+    """Placement counters summed over every worker (each asked on its own direct port)."""
+    import json
+    import urllib.request
+
+    urls: set[str] = set()
+    for _ in range(20):  # the shared port reaches a worker at random: ask until each was seen
+        with urllib.request.urlopen(node.url + "/healthz", timeout=5.0) as r:
+            urls.add(json.loads(r.read())["url"])
+        if len(urls) == node.workers:
+            break
+    out: dict[str, float] = {}
+    for url in urls:
+        with urllib.request.urlopen(url + "/metrics", timeout=5.0) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("actor_db_placement_") and "quantile" not in line:
+                    name = line.split("{", 1)[0]
+                    out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def test_workers_read_heavy_over_http(benchmark: Any) -> None:
+    """``--workers 1`` vs ``--workers 2`` on LMDB, 1,000 actors, 9 reads for 1 write at
+    random actors, 32 keep-alive connections. Three ways, alternated round by round:
+    one worker; two workers with a routing client (each actor's calls sent to its
+    owner's own port, learnt from ``X-Actor-DB-Node-URL``); two workers with every call
+    through the shared port (a load balancer or curl: half the calls are forwarded)."""
+    servers = {}
+    for workers in (1, 2):
+        directory = tempfile.mkdtemp(prefix="bench-serve-")
+        servers[workers] = NodeProcess(f"lmdb:{directory}/store", f"w{workers}", lease=10.0, workers=workers,
+                                       extra=("--log-level", "warning"))
     try:
         keys = [f"a{i}" for i in range(ACTORS)]
-        woken = send_each("127.0.0.1", node.port, [request_bytes("x", f"/actors/counter/{k}/hit", [1])
-                                                     for k in keys], 16)
-        assert woken.errors == 0
-        # Read-heavy: 9 reads for 1 write, random actors.
-        mix = [request_bytes("x", f"/actors/counter/{k}/get", []) for k in keys] * 9
-        mix += [request_bytes("x", f"/actors/counter/{k}/hit", [1]) for k in keys]
-        out: dict[str, Any] = {}
+        mix = [(k, request_bytes("x", f"/actors/counter/{k}/get", [])) for k in keys] * 9
+        mix += [(k, request_bytes("x", f"/actors/counter/{k}/hit", [1])) for k in keys]
+        routes: dict[int, dict[str, int]] = {1: {}, 2: {}}
+        for workers, node in servers.items():
+            node.start()
+            woken = send_each("127.0.0.1", node.port, [request_bytes("x", f"/actors/counter/{k}/hit", [1])
+                                                         for k in keys], 16)
+            assert woken.errors == 0
+            run_routed_load("127.0.0.1", node.port, mix, 1.0, 32, routes[workers])  # learn every route
+        rounds: list[dict[str, dict[str, float]]] = []
 
         def run() -> None:
-            out.update(_measure([node], node, mix, SECONDS, 32))
+            for _ in range(ROUNDS):
+                rounds.append({
+                    "one": _measure_routed(servers[1], mix, SECONDS, 32, routes[1]),
+                    "two_routed": _measure_routed(servers[2], mix, SECONDS, 32, routes[2]),
+                    "two_shared": _measure_routed(servers[2], mix, SECONDS, 32, None),
+                })
         benchmark.group = "serve-workers"
         benchmark.pedantic(run, rounds=1, iterations=1)
-        benchmark.extra_info.update(workers=workers, actors=ACTORS, cores=os.cpu_count(),
-                                    loadavg_1m=os.getloadavg()[0], **out)
+        ratios = [r["two_routed"]["requests_per_s"] / r["one"]["requests_per_s"] for r in rounds]
+        shared = [r["two_shared"]["requests_per_s"] / r["one"]["requests_per_s"] for r in rounds]
+        benchmark.extra_info.update(actors=ACTORS, cores=os.cpu_count(), loadavg_1m=os.getloadavg()[0],
+                                    rounds=rounds, ratio_routed=sorted(ratios), ratio_shared=sorted(shared),
+                                    ratio_routed_median=statistics.median(ratios),
+                                    ratio_shared_median=statistics.median(shared))
     finally:
-        node.stop()
+        for node in servers.values():
+            node.stop()
 
 
 @pytest.mark.parametrize("nodes", [1, 3, 10])

@@ -13,7 +13,10 @@ Routes (the public contract):
   plus the node's placement metrics (``actor_db_placement_*``).
 
 Every answer carries ``X-Actor-DB-Node: <node id>``, naming the node where the action
-ran (for a forwarded call, the owner's). With ``token`` (or ``$ACTOR_DB_TOKEN``),
+ran (for a forwarded call, the owner's), and, when that node advertises one
+(``http_url``), ``X-Actor-DB-Node-URL: <its own base URL>``: a client may send that
+actor's next calls there directly (:class:`actor_db.client.Client` does), skipping
+the forwarding hop. With ``token`` (or ``$ACTOR_DB_TOKEN``),
 ``/actors`` and ``/metrics`` require ``Authorization: Bearer <token>`` (401 otherwise).
 While the node drains, answers carry ``Connection: close`` and ``X-Actor-DB-Draining: 1``
 so clients move on (:class:`actor_db.client.Client` then avoids that URL for a while).
@@ -51,6 +54,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 _JSON = (b"content-type", b"application/json")
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+"""``json.dumps`` with these separators, without building an encoder per call."""
 
 
 class ActorApp:
@@ -69,6 +74,10 @@ class ActorApp:
         self.token = os.environ.get("ACTOR_DB_TOKEN") if token is None else token
         self._token = self.token.encode("utf-8") if self.token else None
         self._node_header = (b"x-actor-db-node", self.node.node_id.encode("utf-8"))
+        url = self.node.options.http_url
+        self._url_header = (b"x-actor-db-node-url", url.encode("latin-1")) if url else None
+        self._url_headers: dict[str, tuple[bytes, bytes]] = {}
+        """URL -> its ``X-Actor-DB-Node-URL`` header (other nodes')."""
 
     async def start(self) -> None:
         """Start the node (join, open the node-to-node listener). Idempotent."""
@@ -164,7 +173,7 @@ class ActorApp:
             _, name, key, action = parts
             result, node = await self.node.call(name, key, action, args)
             try:
-                payload = json.dumps(result, separators=(",", ":")).encode("utf-8")
+                payload = _encode(result).encode("utf-8")
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"the result of {name}.{action} is not JSON: {exc}") from exc
             await self._answer(send, 200, payload, node=node)
@@ -199,11 +208,25 @@ class ActorApp:
                       content_type: bytes = b"application/json", extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
         headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode("ascii")),
                    self._node_header if node is None else (b"x-actor-db-node", node.encode("utf-8")), *extra]
+        url_header = self._url_header if node is None or node == self.node.node_id else self._url_of(node)
+        if url_header is not None:
+            headers.append(url_header)
         if self.node.draining:
             headers.append((b"connection", b"close"))
             headers.append((b"x-actor-db-draining", b"1"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    def _url_of(self, node: str) -> tuple[bytes, bytes] | None:
+        url = self.node.url_of(node)
+        if not url:
+            return None
+        header = self._url_headers.get(url)
+        if header is None:
+            if len(self._url_headers) > 10_000:
+                self._url_headers.clear()
+            header = self._url_headers[url] = (b"x-actor-db-node-url", url.encode("latin-1"))
+        return header
 
     async def _error(self, send: Send, status: int, error: str, message: str, retry_after: float | None,
                      node: str | None = None) -> None:

@@ -11,6 +11,15 @@ listening on the same port (``SO_REUSEPORT``: the kernel spreads connections eve
 and sharing the store: LMDB across the processes of one machine, or
 Redis. The parent restarts a worker that dies and passes SIGTERM/SIGINT on.
 
+Direct routes: every node advertises the base URL that reaches it alone (its
+heartbeat's ``http``; answers name it in ``X-Actor-DB-Node-URL``): with one worker,
+the serving port; with ``--workers N``, each worker also listens on a port of its
+own (any free one on ``--host``), so a client that routes (:class:`actor_db.client.Client`)
+calls every actor's owner directly instead of having half of its calls forwarded
+between workers. The URL's host is ``--advertise-host``, else ``--host`` (the host
+name when that is a wildcard address). ``--no-direct`` advertises nothing (and opens
+no worker port): clients then always go through the shared port and forwarding.
+
 SIGTERM (or Ctrl-C) drains first, while still answering HTTP (calls are forwarded, and
 answers say ``Connection: close`` and ``X-Actor-DB-Draining: 1``): the node stops
 claiming, in-flight calls finish, actors sleep, their ownership is released; it keeps
@@ -65,6 +74,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser] | None = 
     p.add_argument("--node-host", default=None, metavar="H", help=argparse.SUPPRESS)
     p.add_argument("--node-port", type=int, default=0, metavar="P", help=argparse.SUPPRESS)
     p.add_argument("--advertise-host", metavar="H", help=argparse.SUPPRESS)
+    p.add_argument("--no-direct", action="store_true", help=argparse.SUPPRESS)  # advertise no direct URL
     p.add_argument("--forward-timeout", type=float, default=30.0, metavar="SECONDS", help=argparse.SUPPRESS)
     p.add_argument("--drain-grace", type=float, default=2.0, metavar="SECONDS", help=argparse.SUPPRESS)
     p.add_argument("--port-file", metavar="PATH", help=argparse.SUPPRESS)  # tests: the bound port is written here
@@ -111,14 +121,26 @@ def _bind(host: str, port: int, *, listen: bool = True, reuse_port: bool = False
     return sock
 
 
-def _serve_one(args: argparse.Namespace, sock: socket.socket, node_id: str | None, node_host: str) -> int:
-    """Run one node on ``sock`` until a signal has drained it."""
+def _direct_url(args: argparse.Namespace, port: int) -> str | None:
+    """The base URL advertised for a node whose own HTTP port is ``port`` (or ``None``
+    with ``--no-direct``)."""
+    if args.no_direct:
+        return None
+    host = args.advertise_host or args.host
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _serve_one(args: argparse.Namespace, sockets: list[socket.socket], node_id: str | None, node_host: str,
+               http_url: str | None) -> int:
+    """Run one node on ``sockets`` until a signal has drained it."""
     import uvicorn
 
     registry = _load(args.target)
     app = registry.asgi(token=args.token, node_id=node_id, lease_s=args.lease, node_secret=args.node_secret,
                         node_host=node_host, node_port=args.node_port, advertise_host=args.advertise_host,
-                        forward_timeout_s=args.forward_timeout)
+                        forward_timeout_s=args.forward_timeout, http_url=http_url)
 
     class Server(uvicorn.Server):
         """uvicorn, whose first SIGTERM/SIGINT drains the node before stopping."""
@@ -149,11 +171,13 @@ def _serve_one(args: argparse.Namespace, sock: socket.socket, node_id: str | Non
             self._loop = asyncio.get_running_loop()
             await super().startup(sockets=sockets)
 
-    config = uvicorn.Config(app, lifespan="on", log_level=args.log_level, access_log=False,
+    # (proxy_headers off: the app never reads the client's address, and the middleware
+    # costs microseconds on every request)
+    config = uvicorn.Config(app, lifespan="on", log_level=args.log_level, access_log=False, proxy_headers=False,
                             timeout_graceful_shutdown=max(5.0, args.forward_timeout))
     server = Server(config)
     server._loop = None
-    server.run(sockets=[sock])
+    server.run(sockets=sockets)
     return 0
 
 
@@ -181,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
         os.replace(args.port_file + ".tmp", args.port_file)
     node_host = args.node_host or (args.host if args.workers == 1 else "127.0.0.1")
     if args.workers == 1:
-        return _serve_one(args, sock, args.node_id, node_host)
+        return _serve_one(args, [sock], args.node_id, node_host, _direct_url(args, port))
     if not args.node_secret and not os.environ.get("ACTOR_DB_NODE_SECRET"):
         os.environ["ACTOR_DB_NODE_SECRET"] = uuid.uuid4().hex  # shared by the forked workers
     base = args.node_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -206,7 +230,12 @@ def _supervise(args: argparse.Namespace, sock: socket.socket, base: str, node_ho
                 if sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
                     own = _bind(args.host, sock.getsockname()[1], reuse_port=True)
                     sock.close()
-                code = _serve_one(args, own, f"{base}-{number}", node_host)
+                sockets, url = [own], None
+                if not args.no_direct:  # this worker's own port: clients reach its actors directly
+                    direct = _bind(args.host, 0)
+                    sockets.append(direct)
+                    url = _direct_url(args, direct.getsockname()[1])
+                code = _serve_one(args, sockets, f"{base}-{number}", node_host, url)
             except BaseException as exc:
                 from actor_db.errors import ActorDBError
 

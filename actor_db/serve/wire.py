@@ -42,8 +42,12 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 """Largest frame accepted (bytes): a bigger one closes the connection."""
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+"""``json.dumps`` with these separators, without building an encoder per call."""
+
+
 def _frame(obj: Any) -> bytes:
-    body = json.dumps(obj, separators=(",", ":")).encode("utf-8")
+    body = _encode(obj).encode("utf-8")
     return _LEN.pack(len(body)) + body
 
 

@@ -230,7 +230,11 @@ class OutputGate:
 
     @property
     def fence_token(self) -> int | None:
-        return self.inner.fence_token
+        """The inner view's token; while speculative, 0: the ownership the creation will
+        take with the commit (:meth:`commit_speculation`), so the database opened on
+        this gate is its owner's, as it will be (:func:`vfs.protocol.holds_ownership`)."""
+        token = self.inner.fence_token
+        return 0 if token is None and self.speculative else token
 
     @property
     def reads(self) -> int:

@@ -368,7 +368,8 @@ class ActorInstance:
         request = preload_request(self.definition.options, self.definition.database is not None)
         started = time.perf_counter()
         try:
-            found = await worker.run(gate.commit_speculation, request)
+            with metrics.internal("preload"):  # (the claim's round trip: the start's preload phase)
+                found = await worker.run(gate.commit_speculation, request)
         except SpeculationAbortedError:
             if fn is not None:
                 self._actions -= 1
@@ -388,7 +389,10 @@ class ActorInstance:
             self._actions -= 1
         await self._discard_speculation()
         log.debug("actor %s exists: its speculative first call was discarded", self.label)
-        await self._wake(preload=found, trips0=trips0)
+        elapsed_ms = metrics.internal_ms["preload"]
+        woken = await self._wake(preload=found, trips0=trips0)
+        woken.internal_ms["preload"] += elapsed_ms
+        woken.total_ms += elapsed_ms
         return None
 
     async def _discard_speculation(self) -> None:

@@ -5,10 +5,15 @@ with the preload that came back. Exact round-trip counts, every driver, both VFS
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import threading
+from typing import Any, Awaitable, Callable
 
 import pytest
 
+import actor_db
+import vfs
 from vfs.protocol import PreloadRequest, WriteBatch
 
 from actor_db.errors import ActorOwnedElsewhereError, FencedError
@@ -93,3 +98,264 @@ def test_create_or_preload_honours_the_placement_claim(store: KVStore) -> None:
     found = view.create_or_preload(_request(), WriteBatch(puts={STATE_KEY: b"a"}))
     assert found is not None and found.lookup(STATE_KEY) == b"b" and view.replaced == theirs
     assert store.owner_of("t/placed") == mine
+
+
+# ------------------------------------------------------------------ the runtime
+MIGRATIONS = ["CREATE TABLE entries (id INTEGER PRIMARY KEY, who TEXT NOT NULL)",
+              "CREATE INDEX entries_who ON entries (who)",
+              "INSERT INTO entries (who) VALUES ('seed')"]
+"""Three versions; the seed row shows how many times the actor was created."""
+
+PAUSES: dict[str, Callable[[], Awaitable[None]]] = {}
+"""``who`` -> a coroutine an ``add`` for ``who`` awaits after its insert (race tests)."""
+
+
+def ledger_type(**options: Any) -> Any:
+    t = actor_db.actor("ledger", state=lambda: {"adds": 0}, db=actor_db.db(migrations=MIGRATIONS), **options)
+
+    @t.action
+    async def add(c: actor_db.Context, who: str) -> list[str]:
+        await c.db.execute("INSERT INTO entries (who) VALUES (?)", who)
+        c.state["adds"] += 1
+        pause = PAUSES.get(who)
+        if pause is not None:
+            await pause()
+        return [r[0] for r in await c.db.execute("SELECT who FROM entries ORDER BY id")]
+
+    @t.action
+    async def entries(c: actor_db.Context) -> list[str]:
+        return [r[0] for r in await c.db.execute("SELECT who FROM entries ORDER BY id")]
+
+    @t.action
+    async def find(c: actor_db.Context, who: str) -> int:
+        return int((await c.db.execute("SELECT count(*) FROM entries WHERE who = ?", who))[0][0])
+
+    @t.action
+    def adds(c: actor_db.Context) -> int:
+        return int(c.state["adds"])
+
+    @t.action
+    async def check(c: actor_db.Context) -> str:
+        return str((await c.db.execute("PRAGMA integrity_check"))[0][0])
+
+    return t
+
+
+@pytest.fixture
+def on_vfs(vfs_kind: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every database the runtime opens in the test uses ``vfs_kind``."""
+    monkeypatch.setattr(vfs, "connect", functools.partial(vfs.connect, vfs=vfs_kind))
+    return vfs_kind
+
+
+def other_runtime(reopen_store: Callable[[], KVStore]) -> KVStore:
+    """A driver object on the same data standing for another process: it gets an
+    identity of its own, so this process's one-open-per-database rule (which a second
+    process would not share) lets two runtimes hold the actor at once, as two
+    processes would."""
+    store = reopen_store()
+    cls = type(store)
+    store.__class__ = type(f"OtherProcess{cls.__name__}", (cls,),
+                           {"identity": property(lambda self: ("another process", id(self)))})
+    return store
+
+
+async def _verify(store: KVStore, key: str) -> tuple[list[str], int, str]:
+    """(entries, adds, integrity) of ``ledger/key`` read by a fresh runtime."""
+    async with actor_db.Registry([ledger_type()], kv=store) as registry:
+        handle = registry.get_or_create("ledger", key)
+        return await handle.call("entries"), await handle.call("adds"), await handle.call("check")
+
+
+def test_a_new_actors_first_write_call_is_one_round_trip(store: KVStore, on_vfs: str,
+                                                         reopen_store: Callable[[], KVStore]) -> None:
+    async def main() -> None:
+        async with actor_db.Registry([ledger_type()], kv=store) as registry:
+            handle = registry.get_or_create("ledger", "w")
+            before = store.round_trips
+            assert await handle.call("add", "first") == ["seed", "first"]
+            assert store.round_trips - before == 1
+            m = handle.metrics()
+            assert m["startup_is_new"] is True and m["startup_kv_round_trips"] == 1 and m["kv_round_trips"] == 1
+            assert m["output_gate_flushes"] == 1 and m["actions_total"] == 1
+            before = store.round_trips
+            assert await handle.call("add", "second") == ["seed", "first", "second"]
+            assert store.round_trips - before == 1
+        other = reopen_store()
+        try:
+            assert await _verify(other, "w") == (["seed", "first", "second"], 2, "ok")
+        finally:
+            other.close()
+
+    asyncio.run(main())
+
+
+def test_a_new_actors_first_read_call_is_one_round_trip(store: KVStore, on_vfs: str,
+                                                        reopen_store: Callable[[], KVStore]) -> None:
+    async def main() -> None:
+        async with actor_db.Registry([ledger_type()], kv=store) as registry:
+            handle = registry.get_or_create("ledger", "r")
+            before = store.round_trips
+            assert await handle.call("entries") == ["seed"]
+            assert store.round_trips - before == 1
+            assert handle.metrics()["startup_is_new"] is True
+            fresh = registry.get_or_create("ledger", "woken")
+            before = store.round_trips
+            await fresh.wake()  # a wake without a call creates in one round trip too
+            assert store.round_trips - before == 1
+            before = store.round_trips
+            assert await fresh.call("find", "seed") == 1
+            assert store.round_trips - before == 0
+        other = reopen_store()
+        try:
+            assert await _verify(other, "r") == (["seed"], 0, "ok")
+        finally:
+            other.close()
+
+    asyncio.run(main())
+
+
+def test_an_existing_actor_wakes_from_what_the_claim_brought(store: KVStore, on_vfs: str,
+                                                             reopen_store: Callable[[], KVStore]) -> None:
+    """A new runtime's first call to an actor that exists: the speculation is discarded
+    (its run seen by nobody), the actor wakes from the preload of the same round trip,
+    and the call runs once on the real state."""
+    async def main() -> None:
+        async with actor_db.Registry([ledger_type()], kv=store) as registry:
+            assert await registry.get_or_create("ledger", "e").call("add", "one") == ["seed", "one"]
+        other = reopen_store()
+        try:
+            async with actor_db.Registry([ledger_type()], kv=other) as registry:
+                handle = registry.get_or_create("ledger", "e")
+                before = other.round_trips
+                assert await handle.call("entries") == ["seed", "one"]
+                assert other.round_trips - before == 1  # claim + preload: as an ordinary wake
+                m = handle.metrics()
+                assert m["startup_is_new"] is False and m["startup_kv_round_trips"] == 1
+                assert m["output_gate_batches"] == 0 and m["actions_total"] == 1
+                before = other.round_trips
+                assert await handle.call("add", "two") == ["seed", "one", "two"]
+                assert other.round_trips - before == 1
+            assert await _verify(other, "e") == (["seed", "one", "two"], 2, "ok")
+        finally:
+            other.close()
+
+    asyncio.run(main())
+
+
+def test_two_runtimes_racing_to_create_one_actor(store: KVStore, on_vfs: str,
+                                                 reopen_store: Callable[[], KVStore]) -> None:
+    """Runtime A's speculative first call is held between its insert and its commit;
+    runtime B creates the actor meanwhile. A's claim finds it: A wakes it from what came
+    back and runs its call again on B's data. Created once (one seed row), nothing lost
+    (both calls' rows and state), and B, the older owner, is fenced afterwards."""
+    other = other_runtime(reopen_store)
+    paused, go = asyncio.Event(), asyncio.Event()
+    a_runs: list[int] = []
+
+    async def pause() -> None:
+        a_runs.append(1)
+        paused.set()
+        await go.wait()
+
+    async def main() -> None:
+        PAUSES["a"] = pause
+        try:
+            async with actor_db.Registry([ledger_type()], kv=store) as reg_a, \
+                    actor_db.Registry([ledger_type()], kv=other) as reg_b:
+                a, b = reg_a.get_or_create("ledger", "race"), reg_b.get_or_create("ledger", "race")
+                first = asyncio.create_task(a.call("add", "a"))
+                await asyncio.wait_for(paused.wait(), 10)
+                before = other.round_trips
+                assert await b.call("add", "b") == ["seed", "b"]  # B creates the actor
+                assert other.round_trips - before == 1 and b.metrics()["startup_is_new"] is True
+                before = store.round_trips
+                go.set()
+                assert await asyncio.wait_for(first, 10) == ["seed", "b", "a"]
+                assert store.round_trips - before == 2  # the claim (which found B's actor) + the call's commit
+                assert a.metrics()["startup_is_new"] is False and len(a_runs) == 2
+                with pytest.raises(FencedError):  # A owns it now
+                    await b.call("add", "late")
+                assert await b.call("entries") == ["seed", "b", "a"]  # B re-acquires: all there
+        finally:
+            PAUSES.clear()
+        assert await _verify(store, "race") == (["seed", "b", "a"], 2, "ok")
+
+    try:
+        asyncio.run(main())
+    finally:
+        other.close()
+
+
+def test_two_runtimes_creating_one_actor_at_once(store: KVStore, on_vfs: str,
+                                                 reopen_store: Callable[[], KVStore]) -> None:
+    """Both first calls at the same time, each in one or two round trips: exactly one
+    creates the actor, the other wakes it; both calls' writes are kept."""
+    other = other_runtime(reopen_store)
+
+    async def main() -> None:
+        async with actor_db.Registry([ledger_type()], kv=store) as reg_a, \
+                actor_db.Registry([ledger_type()], kv=other) as reg_b:
+            for n in range(3):
+                key = f"both-{n}"
+                a, b = reg_a.get_or_create("ledger", key), reg_b.get_or_create("ledger", key)
+                got = await asyncio.gather(a.call("add", "a"), b.call("add", "b"))
+                assert sorted(h.metrics()["startup_is_new"] for h in (a, b)) == [False, True]
+                assert sorted(len(g) for g in got) == [2, 3] and all(g[0] == "seed" for g in got)
+                assert sorted(max(got, key=len)) == ["a", "b", "seed"]
+                await a.sleep()
+                await b.sleep()
+                entries, adds, ok = await _verify(store, key)
+                assert sorted(entries) == ["a", "b", "seed"] and adds == 2 and ok == "ok"
+
+    try:
+        asyncio.run(main())
+    finally:
+        other.close()
+
+
+def test_a_speculative_call_reaching_another_actor_runs_the_ordinary_way(store: KVStore, on_vfs: str) -> None:
+    """A call to another actor from a speculative first call stops the speculation
+    before it reaches that actor: the other actor runs once; the first call completes
+    the ordinary way (preload, creation, commit)."""
+    bumps: list[int] = []
+    counter = actor_db.actor("counter", state=lambda: {"n": 0})
+
+    @counter.action
+    def bump(c: actor_db.Context) -> int:
+        bumps.append(1)
+        c.state["n"] += 1
+        return int(c.state["n"])
+
+    t = ledger_type()
+    holder: dict[str, Any] = {}
+
+    @t.action
+    async def relay(c: actor_db.Context) -> int:
+        await c.db.execute("INSERT INTO entries (who) VALUES ('relay')")
+        return int(await holder["registry"].get_or_create("counter", "x").call("bump"))
+
+    async def main() -> None:
+        async with actor_db.Registry([t, counter], kv=store) as registry:
+            holder["registry"] = registry
+            handle = registry.get_or_create("ledger", "relay")
+            assert await handle.call("relay") == 1
+            assert bumps == [1]
+            assert handle.metrics()["startup_is_new"] is True
+            assert await handle.call("entries") == ["seed", "relay"]
+            assert await registry.get_or_create("counter", "x").call("bump") == 2
+        assert await _verify(store, "relay") == (["seed", "relay"], 0, "ok")
+
+    asyncio.run(main())
+
+
+def test_speculation_can_be_turned_off(store: KVStore) -> None:
+    async def main() -> None:
+        async with actor_db.Registry([ledger_type(speculative_create=False)], kv=store) as registry:
+            handle = registry.get_or_create("ledger", "off")
+            before = store.round_trips
+            assert await handle.call("add", "x") == ["seed", "x"]
+            # preload, the creation with the migrations, the call's commit
+            assert store.round_trips - before == 3
+
+    asyncio.run(main())

@@ -359,3 +359,35 @@ def test_speculation_can_be_turned_off(store: KVStore) -> None:
             assert store.round_trips - before == 3
 
     asyncio.run(main())
+
+
+def test_first_calls_on_a_redis_cluster_are_one_round_trip() -> None:
+    """The creation script is single-slot (the actor's hash tag, owner record included):
+    one round trip per new actor on a 3-master cluster, actors on every master; an
+    existing actor's claim brings its preload instead."""
+    from actor_db.kv.redis import RedisKV
+    from tests.redis_server import fresh_namespace, session_cluster
+
+    store = RedisKV(session_cluster().client(), namespace=fresh_namespace("first"))
+
+    async def main() -> None:
+        async with actor_db.Registry([ledger_type()], kv=store) as registry:
+            for n in range(6):
+                handle = registry.get_or_create("ledger", f"c{n}")
+                before = store.round_trips
+                assert await handle.call("add", f"x{n}") == ["seed", f"x{n}"]
+                assert store.round_trips - before == 1
+        async with actor_db.Registry([ledger_type()], kv=store) as registry:
+            handle = registry.get_or_create("ledger", "c0")
+            before = store.round_trips
+            assert await handle.call("entries") == ["seed", "x0"]
+            assert store.round_trips - before == 1 and handle.metrics()["startup_is_new"] is False
+
+    try:
+        asyncio.run(main())
+        owners = {store.client.get_node_from_key(f"{store.namespace}:{{{f'ledger/c{n}'.encode().hex()}}}:d").name
+                  for n in range(6)}
+        assert len(owners) >= 2  # the actors live on several masters
+    finally:
+        store.drop_namespace()
+        store.client.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
 from typing import Any, Awaitable, Callable
 
@@ -391,3 +392,42 @@ def test_first_calls_on_a_redis_cluster_are_one_round_trip() -> None:
     finally:
         store.drop_namespace()
         store.client.close()
+
+
+def test_a_new_runtimes_first_call_to_a_big_actor_repeats_its_last_workload_in_one_round_trip(
+        store: KVStore, on_vfs: str, reopen_store: Callable[[], KVStore], caplog: pytest.LogCaptureFixture) -> None:
+    """An actor past the preload (~4 MiB, an index, a multi-page schema) after a
+    write-heavy awake period; a NEW runtime's first call repeats the last workload (a
+    PK and an index query): the claim brings the hinted preload (the speculation on an
+    empty image is discarded), the startup reads nothing beyond it, and the call is
+    answered with no further round trip: 1 in all."""
+    from tests.test_hint_interior import _big_actor
+
+    rows = 16000
+
+    async def fill() -> None:
+        async with actor_db.Registry([_big_actor(rows)], kv=store) as registry:
+            handle = registry.get_or_create("big", "w")
+            for j in range(8):
+                await handle.call("fill", 1 + j * rows // 8, rows // 8)
+            for i in (rows // 7, rows // 2, rows * 5 // 7):
+                await handle.call("read", i)
+
+    async def first_call(other: KVStore) -> Any:
+        async with actor_db.Registry([_big_actor(rows)], kv=other) as registry:
+            handle = registry.get_or_create("big", "w")
+            before = other.round_trips
+            answer = await handle.call("read", rows * 5 // 7)
+            assert other.round_trips - before == 1
+            assert handle.metrics()["startup_is_new"] is False and handle.metrics()["vfs_live_reads"] == 0
+            return answer
+
+    asyncio.run(fill())
+    other = reopen_store()
+    try:
+        with caplog.at_level(logging.WARNING, logger="actor_db.runtime.startup"):
+            pk, index = asyncio.run(first_call(other))
+    finally:
+        other.close()
+    assert [tuple(r) for r in pk] == [(200,)] and len(index) >= 1
+    assert not [r for r in caplog.records if "beyond the preload" in r.getMessage()]

@@ -431,3 +431,24 @@ def test_a_new_runtimes_first_call_to_a_big_actor_repeats_its_last_workload_in_o
         other.close()
     assert [tuple(r) for r in pk] == [(200,)] and len(index) >= 1
     assert not [r for r in caplog.records if "beyond the preload" in r.getMessage()]
+
+
+def test_a_creation_larger_than_one_batch_runs_the_ordinary_way() -> None:
+    """A store whose atomic batch is smaller than the new actor's image: the speculation
+    stops before sending anything and the call runs the ordinary way, correctly."""
+    from vfs.protocol import KVLimits
+
+    from actor_db.kv import MemoryKV
+
+    store = MemoryKV(KVLimits(max_batch_bytes=10 * 1024))  # the image: 3 pages, the meta, the state
+
+    async def main() -> None:
+        async with actor_db.Registry([ledger_type()], kv=store) as registry:
+            handle = registry.get_or_create("ledger", "big")
+            before = store.round_trips
+            assert await handle.call("add", "x") == ["seed", "x"]
+            assert store.round_trips - before > 1
+            assert handle.metrics()["startup_is_new"] is True
+        assert await _verify(store, "big") == (["seed", "x"], 1, "ok")
+
+    asyncio.run(main())

@@ -452,3 +452,39 @@ def test_a_creation_larger_than_one_batch_runs_the_ordinary_way() -> None:
         assert await _verify(store, "big") == (["seed", "x"], 1, "ok")
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("applied", [False, True], ids=["lost-request", "lost-reply"])
+def test_a_failed_creation_round_trip_is_a_commit_failure(applied: bool) -> None:
+    """The creating call fails (its request lost, or its reply after the store applied
+    it): the caller gets ``CommitFailedError`` (the outcome is unknown), the actor stays
+    asleep, and the next call re-opens it from the KV: created anew, or woken with the
+    first call's writes."""
+    from actor_db.errors import CommitFailedError, KVUnavailableError
+    from actor_db.kv import MemoryKV
+
+    class FlakyCreate(MemoryKV):
+        failures = 1
+
+        def _create(self, *args: Any) -> Any:
+            if self.failures:
+                self.failures -= 1
+                if applied:
+                    super()._create(*args)
+                raise KVUnavailableError("injected: connection lost")
+            return super()._create(*args)
+
+    store = FlakyCreate()
+
+    async def main() -> None:
+        async with actor_db.Registry([ledger_type()], kv=store) as registry:
+            handle = registry.get_or_create("ledger", "flaky")
+            with pytest.raises(CommitFailedError) as caught:
+                await handle.call("add", "x")
+            assert isinstance(caught.value.__cause__, KVUnavailableError)
+            assert handle.metrics()["status"] == "asleep"
+            expected = ["seed", "x", "y"] if applied else ["seed", "y"]
+            assert await handle.call("add", "y") == expected
+            assert handle.metrics()["startup_is_new"] is (not applied)
+
+    asyncio.run(main())

@@ -67,8 +67,8 @@ from vfs.preload import PreloadMap
 
 from actor_db.kv.fencing import fenced_cause
 from actor_db.errors import (
-    ActionNotFoundError, ActorCallCycleError, ActorDBError, ActorNotFoundError, ActorShuttingDownError, FencedError,
-    SpeculationAbortedError,
+    ActionNotFoundError, ActorCallCycleError, ActorDBError, ActorNotFoundError, ActorShuttingDownError,
+    CommitFailedError, FencedError, KVError, SpeculationAbortedError,
 )
 from actor_db.runtime.actor import ActorDefinition, Context
 from actor_db.runtime.database import ActorConnection, Database
@@ -333,8 +333,10 @@ class ActorInstance:
             call's writes are durable); ``None`` when the call must run the ordinary way:
             the actor existed (it is awake now, woken from the preload that came back)
             or the speculation was aborted (it is asleep; nothing was sent).
-        :raises: the error of a failed round trip (the actor stays asleep), e.g.
-            :class:`~actor_db.errors.ActorOwnedElsewhereError`.
+        :raises CommitFailedError: the round trip failed (whether the creation was
+            applied is unknown; the actor stays asleep and re-opens from the KV).
+        :raises PlacementError: the claim was refused before or in the round trip, e.g.
+            :class:`~actor_db.errors.ActorOwnedElsewhereError` (nothing was applied).
         """
         trips0 = self.kv.round_trips
         result: Any = None
@@ -375,6 +377,13 @@ class ActorInstance:
                 self._actions -= 1
             await self._discard_speculation()
             return None
+        except KVError as exc:
+            await self._discard_speculation()
+            # The creation may have been applied (a lost reply), as a commit's may.
+            raise CommitFailedError(
+                f"actor {self.label}: the KV call creating the actor with its first call's writes failed "
+                f"({type(exc).__name__}: {exc}); whether it was applied is unknown; the next call re-opens the "
+                "actor from the KV") from exc
         except BaseException:
             await self._discard_speculation()
             raise

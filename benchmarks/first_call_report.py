@@ -46,7 +46,7 @@ def render(files: list[dict[str, Any]]) -> str:
             def cell(name: str, fmt: str = "{}") -> str:
                 return fmt.format(r[name]) if name in r else "—"
             out.append(f"| {human_size(size)} | {driver} | {cell('interior_pages')} | {cell('wake_round_trips')} | "
-                       f"{cell('wake_pk_round_trips')} | +{cell('index_after_pk_round_trips')} | "
+                       f"{cell('wake_pk_round_trips')} | {cell('index_after_pk_round_trips', '+{}')} | "
                        f"{cell('preload_bytes', '{:,}')} | {cell('first_call_round_trips')} |")
     return "\n".join(out) + "\n"
 

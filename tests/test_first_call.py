@@ -488,3 +488,45 @@ def test_a_failed_creation_round_trip_is_a_commit_failure(applied: bool) -> None
             assert handle.metrics()["startup_is_new"] is (not applied)
 
     asyncio.run(main())
+
+
+def test_speculation_pauses_after_a_run_of_existing_actors_and_resumes_on_a_creation(
+        store: KVStore, reopen_store: Callable[[], KVStore]) -> None:
+    """After a restart, first calls to existing actors waste their speculative run; once
+    MISSES_TO_PAUSE of a type did in a row, the type stops speculating (no run wasted),
+    and the next actor created (the ordinary way) turns it back on."""
+    from actor_db.runtime.speculation import MISSES_TO_PAUSE
+
+    runs: list[str] = []
+    t = ledger_type()
+
+    @t.action
+    async def touch(c: actor_db.Context, who: str) -> int:
+        runs.append(who)
+        await c.db.execute("INSERT INTO entries (who) VALUES (?)", who)
+        return int((await c.db.execute("SELECT count(*) FROM entries"))[0][0])
+
+    existing = MISSES_TO_PAUSE + 3
+
+    async def main() -> None:
+        async with actor_db.Registry([t], kv=store) as registry:
+            for n in range(existing):
+                assert await registry.get_or_create("ledger", f"e{n}").call("touch", "setup") == 2
+        runs.clear()
+        other = reopen_store()
+        try:
+            async with actor_db.Registry([t], kv=other) as registry:
+                for n in range(existing):  # a restart: every first call finds an existing actor
+                    assert await registry.get_or_create("ledger", f"e{n}").call("touch", f"e{n}") == 3
+                # each of the first MISSES_TO_PAUSE ran twice (once discarded), the rest once
+                assert len(runs) == existing + MISSES_TO_PAUSE
+                before = other.round_trips
+                assert await registry.get_or_create("ledger", "n1").call("touch", "n1") == 2
+                assert other.round_trips - before == 3  # paused: the ordinary creation
+                before = other.round_trips
+                assert await registry.get_or_create("ledger", "n2").call("touch", "n2") == 2
+                assert other.round_trips - before == 1  # resumed by that creation
+        finally:
+            other.close()
+
+    asyncio.run(main())

@@ -77,8 +77,10 @@ class ActorOptions:
         call costs 1 round trip; the price is that the first call after a restart to an
         actor that exists runs its migrations and the action twice (the first run's
         effects on the database and state are discarded; a call to another actor from
-        that run stops the speculation first). ``False``: never speculate (a new
-        actor's first write call then costs 3 round trips, a read 2).
+        that run stops the speculation first). A registry pauses it for a type after a
+        run of first calls that found existing actors (:mod:`actor_db.runtime.speculation`).
+        ``False``: never speculate (a new actor's first write call then costs 3 round
+        trips, a read 2).
     """
 
     preload_max_bytes: int = DEFAULT_PRELOAD_MAX_BYTES

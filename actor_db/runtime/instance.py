@@ -77,6 +77,7 @@ from actor_db.runtime.inline import Runner
 from actor_db.runtime.metrics import CountingKV, StartupMetrics
 from actor_db.runtime.pool import ThreadPool
 from actor_db.runtime.prefetch import Lines, actor_lines, prefetch
+from actor_db.runtime.speculation import SpeculationPolicy
 from actor_db.runtime.startup import preload_request, start_actor
 from actor_db.runtime.state import PersistedState
 from actor_db.runtime.worker import Worker
@@ -184,13 +185,13 @@ class ActorInstance:
         "_actions", "_closing", "_core", "_counters", "_database", "_generation", "_idle_deadline",
         "_idle_generation", "_idle_handle", "_idle_loop", "_lock", "_on_destroyed", "_outgate", "_pool", "_prefetch",
         "_resets",
-        "_runner", "_speculation", "_starting", "_starts", "_startup", "_tasks", "_vfs_closed", "_worker", "definition",
+        "_policy", "_runner", "_speculation", "_starting", "_starts", "_startup", "_tasks", "_vfs_closed", "_worker", "definition",
         "key",
         "kv", "label", "status", "__weakref__",
     )
 
     def __init__(self, definition: ActorDefinition, key: str, kv: Any, pool: ThreadPool,
-                 on_destroyed: Any = None) -> None:
+                 on_destroyed: Any = None, speculation: SpeculationPolicy | None = None) -> None:
         self.definition = definition
         self.key = key
         self.label = f"{definition.name}/{key}"
@@ -201,6 +202,8 @@ class ActorInstance:
         self._worker: Worker | None = None
         self._runner: Runner | None = None
         self._outgate: OutputGate | None = None
+        self._policy = speculation if speculation is not None else SpeculationPolicy(definition.name)
+        """When first calls of this type speculate (shared by the registry's actors of the type)."""
         self._speculation: OutputGate | None = None
         """While a speculative first call runs: its gate (:meth:`_speculative_call`)."""
         self._core: ActorConnection | None = None
@@ -304,6 +307,8 @@ class ActorInstance:
 
     def _started(self, metrics: StartupMetrics) -> None:
         """(Lock held, the start's writes durable.) The actor is ready: record it."""
+        if metrics.is_new:
+            self._policy.created()
         self._startup = metrics
         self._starts += 1
         if self._core is not None:
@@ -321,7 +326,8 @@ class ActorInstance:
         process (an actor it started before exists), and the store can create an actor
         in its ownership claim."""
         options = self.definition.options
-        return options.speculative_create and options.output_gate and self._starts == 0 and self.kv.supports_create
+        return (options.speculative_create and options.output_gate and self._starts == 0 and self._policy.active
+                and self.kv.supports_create)
 
     async def _speculative_call(self, fn: Any, args: tuple[Any, ...]) -> tuple[Any, Exception | None] | None:
         """(Lock held, asleep.) Run the first call of an actor assumed new: start it on
@@ -388,12 +394,14 @@ class ActorInstance:
             await self._discard_speculation()
             raise
         if found is None:
+            self._policy.created()
             gate.open()
             metrics.total_ms += (time.perf_counter() - started) * 1000.0
             metrics.kv_round_trips = self.kv.round_trips - trips0
             self._started(metrics)
             return result, error
         # The actor exists: what ran was never seen; wake it from what came back.
+        self._policy.found_existing()
         if fn is not None:
             self._actions -= 1
         await self._discard_speculation()

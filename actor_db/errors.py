@@ -17,6 +17,7 @@ __all__ = [
     "KVConditionFailedError", "CommitFailedError",
     "ActorNotFoundError", "ConfigurationError", "InvalidActorKeyError", "ActorKeyTooLongError",
     "ActionNotFoundError", "ActorShuttingDownError", "ActorCallCycleError", "MigrationError", "StateError",
+    "SpeculationAbortedError",
     "PlacementError", "ActorOwnedElsewhereError", "OwnerUnreachableError", "NodeDrainingError", "LeaseExpiredError",
     "OutcomeUnknownError", "RemoteError",
     "OperationError", "WriterBusyError",
@@ -71,6 +72,14 @@ class CommitFailedError(KVError):
     and the actor re-opens from the KV on its next call. ``__cause__`` is the driver's
     error. Whether the failed write was applied is unknown (a lost reply); writes of
     actions queued behind it were never sent."""
+
+
+class SpeculationAbortedError(KVError):
+    """(Internal: never reaches a caller.) A new actor's speculative first call
+    (:class:`~actor_db.runtime.actor.ActorOptions` ``speculative_create``) did something
+    that needs the KV or another actor (a read the empty image cannot answer, a
+    conditional write, a call to another actor, a creation larger than one batch): the
+    speculation is discarded unseen and the call runs the ordinary way."""
 
 
 class ActorNotFoundError(ActorDBError, LookupError):

@@ -22,7 +22,8 @@ store). Groups:
   and the wake's preload bytes, at 16, 256 and 1,024 MiB.
 - ``size-write-heavy`` (issue 25): an awake period of 10 inserting commits (0.5% of the
   rows each, scattered index keys) and 3 point + index reads, with SQLite's own cache
-  off as in the runtime; then wake + the last read: round trips (target: 1).
+  off as in the runtime; then wake + the last read: round trips (target: 1), at 4, 16,
+  64, 256, 512 and 1,024 MiB.
 
 Injected latency: the run's (``ACTOR_DB_BENCH_LATENCY_MS``, 1 ms by default) on wakes
 and scans; 0 for warm reads (they make no round trip; counted).
@@ -262,6 +263,10 @@ ANY_ROUNDS = 2 if S.quick else 5
 ANY_CASES = [pytest.param(d, s, id=f"{d}-{human_size(s)}")
              for s in ANY_SIZES for d in (DRIVERS if s <= 256 * MIB else ["memory"])]
 """1 GiB on MemoryKV only (LMDB and Redis copies of it would double the run's memory)."""
+HEAVY_SIZES = (4 * MIB,) if S.quick else (4 * MIB, 16 * MIB, 64 * MIB, 256 * MIB, 512 * MIB, 1024 * MIB)
+HEAVY_CASES = [pytest.param(d, s, id=f"{d}-{human_size(s)}")
+               for s in HEAVY_SIZES for d in (DRIVERS if s <= 256 * MIB else ["memory"])]
+"""The write-heavy wake at the issue's sizes (4, 64, 512 MiB) and the any-key sizes."""
 
 
 @contextlib.contextmanager
@@ -331,7 +336,7 @@ def write_heavy_period(store: Any, rows: int, actions: int = 10) -> int:
 
 
 @pytest.mark.benchmark(group="size-write-heavy")
-@pytest.mark.parametrize(("driver", "size"), ANY_CASES)
+@pytest.mark.parametrize(("driver", "size"), HEAVY_CASES)
 def test_first_call_after_a_write_heavy_period(benchmark: Any, driver: str, size: int) -> None:
     """Round trips of wake + the call that repeats the last workload (a PK and an index
     query) right after a write-heavy awake period (target: 1 in all)."""

@@ -1,7 +1,7 @@
 """``LatencyKV``: a KV store wrapper that injects a fixed latency per round trip.
 
 Every raw call of the wrapped store (``get_many``, ``scan``, ``write``, ``preload``,
-``acquire``) first sleeps :attr:`LatencyKV.latency_s` seconds, modelling a
+``acquire``, ``create``) first sleeps :attr:`LatencyKV.latency_s` seconds, modelling a
 datacenter KV one network round trip away; then the wrapped store runs it.
 ``time.sleep`` releases the GIL, so many actors waiting on the KV overlap as they would
 on a real network. Round trips are counted by :class:`actor_db.kv.KVStore` exactly as
@@ -24,7 +24,7 @@ wrapped store's, so the VFS's one-open-per-actor rule still covers both objects.
 from __future__ import annotations
 
 import time
-from typing import Hashable, Sequence
+from typing import Hashable, Mapping, Sequence
 
 from vfs.preload import PreloadMap
 from vfs.protocol import PreloadRequest, WriteBatch
@@ -109,6 +109,17 @@ class LatencyKV(KVStore):
     def _acquire(self, actor_id: str, request: PreloadRequest | None) -> tuple[int, PreloadMap | None]:
         self._delay()
         return self.inner._acquire(actor_id, request)
+
+    @property
+    def supports_create(self) -> bool:  # type: ignore[override]
+        """The wrapped store's: a new actor's creation rides its claim (one delay)."""
+        return self.inner.supports_create
+
+    def _create(self, actor_id: str, request: PreloadRequest, puts: Mapping[bytes, bytes],
+                claim: tuple[bytes, Sequence[bytes]] | None
+                ) -> tuple[int, PreloadMap | None, bytes | None, bytes | None]:
+        self._delay()
+        return self.inner._create(actor_id, request, puts, claim)
 
     def close(self) -> None:
         self.inner.close()

@@ -66,8 +66,9 @@ def test_takeover_by_another_process_fences_the_first_runtime(tmp_path: Any) -> 
         registry = actor_db.Registry([make_ledger()], kv=store)
         handle = registry.get_or_create("ledger", key="shared")
         assert await handle.call("write", "parent", 1) == 1
-        # create: preload+own, then the creation batch and the migration in one write
-        assert handle.metrics()["startup_kv_round_trips"] == 2
+        # create: the claim, the creation, the migration and the call's writes in one
+        # conditional round trip (issue 25)
+        assert handle.metrics()["startup_kv_round_trips"] == 1
         # Another runtime takes the actor over (this one stays awake, holding an old token).
         subprocess.run([sys.executable, "-c", CHILD, path], check=True, cwd=REPO, capture_output=True)
         with pytest.raises(FencedError):

@@ -336,6 +336,26 @@ class KVStore(ABC):
     def _preload(self, request: PreloadRequest) -> PreloadMap:
         """Evaluate a request of full keys; the map holds full keys."""
 
+    supports_create = False
+    """Whether the driver implements ``_create`` (:meth:`ActorKV.create_or_preload`):
+    a new actor's creation riding its ownership claim, in one round trip."""
+
+    def _create(self, actor_id: str, request: PreloadRequest, puts: Mapping[bytes, bytes],
+                claim: tuple[bytes, Sequence[bytes]] | None
+                ) -> tuple[int, PreloadMap | None, bytes | None, bytes | None]:
+        """Take ownership of ``actor_id`` and create it if it does not exist, in ONE
+        atomic step (one round trip).
+
+        With ``claim = (owner, replace)`` the owner record is claimed first, exactly as
+        :meth:`_claim` does (refused: nothing changes, ``(0, None, current owner record,
+        None)`` is returned). Then the fencing counter is bumped (the new token). Then,
+        if the actor holds no key at all in its range, ``puts`` (full keys) are written
+        and ``(token, None, None, replaced)`` is returned: created. Otherwise nothing
+        of ``puts`` is written and ``(token, preload, None, replaced)`` is returned, the
+        preload ``request`` (full keys) evaluated in the same step, as :meth:`_acquire`
+        does."""
+        raise NotImplementedError(f"{type(self).__name__} cannot create an actor in its ownership claim")
+
     # -- placement: owner records and node heartbeats (actor_db.serve) -------------
     supports_placement = False
     """Whether the driver implements the placement operations below (one round trip
@@ -702,6 +722,40 @@ class ActorKV:
         log.debug("actor %r: acquired ownership with fencing token %d (with preload)", self.actor_id, token)
         assert found is not None
         return found.without_prefix(self._prefix)  # type: ignore[no-any-return]
+
+    def create_or_preload(self, request: PreloadRequest, batch: WriteBatch) -> PreloadMap | None:
+        """Take ownership of the actor and, if it does not exist (no key at all in its
+        range), create it with ``batch``'s puts: ONE atomic round trip (the driver's
+        :meth:`KVStore._create`; only when :attr:`KVStore.supports_create`).
+
+        Ownership is taken as :meth:`acquire_and_preload` takes it (the fencing counter
+        bumped, the placement ``claim`` checked first when set), in the same atomic step
+        as the existence check and the creation, so two views racing to create one
+        actor cannot both create it: the later one finds it and gets its preload.
+
+        :param batch: the new actor's complete key set (puts only: the actor is empty,
+            so deletes would change nothing; expectations are refused).
+        :returns: ``None`` when the actor was created with ``batch``; else the preload of
+            ``request`` (nothing of ``batch`` was applied), as :meth:`acquire_and_preload`
+            returns it.
+        :raises ActorOwnedElsewhereError: the placement claim was refused (nothing changed).
+        :raises KVLimitError: ``batch`` breaks the driver's limits (nothing sent).
+        :raises ValueError: ``batch`` has expectations.
+        """
+        if batch.expect:
+            raise ValueError("a creation batch cannot carry expectations (the actor is absent or not created)")
+        full = self._check_batch(batch)
+        claim = self.claim() if self.claim is not None else None
+        token, found, current, self.replaced = self._call("create", self.store._create, self.actor_id,
+                                                          self._full_request(request), full.puts, claim)
+        if current is not None:
+            from actor_db.errors import ActorOwnedElsewhereError
+
+            raise ActorOwnedElsewhereError(f"actor {self.actor_id!r} is owned by {current!r}", owner=current)
+        self._fence = Fence(self.actor_id, token)
+        log.debug("actor %r: acquired ownership with fencing token %d (%s)", self.actor_id, token,
+                  "created" if found is None else "it exists: preloaded")
+        return None if found is None else found.without_prefix(self._prefix)
 
     def delete_all(self) -> None:
         """Delete every key of this actor in one atomic batch (one round trip).

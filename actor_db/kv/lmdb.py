@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Hashable, Iterator, Sequence
+from typing import Any, Hashable, Iterator, Mapping, Sequence
 
 import lmdb
 
@@ -33,7 +33,8 @@ from actor_db.kv.codec import ENCODED, LEGACY, AllocationUnit, ValueCodec, codec
 from actor_db.kv.fencing import decode_token, encode_token, fenced
 from actor_db.kv.leases import claim_owner, leave_node, live_nodes, renew_heartbeat
 from actor_db.kv.namespace import (
-    ACTORS_END, ACTORS_START, NODES_END, NODES_START, VALUE_ENCODING_KEY, fence_key, node_key, owner_key,
+    ACTORS_END, ACTORS_START, NODES_END, NODES_START, VALUE_ENCODING_KEY, actor_prefix, fence_key, node_key, owner_key,
+    prefix_end,
 )
 
 __all__ = ["LmdbKV", "DEFAULT_MAP_SIZE"]
@@ -324,6 +325,38 @@ class LmdbKV(KVStore):
             txn.put(fence, encode_token(token))
             found = evaluate_preload(request, self._getter(txn), lambda s, e: self._iterate(txn, s, e))
         return token, found, None, current if current is not None and current != owner else None
+
+    supports_create = True
+
+    def _create(self, actor_id: str, request: PreloadRequest, puts: Mapping[bytes, bytes],
+                claim: tuple[bytes, Sequence[bytes]] | None
+                ) -> tuple[int, PreloadMap | None, bytes | None, bytes | None]:
+        try:
+            with self._txn(write=True) as txn:
+                replaced = None
+                if claim is not None:
+                    key, (owner, replace) = owner_key(actor_id), claim
+                    current = txn.get(key)
+                    if not claim_owner(current, owner, replace):
+                        return 0, None, current, None  # (the unchanged transaction commits nothing)
+                    txn.put(key, owner)
+                    replaced = current if current is not None and current != owner else None
+                fence = fence_key(actor_id)
+                token = decode_token(txn.get(fence)) + 1
+                txn.put(fence, encode_token(token))
+                start = actor_prefix(actor_id)
+                cursor = txn.cursor()
+                if not cursor.set_range(start) or cursor.key() >= prefix_end(start):
+                    encode = self.value_codec.encode
+                    for key, value in puts.items():
+                        txn.put(key, encode(value))
+                    return token, None, None, replaced
+                found = evaluate_preload(request, self._getter(txn), lambda s, e: self._iterate(txn, s, e))
+                return token, found, None, replaced
+        except lmdb.BadValsizeError as exc:
+            raise KVLimitError(f"LMDB rejected a key or value size: {exc}") from exc
+        except lmdb.MapFullError as exc:
+            raise KVLimitError(f"LMDB store at {self.path} is full (map_size): {exc}") from exc
 
     def _release(self, actor_id: str, owner: bytes) -> bool:
         key = owner_key(actor_id)

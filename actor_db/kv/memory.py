@@ -8,7 +8,7 @@ is 128 keys / 976 KiB).
 from __future__ import annotations
 
 import threading
-from typing import Hashable, Sequence
+from typing import Hashable, Mapping, Sequence
 
 from sortedcontainers import SortedDict
 
@@ -18,7 +18,7 @@ from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
 from actor_db.kv.base import Fence, GroupItem, KVStore, check_expectations, scan_with_limits
 from actor_db.kv.fencing import decode_token, encode_token, fenced
 from actor_db.kv.leases import claim_owner, leave_node, live_nodes, renew_heartbeat
-from actor_db.kv.namespace import NODES_END, NODES_START, fence_key, node_key, owner_key
+from actor_db.kv.namespace import NODES_END, NODES_START, actor_prefix, fence_key, node_key, owner_key, prefix_end
 
 __all__ = ["MemoryKV"]
 
@@ -119,6 +119,30 @@ class MemoryKV(KVStore):
             token = decode_token(self._data.get(fence)) + 1
             self._data[fence] = encode_token(token)
             replaced = current if current is not None and current != owner else None
+            return token, evaluate_preload(request, self._data.get, self._iterate), None, replaced
+
+    supports_create = True
+
+    def _create(self, actor_id: str, request: PreloadRequest, puts: Mapping[bytes, bytes],
+                claim: tuple[bytes, Sequence[bytes]] | None
+                ) -> tuple[int, PreloadMap | None, bytes | None, bytes | None]:
+        with self._lock:
+            replaced = None
+            if claim is not None:
+                key, (owner, replace) = owner_key(actor_id), claim
+                current = self._data.get(key)
+                if not claim_owner(current, owner, replace):
+                    return 0, None, current, None
+                self._data[key] = owner
+                replaced = current if current is not None and current != owner else None
+            fence = fence_key(actor_id)
+            token = decode_token(self._data.get(fence)) + 1
+            self._data[fence] = encode_token(token)
+            start = actor_prefix(actor_id)
+            if next(iter(self._data.irange(start, prefix_end(start), inclusive=(True, False))), None) is None:
+                for key, value in puts.items():
+                    self._data[key] = value
+                return token, None, None, replaced
             return token, evaluate_preload(request, self._data.get, self._iterate), None, replaced
 
     def _release(self, actor_id: str, owner: bytes) -> bool:

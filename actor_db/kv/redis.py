@@ -68,7 +68,7 @@ import hashlib
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, Hashable, Mapping, Sequence
 
 import redis
 from redis.backoff import NoBackoff
@@ -381,6 +381,49 @@ if not ok then return {-2, cur} end
 redis.call('SET', KEYS[5], me)
 if cur == me then cur = false end
 """ + _LUA_PRELOAD_BODY.replace("return {token, values, results}", "return {token, values, results, cur or false}")
+# CREATE (ActorKV.create_or_preload): KEYS as CLAIM's. ARGV: npre, the preload's ARGV
+# (npre of them, acquire = '1'), claim ('1' then owner, nreplace, replace*; or '0'),
+# nputs, (key, value)*. The claim (when asked) is checked first ({-2, current owner}:
+# nothing changed); then, if the actor holds no key (its hash does not exist: Redis drops
+# an empty hash), the fencing counter is bumped and the puts written: {-3, token,
+# replaced owner or false}. Otherwise the preload runs, acquiring: {token, values,
+# results, replaced owner or false}.
+_LUA_CREATE = "#!lua\n" + _VALUES + "local function run_preload(ARGV)\n" + _LUA_PRELOAD_BODY + r"""end
+local npre = tonumber(ARGV[1])
+local i = 2 + npre
+local cur = false
+if ARGV[i] == '1' then
+  cur = redis.call('GET', KEYS[5])
+  local me, nrep = ARGV[i + 1], tonumber(ARGV[i + 2])
+  local ok = (not cur) or cur == me
+  for r = 0, nrep - 1 do if cur == ARGV[i + 3 + r] then ok = true end end
+  if not ok then return {-2, cur} end
+  redis.call('SET', KEYS[5], me)
+  if cur == me then cur = false end
+  i = i + 3 + nrep
+else
+  i = i + 1
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local token = redis.call('INCR', KEYS[3])
+  local nputs = tonumber(ARGV[i]); i = i + 1
+  local STEP = 1000
+  local stop = i + 2 * nputs
+  while i < stop do
+    local last = math.min(i + 2 * STEP, stop) - 1
+    redis.call('HSET', KEYS[1], unpack(ARGV, i, last))
+    local members = {}
+    for j = i, last, 2 do members[#members + 1] = 0; members[#members + 1] = ARGV[j] end
+    redis.call('ZADD', KEYS[2], unpack(members))
+    i = last + 1
+  end
+  if nputs > 0 then redis.call('INCR', KEYS[4]) end
+  return {-3, token, cur}
+end
+local out = run_preload({unpack(ARGV, 2, 1 + npre)})
+out[4] = cur
+return out
+"""
 _LUA_RELEASE = r"""#!lua
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]); return 1 end
 return 0
@@ -460,11 +503,12 @@ class _Scripts:
         self.preload = script(_LUA_PRELOAD)
         self.acquire = script(_LUA_ACQUIRE)
         self.claim = script(_LUA_CLAIM)
+        self.create = script(_LUA_CREATE)
         self.snap_scan = script(_LUA_SNAP_SCAN)
         self.snap_get = script(_LUA_SNAP_GET)
         self.snap_preload = script(_LUA_SNAP_PRELOAD)
         self.snap_pin = script(_LUA_SNAP_PIN)
-        self.all = (self.scan, self.write, self.preload, self.acquire, self.claim, self.snap_scan, self.snap_get,
+        self.all = (self.scan, self.write, self.preload, self.acquire, self.claim, self.create, self.snap_scan, self.snap_get,
                     self.snap_preload, self.snap_pin, *_PLACEMENT_SCRIPTS)
 
 
@@ -992,6 +1036,32 @@ class RedisKV(KVStore):
         if int(reply[0]) == -2:
             return 0, None, bytes(reply[1]), None
         return int(reply[0]), self._preload_map(actor, request, reply[:3]), None, reply[3] or None
+
+    supports_create = True
+
+    def _create(self, actor_id: str, request: PreloadRequest, puts: Mapping[bytes, bytes],
+                claim: tuple[bytes, Sequence[bytes]] | None
+                ) -> tuple[int, PreloadMap | None, bytes | None, bytes | None]:
+        actor = self._actor_cache(actor_prefix(actor_id))
+        pre = self._preload_args(actor, request, True)
+        args: list[bytes | int | str] = [len(pre), *pre]
+        if claim is None:
+            args.append("0")
+        else:
+            owner, replace = claim
+            args += ["1", owner, len(replace), *replace]
+        args.append(len(puts))
+        encode = self.value_codec.encode
+        for k, v in puts.items():
+            args += [actor.rel(k), encode(v)]
+        reply = self._run("create", self._lua.create, self._client, actor.keys + [actor.owner], args)
+        status = int(reply[0])
+        if status == -2:
+            return 0, None, bytes(reply[1]), None
+        if status == -3:
+            return int(reply[1]), None, None, (bytes(reply[2]) if len(reply) > 2 and reply[2] else None)
+        replaced = reply[3] if len(reply) > 3 and reply[3] else None
+        return status, self._preload_map(actor, request, reply[:3]), None, None if replaced is None else bytes(replaced)
 
     def _release(self, actor_id: str, owner: bytes) -> bool:
         actor = self._actor_cache(actor_prefix(actor_id))

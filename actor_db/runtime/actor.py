@@ -67,6 +67,20 @@ class ActorOptions:
         awake actor); pages are then served by the VFS chunk cache (a memory copy per
         page, ~1.5 µs more per small query). ``None``: SQLite's default (2 MiB, 20
         pages allocated at the first read).
+    :ivar speculative_create: with an output gate and a store that supports it, the
+        first call to an actor this process has not started yet runs against the
+        image a NEW actor would have (its migrations on an empty database, no KV
+        read), and the claim, that image and the call's writes go out in ONE
+        conditional KV round trip ("create only if absent"). If the actor exists, the
+        speculative work is discarded unseen and the call runs again on the actor as
+        woken from the preload that came back (same round trip). So a new actor's first
+        call costs 1 round trip; the price is that the first call after a restart to an
+        actor that exists runs its migrations and the action twice (the first run's
+        effects on the database and state are discarded; a call to another actor from
+        that run stops the speculation first). A registry pauses it for a type after a
+        run of first calls that found existing actors (:mod:`actor_db.runtime.speculation`).
+        ``False``: never speculate (a new actor's first write call then costs 3 round
+        trips, a read 2).
     """
 
     preload_max_bytes: int = DEFAULT_PRELOAD_MAX_BYTES
@@ -78,6 +92,7 @@ class ActorOptions:
     output_gate: bool = True
     inline_queries: bool = True
     sqlite_cache_pages: int | None = 0
+    speculative_create: bool = True
 
     def __post_init__(self) -> None:
         for name in ("preload_max_bytes", "preload_max_sqlite_bytes", "preload_max_workflow_bytes",
@@ -85,7 +100,7 @@ class ActorOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ConfigurationError(f"{name} must be an int >= 0 (bytes), not {value!r}")
-        for name in ("output_gate", "inline_queries"):
+        for name in ("output_gate", "inline_queries", "speculative_create"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigurationError(f"{name} must be True or False, not {getattr(self, name)!r}")
         if self.sqlite_cache_pages is not None and (not isinstance(self.sqlite_cache_pages, int)

@@ -47,6 +47,15 @@ Invariants:
   (:meth:`drain`, or :meth:`write` over :attr:`max_pending_bytes`) writes them itself
   when no flusher runs, and withdraws the gate from a group round that has not taken
   it yet (that round could need the very thread that waits, e.g. the event loop).
+- Speculation (a new actor's first call, :mod:`actor_db.runtime.instance`): a gate made
+  ``speculative`` stands for an actor assumed EMPTY. It never touches the KV: batches
+  queue as in a held gate, a read of a key no pending batch touches answers absent,
+  and anything that needs the KV (a scan, a preload, a conditional write, a drain,
+  backpressure) aborts the speculation (:class:`SpeculationAbortedError`, and
+  :attr:`speculation_aborted` stays set even if the caller swallows it). Then either
+  :meth:`commit_speculation` sends every pending batch as the actor's creation in ONE
+  conditional round trip (created: they are all durable; the gate is an ordinary
+  held gate from then on), or :meth:`discard_speculation` drops them unwritten.
 - One writer at a time: ``_flushing`` is the right to write. Its holder is a flusher
   (:meth:`_flush`), a conditional write, or the committer while the gate is joined
   (``_joined``) or in a round; only the holder removes pending batches.
@@ -63,7 +72,7 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
 from vfs.preload import PreloadMap
 from vfs.protocol import ConditionFailedError, KVLimits, PreloadRequest, WriteBatch
 
-from actor_db.errors import CommitFailedError, FencedError, KVLimitError
+from actor_db.errors import CommitFailedError, FencedError, KVLimitError, SpeculationAbortedError
 from actor_db.kv.fencing import fenced_cause
 from actor_db.runtime.group_commit import GroupCommitter, committer_for
 from actor_db.runtime.inbox import inbox_for
@@ -147,11 +156,18 @@ class OutputGate:
         (or until something must wait for them: :meth:`drain`, backpressure). The
         runtime holds the gate while an actor starts, so a new actor's creation batch
         and its migrations go out as one write.
+    :param speculative: start speculative (implies held): the actor is assumed empty
+        and nothing reaches the KV until :meth:`commit_speculation` (module docstring).
     """
 
     def __init__(self, inner: CountingKV, pool: ThreadPool, loop: asyncio.AbstractEventLoop, label: str,
                  on_failure: Callable[[BaseException], None] | None = None,
-                 max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES, held: bool = False) -> None:
+                 max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES, held: bool = False,
+                 speculative: bool = False) -> None:
+        self.speculative = speculative
+        """The actor is assumed empty and nothing reaches the KV (see the module docstring)."""
+        self.speculation_aborted = False
+        """A speculative gate was asked for something only the KV can answer."""
         self.inner = inner
         self.label = label
         self.max_pending_bytes = max_pending_bytes
@@ -188,7 +204,7 @@ class OutputGate:
         self._flushing = False
         self._sleepers = 0
         """Threads waiting on ``_cond`` (:meth:`drain`, backpressure)."""
-        self._held = held
+        self._held = held or speculative
         self._release_scheduled = False
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.enqueued = 0
@@ -214,7 +230,11 @@ class OutputGate:
 
     @property
     def fence_token(self) -> int | None:
-        return self.inner.fence_token
+        """The inner view's token; while speculative, 0: the ownership the creation will
+        take with the commit (:meth:`commit_speculation`), so the database opened on
+        this gate is its owner's, as it will be (:func:`vfs.protocol.holds_ownership`)."""
+        token = self.inner.fence_token
+        return 0 if token is None and self.speculative else token
 
     @property
     def reads(self) -> int:
@@ -251,6 +271,9 @@ class OutputGate:
             nothing of it was applied and the gate stays whole.
         """
         size = self._check(batch)
+        if self.speculative:
+            self._write_speculative(batch, size)
+            return
         if batch.expect:
             self._write_conditional(batch)
             return
@@ -285,6 +308,82 @@ class OutputGate:
                 self._hand_off()
         if over:
             self._wait_below(self.max_pending_bytes)
+
+    # ------------------------------------------------------------ speculation
+    def _abort_speculation(self, why: str) -> SpeculationAbortedError:
+        """Mark the speculation aborted; the error to raise (the VFS reports it to
+        SQLite as an I/O error; the runtime then discards the speculation)."""
+        self.speculation_aborted = True
+        log.debug("actor %s: speculative first call aborted: %s", self.label, why)
+        return SpeculationAbortedError(f"actor {self.label}: speculative first call needs the KV ({why})")
+
+    def _write_speculative(self, batch: WriteBatch, size: int) -> None:
+        """Queue ``batch`` on the empty image (never written before the commit)."""
+        if self.speculation_aborted:
+            raise self._abort_speculation("the speculation was discarded")
+        if batch.expect:
+            raise self._abort_speculation("a conditional write")
+        with self._lock:
+            if self._pending_bytes + size > self.max_pending_bytes:
+                over = True
+            else:
+                over = False
+                self.enqueued += 1
+                self._pending.append((self.enqueued, batch, size))
+                self._pending_bytes += size
+        if over:
+            raise self._abort_speculation(f"more than {self.max_pending_bytes} bytes to create")
+
+    def commit_speculation(self, request: PreloadRequest) -> PreloadMap | None:
+        """(Pool thread.) Send every pending batch as the actor's creation with the
+        ownership claim, in ONE conditional round trip
+        (:meth:`~actor_db.kv.ActorKV.create_or_preload`).
+
+        :returns: ``None``: the actor did not exist and was created (every pending
+            batch is durable; the gate is an ordinary held gate now); else the preload
+            of ``request`` that came back (the actor exists; nothing was written and the
+            speculation is discarded).
+        :raises SpeculationAbortedError: the speculation was aborted, or the creation
+            does not fit one atomic batch (nothing was sent).
+        :raises KVError: the round trip failed (whether the creation was applied is
+            unknown); :class:`~actor_db.errors.ActorOwnedElsewhereError`: the placement
+            claim was refused.
+        """
+        if not self.speculative or self.speculation_aborted:
+            raise self._abort_speculation("the speculation was aborted before its commit")
+        with self._lock:
+            batches = [batch for _, batch, _ in self._pending]
+        image = WriteBatch()
+        for batch in batches:
+            image.merge(batch)
+        # The actor is empty: its deletes change nothing, the merged puts are its keys.
+        creation = WriteBatch(puts=image.puts)
+        if not self._limits.batch_fits(creation.op_count, creation.payload_bytes):
+            raise self._abort_speculation("the creation does not fit one atomic batch")
+        self.flushes += 1
+        self.merged_batches += max(len(batches) - 1, 0)
+        found = self.inner.create_or_preload(request, creation)
+        if found is None:
+            with self._lock:
+                self._pending.clear()
+                self._pending_bytes = 0
+                self.durable = self.enqueued
+                self.speculative = False
+        else:
+            self.discard_speculation()
+        return found
+
+    def discard_speculation(self) -> None:
+        """Drop every pending batch of a speculative gate unwritten; later writes are
+        refused (:class:`SpeculationAbortedError`). No-op for other gates."""
+        if not self.speculative:
+            return
+        with self._lock:
+            self.speculation_aborted = True
+            self._pending.clear()
+            self._pending_bytes = 0
+            self.enqueued = self.durable = 0  # (never written: nothing to count or wait for)
+            self.flushes = self.merged_batches = 0
 
     def _write_now(self, batch: WriteBatch, seq: int) -> None:
         """(Holding the right to write, nothing else pending.) Write ``batch``, number
@@ -372,7 +471,10 @@ class OutputGate:
         return size
 
     def open(self) -> None:
-        """Stop holding (see ``held``): write what is queued, and every later batch."""
+        """Stop holding (see ``held``): write what is queued, and every later batch.
+        (No-op while speculative: only :meth:`commit_speculation` writes then.)"""
+        if self.speculative:
+            return
         with self._lock:
             self._held = False
             start = bool(self._pending) and not self._flushing and self.failure is None
@@ -389,7 +491,10 @@ class OutputGate:
         with self._lock:
             self._raise_if_failed()
             pending = [batch for _, batch, _ in self._pending]
-        if not pending:
+            speculative = self.speculative
+        if speculative and self.speculation_aborted:
+            raise self._abort_speculation("a read after the speculation was discarded")
+        if not pending and not speculative:
             return self.inner.get_many(keys)
         out: list[bytes | None] = [None] * len(keys)
         missing: list[int] = []
@@ -401,7 +506,7 @@ class OutputGate:
                     break
             else:
                 missing.append(i)
-        if missing:
+        if missing and not speculative:  # (speculative: the actor is empty, so absent)
             values = self.inner.get_many([keys[i] for i in missing])
             for i, value in zip(missing, values):
                 out[i] = value
@@ -669,7 +774,8 @@ class OutputGate:
 
     async def settle(self) -> None:
         """(Event loop.) Wait until nothing is pending or in flight (durable or broken);
-        never raises the gate's error. Opens a held gate."""
+        never raises the gate's error. Opens a held gate; discards a speculation."""
+        self.discard_speculation()
         self.open()
         try:
             await self.wait(self.enqueued)
@@ -681,7 +787,10 @@ class OutputGate:
         here when no flusher runs.
 
         :raises CommitFailedError: the gate broke (or :class:`FencedError`).
+        :raises SpeculationAbortedError: the gate is speculative (nothing may be written).
         """
+        if self.speculative:
+            raise self._abort_speculation("something must wait for the KV")
         with self._lock:
             self._raise_if_failed()
             target = self.enqueued

@@ -33,6 +33,16 @@ Invariants:
   calling its own actor) raises :class:`~actor_db.errors.ActorCallCycleError` naming
   the chain; a frame stops counting when its lock is released, so a task that outlives
   the action that started it is not refused later.
+- A new actor's first call (``ActorOptions.speculative_create``): the first call to an
+  instance that never started in this process runs speculatively on the image a NEW
+  actor would have (a speculative :class:`OutputGate`, no KV call), and its writes, the
+  migrated image and the ownership claim go out in ONE conditional round trip
+  (:meth:`~actor_db.kv.ActorKV.create_or_preload`). Created: the call's result is
+  durable, it is released. The actor exists: everything the speculation did is
+  discarded unwritten (its caller saw nothing: the output gate held it), the actor
+  wakes from the preload that came back, and the call runs again. A call to another
+  actor from a speculative run, or anything that needs the KV, aborts the speculation
+  before it happens; the call then runs the ordinary way.
 - An ``apsw`` (or any) error whose cause chain holds a
   :class:`~actor_db.errors.FencedError`, during a wake or an action, reaches the caller
   as a ``FencedError`` (its ``__cause__`` the original error) and the actor is closed
@@ -53,10 +63,12 @@ import apsw
 
 import vfs
 from vfs.keys import FILE_MAIN, chunk_range
+from vfs.preload import PreloadMap
 
 from actor_db.kv.fencing import fenced_cause
 from actor_db.errors import (
-    ActionNotFoundError, ActorCallCycleError, ActorDBError, ActorNotFoundError, ActorShuttingDownError, FencedError,
+    ActionNotFoundError, ActorCallCycleError, ActorDBError, ActorNotFoundError, ActorShuttingDownError,
+    CommitFailedError, FencedError, KVError, SpeculationAbortedError,
 )
 from actor_db.runtime.actor import ActorDefinition, Context
 from actor_db.runtime.database import ActorConnection, Database
@@ -65,7 +77,8 @@ from actor_db.runtime.inline import Runner
 from actor_db.runtime.metrics import CountingKV, StartupMetrics
 from actor_db.runtime.pool import ThreadPool
 from actor_db.runtime.prefetch import Lines, actor_lines, prefetch
-from actor_db.runtime.startup import start_actor
+from actor_db.runtime.speculation import SpeculationPolicy
+from actor_db.runtime.startup import preload_request, start_actor
 from actor_db.runtime.state import PersistedState
 from actor_db.runtime.worker import Worker
 
@@ -106,6 +119,14 @@ class _Hold:
         chain = _chain.get()
         if chain:  # (a call from outside every action has no chain: nothing to check)
             chain = tuple(frame for frame in chain if frame.active)
+        for frame in chain:
+            speculation = frame.instance._speculation
+            if speculation is not None:
+                # A speculative first call must not reach another actor: its run may be
+                # discarded and repeated (the module docstring). Stop it before anything happens.
+                speculation.speculation_aborted = True
+                raise SpeculationAbortedError(f"actor {frame.instance.label}: a speculative first call reached "
+                                              f"{instance.label}; it runs again the ordinary way")
         for frame in chain:
             if frame.instance is instance:
                 if action is not None:  # (formatted only here: an action call names itself)
@@ -164,12 +185,13 @@ class ActorInstance:
         "_actions", "_closing", "_core", "_counters", "_database", "_generation", "_idle_deadline",
         "_idle_generation", "_idle_handle", "_idle_loop", "_lock", "_on_destroyed", "_outgate", "_pool", "_prefetch",
         "_resets",
-        "_runner", "_starting", "_starts", "_startup", "_tasks", "_vfs_closed", "_worker", "definition", "key",
+        "_policy", "_runner", "_speculation", "_starting", "_starts", "_startup", "_tasks", "_vfs_closed", "_worker", "definition",
+        "key",
         "kv", "label", "status", "__weakref__",
     )
 
     def __init__(self, definition: ActorDefinition, key: str, kv: Any, pool: ThreadPool,
-                 on_destroyed: Any = None) -> None:
+                 on_destroyed: Any = None, speculation: SpeculationPolicy | None = None) -> None:
         self.definition = definition
         self.key = key
         self.label = f"{definition.name}/{key}"
@@ -180,6 +202,10 @@ class ActorInstance:
         self._worker: Worker | None = None
         self._runner: Runner | None = None
         self._outgate: OutputGate | None = None
+        self._policy = speculation if speculation is not None else SpeculationPolicy(definition.name)
+        """When first calls of this type speculate (shared by the registry's actors of the type)."""
+        self._speculation: OutputGate | None = None
+        """While a speculative first call runs: its gate (:meth:`_speculative_call`)."""
         self._core: ActorConnection | None = None
         self._database: Database | None = None
         self._prefetch: Lines = None
@@ -212,7 +238,16 @@ class ActorInstance:
         return core
 
     # ------------------------------------------------------------------ wake
-    async def _wake(self) -> None:
+    async def _wake(self, preload: PreloadMap | None = None, speculative: bool = False,
+                    trips0: int | None = None) -> StartupMetrics:
+        """Start the actor (lock held, asleep); returns the start's metrics.
+
+        :param preload: the startup preload another call already brought with ownership.
+        :param speculative: start as a new, empty actor with no KV call, its gate
+            speculative and left held: the caller commits or discards the speculation
+            and then calls :meth:`_started`.
+        :param trips0: the actor's round-trip count the start's cost is counted from.
+        """
         options = self.definition.options
         worker = Worker(self._pool, self.label, instant=self.kv.instant_writes)
         view: CountingKV | OutputGate = self.kv
@@ -220,7 +255,7 @@ class ActorInstance:
             # Held while starting: a new actor's creation batch, its migrations and
             # on_wake's commit go out as one KV write at the end of the start.
             gate = OutputGate(self.kv, self._pool, asyncio.get_running_loop(), self.label,
-                              on_failure=lambda exc: self._gate_failed(gate), held=True)
+                              on_failure=lambda exc: self._gate_failed(gate), held=True, speculative=speculative)
             view = self._outgate = gate
         runner = Runner(worker, view, inline=options.inline_queries)
         database = Database(runner, self._gate)
@@ -232,15 +267,19 @@ class ActorInstance:
 
         self._starting = True
         self.status = AWAKE
-        trips0 = self.kv.round_trips
+        if trips0 is None:
+            trips0 = self.kv.round_trips
         try:
-            core, metrics = await start_actor(self.definition, self.key, view, worker, make_core, database)
+            core, metrics = await start_actor(self.definition, self.key, view, worker, make_core, database,
+                                              preload=preload, speculative=speculative)
             self._starting = False
             if self.definition.on_wake is not None:
                 started = time.perf_counter()
                 with metrics.user("on_wake"):
                     await self._run_as_action(self.definition.on_wake)
                 metrics.total_ms += (time.perf_counter() - started) * 1000.0
+            if speculative:
+                return metrics
             if self._outgate is not None:
                 # The start's writes (creation, migrations, on_wake) are durable before
                 # the actor serves anything: one KV write when they fit one batch.
@@ -263,16 +302,126 @@ class ActorInstance:
             raise
         finally:
             self._starting = False
+        self._started(metrics)
+        return metrics
+
+    def _started(self, metrics: StartupMetrics) -> None:
+        """(Lock held, the start's writes durable.) The actor is ready: record it."""
+        if metrics.is_new:
+            self._policy.created()
         self._startup = metrics
         self._starts += 1
         if self._core is not None:
             self._prefetch = actor_lines(
                 (self, self._lock, self._outgate, self._runner, self._worker, self.kv, self._database)
                 + self._core.hot_objects(), self._core.sqlite_pointer())
-        if self._core is not None and _database_preloaded(self._core):
-            runner.assume_local()
+        if self._core is not None and self._runner is not None and _database_preloaded(self._core):
+            self._runner.assume_local()
         log.info("actor %s awake (new=%s, %d KV round trips, %.3f ms)", self.label, metrics.is_new,
                  metrics.kv_round_trips, metrics.total_ms)
+
+    def _may_speculate(self) -> bool:
+        """Whether a call that wakes the actor now may run speculatively as a new
+        actor's first call: the type allows it, this instance never started in this
+        process (an actor it started before exists), and the store can create an actor
+        in its ownership claim."""
+        options = self.definition.options
+        return (options.speculative_create and options.output_gate and self._starts == 0 and self._policy.active
+                and self.kv.supports_create)
+
+    async def _speculative_call(self, fn: Any, args: tuple[Any, ...]) -> tuple[Any, Exception | None] | None:
+        """(Lock held, asleep.) Run the first call of an actor assumed new: start it on
+        an empty image and run ``fn`` with no KV call, then send the claim, the image
+        and the call's writes in ONE conditional round trip (the module docstring).
+        ``fn`` is ``None`` for a wake without an action.
+
+        :returns: ``(result, error)`` of the call when the actor was created by it (the
+            call's writes are durable); ``None`` when the call must run the ordinary way:
+            the actor existed (it is awake now, woken from the preload that came back)
+            or the speculation was aborted (it is asleep; nothing was sent).
+        :raises CommitFailedError: the round trip failed (whether the creation was
+            applied is unknown; the actor stays asleep and re-opens from the KV).
+        :raises PlacementError: the claim was refused before or in the round trip, e.g.
+            :class:`~actor_db.errors.ActorOwnedElsewhereError` (nothing was applied).
+        """
+        trips0 = self.kv.round_trips
+        result: Any = None
+        error: Exception | None = None
+        try:
+            metrics = await self._wake(speculative=True, trips0=trips0)
+        except Exception as exc:  # (e.g. a migration failed on the empty image: the ordinary wake decides)
+            log.debug("actor %s: speculative start stopped (%s: %s); waking the ordinary way", self.label,
+                      type(exc).__name__, exc)
+            return None
+        gate, worker = self._outgate, self._worker
+        assert gate is not None and worker is not None
+        self._speculation = gate
+        try:
+            if fn is not None:
+                self._actions += 1
+                try:
+                    result = await self._run_as_action(fn, *args)
+                except Exception as exc:
+                    error = exc
+        except BaseException:
+            await self._discard_speculation()
+            raise
+        finally:
+            self._speculation = None
+        if gate.speculation_aborted or isinstance(error, SpeculationAbortedError):
+            if fn is not None:
+                self._actions -= 1
+            await self._discard_speculation()
+            return None
+        request = preload_request(self.definition.options, self.definition.database is not None)
+        started = time.perf_counter()
+        try:
+            with metrics.internal("preload"):  # (the claim's round trip: the start's preload phase)
+                found = await worker.run(gate.commit_speculation, request)
+        except SpeculationAbortedError:
+            if fn is not None:
+                self._actions -= 1
+            await self._discard_speculation()
+            return None
+        except KVError as exc:
+            await self._discard_speculation()
+            # The creation may have been applied (a lost reply), as a commit's may.
+            raise CommitFailedError(
+                f"actor {self.label}: the KV call creating the actor with its first call's writes failed "
+                f"({type(exc).__name__}: {exc}); whether it was applied is unknown; the next call re-opens the "
+                "actor from the KV") from exc
+        except BaseException:
+            await self._discard_speculation()
+            raise
+        if found is None:
+            self._policy.created()
+            gate.open()
+            metrics.total_ms += (time.perf_counter() - started) * 1000.0
+            metrics.kv_round_trips = self.kv.round_trips - trips0
+            self._started(metrics)
+            return result, error
+        # The actor exists: what ran was never seen; wake it from what came back.
+        self._policy.found_existing()
+        if fn is not None:
+            self._actions -= 1
+        await self._discard_speculation()
+        log.debug("actor %s exists: its speculative first call was discarded", self.label)
+        elapsed_ms = metrics.internal_ms["preload"]
+        woken = await self._wake(preload=found, trips0=trips0)
+        woken.internal_ms["preload"] += elapsed_ms
+        woken.total_ms += elapsed_ms
+        return None
+
+    async def _discard_speculation(self) -> None:
+        """(Lock held.) Close a speculative start with nothing written."""
+        gate = self._outgate
+        if gate is not None:
+            gate.discard_speculation()
+        self._closing = True
+        try:
+            await self._close_worker()
+        except Exception:
+            log.debug("actor %s: closing a discarded speculation failed", self.label, exc_info=True)
 
     async def _close_worker(self) -> None:
         """Close the connection, stop the worker and wait until the output gate has
@@ -387,12 +536,19 @@ class ActorInstance:
                 raise ActorNotFoundError(f"actor {self.label} was destroyed")
             if self._outgate is not None and self._outgate.failure is not None:
                 await self._discard_locked(self._outgate)  # broken: re-open from the KV below
+            done = None
             if self.status == ASLEEP:
-                await self._wake()
+                if self._may_speculate():
+                    done = await self._speculative_call(fn, args)
+                if done is None and self.status == ASLEEP:
+                    await self._wake()
             gate = self._outgate
             try:
-                self._actions += 1
-                result = await self._run_as_action(fn, *args)
+                if done is not None:  # a new actor's first call: it ran, its writes are durable
+                    result, error = done
+                else:
+                    self._actions += 1
+                    result = await self._run_as_action(fn, *args)
             except Exception as exc:
                 if gate is not None and gate.failure is not None:
                     # The action ran on state that is being thrown away: the gate's error.
@@ -465,7 +621,10 @@ class ActorInstance:
             if self._outgate is not None and self._outgate.failure is not None:
                 await self._discard_locked(self._outgate)
             if self.status == ASLEEP:
-                await self._wake()
+                if self._may_speculate():
+                    await self._speculative_call(None, ())
+                if self.status == ASLEEP:
+                    await self._wake()
                 self._schedule_idle()
             gate = self._outgate
             seq = gate.enqueued if gate is not None else 0

@@ -87,6 +87,31 @@ class CountingKV:
             return self.inner.preload(request)
         return acquire(request)  # type: ignore[no-any-return]
 
+    @property
+    def supports_create(self) -> bool:
+        """Whether :meth:`create_or_preload` is possible (the inner view's store
+        implements it)."""
+        store = getattr(self.inner, "store", None)
+        return bool(getattr(store, "supports_create", False)) and hasattr(self.inner, "create_or_preload")
+
+    def create_or_preload(self, request: PreloadRequest, batch: WriteBatch) -> PreloadMap | None:
+        """The inner view's :meth:`~actor_db.kv.ActorKV.create_or_preload`: ownership,
+        and the creation or the preload, in ONE round trip: counted as a write when it
+        created the actor (or failed), as a read when it brought the preload (what an
+        ordinary wake's :meth:`acquire_and_preload` is counted as)."""
+        try:
+            found: PreloadMap | None = self.inner.create_or_preload(request, batch)  # type: ignore[attr-defined]
+        except BaseException:
+            with self._lock:
+                self.writes += 1
+            raise
+        with self._lock:
+            if found is None:
+                self.writes += 1
+            else:
+                self.reads += 1
+        return found
+
     def scan(self, start: bytes, end: bytes, *, limit: int | None = None,
              max_bytes: int | None = None) -> list[tuple[bytes, bytes]]:
         self._read()

@@ -29,6 +29,7 @@ from actor_db.kv.namespace import encode_actor_id
 from actor_db.runtime.actor import ActorDefinition
 from actor_db.runtime.instance import ActorInstance
 from actor_db.runtime.pool import DEFAULT_MAX_THREADS, ThreadPool
+from actor_db.runtime.speculation import SpeculationPolicy
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ class Registry:
         self.pool = ThreadPool(max_threads)
         """The shared thread pool (``pool.threads``, ``pool.peak_threads``, ``pool.max_threads``)."""
         self._instances: dict[tuple[str, str], ActorInstance] = {}
+        self._policies: dict[str, SpeculationPolicy] = {}
+        """Per actor type: when its first calls speculate (:mod:`actor_db.runtime.speculation`)."""
         self._claims: Callable[[str], Callable[[], Any]] | None = None
         """Placement (:mod:`actor_db.serve`): ``claims(actor_id)`` is set on every
         actor's KV view, so ownership is only taken through the conditional claim."""
@@ -140,7 +143,11 @@ class Registry:
             raise ActorNotFoundError(f"no actor type named {name!r} (known: {sorted(self._types)})")
         instance = self._instances.get((name, key)) if isinstance(key, str) else None
         if instance is None:
-            instance = ActorInstance(definition, key, self._view(name, key), self.pool, on_destroyed=self._forget)
+            policy = self._policies.get(name)
+            if policy is None:
+                policy = self._policies[name] = SpeculationPolicy(name)
+            instance = ActorInstance(definition, key, self._view(name, key), self.pool, on_destroyed=self._forget,
+                                     speculation=policy)
             self._instances[(name, key)] = instance
         return ActorHandle(instance)
 

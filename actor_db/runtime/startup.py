@@ -20,6 +20,12 @@ The sequence (DESIGN.md sections 2-4, issue 3):
 Waking an existing actor whose database fits the budget therefore costs exactly 1 KV
 round trip before its first query; creating one costs 2 (preload + one batch) before
 migrations. A read beyond the preload before migrations is logged as a warning.
+
+A *speculative* start (a new actor's first call, :mod:`actor_db.runtime.instance`) skips
+step 1: the preload is the one an EMPTY actor would get (:func:`empty_preload`, no KV
+call), the view is a speculative output gate, and steps 2-5 run with no round trip; the
+runtime then sends the creation with the ownership claim in one call. A start may also
+be given the preload another call already brought (the actor turned out to exist).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import vfs
-from vfs.preload import ABSENT, NOT_LOADED, PreloadMap
+from vfs.preload import ABSENT, NOT_LOADED, PreloadMap, evaluate_preload
 from vfs.protocol import PrefixBudget, PreloadRequest
 
 from actor_db.runtime.database import ActorConnection, Database
@@ -45,7 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["preload_request", "start_actor"]
+__all__ = ["preload_request", "empty_preload", "start_actor"]
 
 
 def preload_request(options: ActorOptions, has_db: bool) -> PreloadRequest:
@@ -59,6 +65,12 @@ def preload_request(options: ActorOptions, has_db: bool) -> PreloadRequest:
     ranges.append(PrefixBudget(CONNECTIONS_RANGE, options.preload_max_connections_bytes, partial=False))
     ranges.append(PrefixBudget(WORKFLOWS_RANGE, options.preload_max_workflow_bytes, partial=False))
     return PreloadRequest(keys=keys, ranges=tuple(ranges), max_total_bytes=options.preload_max_bytes)
+
+
+def empty_preload(request: PreloadRequest) -> PreloadMap:
+    """The preload ``request`` brings for an actor that has no key at all (no KV call):
+    every requested key and scanned range confirmed absent, as a driver would report."""
+    return evaluate_preload(request, lambda key: None, lambda start, end: iter(()))
 
 
 def _preload(kv: CountingKV | OutputGate, request: PreloadRequest, metrics: StartupMetrics) -> PreloadMap:
@@ -90,10 +102,18 @@ async def start_actor(
     worker: Worker,
     core_factory: Any,
     database: Database,
+    *,
+    preload: PreloadMap | None = None,
+    speculative: bool = False,
 ) -> tuple[ActorConnection, StartupMetrics]:
     """Run steps 1-5 above on ``worker``; returns the ready connection and the metrics.
 
     The caller closes the worker (and the connection) if this raises.
+
+    :param preload: the startup preload, already brought (with ownership) by another
+        call: step 1 is skipped.
+    :param speculative: start as a new, empty actor with no KV call (``kv`` must be a
+        speculative :class:`OutputGate`); step 1 is skipped.
 
     :param core_factory: ``core_factory(state) -> ActorConnection`` (the instance keeps
         a reference so ``database`` finds it).
@@ -103,11 +123,16 @@ async def start_actor(
     """
     metrics = StartupMetrics()
     started = time.perf_counter()
-    reads0, trips0 = kv.reads, kv.round_trips
+    trips0 = kv.round_trips
     label = f"{definition.name}/{key}"
     config = definition.database
 
-    preload = await worker.run(_preload, kv, preload_request(definition.options, config is not None), metrics)
+    request = preload_request(definition.options, config is not None)
+    if speculative:
+        preload = empty_preload(request)
+    elif preload is None:
+        preload = await worker.run(_preload, kv, request, metrics)
+    reads0 = kv.reads
 
     with metrics.internal("load_state"):
         raw = preload.lookup(STATE_KEY)
@@ -134,7 +159,7 @@ async def start_actor(
                                    definition.options.sqlite_cache_pages)
     elif is_new:
         await worker.run(_create_without_db, core, metrics)
-    extra_reads = kv.reads - reads0 - 1
+    extra_reads = kv.reads - reads0
     if extra_reads > 0:
         log.warning("actor %s: startup made %d KV read(s) beyond the preload before migrations "
                     "(the preload missed data it should cover; raise preload_max_sqlite_bytes?)", label, extra_reads)

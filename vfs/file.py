@@ -1305,9 +1305,18 @@ class KVFile:
             truncate_from = chunk_count(self._low_water) if self._low_water < committed else None
             pending: vhistory.Pending | None = None
             dropping = history.dropping
+            new_end = chunk_count(size)
+            grow_tail = chunk_count(committed) if truncate_from is None and size > committed and not self._ambiguous \
+                else None
             if recording:
                 written = set(dirty).union(self._staged)
-                pending = history.prepare(size=size, truncate_from=truncate_from, chunk_indices=sorted(written),
+                if grow_tail is None and truncate_from is None and not self._ambiguous and \
+                        vhistory.covers(written, new_end):
+                    grow_tail = new_end  # the whole file rewritten: its tail goes, and it is a base
+                hole = (truncate_from, new_end) if truncate_from is not None and truncate_from < new_end else None
+                tail_from = grow_tail if truncate_from is None else \
+                    (max(truncate_from, new_end) if size == 0 else None)
+                pending = history.prepare(size=size, hole=hole, tail_from=tail_from, chunk_indices=sorted(written),
                                           chunk_bytes=len(written) * CHUNK_SIZE)
             elif dropping:
                 log.warning("%s: this connection does not record history (history=False or locking other than "
@@ -1316,7 +1325,6 @@ class KVFile:
                 history.drop_ops(history_ops)
                 extra = history_ops if extra is None else _merged(extra, history_ops)
             batch = WriteBatch()
-            new_end = chunk_count(size)
             if truncate_from is not None:
                 # Holes inside the new size now; the tail past the new end only after
                 # SQLite has seen the commit succeed (phase two): if this commit fails
@@ -1324,9 +1332,9 @@ class KVFile:
                 # when nothing is left (the in-place rollback of a database's creation):
                 # a meta of 0 bytes over chunks is refused as damage at the next open.
                 redo.truncate(batch, self._tag, truncate_from, new_end, keep_tail=size > 0)
-            elif size > committed and not self._ambiguous:
+            elif grow_tail is not None:
                 # Growing: a tail left past the committed end must not reappear as data.
-                batch.delete_range(*chunk_range(self._tag, chunk_count(committed)))
+                batch.delete_range(*chunk_range(self._tag, grow_tail))
             staged = self._has_staged()
             if self._stale_staging and not staged:
                 batch.delete_range(*staged_range())  # an earlier writer's uncommitted leftovers
@@ -1363,8 +1371,14 @@ class KVFile:
                     # Before the commit point; the entry goes in the commit point's batch.
                     vhistory.write_deltas(self._kv_write, self._limits, pending.seq, dirty, first=not staged)
                 if self._journal_commit_possible():
-                    self._commit_journaled(dirty, truncate_from, size, committed, extra)
+                    self._commit_journaled(dirty, truncate_from, size, committed, extra, grow_tail)
                 else:
+                    if grow_tail is not None:
+                        # As the other paths: the tail past the committed end goes at the
+                        # commit point (orphans past the old end, never needed again).
+                        tail = WriteBatch()
+                        tail.delete_range(*chunk_range(self._tag, grow_tail))
+                        extra = tail if extra is None else _merged(tail, extra)
                     applied = self._commit_large(dirty, truncate_from, extra)
             if pending is not None or dropping:
                 history.applied(pending)
@@ -1579,7 +1593,7 @@ class KVFile:
         return out
 
     def _commit_journaled(self, dirty: dict[int, bytes], truncate_from: int | None, size: int, committed: int,
-                          extra: WriteBatch | None) -> None:
+                          extra: WriteBatch | None, grow_tail: int | None) -> None:
         """A commit larger than one batch, made atomic with a SQLite rollback journal in
         file tag 1 (:mod:`vfs.journal`), so that every reader, ours or another SQLite
         VFS's (RivetKit's), rolls an interrupted one back:
@@ -1624,9 +1638,9 @@ class KVFile:
         ops += [(prefix + _pack_index(index), data) for index, data in dirty.items()]
         batch = WriteBatch()
         for n, (key, value) in enumerate(ops):
-            if n == hot_at and size > committed and not self._ambiguous:
+            if n == hot_at and grow_tail is not None:
                 # Growing: chunks left past the committed end must not reappear as data.
-                batch.delete_range(*chunk_range(tag, chunk_count(committed)))
+                batch.delete_range(*chunk_range(tag, grow_tail))
             assert value is not None
             batch.put(key, value)
             if batch.op_count >= per_batch:  # batches in order: the header goes after every record

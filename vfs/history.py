@@ -58,7 +58,7 @@ __all__ = ["HistoryOptions", "HistorySetting", "HistoryError", "Policy", "policy
 DEFAULT_RETENTION = timedelta(days=7)
 _HEAD = struct.Struct("<BQQQQQQ")
 _BASE = struct.Struct("<QQQBQ")
-_ENTRY = struct.Struct("<BQQqBI")
+_ENTRY = struct.Struct("<BQQqqqBI")
 _VERSION = 1
 _FLAG_COMPLETE = 1
 _BOOKMARK_PREFIX = "h1-"
@@ -201,31 +201,47 @@ def _decode_bases(raw: bytes) -> list[Base]:
 
 @dataclass(frozen=True)
 class Entry:
-    """``[8, 1, 7, 2, seq]``: one recorded commit.
+    """``[8, 1, 7, 2, seq]``: one recorded commit, with the chunk deletes it made in the
+    KV (replayed exactly, so that chunks a shrink left past the end come back when an
+    in-place rollback grows the file again, as they do in the KV).
 
     :ivar size: the database size in bytes after it.
-    :ivar truncate_from: first chunk it dropped before writing its chunks, or ``None``.
+    :ivar hole: ``(first, end)``: chunks it deleted inside the new size, or ``None``.
+    :ivar tail_from: first chunk of the tail it deleted (everything from there on), or ``None``.
     :ivar complete: its chunks cover the whole file (it is a base by itself).
     """
 
     seq: int
     time_ms: int
     size: int
-    truncate_from: int | None
+    hole: tuple[int, int] | None
+    tail_from: int | None
     complete: bool
     chunks: int
 
     def encode(self) -> bytes:
-        return _ENTRY.pack(_VERSION, self.time_ms, self.size, -1 if self.truncate_from is None else self.truncate_from,
+        first, end = self.hole if self.hole is not None else (-1, -1)
+        return _ENTRY.pack(_VERSION, self.time_ms, self.size, first, end,
+                           -1 if self.tail_from is None else self.tail_from,
                            _FLAG_COMPLETE if self.complete else 0, self.chunks)
 
     @classmethod
     def decode(cls, seq: int, raw: bytes) -> Entry:
         if len(raw) != _ENTRY.size or raw[0] != _VERSION:
             raise ValueError(f"history entry {seq} is not a version {_VERSION} entry")
-        _, when, size, truncate_from, flags, chunks = _ENTRY.unpack(raw)
-        return cls(seq, when, size, None if truncate_from < 0 else truncate_from, bool(flags & _FLAG_COMPLETE),
-                   chunks)
+        _, when, size, first, end, tail_from, flags, chunks = _ENTRY.unpack(raw)
+        return cls(seq, when, size, None if first < 0 else (first, end), None if tail_from < 0 else tail_from,
+                   bool(flags & _FLAG_COMPLETE), chunks)
+
+    def drop(self, chunks: dict[int, bytes]) -> None:
+        """Apply this commit's chunk deletes to a replayed state (before its chunks)."""
+        if self.hole is not None:
+            first, end = self.hole
+            for index in [i for i in chunks if first <= i < end]:
+                del chunks[index]
+        if self.tail_from is not None:
+            for index in [i for i in chunks if i >= self.tail_from]:
+                del chunks[index]
 
 
 @dataclass
@@ -304,10 +320,11 @@ class History:
         assert head is not None
         return HistoryOptions(retention_s=head.retention_ms / 1000, max_bytes=head.max_bytes or None)
 
-    def prepare(self, *, size: int, truncate_from: int | None, chunk_indices: Sequence[int], chunk_bytes: int,
-                now_ms: int | None = None) -> Pending:
+    def prepare(self, *, size: int, hole: tuple[int, int] | None, tail_from: int | None,
+                chunk_indices: Sequence[int], chunk_bytes: int, now_ms: int | None = None) -> Pending:
         """The history operations of a commit that writes ``chunk_indices`` (whose delta
-        chunks the caller writes) and leaves the file at ``size`` bytes."""
+        chunks the caller writes), deletes the chunks ``hole`` and ``tail_from`` name (as
+        the commit's own batch does in the KV) and leaves the file at ``size`` bytes."""
         now = time_ms() if now_ms is None else now_ms
         options = self.options()
         retention_ms, max_bytes = _retention(options)
@@ -318,7 +335,9 @@ class History:
         if head is not None:
             now = max(now, head.last_time_ms)  # times never go backwards (a clock step)
         n = chunk_count(size)
-        complete = n > 0 and len(chunk_indices) >= n and set(range(n)).issubset(chunk_indices)
+        # A base by itself only when nothing else is left in the KV: every chunk of the
+        # file written, and the chunks past its end deleted by the same commit.
+        complete = n > 0 and tail_from is not None and tail_from <= n and covers(chunk_indices, n)
         bases = list(self.bases)
         if complete or size == 0:
             bases.append(Base(seq, now, total, True, size))
@@ -326,7 +345,7 @@ class History:
         new_head = Head(seq, now, since, total + chunk_bytes, retention_ms, max_bytes)
         pending = Pending(seq, new_head, bases)
         ops = pending.ops
-        ops.put(history_entry_key(seq), Entry(seq, now, size, truncate_from, complete, len(chunk_indices)).encode())
+        ops.put(history_entry_key(seq), Entry(seq, now, size, hole, tail_from, complete, len(chunk_indices)).encode())
         self._prune(pending, now, retention_ms, max_bytes)
         ops.put(HISTORY_HEAD_KEY, new_head.encode())
         if pending.bases != self.bases:
@@ -367,6 +386,11 @@ class History:
             self.head, self.bases = None, []
         else:
             self.head, self.bases = pending.head, pending.bases
+
+
+def covers(chunk_indices: Sequence[int], n: int) -> bool:
+    """Whether ``chunk_indices`` include every chunk index below ``n``."""
+    return len(chunk_indices) >= n and set(range(n)).issubset(chunk_indices)
 
 
 def delta_puts(batch: WriteBatch, seq: int, chunks: dict[int, bytes], *, first: bool) -> None:
@@ -418,7 +442,6 @@ def build_base(write: Writer, scan: Scanner, limits: KVLimits, history: History,
     seq = head.last_seq if head is not None else 0
     when = head.last_time_ms if head is not None else (time_ms() if now_ms is None else now_ms)
     per_batch = chunks_per_batch(limits)
-    end_index = chunk_count(size)
     start, end = chunk_range(0)
     last_base = history.bases[-1].seq if history.bases else -1
     if last_base == seq and history.bases:
@@ -431,12 +454,11 @@ def build_base(write: Writer, scan: Scanner, limits: KVLimits, history: History,
         pairs = scan(start, end, per_batch)
         for key, value in pairs:
             index = int.from_bytes(key[-4:], "big")
-            if index >= end_index:
-                continue
+            # Chunks past the end too: an in-place rollback may grow the file over them.
             batch.put(history_base_key(seq, index), value)
             copied += 1
             nbytes += len(value)
-        if len(pairs) < per_batch or int.from_bytes(pairs[-1][0][-4:], "big") >= end_index:
+        if len(pairs) < per_batch:
             break
         write(batch)
         batch = WriteBatch()
@@ -573,11 +595,8 @@ def read_state(get: Callable[[list[bytes]], list[bytes | None]], scan: Scanner, 
     chunks: dict[int, bytes] = {}
     size = base.size
     source = (history_delta_range if base.in_delta else history_base_range)(base.seq, base.seq + 1)
-    end = chunk_count(size)
     for key, value in _scan_all(scan, *source, per_call):
-        index = history_seq(key)[1]
-        if index < end:
-            chunks[index] = value
+        chunks[history_seq(key)[1]] = value
     expected = base.seq + 1
     deltas = _scan_all(scan, *history_delta_range(base.seq + 1, seq + 1), per_call)
     pending_pair: tuple[bytes, bytes] | None = next(deltas, None)
@@ -585,9 +604,7 @@ def read_state(get: Callable[[list[bytes]], list[bytes | None]], scan: Scanner, 
         entry = entries.get(s)
         if entry is None:
             raise HistoryError(f"the entry of commit {s} is missing: history is damaged")
-        if entry.truncate_from is not None:
-            for index in [i for i in chunks if i >= entry.truncate_from]:
-                del chunks[index]
+        entry.drop(chunks)
         while pending_pair is not None:
             ds, index = history_seq(pending_pair[0])
             if ds > s:
@@ -596,9 +613,6 @@ def read_state(get: Callable[[list[bytes]], list[bytes | None]], scan: Scanner, 
                 chunks[index] = pending_pair[1]
             pending_pair = next(deltas, None)
         size = entry.size
-        end = chunk_count(size)
-        for index in [i for i in chunks if i >= end]:
-            del chunks[index]
         expected = s + 1
     assert expected == seq + 1 or seq == base.seq
     return size, chunks

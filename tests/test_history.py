@@ -379,3 +379,23 @@ def test_branch_copies_a_past_state() -> None:
     with pytest.raises(Exception):
         ops_history.branch(view, store.actor("dst"))
     assert _view_dump(view) == [("t", [(1,), (2,)])]
+
+
+def test_drop_in_takes_the_same_setting(tmp_path: Any) -> None:
+    import actor_db
+
+    store = MemoryKV()
+    con = actor_db.connect("doc", kv=store, history=timedelta(hours=1))
+    con.execute("CREATE TABLE t (x)")
+    con.execute("INSERT INTO t VALUES (1)")
+    con.commit()
+    mark = ops_history.bookmark(store.actor("doc"))
+    con.execute("INSERT INTO t VALUES (2)")
+    con.commit()
+    con.close()
+    head = vh.Head.decode(store.actor("doc").get_many([vfs.keys.HISTORY_HEAD_KEY])[0])
+    assert head.retention_ms == 3600_000
+    ops_history.restore(store.actor("doc"), bookmark=mark)
+    con = actor_db.connect("doc", kv=store, readonly=True)
+    assert con.execute("SELECT x FROM t").fetchall() == [(1,)]
+    con.close()

@@ -289,8 +289,34 @@ def test_history_off_drops_and_follow_keeps() -> None:
     assert not view.scan(*HISTORY_RANGE, limit=1)
     with pytest.raises(HistoryError):
         ops_history.bookmark(view)
-    with pytest.raises(ValueError):
-        vfs.connect(view, history=True, locking="in-process")
+    with pytest.raises(TypeError):
+        vfs.connect(view, history="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("locking", ["in-process", "cross-process"])
+def test_shared_connections_record_one_history(locking: str) -> None:
+    """Several connections of a process (one shared head), or of several processes
+    (the head re-read when another's commit is seen), record one consistent history."""
+    from tests.faults import OtherProcessView
+
+    store = MemoryKV()
+    view = store.actor("m")
+    first = vfs.connect(view, history=True, locking=locking)
+    other_view = OtherProcessView(view) if locking == "cross-process" else view
+    second = vfs.connect(other_view, history=None, locking=locking)
+    first.execute("CREATE TABLE t (x)")
+    marks = []
+    for i in range(6):
+        con = first if i % 2 else second
+        con.execute("INSERT INTO t VALUES (?)", (i,))
+        marks.append((ops_history.bookmark(view), i + 1))
+    first.close()
+    second.close()
+    seqs = [vh.decode_bookmark(m)[0] for m, _ in marks]
+    assert seqs == list(range(seqs[0], seqs[0] + 6))
+    for mark, rows in marks:
+        ops_history.restore(view, bookmark=mark)
+        assert len(_view_dump(view)[0][1]) == rows
 
 
 def test_bookmarks_times_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:

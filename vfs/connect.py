@@ -133,8 +133,8 @@ def connect(
         its stored retention) and records nothing otherwise; ``True`` keeps 7 days;
         a ``timedelta`` sets the retention; :class:`vfs.history.HistoryOptions` sets
         retention by time and bytes; ``False`` records nothing and drops an existing
-        history at the next commit. Recording needs ``locking="exclusive"``.
-    :raises ValueError: ``history`` is on and ``locking`` is not ``"exclusive"``.
+        history at the next commit.
+    :raises TypeError: ``history`` is not one of those.
     :raises apsw.BusyError: the actor's database is already open in this process and
         ``locking`` (of either open) is ``"exclusive"``, or the two differ.
     :raises apsw.IOError: the KV failed while opening.
@@ -147,8 +147,6 @@ def connect(
     if hint_interior_max_bytes < 0:
         raise ValueError(f"hint_interior_max_bytes must be >= 0, not {hint_interior_max_bytes!r}")
     policy = policy_for(history)
-    if policy.mode == "on" and locking != "exclusive":
-        raise ValueError(f"history needs locking='exclusive' (one writer keeps the history head), not {locking!r}")
     options = FileOptions(cache_chunks, readahead_max_chunks, max_dirty_bytes, read_only=readonly,
                           lease_ttl_s=lease_ttl_s, large_commits=large_commits,
                           hint_max_interior_chunks=hint_interior_max_bytes // CHUNK_SIZE, history=policy)

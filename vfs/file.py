@@ -274,8 +274,10 @@ class KVFile:
         until SQLite's commit phase two (:meth:`_drop_tail`)."""
         self._owner = holds_ownership(kv)
         """This view took single-writer ownership (fencing), so it may recover at open."""
-        self._history = vhistory.History(options.history, exclusive=share is None)
-        """The database's history head (:mod:`vfs.history`), loaded with the meta."""
+        self._history = self._history_state(options.history, share)
+        """The database's history head (:mod:`vfs.history`), loaded with the meta; shared
+        by this process's connections to the database (``locking`` other than
+        ``"exclusive"``), whose commits SQLite's locks serialize."""
         self._next_sequential = -1
         self._stream_end = -1
         self._readahead = 0
@@ -324,6 +326,17 @@ class KVFile:
         # chunks, so applying one the KV already showed is harmless).
         self._seen_generation = seen_generation
         self._refresh(first_open=True)
+
+    @staticmethod
+    def _history_state(policy: vhistory.Policy, share: DatabaseShare | None) -> vhistory.History:
+        if share is None:
+            return vhistory.History(policy)
+        with share.mu:
+            if share.history is None:
+                share.history = vhistory.History(policy)
+            elif policy.mode != "follow":
+                share.history.policy = policy  # the last explicit setting wins
+            return share.history  # type: ignore[no-any-return]
 
     def _new_state(self, options: FileOptions) -> tuple[Any, dict[int, bytearray], set[int]]:
         """The chunk cache (this file's view of the process-wide cache, ``None`` when
@@ -1319,8 +1332,8 @@ class KVFile:
                 pending = history.prepare(size=size, hole=hole, tail_from=tail_from, chunk_indices=sorted(written),
                                           chunk_bytes=len(written) * CHUNK_SIZE)
             elif dropping:
-                log.warning("%s: this connection does not record history (history=False or locking other than "
-                            "'exclusive'): the database's history is dropped with this commit", describe_kv(self._kv))
+                log.warning("%s: history=False: the database's history is dropped with this commit",
+                            describe_kv(self._kv))
                 history_ops = WriteBatch()
                 history.drop_ops(history_ops)
                 extra = history_ops if extra is None else _merged(extra, history_ops)

@@ -25,10 +25,11 @@ Invariants:
   file (a new database's first commit, a restore) is a base by itself (no copy).
 - Pruning drops whole eras (everything before a base) with range deletes inside a
   commit's batch: never a scan, never on the query path.
-- Only one writer may record history (the file keeps the head in memory between
-  commits): ``locking="exclusive"``. A connection of another locking mode that commits
-  to a database with history drops the history in its commit's batch (it can no longer
-  be trusted), and says so in the log.
+- The head is kept in memory between commits by the database's writer: the owner
+  (``locking="exclusive"``, fenced), or the connections of one process together
+  (``"in-process"``: one shared head, commits serialized by SQLite's locks), or each
+  process under the KV writer lease (``"cross-process"``: a commit of another process
+  is seen at the next transaction's check, which re-reads the head with the meta).
 
 Left out: history of files other than the main database (journals are transient).
 """
@@ -268,12 +269,10 @@ class History:
     """One database file's history state (kept in memory between commits by its only writer).
 
     :param policy: the connection's resolved setting.
-    :param exclusive: the connection is the database's only writer (``locking="exclusive"``).
     """
 
-    def __init__(self, policy: Policy, exclusive: bool) -> None:
+    def __init__(self, policy: Policy) -> None:
         self.policy = policy
-        self.exclusive = exclusive
         self.head: Head | None = None
         self.bases: list[Base] = []
         self.loaded = False
@@ -294,14 +293,11 @@ class History:
     @property
     def recording(self) -> bool:
         """Whether the next commit records history."""
-        if not self.exclusive:
-            return False
         return self.policy.mode == "on" or (self.policy.mode == "follow" and self.head is not None)
 
     @property
     def dropping(self) -> bool:
-        """Whether the next commit deletes the stored history (turned off, or a writer
-        that cannot record it)."""
+        """Whether the next commit deletes the stored history (turned off)."""
         return self.head is not None and not self.recording
 
     @property
@@ -515,7 +511,7 @@ def to_ms(t: float | datetime) -> int:
 
 def _load(get: Callable[[list[bytes]], list[bytes | None]]) -> History:
     head, bases = get([HISTORY_HEAD_KEY, HISTORY_BASES_KEY])
-    history = History(Policy("follow"), True)
+    history = History(Policy("follow"))
     history.load(head, bases)
     return history
 
@@ -627,7 +623,7 @@ def image(size: int, chunks: dict[int, bytes]) -> bytes:
 
 def with_policy(history: History, policy: Policy) -> History:
     """A copy of ``history`` under another policy (tools reading with the file's state)."""
-    copy = History(policy, history.exclusive)
+    copy = History(policy)
     copy.head, copy.bases, copy.loaded = history.head, list(history.bases), history.loaded
     return copy
 

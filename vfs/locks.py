@@ -34,7 +34,7 @@ import collections
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Hashable, Literal
+from typing import Any, Hashable, Literal
 
 import apsw
 
@@ -98,6 +98,9 @@ class DatabaseShare:
     def __init__(self, identity: Hashable, locking: str) -> None:
         self.identity = identity
         self.locking = locking
+        self.history: Any = None
+        """The database's :class:`vfs.history.History`, shared by this process's connections
+        (its head moves with each of their commits)."""
         self.mu = threading.Lock()
         self.levels: dict[int, int] = {}
         self.files = 0

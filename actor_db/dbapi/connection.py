@@ -786,10 +786,8 @@ def connect(database: Any, timeout: float = 5.0, detect_types: int = 0,
     :param factory: the connection class (a :class:`Connection` subclass).
     :param history: a KV-backed database's history (``docs/history.md``), as
         ``vfs.connect(history=)``: ``None`` (default) keeps recording a history the
-        database has when this connection can (``locking="exclusive"``), ``True`` (7
-        days), a ``timedelta``, ``HistoryOptions`` or ``False``. Recording needs
-        ``locking="exclusive"``, which ``history`` on selects unless ``vfs_options``
-        names another locking (then :class:`ValueError`).
+        database has (with its stored retention), ``True`` (7 days), a ``timedelta``,
+        ``HistoryOptions``, or ``False`` (drops it at the next commit).
     :raises OperationalError: the database cannot be opened (``sqlite_errorcode`` set).
     """
     raise AssertionError("replaced below")  # pragma: no cover

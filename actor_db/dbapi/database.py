@@ -151,8 +151,6 @@ def _open_database(database: Any, uri: bool, kv: Any, timeout: float, preload: v
     if readonly:
         return _open_readonly(view, name, timeout, vfs_options)
     options = dict(vfs_options or {})
-    if options.get("history") not in (None, False):
-        options.setdefault("locking", "exclusive")  # one writer keeps the history head (vfs.history)
     options.setdefault("locking", "in-process" if getattr(view, "instant_writes", False) else "cross-process")
     options.setdefault("timeout", timeout)
     try:

@@ -299,8 +299,11 @@ class KVFile:
         self._tx_state: KVState | None = None
         """cross-process: the KV state (meta, chunk 0, record) this transaction reads."""
         self._cross_process = share is not None and share.cross_process
-        self._validation_keys = (self._meta_key, chunk_key(self._tag, 0), COMMIT_RECORD_KEY)
-        """cross-process: the keys whose values say which committed state the KV holds."""
+        self._validation_keys = (self._meta_key, chunk_key(self._tag, 0), COMMIT_RECORD_KEY, HISTORY_HEAD_KEY,
+                                 HISTORY_BASES_KEY)
+        """cross-process: the keys whose values say which committed state the KV holds
+        (the history's head and bases too, so a reload after another process's commit
+        reads nothing more: :mod:`vfs.history`)."""
         self._fresh_head: dict[bytes, bytes | None] | None = None
         """Those keys' values just read by :meth:`_validate`: the next meta load uses them
         instead of reading them again."""
@@ -514,7 +517,8 @@ class KVFile:
         except ValueError as exc:
             raise self._corrupt(f"the history records are corrupt: {exc}") from exc
         if self._cross_process and chunk0_known:
-            self._remember_kv_state((known[self._meta_key], chunk0, record))
+            self._remember_kv_state((known[self._meta_key], chunk0, record, known[HISTORY_HEAD_KEY],
+                                     known[HISTORY_BASES_KEY]))
         # A committed large transaction being applied may have written chunks before
         # the meta (its final batch): the record, not the meta, then says the size.
         applying = record is not None and record != redo.STAGING_MARKER
@@ -1970,7 +1974,10 @@ class KVFile:
         elif self._tx_state is not None and dirty is not None:
             page1 = self._tx_state[1]
         with share.mu:
-            share.kv_state = None if dirty is None or page1 is None else (encode_meta(self._size), page1, None)
+            head = self._history.head
+            history = (None, None) if head is None else (head.encode(), vhistory.encode_bases(self._history.bases))
+            share.kv_state = None if dirty is None or page1 is None else \
+                (encode_meta(self._size), page1, None) + history
         self._tx_state = share.kv_state
 
     def _failed_to_share(self) -> None:

@@ -85,7 +85,7 @@ class HistoryOptions:
 
     retention_s: float = DEFAULT_RETENTION.total_seconds()
     max_bytes: int | None = None
-    base_factor: float = 8.0
+    base_factor: float = 16.0
     base_min_bytes: int = 1 << 20
 
     def __post_init__(self) -> None:

@@ -62,7 +62,7 @@ MAX_NOTES = 64
 MAX_NOTE_BYTES = 16 * 1024 * 1024
 """Chunk bytes the notes may keep alive; older notes are dropped past it."""
 
-KVState = tuple  # (meta value, chunk 0 value, commit record value), each bytes or None
+KVState = tuple  # (meta, chunk 0, commit record, history head, history bases values), each bytes or None
 
 
 @dataclass(frozen=True)

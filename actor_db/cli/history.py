@@ -53,14 +53,19 @@ def register(sub: Any, parents: Parents) -> None:
 
     p = sub.add_parser("restore", parents=[parents.common, parents.actor_type],
                        help="make a past state of an actor's database current",
-                       usage="%(prog)s [options] ACTOR (--bookmark B | --at TIME)",
+                       usage="%(prog)s [options] ACTOR (--bookmark B | --at TIME)\n"
+                             "       %(prog)s [options] [ACTOR] --from s3://BUCKET/PREFIX [--at TIME]",
                        description="Make a past state current, as a new commit (undo it by restoring the "
-                                   "bookmark printed as 'before'). Stop or sleep the app serving the actor first.")
-    parents.add_actor(p)
-    target = p.add_mutually_exclusive_group(required=True)
+                                   "bookmark printed as 'before'). Stop or sleep the app serving the actor first. "
+                                   "With --from: rebuild ACTOR (default: every actor) from a backup.")
+    p.add_argument("actor", nargs="?", metavar="ACTOR", help="actor id (or key, with --actor-type)")
+    target = p.add_mutually_exclusive_group()
     target.add_argument("--bookmark", metavar="B", help="a bookmark (actor-db bookmark, c.db.bookmark())")
     target.add_argument("--at", metavar="TIME", help="the last state at or before TIME")
-    p.add_argument("--force", action="store_true", help="even if a live serve node owns the actor")
+    p.add_argument("--from", dest="source", metavar="URL", help="s3://BUCKET/PREFIX of an actor-db backup")
+    p.add_argument("--endpoint-url", metavar="URL", help="with --from: an S3-compatible endpoint")
+    p.add_argument("--force", action="store_true",
+                   help="even if a live serve node owns the actor; with --from: replace existing databases")
     parents.add_timeout(p)
     p.set_defaults(handler=_run_restore)
 
@@ -92,6 +97,10 @@ def _run_bookmark(args: argparse.Namespace) -> int:
 
 def _run_restore(args: argparse.Namespace) -> int:
     at = parse_time(args.at) if args.at is not None else None
+    if args.source is not None:
+        return _restore_from_backup(args, at)
+    if args.actor is None or (args.bookmark is None and at is None):
+        raise CLIError("restore needs ACTOR and --bookmark B or --at TIME (or --from s3://... for a backup)")
     with opened_store(args) as store:
         kv = store.actor(actor_id_for(args.actor, args.actor_type))
         if not args.force:
@@ -115,4 +124,22 @@ def _run_branch(args: argparse.Namespace) -> int:
         sys.stderr.write(f"branched actor {dest.actor_id!r} from {source.actor_id!r} at {result.restored} "
                          f"({result.size} bytes)\n")
         sys.stdout.write(result.after + "\n")
+        return 0
+
+
+def _restore_from_backup(args: argparse.Namespace, at: float | datetime | None) -> int:
+    from actor_db.ops import backup
+
+    if args.bookmark is not None:
+        raise CLIError("--bookmark names a state of the store's own history; with --from use --at TIME")
+    loc = backup.parse_location(args.source, endpoint_url=args.endpoint_url)
+    with opened_store(args, create=True) as store:  # an empty machine: the store is made here
+        if args.actor is not None:
+            actor_id = actor_id_for(args.actor, args.actor_type)
+            sizes = {actor_id: backup.restore_actor(loc, actor_id, store.actor(actor_id), at=at, force=args.force)}
+        else:
+            sizes = backup.restore_store(loc, store, at=at, force=args.force)
+        for actor_id, size in sizes.items():
+            sys.stdout.write(f"{actor_id}\t{size}\n")
+        sys.stderr.write(f"restored {len(sizes)} actor(s) from {args.source}\n")
         return 0

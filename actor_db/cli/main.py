@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import apsw
 
-from actor_db.cli import bench, history, inspect, maintenance, serve, shell, transfer
+from actor_db.cli import backup, bench, history, inspect, maintenance, serve, shell, transfer
 from actor_db.cli.common import Interrupted, Parents
 from actor_db.errors import ActorDBError
 from actor_db.ops.common import describe_error
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["main", "COMMAND_GROUPS", "build_parser"]
 
-COMMAND_GROUPS: tuple[ModuleType, ...] = (shell, transfer, history, inspect, maintenance, serve, bench)
+COMMAND_GROUPS: tuple[ModuleType, ...] = (shell, transfer, history, backup, inspect, maintenance, serve, bench)
 """The modules whose ``register(sub, parents)`` add the commands, in help order."""
 
 

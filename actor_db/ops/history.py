@@ -36,7 +36,7 @@ from actor_db.ops.transfer import copy_database
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RestoreResult", "bookmark", "bookmark_for_time", "restore", "branch", "read_past"]
+__all__ = ["RestoreResult", "bookmark", "bookmark_for_time", "restore", "branch", "read_past", "write_state"]
 
 _MAX_DIRTY_BYTES = 16 * 1024 * 1024
 
@@ -212,6 +212,40 @@ def restore(kv: Any, *, bookmark: str | None = None, at: float | datetime | None
     return RestoreResult(mark, head, after, size, trips)
 
 
+def _write_new(dest: Any, data: bytes, history: vh.HistorySetting, force: bool, lease_timeout_s: float,
+               what: str) -> tuple[int, vh.Head | None, int]:
+    """Write the database file ``data`` as actor ``dest``'s database (its first commit,
+    or replacing one with ``force``): ``(size, history head, round trips)``."""
+    with writer_lease(dest, timeout_s=lease_timeout_s) as leased:
+        raw = leased.get_many([meta_key(FILE_MAIN)])[0]
+        if raw is not None and decode_meta(raw) and not force:
+            raise OperationError(f"actor {getattr(dest, 'actor_id', '?')!r} already has a database "
+                                 "(--force replaces it)")
+        try:
+            take_ownership(leased)
+            con, trips = _write_image(leased, data, history)
+            try:
+                head = con.kv_file.history.head
+                size = con.kv_file.committed_size
+            finally:
+                con.close()
+            redo.recover(leased)
+        except BaseException as exc:
+            _fenced(dest, exc, what)
+            raise
+    return size, head, trips
+
+
+def write_state(dest: Any, data: bytes, *, history: vh.HistorySetting = True, force: bool = False,
+                lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S) -> int:
+    """Write the database file ``data`` as actor ``dest``'s database in ONE commit (a
+    restore from a backup); returns its size in bytes.
+
+    :raises OperationError: ``dest`` has a database and not ``force``.
+    """
+    return _write_new(dest, data, history, force, lease_timeout_s, "restore")[0]
+
+
 def branch(source: Any, dest: Any, *, bookmark: str | None = None, at: float | datetime | None = None,
            history: vh.HistorySetting = True, force: bool = False,
            lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S) -> RestoreResult:
@@ -230,23 +264,7 @@ def branch(source: Any, dest: Any, *, bookmark: str | None = None, at: float | d
     else:
         seq, mark = _target(source, bookmark, at)
         data = read_consistently(source, lambda snap: read_past(snap, seq))
-    with writer_lease(dest, timeout_s=lease_timeout_s) as leased:
-        raw = leased.get_many([meta_key(FILE_MAIN)])[0]
-        if raw is not None and decode_meta(raw) and not force:
-            raise OperationError(f"actor {getattr(dest, 'actor_id', '?')!r} already has a database "
-                                 "(--force replaces it)")
-        try:
-            take_ownership(leased)
-            con, trips = _write_image(leased, data, history)
-            try:
-                head = con.kv_file.history.head
-                size = con.kv_file.committed_size
-            finally:
-                con.close()
-            redo.recover(leased)
-        except BaseException as exc:
-            _fenced(dest, exc, "branch")
-            raise
+    size, head, trips = _write_new(dest, data, history, force, lease_timeout_s, "branch")
     after = vh.encode_bookmark(head.last_seq, head.last_time_ms) if head is not None else ""
     if mark is None:
         mark = after

@@ -8,12 +8,16 @@ branch with pytest-benchmark (``group="history"``) at ``HISTORY_BENCH_MIB`` (def
 - ``commit``: a warm ``UPDATE`` of one 1000-byte row, and an insert of 100 rows of 100
   bytes, on a ~1 MiB database: KV round trips per commit and bytes written per commit
   (key + value bytes of every batch), history on vs off; the "amortized" figure spreads
-  the base images written over 2,000 such commits.
+  the base images written over 8,192 such commits (32 MiB of changes: two bases).
 - ``wake``: round trips of the open (the one preload call) with history on vs off.
 - ``restore``: a database of ``--mib`` MiB of rows, then ``--commits`` small commits;
   restore the bookmark taken before them (reads the nearest base and replays), time
   and round trips; LMDB and memory.
 - ``branch``: a new actor from the same state.
+- ``backup``: (``--s3``) a writer commits at 500 commits/s for 5 s while ``backup
+  --follow`` ships every 0.1 s to moto's S3 server (a process on 127.0.0.1): the lag from
+  a commit to its object in the bucket; then the restore of the ``--mib`` actor from the
+  bucket (MiB/s).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def _base_db(con: vfs.KVConnection, mib: float) -> None:
                     f"(WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM s WHERE x<{rows}) SELECT x FROM s)")
 
 
-def commit_costs(history: bool, commits: int = 2000) -> dict[str, float]:
+def commit_costs(history: bool, commits: int = 8192) -> dict[str, float]:
     """Round trips and bytes per commit (memory store, python VFS)."""
     store = MemoryKV()
     view = CountingView(store.actor("c"))
@@ -143,10 +147,76 @@ def test_history_restore_and_branch(benchmark: Any, big_actor: tuple[MemoryKV, s
                            rounds=3, iterations=1)
 
 
+def backup_costs(mib: float, rate: float = 500.0, seconds: float = 5.0) -> dict[str, float]:
+    """Backup lag under ``rate`` commits/s, and restore throughput from S3 (moto server)."""
+    import threading
+
+    from actor_db.ops import backup
+    from tests.s3_server import CREDENTIALS, S3Server
+
+    os.environ.update(CREDENTIALS)
+    server = S3Server()
+    try:
+        client = server.client()
+        client.create_bucket(Bucket="bench-bucket")
+        loc = backup.parse_location("s3://bench-bucket/p", client=client)
+        store = MemoryKV()
+        view = store.actor("w")
+        con = vfs.connect(view, history=True)
+        _base_db(con, 1)
+        con.close()
+        backup.backup_actor(view, loc)
+        committed: dict[int, float] = {}
+        done = threading.Event()
+
+        def writer() -> None:
+            con = vfs.connect(store.actor("w"), history=True)
+            start = time.perf_counter()
+            n = int(rate * seconds)
+            for i in range(n):
+                target = start + i / rate
+                delay = target - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                con.execute("UPDATE items SET v = randomblob(1000) WHERE id = ?", (1 + i % 900,))
+                head = con.kv_file.history.head
+                assert head is not None
+                committed[head.last_seq] = time.perf_counter()
+            con.close()
+            done.set()
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        shipped_at: dict[int, float] = {}
+        last = 0
+        while not (done.is_set() and last >= max(committed, default=0)):
+            result = backup.backup_actor(view, loc)
+            now = time.perf_counter()
+            for seq in range(last + 1, (result.last_seq or 0) + 1):
+                shipped_at[seq] = now
+            last = max(last, result.last_seq or 0)
+            time.sleep(0.1)
+        thread.join()
+        lags = sorted(shipped_at[s] - t for s, t in committed.items() if s in shipped_at)
+        out = {"commits": len(committed), "lag p50 ms": lags[len(lags) // 2] * 1000,
+               "lag p99 ms": lags[int(len(lags) * 0.99)] * 1000, "lag max ms": lags[-1] * 1000}
+        big = MemoryKV()
+        build_actor(big, "big", mib, 0)
+        backup.backup_actor(big.actor("big"), loc)
+        started = time.perf_counter()
+        size = backup.restore_actor(loc, "big", MemoryKV().actor("big"))
+        out["restore from S3 MiB/s"] = size / MIB / (time.perf_counter() - started)
+        out["restore from S3 MiB"] = size / MIB
+        return out
+    finally:
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=float, default=64)
     parser.add_argument("--commits", type=int, default=1000)
+    parser.add_argument("--s3", action="store_true", help="also the backup lag and restore from moto's S3 server")
     args = parser.parse_args()
     off, on = commit_costs(False), commit_costs(True)
     print("commit costs (history off -> on):")
@@ -156,6 +226,9 @@ def main() -> None:
     for driver in ("memory", "lmdb"):
         got = restore_costs(driver, args.mib, args.commits)
         print(f"{driver}: " + ", ".join(f"{k} {v:.2f}" for k, v in got.items()))
+    if args.s3:
+        got = backup_costs(args.mib)
+        print("backup: " + ", ".join(f"{k} {v:.1f}" for k, v in got.items()))
 
 
 if __name__ == "__main__":

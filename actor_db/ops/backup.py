@@ -3,7 +3,10 @@
 Layout under ``s3://BUCKET/PREFIX/`` (one folder per actor, its id percent-encoded)::
 
     ACTOR/base/<seq: 16 hex>-<time ms: 12 hex>   the database file as it was after commit seq
-    ACTOR/log/<seq: 16 hex>-<time ms: 12 hex>    commit seq: its history entry and changed chunks
+    ACTOR/log/<first seq: 16 hex>-<last seq: 16 hex>-<time ms of the last: 12 hex>
+                                                 commits first..last: each one's history entry
+                                                 and changed chunks (one object per run, at
+                                                 most MAX_LOG_BYTES)
 
 Invariants:
 
@@ -43,7 +46,9 @@ log = logging.getLogger(__name__)
 __all__ = ["S3Location", "parse_location", "backup_actor", "backup_store", "restore_actor", "restore_store",
            "list_backed_up", "follow", "BackupResult"]
 
-_LOG_MAGIC = b"ADBL1"
+_LOG_MAGIC = b"ADBL2"
+MAX_LOG_BYTES = 8 << 20
+"""A log object holds consecutive commits up to about this many bytes."""
 
 
 @dataclass(frozen=True)
@@ -100,39 +105,55 @@ def _list(loc: S3Location, prefix: str) -> list[str]:
         token = {"ContinuationToken": page["NextContinuationToken"]}
 
 
-def _shipped(loc: S3Location, actor_id: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """``(bases, logs)`` already stored for the actor, each as sorted ``(seq, time ms)``."""
+def _log_name(first: int, last: int, when_ms: int) -> str:
+    return f"{first:016x}-{last:016x}-{when_ms:012x}"
+
+
+def _parse_log_name(name: str) -> tuple[int, int, int]:
+    first, last, when = name.rsplit("/", 1)[-1].split("-")
+    return int(first, 16), int(last, 16), int(when, 16)
+
+
+def _shipped(loc: S3Location, actor_id: str) -> tuple[list[tuple[int, int]], list[tuple[int, int, int]]]:
+    """``(bases, logs)`` already stored for the actor: sorted ``(seq, time ms)`` and
+    ``(first seq, last seq, time ms of the last)``."""
     folder = _actor_folder(actor_id)
     bases = sorted(_parse_name(k) for k in _list(loc, loc.key(folder, "base") + "/"))
-    logs = sorted(_parse_name(k) for k in _list(loc, loc.key(folder, "log") + "/"))
+    logs = sorted(_parse_log_name(k) for k in _list(loc, loc.key(folder, "log") + "/"))
     return bases, logs
 
 
-def _encode_log(entry_raw: bytes, chunks: list[tuple[int, bytes]]) -> bytes:
-    out = [_LOG_MAGIC, struct.pack("<I", len(entry_raw)), entry_raw, struct.pack("<I", len(chunks))]
+def _encode_commit(entry_raw: bytes, chunks: list[tuple[int, bytes]]) -> bytes:
+    out = [struct.pack("<I", len(entry_raw)), entry_raw, struct.pack("<I", len(chunks))]
     for index, data in chunks:
         out.append(struct.pack("<II", index, len(data)))
         out.append(data)
     return b"".join(out)
 
 
-def _decode_log(seq: int, raw: bytes) -> tuple[vh.Entry, dict[int, bytes]]:
+def _decode_log(first: int, raw: bytes) -> list[tuple[vh.Entry, dict[int, bytes]]]:
+    """The commits ``first, first + 1, ...`` of a log object, in order."""
     if not raw.startswith(_LOG_MAGIC):
-        raise OperationError(f"backup object of commit {seq} is not an actor-db log object")
+        raise OperationError(f"backup object of commit {first} is not an actor-db log object")
     pos = len(_LOG_MAGIC)
-    (n,) = struct.unpack_from("<I", raw, pos)
-    pos += 4
-    entry = vh.Entry.decode(seq, raw[pos:pos + n])
-    pos += n
-    (count,) = struct.unpack_from("<I", raw, pos)
-    pos += 4
-    chunks: dict[int, bytes] = {}
-    for _ in range(count):
-        index, size = struct.unpack_from("<II", raw, pos)
-        pos += 8
-        chunks[index] = raw[pos:pos + size]
-        pos += size
-    return entry, chunks
+    out: list[tuple[vh.Entry, dict[int, bytes]]] = []
+    seq = first
+    while pos < len(raw):
+        (n,) = struct.unpack_from("<I", raw, pos)
+        pos += 4
+        entry = vh.Entry.decode(seq, raw[pos:pos + n])
+        pos += n
+        (count,) = struct.unpack_from("<I", raw, pos)
+        pos += 4
+        chunks: dict[int, bytes] = {}
+        for _ in range(count):
+            index, size = struct.unpack_from("<II", raw, pos)
+            pos += 8
+            chunks[index] = raw[pos:pos + size]
+            pos += size
+        out.append((entry, chunks))
+        seq += 1
+    return out
 
 
 @dataclass
@@ -160,7 +181,7 @@ def backup_actor(view: Any, loc: S3Location) -> BackupResult:
     actor_id = view.actor_id
     result = BackupResult(actor_id)
     bases, logs = _shipped(loc, actor_id)
-    last = max([s for s, _ in bases] + [s for s, _ in logs], default=None)
+    last = max([s for s, _ in bases] + [last for _, last, _ in logs], default=None)
     folder = _actor_folder(actor_id)
 
     def ship(snap: Any) -> None:
@@ -187,15 +208,23 @@ def backup_actor(view: Any, loc: S3Location) -> BackupResult:
             result.last_seq = head.last_seq
             return
         assert first_needed is not None
+        parts: list[bytes] = [_LOG_MAGIC]
+        size = 0
+        start = first_needed
         for seq in range(first_needed, head.last_seq + 1):
             entry_raw = snap.get_many([history_entry_key(seq)])[0]
             if entry_raw is None:
                 raise OperationError(f"actor {actor_id!r}: commit {seq} is missing from its history")
             chunks = [(history_seq(k)[1], v) for k, v in _scan_all(snap, *history_delta_range(seq, seq + 1))]
-            entry = vh.Entry.decode(seq, entry_raw)
-            _put(loc, loc.key(folder, "log", _name(seq, entry.time_ms)), _encode_log(entry_raw, chunks), result)
-            result.logs += 1
-            result.last_seq = seq
+            part = _encode_commit(entry_raw, chunks)
+            parts.append(part)
+            size += len(part)
+            if size >= MAX_LOG_BYTES or seq == head.last_seq:
+                when = vh.Entry.decode(seq, entry_raw).time_ms
+                _put(loc, loc.key(folder, "log", _log_name(start, seq, when)), b"".join(parts), result)
+                result.logs += seq - start + 1
+                result.last_seq = seq
+                parts, size, start = [_LOG_MAGIC], 0, seq + 1
 
     read_consistently(view, ship)
     return result
@@ -265,19 +294,24 @@ def _state(loc: S3Location, actor_id: str, at_ms: int | None) -> tuple[bytes, in
     size = len(image)
     chunks = {i: image[i * 4096:(i + 1) * 4096] for i in range((size + 4095) // 4096)}
     seq, when = base_seq, base_time
-    for log_seq, log_time in logs:
-        if log_seq <= base_seq:
+    for first, last, _ in logs:
+        if last <= base_seq:
             continue
-        if at_ms is not None and log_time > at_ms:
-            break
-        if log_seq != seq + 1:
+        if first != seq + 1:
             raise OperationError(f"actor {actor_id!r}: the backup misses commit {seq + 1}")
-        raw = loc.client.get_object(Bucket=loc.bucket, Key=loc.key(folder, "log", _name(log_seq, log_time)))
-        entry, delta = _decode_log(log_seq, raw["Body"].read())
-        entry.drop(chunks)
-        chunks.update(delta)
-        size = entry.size
-        seq, when = log_seq, log_time
+        name = _log_name(first, last, _)
+        raw = loc.client.get_object(Bucket=loc.bucket, Key=loc.key(folder, "log", name))
+        stop = False
+        for entry, delta in _decode_log(first, raw["Body"].read()):
+            if at_ms is not None and entry.time_ms > at_ms:
+                stop = True
+                break
+            entry.drop(chunks)
+            chunks.update(delta)
+            size = entry.size
+            seq, when = entry.seq, entry.time_ms
+        if stop:
+            break
     return vh.image(size, chunks), seq, when
 
 

@@ -5,7 +5,7 @@ changes, VACUUM, a transaction larger than the batch limit that also spills) on 
 driver next to a stdlib ``sqlite3`` file, takes a bookmark after each, then restores
 random bookmarks: every restore gives exactly the rows the stdlib file had then, and
 ``integrity_check`` ok. Scaled down here (``HISTORY_ORACLE_COMMITS``, default 160
-commits and 8 restores per driver); ``benchmarks/history_oracle.py`` runs the issue's
+commits and 8 restores per driver); ``HISTORY_ORACLE_COMMITS=2000 HISTORY_ORACLE_RESTORES=50`` runs the issue's
 full size (2,000 commits, 50 restores).
 """
 

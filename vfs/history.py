@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["HistoryOptions", "HistorySetting", "HistoryError", "Policy", "policy_for", "Head", "Base", "Entry",
            "History", "Pending", "DEFAULT_RETENTION", "encode_bookmark", "decode_bookmark", "read_state",
-           "seq_at_time", "current_bookmark", "time_ms", "encode_bases"]
+           "seq_at_time", "current_bookmark", "time_ms", "encode_bases", "covers", "delta_puts", "write_deltas",
+           "build_base", "to_ms", "image"]
 
 DEFAULT_RETENTION = timedelta(days=7)
 _HEAD = struct.Struct("<BQQQQQQ")
@@ -619,11 +620,3 @@ def image(size: int, chunks: dict[int, bytes]) -> bytes:
     zero = bytes(CHUNK_SIZE)
     data = b"".join(chunks.get(i, zero) for i in range(chunk_count(size)))
     return data[:size]
-
-
-def with_policy(history: History, policy: Policy) -> History:
-    """A copy of ``history`` under another policy (tools reading with the file's state)."""
-    copy = History(policy)
-    copy.head, copy.bases, copy.loaded = history.head, list(history.bases), history.loaded
-    return copy
-

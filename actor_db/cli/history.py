@@ -1,5 +1,5 @@
-"""``actor-db bookmark``, ``actor-db restore`` and ``actor-db branch`` (the work is
-:mod:`actor_db.ops.history`; docs/history.md).
+"""``actor-db restore`` and ``actor-db branch`` (the work is :mod:`actor_db.ops.history`;
+docs/history.md; ``actor-db inspect ACTOR`` prints the current bookmark).
 
 Invariants: a restore or branch is one new commit made through the writer lease and
 ownership (a runtime still serving the actor is fenced off and fails its next commit;
@@ -42,15 +42,7 @@ def parse_time(text: str) -> float | datetime:
 
 
 def register(sub: Any, parents: Parents) -> None:
-    """Add ``bookmark``, ``restore`` and ``branch`` to the subcommands."""
-    p = sub.add_parser("bookmark", parents=[parents.common, parents.actor_type],
-                       help="print the bookmark of an actor's current (or past) state",
-                       description="Print the bookmark naming the actor's committed state, or with --at "
-                                   "the last state committed at or before TIME.")
-    parents.add_actor(p)
-    p.add_argument("--at", metavar="TIME", help="epoch seconds or ISO 8601 with a zone")
-    p.set_defaults(handler=_run_bookmark)
-
+    """Add ``restore`` and ``branch`` to the subcommands."""
     p = sub.add_parser("restore", parents=[parents.common, parents.actor_type],
                        help="make a past state of an actor's database current",
                        usage="%(prog)s [options] ACTOR (--bookmark B | --at TIME)\n"
@@ -60,7 +52,7 @@ def register(sub: Any, parents: Parents) -> None:
                                    "With --from: rebuild ACTOR (default: every actor) from a backup.")
     p.add_argument("actor", nargs="?", metavar="ACTOR", help="actor id (or key, with --actor-type)")
     target = p.add_mutually_exclusive_group()
-    target.add_argument("--bookmark", metavar="B", help="a bookmark (actor-db bookmark, c.db.bookmark())")
+    target.add_argument("--bookmark", metavar="B", help="a bookmark (actor-db inspect, c.db.bookmark())")
     target.add_argument("--at", metavar="TIME", help="the last state at or before TIME")
     p.add_argument("--from", dest="source", metavar="URL", help="s3://BUCKET/PREFIX of an actor-db backup")
     p.add_argument("--endpoint-url", metavar="URL", help="with --from: an S3-compatible endpoint")
@@ -82,17 +74,6 @@ def register(sub: Any, parents: Parents) -> None:
     p.add_argument("--force", action="store_true", help="replace NEW's database if it has one")
     parents.add_timeout(p)
     p.set_defaults(handler=_run_branch)
-
-
-def _run_bookmark(args: argparse.Namespace) -> int:
-    with opened_store(args) as store:
-        kv = store.actor(actor_id_for(args.actor, args.actor_type))
-        if args.at is not None:
-            mark = ops_history.bookmark_for_time(kv, parse_time(args.at))
-        else:
-            mark = ops_history.bookmark(kv)
-        sys.stdout.write(mark + "\n")
-        return 0
 
 
 def _run_restore(args: argparse.Namespace) -> int:

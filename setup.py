@@ -35,9 +35,12 @@ setup(
         # search) twice on every request.
         "serve": ["uvicorn>=0.30", "httptools>=0.6", "uvloop>=0.19; sys_platform != 'win32'", "httpx>=0.27",
                   "sniffio>=1.3"],
+        # actor-db backup --to s3:// (issue 24)
+        "s3": ["boto3>=1.28"],
         "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3", "hypothesis>=6",
                  "matplotlib>=3.7", "tqdm>=4.60",  # the benchmark report's smoke test
-                 "sqlalchemy[asyncio]>=2.0", "django>=4.2", "pandas>=2", "aiosqlite==0.22.1"],  # the integrations' tests
+                 "sqlalchemy[asyncio]>=2.0", "django>=4.2", "pandas>=2", "aiosqlite==0.22.1",  # integrations
+                 "boto3>=1.28", "moto[server]>=5"],  # backups, against moto's S3 server process
         "bench": ["pytest>=8", "pytest-benchmark>=4", "matplotlib>=3.7", "tqdm>=4.60", "redis>=5", "hiredis",
                   "uvicorn>=0.30", "httptools>=0.6", "httpx>=0.27", "sniffio>=1.3", "sqlalchemy[asyncio]>=2.0",
                   "django>=4.2"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from vfs import history as vfs_history
 from vfs.protocol import ConditionFailedError
 
 __all__ = [
@@ -20,7 +21,7 @@ __all__ = [
     "SpeculationAbortedError",
     "PlacementError", "ActorOwnedElsewhereError", "OwnerUnreachableError", "NodeDrainingError", "LeaseExpiredError",
     "OutcomeUnknownError", "RemoteError",
-    "OperationError", "WriterBusyError",
+    "OperationError", "WriterBusyError", "HistoryError",
 ]
 
 
@@ -262,3 +263,9 @@ class WriterBusyError(OperationError):
     def __init__(self, message: str, *, holder: str | None = None) -> None:
         super().__init__(message)
         self.holder = holder
+
+
+class HistoryError(OperationError, vfs_history.HistoryError):
+    """A bookmark or a time names no state the actor's history retains (pruned, before
+    its first recorded commit, in its future, or the actor keeps no history), or a
+    bookmark string is malformed. Nothing was changed (docs/history.md)."""

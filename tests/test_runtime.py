@@ -15,7 +15,8 @@ from actor_db.errors import (
 )
 from actor_db.kv import KVStore, MemoryKV
 from actor_db.runtime.keys import STATE_KEY
-from vfs.keys import FILE_MAIN, chunk_key, meta_key
+from vfs.keys import (FILE_MAIN, HISTORY_BASES_KEY, HISTORY_HEAD_KEY, chunk_key, history_delta_key,
+                      history_entry_key, meta_key)
 from vfs.protocol import KVLimits
 from tests.runtime_support import HookedStore, actor_keys, run
 
@@ -155,7 +156,11 @@ def test_creation_is_preload_plus_one_batch(store: KVStore) -> None:
         assert request.max_total_bytes == 1024 * 1024
         assert request.ranges[0].max_bytes == 768 * 1024 and request.ranges[0].partial
         batch = ops[1][1]
-        assert {prefix + STATE_KEY, prefix + meta_key(FILE_MAIN), prefix + chunk_key(FILE_MAIN, 0)} == set(batch.puts)
+        # The database's first commit, with its history (on by default, docs/history.md):
+        # the head, the bases record, the entry of commit 1 and chunk 0 again, in the same batch.
+        history = {HISTORY_HEAD_KEY, HISTORY_BASES_KEY, history_entry_key(1), history_delta_key(1, 0)}
+        assert {prefix + STATE_KEY, prefix + meta_key(FILE_MAIN), prefix + chunk_key(FILE_MAIN, 0)} | \
+            {prefix + k for k in history} == set(batch.puts)
         record = json.loads(batch.puts[prefix + STATE_KEY])
         assert record["state"] == {"x": 1} and record["type"] == "plain" and record["key"] == "k"
         assert await handle.call("noop") == 1

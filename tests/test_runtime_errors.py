@@ -229,11 +229,13 @@ def test_actor_key_room_covers_every_key_an_actor_stores() -> None:
     vfs_longest = max(len(k) for k in (
         vfs_keys.meta_key(vfs_keys.FILE_MAIN), vfs_keys.chunk_key(vfs_keys.FILE_SHM, vfs_keys.MAX_CHUNK_INDEX),
         vfs_keys.staged_key(vfs_keys.FILE_MAIN, vfs_keys.MAX_CHUNK_INDEX), vfs_keys.COMMIT_RECORD_KEY,
-        *vfs_keys.chunk_range(vfs_keys.FILE_SHM), *vfs_keys.staged_range()))
+        *vfs_keys.chunk_range(vfs_keys.FILE_SHM), *vfs_keys.staged_range(),
+        vfs_keys.history_delta_key(2**64 - 1, vfs_keys.MAX_CHUNK_INDEX),
+        vfs_keys.history_base_key(2**64 - 1, vfs_keys.MAX_CHUNK_INDEX), *vfs_keys.HISTORY_RANGE))
     runtime_longest = max(len(k) for k in (
         runtime_keys.STATE_KEY, runtime_keys.CONNECTIONS_RANGE.start, runtime_keys.CONNECTIONS_RANGE.end,
         runtime_keys.WORKFLOWS_RANGE.start, runtime_keys.WORKFLOWS_RANGE.end))
-    assert vfs_longest == 8
+    assert vfs_longest == 16  # the history's chunk keys (8 for chunk keys)
     assert ACTOR_KEY_ROOM >= max(vfs_longest, runtime_longest)
 
 
@@ -269,14 +271,14 @@ def test_too_long_actor_key_fails_at_once_naming_the_limits(store: KVStore, runt
 
 
 def test_store_view_refuses_an_id_leaving_no_room_for_keys() -> None:
-    store = MemoryKV(KVLimits(max_key_bytes=20))
-    assert store.actor("a" * 9).get_many([vfs_keys.chunk_key(0, 7)]) == [None]  # 3 + 9 + 8 = 20
+    store = MemoryKV(KVLimits(max_key_bytes=28))
+    assert store.actor("a" * 9).get_many([vfs_keys.history_delta_key(1, 7)]) == [None]  # 3 + 9 + 16 = 28
     with pytest.raises(ActorKeyTooLongError) as info:
         store.actor("a" * 10)
-    assert str(info.value) == ("actor id of 10 bytes is too long for MemoryKV: its keys are limited to 20 bytes, "
+    assert str(info.value) == ("actor id of 10 bytes is too long for MemoryKV: its keys are limited to 28 bytes, "
                                "so actor ids to 9 bytes")
     with pytest.raises(ActorKeyTooLongError, match="actor ids to 0 bytes"):
-        MemoryKV(KVLimits(max_key_bytes=5)).actor("a")
+        MemoryKV(KVLimits(max_key_bytes=13)).actor("a")
 
 
 def test_actor_key_that_is_not_valid_unicode_is_refused_clearly(store: KVStore) -> None:

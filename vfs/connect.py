@@ -8,6 +8,7 @@ from typing import Any
 import apsw
 
 from vfs import kvvfs, locks, pragmas
+from vfs.history import HistorySetting, policy_for
 from vfs.lease import DEFAULT_LEASE_TTL_S
 from vfs.locks import Locking
 from vfs.errors import kv_failure, sqlite_error
@@ -69,6 +70,7 @@ def connect(
     timeout: float = 5.0,
     large_commits: str = "journal",
     hint_interior_max_bytes: int = DEFAULT_INTERIOR_MAX_BYTES,
+    history: HistorySetting = None,
     **connection_kwargs: Any,
 ) -> KVConnection:
     """Open the SQLite database stored in the actor-scoped ``kv``.
@@ -126,6 +128,13 @@ def connect(
         ``"journal"`` (default: a SQLite rollback journal in file tag 1, which RivetKit's
         reader honours too) or ``"redo"`` (the redo log only; see
         :class:`~vfs.file.FileOptions`).
+    :param history: whether commits record the database's history (``docs/history.md``):
+        ``None`` (default) keeps recording if the database already has history (with
+        its stored retention) and records nothing otherwise; ``True`` keeps 7 days;
+        a ``timedelta`` sets the retention; :class:`vfs.history.HistoryOptions` sets
+        retention by time and bytes; ``False`` records nothing and drops an existing
+        history at the next commit.
+    :raises TypeError: ``history`` is not one of those.
     :raises apsw.BusyError: the actor's database is already open in this process and
         ``locking`` (of either open) is ``"exclusive"``, or the two differ.
     :raises apsw.IOError: the KV failed while opening.
@@ -137,9 +146,10 @@ def connect(
     backend.ensure_registered()
     if hint_interior_max_bytes < 0:
         raise ValueError(f"hint_interior_max_bytes must be >= 0, not {hint_interior_max_bytes!r}")
+    policy = policy_for(history)
     options = FileOptions(cache_chunks, readahead_max_chunks, max_dirty_bytes, read_only=readonly,
                           lease_ttl_s=lease_ttl_s, large_commits=large_commits,
-                          hint_max_interior_chunks=hint_interior_max_bytes // CHUNK_SIZE)
+                          hint_max_interior_chunks=hint_interior_max_bytes // CHUNK_SIZE, history=policy)
     filename, binding, share, own_preload = _bind(backend, kv, name, options, locking, preload,
                                                   hint_interior_max_bytes)
     identity = kv.identity

@@ -39,12 +39,13 @@ from typing import Any, Callable, Iterable
 
 import apsw
 from vfs import chunk_cache, hint, interrupts, journal, lease, pragmas, redo
+from vfs import history as vhistory
 from vfs.chunks import chunk_count, spans
 from vfs.errors import CHANGED_DURING_READ, describe_kv, kv_failure, sqlite_error
 from vfs.interrupts import is_interrupt
 from vfs.keys import (
-    CHUNK_SIZE, COMMIT_RECORD_KEY, FILE_JOURNAL, FILE_MAIN, SQLITE_PREFIX, SQLITE_RANGE_END, CorruptMetaError, chunk_index, chunk_key, chunk_range,
-    MAX_CHUNK_INDEX, decode_meta, encode_meta, meta_key, staged_key, staged_range,
+    CHUNK_SIZE, COMMIT_RECORD_KEY, FILE_JOURNAL, FILE_MAIN, HISTORY_BASES_KEY, HISTORY_HEAD_KEY, SQLITE_PREFIX, SQLITE_RANGE_END, CorruptMetaError, chunk_index, chunk_key, chunk_range,
+    MAX_CHUNK_INDEX, decode_meta, encode_meta, history_delta_key, meta_key, staged_key, staged_range,
 )
 from vfs.locks import LOCK_NONE, LOCK_RESERVED, CommitNote, DatabaseShare, KVState, note_busy
 from vfs.preload import ABSENT, NOT_LOADED, PreloadMap
@@ -73,6 +74,14 @@ def _payload_bytes(batch: WriteBatch) -> int:
         return batch.payload_bytes
     puts = batch.puts
     return sum(map(len, puts)) + sum(map(len, puts.values()))
+
+
+def _merged(first: WriteBatch, second: WriteBatch) -> WriteBatch:
+    """A new batch: ``first``'s operations, then ``second``'s (neither is changed)."""
+    out = WriteBatch()
+    out.merge(first)
+    out.merge(second)
+    return out
 
 
 def readahead_cap(limits: KVLimits, configured: int | None) -> int:
@@ -159,6 +168,7 @@ class FileOptions:
         used anyway for spilled transactions, a new database's first commit, and
         ``locking`` other than ``"exclusive"`` (other connections of the process must
         never find a journal they were not told about).
+    :ivar history: whether commits record the database's history (:mod:`vfs.history`).
     """
 
     cache_chunks: int | None = None
@@ -170,6 +180,7 @@ class FileOptions:
     hint_max_interior_chunks: int = hint.DEFAULT_INTERIOR_MAX_BYTES // CHUNK_SIZE
     lease_ttl_s: float = lease.DEFAULT_LEASE_TTL_S
     large_commits: str = "journal"
+    history: vhistory.Policy = vhistory.Policy("follow")
 
     def __post_init__(self) -> None:
         if self.large_commits not in ("journal", "redo"):
@@ -263,6 +274,10 @@ class KVFile:
         until SQLite's commit phase two (:meth:`_drop_tail`)."""
         self._owner = holds_ownership(kv)
         """This view took single-writer ownership (fencing), so it may recover at open."""
+        self._history = self._history_state(options.history, share)
+        """The database's history head (:mod:`vfs.history`), loaded with the meta; shared
+        by this process's connections to the database (``locking`` other than
+        ``"exclusive"``), whose commits SQLite's locks serialize."""
         self._next_sequential = -1
         self._stream_end = -1
         self._readahead = 0
@@ -284,8 +299,11 @@ class KVFile:
         self._tx_state: KVState | None = None
         """cross-process: the KV state (meta, chunk 0, record) this transaction reads."""
         self._cross_process = share is not None and share.cross_process
-        self._validation_keys = (self._meta_key, chunk_key(self._tag, 0), COMMIT_RECORD_KEY)
-        """cross-process: the keys whose values say which committed state the KV holds."""
+        self._validation_keys = (self._meta_key, chunk_key(self._tag, 0), COMMIT_RECORD_KEY, HISTORY_HEAD_KEY,
+                                 HISTORY_BASES_KEY)
+        """cross-process: the keys whose values say which committed state the KV holds
+        (the history's head and bases too, so a reload after another process's commit
+        reads nothing more: :mod:`vfs.history`)."""
         self._fresh_head: dict[bytes, bytes | None] | None = None
         """Those keys' values just read by :meth:`_validate`: the next meta load uses them
         instead of reading them again."""
@@ -311,6 +329,17 @@ class KVFile:
         # chunks, so applying one the KV already showed is harmless).
         self._seen_generation = seen_generation
         self._refresh(first_open=True)
+
+    @staticmethod
+    def _history_state(policy: vhistory.Policy, share: DatabaseShare | None) -> vhistory.History:
+        if share is None:
+            return vhistory.History(policy)
+        with share.mu:
+            if share.history is None:
+                share.history = vhistory.History(policy)
+            elif policy.mode != "follow":
+                share.history.policy = policy  # the last explicit setting wins
+            return share.history  # type: ignore[no-any-return]
 
     def _new_state(self, options: FileOptions) -> tuple[Any, dict[int, bytearray], set[int]]:
         """The chunk cache (this file's view of the process-wide cache, ``None`` when
@@ -447,7 +476,7 @@ class KVFile:
         head_key = chunk_key(self._tag, 0)
         journal_key = meta_key(FILE_JOURNAL)
         journal_head = chunk_key(FILE_JOURNAL, 0)
-        wanted = [self._meta_key, COMMIT_RECORD_KEY]
+        wanted = [self._meta_key, COMMIT_RECORD_KEY, HISTORY_HEAD_KEY, HISTORY_BASES_KEY]
         # The journal's meta and first chunk ride along (sqlite_preload_keys asks for
         # them) at the first open, or after a journal was seen; other refreshes skip them.
         if first_open or self._journal_seen or self.preload.lookup(journal_key) is not NOT_LOADED:
@@ -483,8 +512,13 @@ class KVFile:
         if head and head[0] == 0:
             chunk0, chunk0_known = head_values[0], True
         record = known[COMMIT_RECORD_KEY]
+        try:
+            self._history.load(known[HISTORY_HEAD_KEY], known[HISTORY_BASES_KEY])
+        except ValueError as exc:
+            raise self._corrupt(f"the history records are corrupt: {exc}") from exc
         if self._cross_process and chunk0_known:
-            self._remember_kv_state((known[self._meta_key], chunk0, record))
+            self._remember_kv_state((known[self._meta_key], chunk0, record, known[HISTORY_HEAD_KEY],
+                                     known[HISTORY_BASES_KEY]))
         # A committed large transaction being applied may have written chunks before
         # the meta (its final batch): the record, not the meta, then says the size.
         applying = record is not None and record != redo.STAGING_MARKER
@@ -909,6 +943,7 @@ class KVFile:
             self._set_tail_flag(False)
             self._overlay = None
             self._fresh_head = None
+            self._history.forget()
 
     def _failed(self, exc: BaseException, code: int, what: str) -> BaseException:
         """``exc`` escaped a method that changes the file's state: drop everything
@@ -1145,6 +1180,10 @@ class KVFile:
         chunks = {i: bytes(b) for i, b in self._dirty.items()}
         self._note_written(chunks)
         try:
+            if self._history.recording:
+                # History chunks ride along with the staging (cleared by its first batch).
+                vhistory.write_deltas(self._kv_write, self._limits, self._history.next_seq, chunks,
+                                      first=not self._staged)
             redo.stage(self._kv_write, self._limits, self._tag, chunks, first=not self._staged)
         except BaseException as exc:
             self._forget_after_failure()
@@ -1176,6 +1215,9 @@ class KVFile:
             # again in this transaction: delete them now (rare: one extra round trip).
             batch = WriteBatch()
             batch.delete_range(staged_key(self._tag, first_gone), staged_range()[1])
+            if self._history.recording:  # their history copies too (a hole must read as zeros)
+                seq = self._history.next_seq
+                batch.delete_range(history_delta_key(seq, first_gone), history_delta_key(seq + 1, 0))
             try:
                 self._kv_write(batch)
             except Exception as exc:
@@ -1266,14 +1308,40 @@ class KVFile:
         SQLite's rollback then writes the old pages back as a new commit).
         """
         dirty: dict[int, bytes] | None = None
+        build_base = False
         try:
             self._prepare_kv_write()
+            history = self._history
+            recording = history.recording and self._has_pending_changes()
+            if recording and history.needs_first_base(self._committed_size):
+                # History starts on a database holding data: its current state first.
+                self._build_base(self._committed_size)
             dirty = self._dirty_snapshot()
             self._note_written(dirty)
             size, committed = self._size, self._committed_size
             truncate_from = chunk_count(self._low_water) if self._low_water < committed else None
-            batch = WriteBatch()
+            pending: vhistory.Pending | None = None
+            dropping = history.dropping
             new_end = chunk_count(size)
+            grow_tail = chunk_count(committed) if truncate_from is None and size > committed and not self._ambiguous \
+                else None
+            if recording:
+                written = set(dirty).union(self._staged)
+                if grow_tail is None and truncate_from is None and not self._ambiguous and \
+                        vhistory.covers(written, new_end):
+                    grow_tail = new_end  # the whole file rewritten: its tail goes, and it is a base
+                hole = (truncate_from, new_end) if truncate_from is not None and truncate_from < new_end else None
+                tail_from = grow_tail if truncate_from is None else \
+                    (max(truncate_from, new_end) if size == 0 else None)
+                pending = history.prepare(size=size, hole=hole, tail_from=tail_from, chunk_indices=sorted(written),
+                                          chunk_bytes=len(written) * CHUNK_SIZE)
+            elif dropping:
+                log.warning("%s: history=False: the database's history is dropped with this commit",
+                            describe_kv(self._kv))
+                history_ops = WriteBatch()
+                history.drop_ops(history_ops)
+                extra = history_ops if extra is None else _merged(extra, history_ops)
+            batch = WriteBatch()
             if truncate_from is not None:
                 # Holes inside the new size now; the tail past the new end only after
                 # SQLite has seen the commit succeed (phase two): if this commit fails
@@ -1281,9 +1349,9 @@ class KVFile:
                 # when nothing is left (the in-place rollback of a database's creation):
                 # a meta of 0 bytes over chunks is refused as damage at the next open.
                 redo.truncate(batch, self._tag, truncate_from, new_end, keep_tail=size > 0)
-            elif size > committed and not self._ambiguous:
+            elif grow_tail is not None:
                 # Growing: a tail left past the committed end must not reappear as data.
-                batch.delete_range(*chunk_range(self._tag, chunk_count(committed)))
+                batch.delete_range(*chunk_range(self._tag, grow_tail))
             staged = self._has_staged()
             if self._stale_staging and not staged:
                 batch.delete_range(*staged_range())  # an earlier writer's uncommitted leftovers
@@ -1302,18 +1370,40 @@ class KVFile:
                 extra.put(hint.HINT_KEY, hint.encode(*new_hint))
             if extra:
                 batch.merge(extra)
+            if pending is not None:
+                # The history rides in the same batch: the changed chunks again under the
+                # commit's sequence number, its entry, the head (vfs.history).
+                vhistory.delta_puts(batch, pending.seq, dirty, first=not staged)
+                batch.merge(pending.ops)
+                extra = pending.ops if extra is None else _merged(extra, pending.ops)
             applied = True
             large = False
             lease_ops = 2 if self._cross_process else 0  # the lease's release rides along
             if not staged and self._limits.batch_fits(batch.op_count + lease_ops, _payload_bytes(batch) + 32 * lease_ops):
                 self._kv_write(batch, release=True)
                 self.stats.chunks_written += len(dirty)
-            elif self._journal_commit_possible():
-                large = True
-                self._commit_journaled(dirty, truncate_from, size, committed, extra)
             else:
                 large = True
-                applied = self._commit_large(dirty, truncate_from, extra)
+                if pending is not None:
+                    # Before the commit point; the entry goes in the commit point's batch.
+                    vhistory.write_deltas(self._kv_write, self._limits, pending.seq, dirty, first=not staged)
+                if self._journal_commit_possible():
+                    self._commit_journaled(dirty, truncate_from, size, committed, extra, grow_tail)
+                else:
+                    if grow_tail is not None:
+                        # As the other paths: the tail past the committed end goes at the
+                        # commit point (orphans past the old end, never needed again).
+                        tail = WriteBatch()
+                        tail.delete_range(*chunk_range(self._tag, grow_tail))
+                        extra = tail if extra is None else _merged(tail, extra)
+                    applied = self._commit_large(dirty, truncate_from, extra)
+            if pending is not None or dropping:
+                history.applied(pending)
+                puts = pending.ops.puts if pending is not None else {}
+                self.preload.update(HISTORY_HEAD_KEY, puts.get(HISTORY_HEAD_KEY))
+                if pending is None or HISTORY_BASES_KEY in puts:
+                    self.preload.update(HISTORY_BASES_KEY, puts.get(HISTORY_BASES_KEY))
+                build_base = pending is not None and pending.build_base
             self._stale_staging = False
             self._ambiguous = False
             if truncate_from is not None:
@@ -1343,8 +1433,38 @@ class KVFile:
             self._after_failed_commit()
             raise
         self.stats.commits += 1
+        if build_base and self._pending_record is None and self._overlay is None:
+            self._base_after_commit()
         if self.after_commit is not None:
             self.after_commit()
+
+    # ------------------------------------------------------------ history
+    def _build_base(self, size: int) -> None:
+        """Store the committed state as a history base image (:func:`vfs.history.build_base`)."""
+        vhistory.build_base(self._kv_write, self._kv_scan, self._limits, self._history, size)
+        head = self._history.head
+        self.preload.update(HISTORY_HEAD_KEY, None if head is None else head.encode())
+        self.preload.update(HISTORY_BASES_KEY, vhistory.encode_bases(self._history.bases))
+
+    def _base_after_commit(self) -> None:
+        """A base image is due (the owner, right after a commit: the chunk keys hold the
+        head's state). Best effort: a failure is logged and the next commit tries again;
+        the commit itself has succeeded either way."""
+        try:
+            self._build_base(self._committed_size)
+        except Exception as exc:
+            interrupt = interrupts.interrupt_in(exc)
+            if interrupt is not None:
+                raise interrupt
+            self._history.forget()
+            self._meta_stale = True  # re-read the head (a batch may have landed) with the meta
+            log.warning("%s: writing a history base image failed (%s); the next commit retries",
+                        describe_kv(self._kv), exc)
+
+    @property
+    def history(self) -> vhistory.History:
+        """This file's history state (head, bases), current after each commit."""
+        return self._history
 
     # ------------------------------------------------------------ the hint
     def _hint_from_preload(self) -> list[int] | None:
@@ -1490,7 +1610,7 @@ class KVFile:
         return out
 
     def _commit_journaled(self, dirty: dict[int, bytes], truncate_from: int | None, size: int, committed: int,
-                          extra: WriteBatch | None) -> None:
+                          extra: WriteBatch | None, grow_tail: int | None) -> None:
         """A commit larger than one batch, made atomic with a SQLite rollback journal in
         file tag 1 (:mod:`vfs.journal`), so that every reader, ours or another SQLite
         VFS's (RivetKit's), rolls an interrupted one back:
@@ -1535,9 +1655,9 @@ class KVFile:
         ops += [(prefix + _pack_index(index), data) for index, data in dirty.items()]
         batch = WriteBatch()
         for n, (key, value) in enumerate(ops):
-            if n == hot_at and size > committed and not self._ambiguous:
+            if n == hot_at and grow_tail is not None:
                 # Growing: chunks left past the committed end must not reappear as data.
-                batch.delete_range(*chunk_range(tag, chunk_count(committed)))
+                batch.delete_range(*chunk_range(tag, grow_tail))
             assert value is not None
             batch.put(key, value)
             if batch.op_count >= per_batch:  # batches in order: the header goes after every record
@@ -1854,7 +1974,10 @@ class KVFile:
         elif self._tx_state is not None and dirty is not None:
             page1 = self._tx_state[1]
         with share.mu:
-            share.kv_state = None if dirty is None or page1 is None else (encode_meta(self._size), page1, None)
+            head = self._history.head
+            history = (None, None) if head is None else (head.encode(), vhistory.encode_bases(self._history.bases))
+            share.kv_state = None if dirty is None or page1 is None else \
+                (encode_meta(self._size), page1, None) + history
         self._tx_state = share.kv_state
 
     def _failed_to_share(self) -> None:

@@ -6,6 +6,7 @@ All keys are relative to one actor's namespace. Layout, byte for byte::
     [8, 1, 1, tag, u32 BE chunk index]  chunk of file ``tag`` (CHUNK_SIZE bytes)
     [8, 1, 2, tag, u32 BE chunk index]  staged chunk of a large transaction (redo log)
     [8, 1, 3]                           commit record of a large transaction
+    [8, 1, 7, ...]                      history of the database (:mod:`vfs.history`)
 
 Subspaces 0 and 1 are RivetKit's SQLite layout. Subspaces 2 and 3 are ours: they only
 exist while a transaction larger than one atomic batch commits (see :mod:`vfs.redo`).
@@ -21,6 +22,9 @@ __all__ = [
     "CHUNK_SIZE", "SQLITE_PREFIX", "FILE_MAIN", "FILE_JOURNAL", "FILE_WAL", "FILE_SHM",
     "meta_key", "chunk_key", "chunk_range", "chunk_index", "staged_key", "staged_range",
     "COMMIT_RECORD_KEY", "encode_meta", "decode_meta", "CorruptMetaError", "SQLITE_RANGE_END",
+    "HISTORY_PREFIX", "HISTORY_RANGE", "HISTORY_HEAD_KEY", "HISTORY_BASES_KEY", "history_entry_key",
+    "history_entry_range", "history_delta_key", "history_delta_range", "history_base_key", "history_base_range",
+    "history_seq",
 ]
 
 CHUNK_SIZE: Final = 4096
@@ -109,3 +113,55 @@ def decode_meta(value: bytes) -> int:
     if version != META_VERSION:
         raise CorruptMetaError(f"meta format version {version} is not supported (expected {META_VERSION})")
     return int(size)
+
+
+_HISTORY: Final = 7
+_SEQ: Final = struct.Struct(">Q")
+HISTORY_PREFIX: Final = SQLITE_PREFIX + bytes([_HISTORY])
+"""``[8, 1, 7]``: every key of the database's history (:mod:`vfs.history`)."""
+HISTORY_RANGE: Final = (HISTORY_PREFIX, SQLITE_PREFIX + bytes([_HISTORY + 1]))
+"""``[start, end)`` of the whole history (one range delete drops it)."""
+HISTORY_HEAD_KEY: Final = HISTORY_PREFIX + b"\x00"
+"""``[8, 1, 7, 0]``: the history head (last sequence number, byte counters, retention)."""
+HISTORY_BASES_KEY: Final = HISTORY_PREFIX + b"\x01"
+"""``[8, 1, 7, 1]``: the list of base images (sequence number, time, where stored)."""
+_ENTRY: Final = HISTORY_PREFIX + b"\x02"
+_DELTA: Final = HISTORY_PREFIX + b"\x03"
+_BASE: Final = HISTORY_PREFIX + b"\x04"
+
+
+def history_entry_key(seq: int) -> bytes:
+    """``[8, 1, 7, 2, u64 BE seq]``: the record of commit ``seq`` (time, size)."""
+    return _ENTRY + _SEQ.pack(seq)
+
+
+def history_entry_range(first: int, end: int | None = None) -> tuple[bytes, bytes]:
+    """``[start, end)`` of the commit records ``first <= seq < end`` (``None``: all after)."""
+    return _ENTRY + _SEQ.pack(first), (_ENTRY + _SEQ.pack(end)) if end is not None else _DELTA
+
+
+def history_delta_key(seq: int, index: int) -> bytes:
+    """``[8, 1, 7, 3, u64 BE seq, u32 BE index]``: chunk ``index`` as commit ``seq`` wrote it."""
+    return _DELTA + _SEQ.pack(seq) + _INDEX.pack(index)
+
+
+def history_delta_range(first: int, end: int | None = None) -> tuple[bytes, bytes]:
+    """``[start, end)`` of the changed chunks of commits ``first <= seq < end``."""
+    return _DELTA + _SEQ.pack(first), (_DELTA + _SEQ.pack(end)) if end is not None else _BASE
+
+
+def history_base_key(seq: int, index: int) -> bytes:
+    """``[8, 1, 7, 4, u64 BE seq, u32 BE index]``: chunk ``index`` of the base image at ``seq``."""
+    return _BASE + _SEQ.pack(seq) + _INDEX.pack(index)
+
+
+def history_base_range(first: int, end: int | None = None) -> tuple[bytes, bytes]:
+    """``[start, end)`` of the base images' chunks at ``first <= seq < end``."""
+    return _BASE + _SEQ.pack(first), (_BASE + _SEQ.pack(end)) if end is not None else HISTORY_RANGE[1]
+
+
+def history_seq(key: bytes) -> tuple[int, int]:
+    """``(seq, index)`` of a delta or base chunk key (index -1 for an entry key)."""
+    assert key[:3] == HISTORY_PREFIX and len(key) in (12, 16), key
+    seq = int(_SEQ.unpack_from(key, 4)[0])
+    return seq, int(_INDEX.unpack_from(key, 12)[0]) if len(key) == 16 else -1

@@ -34,7 +34,7 @@ import collections
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Hashable, Literal
+from typing import Any, Hashable, Literal
 
 import apsw
 
@@ -62,7 +62,7 @@ MAX_NOTES = 64
 MAX_NOTE_BYTES = 16 * 1024 * 1024
 """Chunk bytes the notes may keep alive; older notes are dropped past it."""
 
-KVState = tuple  # (meta value, chunk 0 value, commit record value), each bytes or None
+KVState = tuple  # (meta, chunk 0, commit record, history head, history bases values), each bytes or None
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,9 @@ class DatabaseShare:
     def __init__(self, identity: Hashable, locking: str) -> None:
         self.identity = identity
         self.locking = locking
+        self.history: Any = None
+        """The database's :class:`vfs.history.History`, shared by this process's connections
+        (its head moves with each of their commits)."""
         self.mu = threading.Lock()
         self.levels: dict[int, int] = {}
         self.files = 0

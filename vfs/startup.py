@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from vfs.hint import DEFAULT_INTERIOR_MAX_BYTES, HINT_KEY
-from vfs.keys import COMMIT_RECORD_KEY, FILE_JOURNAL, FILE_MAIN, chunk_key, chunk_range, meta_key
+from vfs.keys import COMMIT_RECORD_KEY, FILE_JOURNAL, FILE_MAIN, HISTORY_BASES_KEY, HISTORY_HEAD_KEY, chunk_key, \
+    chunk_range, meta_key
 from vfs.protocol import HintSpec, KeyRange, PrefixBudget
 
 __all__ = ["DEFAULT_SQLITE_PRELOAD_BYTES", "DEFAULT_INTERIOR_MAX_BYTES", "sqlite_preload_keys",
@@ -16,8 +17,10 @@ DEFAULT_SQLITE_PRELOAD_BYTES = 768 * 1024
 def sqlite_preload_keys() -> tuple[bytes, ...]:
     """Exact keys the VFS reads when it opens: the main meta, the commit record and the
     rollback journal's meta and first chunk (whether another SQLite VFS, RivetKit's,
-    left a hot journal: :mod:`vfs.journal`)."""
-    return (meta_key(FILE_MAIN), COMMIT_RECORD_KEY, meta_key(FILE_JOURNAL), chunk_key(FILE_JOURNAL, 0))
+    left a hot journal: :mod:`vfs.journal`), and the history's head and bases records
+    (:mod:`vfs.history`: the next commit's sequence number)."""
+    return (meta_key(FILE_MAIN), COMMIT_RECORD_KEY, meta_key(FILE_JOURNAL), chunk_key(FILE_JOURNAL, 0),
+            HISTORY_HEAD_KEY, HISTORY_BASES_KEY)
 
 
 def sqlite_preload_ranges(max_bytes: int = DEFAULT_SQLITE_PRELOAD_BYTES, *, use_hint: bool = True,

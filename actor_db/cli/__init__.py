@@ -7,6 +7,9 @@ Usage (``actor-db --help`` and ``actor-db COMMAND --help`` say more)::
     actor-db shell ACTOR [--actor-type NAME] [-c SQL]...   # apsw's shell on the KV VFS
     actor-db import FILE ACTOR [--force]                   # SQLite file (or CSV/TSV/JSON lines) -> actor
     actor-db export ACTOR FILE.db [--force]                # actor database -> SQLite file
+    actor-db restore ACTOR --bookmark B | --at TIME        # make a past state current (a new commit)
+    actor-db branch ACTOR NEW [--at TIME | --bookmark B]   # a new actor from a current or past state
+    actor-db backup --to s3://B/P [--follow]; restore --from s3://B/P   # object storage
     actor-db ls                                            # actors and database sizes
     actor-db rm ACTOR [-y]                                 # delete an actor's keys
     actor-db inspect ACTOR                                 # meta, chunks, preload coverage, startup cost
@@ -59,6 +62,7 @@ neither parses nor prints, so other front ends call the same functions):
 - :mod:`actor_db.cli.common`: :class:`CLIError`, parent parsers, store opening,
   progress bar, confirmation, output escaping.
 - :mod:`actor_db.cli.shell`, :mod:`~actor_db.cli.transfer` (import/export),
+  :mod:`~actor_db.cli.history` (restore/branch), :mod:`~actor_db.cli.backup`,
   :mod:`~actor_db.cli.inspect` (ls/inspect), :mod:`~actor_db.cli.maintenance`
   (rm/integrity/compact), :mod:`~actor_db.cli.bench`.
 

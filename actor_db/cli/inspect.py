@@ -68,11 +68,23 @@ def _run_inspect(args: argparse.Namespace) -> int:
         kv = store.actor(actor_id_for(args.actor, args.actor_type))
         info = inspect_actor(kv, preload_sqlite_bytes=args.preload_sqlite_bytes,
                              preload_total_bytes=args.preload_total_bytes)
+        info["history"] = _history(kv)
     if args.json:
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
     else:
         _format_inspect(info, sys.stdout)
     return 0
+
+
+def _history(kv: Any) -> dict[str, Any] | None:
+    """The actor's history: the current bookmark (for ``actor-db restore --bookmark``)."""
+    from actor_db.errors import HistoryError
+    from actor_db.ops.history import bookmark
+
+    try:
+        return {"bookmark": bookmark(kv)}
+    except HistoryError:
+        return None
 
 
 def format_ls(rows: Sequence[dict[str, Any]], out: IO[str]) -> None:
@@ -103,5 +115,6 @@ def _format_inspect(info: dict[str, Any], out: IO[str]) -> None:
         f"{p['total_budget_bytes']} total" + (" - whole database" if p["whole_database"] else ""),
         f"startup:        {s['kv_round_trips']} KV round trips to open and read the schema "
         f"(preload 1, live reads {s['live_reads']}, preload hits {s['preload_hits']})",
+        "history:        " + ("none" if not info.get("history") else f"bookmark {info['history']['bookmark']}"),
     ]
     out.write("\n".join(lines) + "\n")

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import apsw
 
-from actor_db.cli import bench, inspect, maintenance, serve, shell, transfer
+from actor_db.cli import backup, bench, history, inspect, maintenance, serve, shell, transfer
 from actor_db.cli.common import Interrupted, Parents
 from actor_db.errors import ActorDBError
 from actor_db.ops.common import describe_error
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["main", "COMMAND_GROUPS", "build_parser"]
 
-COMMAND_GROUPS: tuple[ModuleType, ...] = (shell, transfer, inspect, maintenance, serve, bench)
+COMMAND_GROUPS: tuple[ModuleType, ...] = (shell, transfer, history, backup, inspect, maintenance, serve, bench)
 """The modules whose ``register(sub, parents)`` add the commands, in help order."""
 
 
@@ -35,6 +35,12 @@ class _Formatter(argparse.HelpFormatter):
 
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=30)
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if isinstance(action, argparse._SubParsersAction):
+            # The commands alone, without a "COMMAND" line above them (one screen).
+            return "".join(self._format_action(sub) for sub in self._iter_indented_subactions(action))
+        return super()._format_action(action)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,8 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole ``actor-db`` parser; each command's parser sets ``handler``."""
     common = _Parser(add_help=False)
     common.add_argument("--kv", default=argparse.SUPPRESS, metavar="STORE",
-                        help="lmdb:PATH, memory:, redis://HOST:PORT/DB, redis+cluster://… "
-                             "(default: $ACTOR_DB_KV, else lmdb:./.actor-db)")
+                        help="lmdb:PATH, memory:, redis://… (default: $ACTOR_DB_KV)")
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                         help="log INFO (-v) or DEBUG (-vv) messages to stderr")
     actor_type = _Parser(add_help=False)
@@ -79,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="actor-db", parents=[common],
                      description="Operate actor-db stores: per-actor SQLite databases in a KV store.")
     parser.add_argument("--version", action="version", version=_version())
+    parser._positionals.title = "commands"
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     parents = Parents(common=common, actor_type=actor_type)

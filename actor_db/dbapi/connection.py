@@ -93,9 +93,12 @@ class Connection:
                  isolation_level: str | None = "", check_same_thread: bool = True,
                  factory: Any = None, cached_statements: int = 128, uri: bool = False,
                  *, kv: Any = None, preload: vfs.PreloadMap | None = None,
-                 vfs_options: collections.abc.Mapping[str, Any] | None = None, readonly: bool = False) -> None:
+                 vfs_options: collections.abc.Mapping[str, Any] | None = None, readonly: bool = False,
+                 history: Any = None) -> None:
         self._initialized = False
         level = _check_isolation_level(isolation_level)
+        if history is not None:
+            vfs_options = {**(vfs_options or {}), "history": history}
         db = _open_database(database, bool(uri), kv, float(timeout), preload, vfs_options, bool(readonly))
         if db.kv_backed and db.attach_routing is None:
             db.attach_routing = AttachRouting(bool(uri), kv, vfs_options, bool(readonly))
@@ -765,7 +768,8 @@ def connect(database: Any, timeout: float = 5.0, detect_types: int = 0,
             isolation_level: str | None = "", check_same_thread: bool = True,
             factory: Any = Connection, cached_statements: int = 128, uri: bool = False,
             *, kv: Any = None, preload: vfs.PreloadMap | None = None,
-            vfs_options: collections.abc.Mapping[str, Any] | None = None, readonly: bool = False) -> Any:
+            vfs_options: collections.abc.Mapping[str, Any] | None = None, readonly: bool = False,
+            history: Any = None) -> Any:
     """Open a database like ``sqlite3.connect``; ``kv=`` (or a bare name) makes it KV-backed.
 
     As in the stdlib, the arguments are passed on to ``factory`` as given.
@@ -783,6 +787,10 @@ def connect(database: Any, timeout: float = 5.0, detect_types: int = 0,
         taken at open: it reads the database as committed then (later commits are not
         seen; reopen to see them) and never writes to the KV.
     :param factory: the connection class (a :class:`Connection` subclass).
+    :param history: a KV-backed database's history (``docs/history.md``), as
+        ``vfs.connect(history=)``: ``None`` (default) keeps recording a history the
+        database has (with its stored retention), ``True`` (7 days), a ``timedelta``,
+        ``HistoryOptions``, or ``False`` (drops it at the next commit).
     :raises OperationalError: the database cannot be opened (``sqlite_errorcode`` set).
     """
     raise AssertionError("replaced below")  # pragma: no cover

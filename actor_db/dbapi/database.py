@@ -186,7 +186,7 @@ def _open_readonly(view: Any, name: str, timeout: float,
     :raises OperationalError: ``unable to open database file`` when no database is stored
         under ``view`` (the stdlib's answer for a missing file opened read-only).
     """
-    options = dict(vfs_options or {})
+    options = {k: v for k, v in (vfs_options or {}).items() if k != "history"}  # a reader records nothing
     options.setdefault("locking", "in-process" if getattr(view, "instant_writes", False) else "cross-process")
     options.setdefault("timeout", timeout)
     try:
@@ -217,7 +217,7 @@ def _open_snapshot(view: Any, name: str, vfs_options: collections.abc.Mapping[st
         except Exception as exc:
             raise _error(OperationalError, f"unable to open database file: {exc}", apsw.SQLITE_CANTOPEN) from exc
         target = snapshot
-    options = {k: v for k, v in (vfs_options or {}).items() if k not in ("locking", "timeout")}
+    options = {k: v for k, v in (vfs_options or {}).items() if k not in ("locking", "timeout", "history")}
     try:
         raw = vfs.connect(target, name or "main.db", readonly=True, **options)
     except BaseException as exc:

@@ -57,10 +57,11 @@ PREFIX_OVERHEAD: Final = len(_TAG) + _LEN.size
 MAX_ACTOR_ID_BYTES: Final = 0xFFFF
 """The key layout's bound on an actor id (its length is stored as a u16)."""
 
-ACTOR_KEY_ROOM: Final = 8
+ACTOR_KEY_ROOM: Final = 16
 """Bytes an actor's own (actor-relative) keys need under the driver's key limit: the
-longest key the VFS stores is 8 bytes (a chunk or staged-chunk key, :mod:`vfs.keys`);
-the runtime's keys (:mod:`actor_db.runtime.keys`) are at most 2 bytes."""
+longest key the VFS stores is 16 bytes (a history chunk key ``[8, 1, 7, 3|4, u64 seq,
+u32 index]``, :mod:`vfs.keys`; chunk and staged-chunk keys are 8); the runtime's keys
+(:mod:`actor_db.runtime.keys`) are at most 2 bytes."""
 
 
 def encode_actor_id(actor_id: str, what: str = "actor id") -> bytes:

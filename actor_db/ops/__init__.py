@@ -21,7 +21,8 @@ Example::
 Modules: :mod:`~actor_db.ops.common` (actor ids, sizes, ownership, snapshots),
 :mod:`~actor_db.ops.transfer` (import/export), :mod:`~actor_db.ops.inspect`
 (``list_actors``, ``inspect_actor``), :mod:`~actor_db.ops.maintenance`
-(``remove_actor``, ``check_integrity``).
+(``remove_actor``, ``check_integrity``), :mod:`~actor_db.ops.history` (``bookmark``,
+``bookmark_for_time``, ``restore``, ``branch``), :mod:`~actor_db.ops.backup` (S3 backups).
 """
 
 from actor_db.ops.common import (ProgressCallback, actor_has_keys, actor_id_for, database_size, describe_error,

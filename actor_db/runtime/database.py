@@ -424,6 +424,17 @@ class ActorConnection:
             con.execute("ROLLBACK")
 
     # ------------------------------------------------------------------ closing
+    def bookmark(self) -> str:
+        """The bookmark of the committed state (:meth:`Database.bookmark`)."""
+        from vfs import history as vh
+
+        from actor_db.errors import HistoryError
+
+        head = self._require().kv_file.history.head
+        if head is None:
+            raise HistoryError(f"actor {self.label}: its database keeps no history (db(history=False))")
+        return vh.encode_bookmark(head.last_seq, head.last_time_ms)
+
     def stats(self) -> vfs.VFSStats:
         """The open connection's VFS counters (zeros when closed)."""
         return self.con.stats.snapshot() if self.con is not None else vfs.VFSStats()
@@ -476,6 +487,16 @@ class Database:
     async def executemany(self, sql: str, seq_of_args: Iterable[Sequence[Any] | dict[str, Any]]) -> int:
         """Run ``sql`` once per bindings; returns the number of rows changed."""
         return await self._runner.call(self._gate().executemany, sql, list(seq_of_args))
+
+    async def bookmark(self) -> str:
+        """An opaque string naming the database's current committed state (0 round
+        trips: the history head is in memory). Inside an action, that is the state
+        before the action's own writes, which commit when it returns; pass it to
+        ``handle.restore(bookmark=...)`` (docs/history.md).
+
+        :raises HistoryError: the actor's type keeps no history (``db(history=False)``).
+        """
+        return self._gate().bookmark()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Database]:

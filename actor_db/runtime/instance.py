@@ -754,6 +754,43 @@ class ActorInstance:
                         self._on_destroyed(self)
             log.info("actor %s destroyed", self.label)
 
+    # ------------------------------------------------------------------ history
+    async def bookmark(self) -> str:
+        """The bookmark of the actor's committed state (1 round trip; docs/history.md)."""
+        from actor_db.ops import history as ops_history
+
+        return await Worker(self._pool, self.label, instant=self.kv.instant_writes).run(
+            ops_history.bookmark, self.kv.inner)
+
+    async def bookmark_for_time(self, t: Any) -> str:
+        """The bookmark of the last state committed at or before ``t``."""
+        from actor_db.ops import history as ops_history
+
+        return await Worker(self._pool, self.label, instant=self.kv.instant_writes).run(
+            ops_history.bookmark_for_time, self.kv.inner, t)
+
+    async def restore(self, bookmark: str | None, at: Any) -> Any:
+        """Put the actor to sleep (in-flight actions finish first; calls wait), then make
+        the past state current as a new commit (:func:`actor_db.ops.history.restore`).
+
+        :raises ActorCallCycleError: called from this actor's own action (chain).
+        """
+        from actor_db.ops import history as ops_history
+
+        hold = _Hold(self, "restore")
+        self._generation += 1
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        async with hold:
+            if self.status == DESTROYED:
+                raise ActorNotFoundError(f"actor {self.label} was destroyed")
+            await self._sleep_locked()
+            worker = Worker(self._pool, self.label, instant=self.kv.instant_writes)
+            result = await worker.run(lambda: ops_history.restore(self.kv.inner, bookmark=bookmark, at=at))
+        log.info("actor %s restored to %s", self.label, result.restored)
+        return result
+
     # ------------------------------------------------------------------ metrics
     def metrics(self) -> dict[str, Any]:
         """Startup metrics of the last start plus lifetime counters (see the issue 3 names)."""

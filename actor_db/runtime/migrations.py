@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, Union
 
 import apsw
 
+from vfs.history import HistorySetting, policy_for
+
 from actor_db.errors import ConfigurationError, MigrationError
 
 if TYPE_CHECKING:
@@ -56,11 +58,15 @@ class DatabaseConfig:
     :ivar on_migrate: run at every start after the versioned steps, or ``None``.
     :ivar vfs_options: extra keyword arguments for :func:`vfs.connect`
         (``cache_chunks``, ``readahead_max_chunks``, ``max_dirty_bytes``, ``page_size``).
+    :ivar history: the database's history (``docs/history.md``): ``True`` (default: 7
+        days), ``False`` (none, and an existing history is dropped at the next commit),
+        a ``timedelta`` (that retention) or :class:`vfs.history.HistoryOptions`.
     """
 
     migrations: tuple[Migration, ...] = ()
     on_migrate: Migration | None = None
     vfs_options: tuple[tuple[str, Any], ...] = ()
+    history: HistorySetting = True
 
     @property
     def version(self) -> int:
@@ -72,6 +78,7 @@ def db(
     migrations: Sequence[Migration] = (),
     *,
     on_migrate: Migration | None = None,
+    history: HistorySetting = True,
     **vfs_options: Any,
 ) -> DatabaseConfig:
     """Declare an actor's SQLite database.
@@ -82,8 +89,12 @@ def db(
 
     :param migrations: versioned steps (see the module docstring).
     :param on_migrate: a step run at every start.
+    :param history: keep the database's past (``docs/history.md``): ``True`` (default,
+        7 days), ``False`` (off: costs nothing), a ``timedelta`` retention, or
+        :class:`vfs.history.HistoryOptions` (retention by time and bytes).
     :param vfs_options: passed to :func:`vfs.connect` (sizes in chunks / bytes).
-    :raises ConfigurationError: a step is neither a string nor a callable.
+    :raises ConfigurationError: a step is neither a string nor a callable, or
+        ``history`` is not one of the accepted values.
     """
     steps = tuple(migrations)
     for i, step in enumerate(steps):
@@ -95,7 +106,13 @@ def db(
     unknown = set(vfs_options) - allowed
     if unknown:
         raise ConfigurationError(f"unknown db() options {sorted(unknown)}; allowed: {sorted(allowed)}")
-    return DatabaseConfig(steps, on_migrate, tuple(sorted(vfs_options.items())))
+    if history is None:
+        raise ConfigurationError("history must be True, False, a timedelta or HistoryOptions (not None)")
+    try:
+        policy_for(history)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"db(history=...): {exc}") from None
+    return DatabaseConfig(steps, on_migrate, tuple(sorted(vfs_options.items())), history)
 
 
 def _run_sync_step(con: apsw.Connection, step: Migration) -> None:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from actor_db.errors import ActorKeyTooLongError, ActorNotFoundError, ConfigurationError
 from actor_db.kv.base import ActorKV, KVStore
@@ -30,6 +31,9 @@ from actor_db.runtime.actor import ActorDefinition
 from actor_db.runtime.instance import ActorInstance
 from actor_db.runtime.pool import DEFAULT_MAX_THREADS, ThreadPool
 from actor_db.runtime.speculation import SpeculationPolicy
+
+if TYPE_CHECKING:
+    from actor_db.ops.history import RestoreResult
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,36 @@ class ActorHandle:
         """Delete the actor and every key it stored. Later calls on this handle raise
         :class:`ActorNotFoundError`; ``get_or_create`` makes a new, empty actor."""
         await self._instance.destroy()
+
+    async def bookmark(self) -> str:
+        """An opaque string naming the actor's current committed state (1 round trip).
+
+        :raises HistoryError: the actor's type keeps no history (``db(history=False)``)
+            or the actor has no database yet.
+        """
+        return await self._instance.bookmark()
+
+    async def bookmark_for_time(self, t: float | datetime) -> str:
+        """The bookmark of the last state committed at or before ``t`` (epoch seconds
+        or an aware ``datetime``).
+
+        :raises HistoryError: ``t`` is older than the retained history (7 days by
+            default), or the actor keeps no history.
+        """
+        return await self._instance.bookmark_for_time(t)
+
+    async def restore(self, *, bookmark: str | None = None, at: float | datetime | None = None) -> RestoreResult:
+        """Make a past state of the actor's database current, as a new commit: the
+        actor is put to sleep first (in-flight actions finish, new calls wait), then
+        the state is written like an import. Undo it with
+        ``restore(bookmark=result.before)``.
+
+        :param bookmark: from :meth:`bookmark`, :meth:`bookmark_for_time` or ``c.db.bookmark()``.
+        :param at: or a time (epoch seconds or an aware ``datetime``).
+        :raises HistoryError: that state is not retained, or the bookmark is malformed.
+        :raises OperationError: neither or both of ``bookmark`` and ``at``.
+        """
+        return await self._instance.restore(bookmark, at)  # type: ignore[no-any-return]
 
     def metrics(self) -> dict[str, Any]:
         """Startup and lifetime counters: ``startup_kv_round_trips``, ``startup_total_ms``,

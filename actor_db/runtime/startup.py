@@ -154,7 +154,8 @@ async def start_actor(
 
     version = 0
     if config is not None:
-        vfs_options = dict(config.vfs_options, hint_interior_max_bytes=definition.options.preload_max_interior_bytes)
+        vfs_options = dict(config.vfs_options, hint_interior_max_bytes=definition.options.preload_max_interior_bytes,
+                           history=config.history)
         version = await worker.run(_open, core, preload, vfs_options, is_new, metrics,
                                    definition.options.sqlite_cache_pages)
     elif is_new:

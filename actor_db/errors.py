@@ -19,7 +19,7 @@ __all__ = [
     "ActionNotFoundError", "ActorShuttingDownError", "ActorCallCycleError", "MigrationError", "StateError",
     "PlacementError", "ActorOwnedElsewhereError", "OwnerUnreachableError", "NodeDrainingError", "LeaseExpiredError",
     "OutcomeUnknownError", "RemoteError",
-    "OperationError", "WriterBusyError",
+    "OperationError", "WriterBusyError", "ScheduleError",
 ]
 
 
@@ -253,3 +253,9 @@ class WriterBusyError(OperationError):
     def __init__(self, message: str, *, holder: str | None = None) -> None:
         super().__init__(message)
         self.holder = holder
+
+
+class ScheduleError(ActorDBError, ValueError):
+    """A schedule or cron entry was refused when it was set (``c.schedule`` /
+    ``c.cron``): an unknown action, arguments that are not JSON, a bad time, a bad cron
+    expression or time zone. Nothing was scheduled; the action may catch it."""

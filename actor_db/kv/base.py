@@ -149,6 +149,8 @@ class KVStore(ABC):
         self._limits = limits
         self._round_trips = 0
         self._count_lock = threading.Lock()
+        self._clock_offset_ms = 0.0
+        """The store's clock minus this process's (ms), learned by :meth:`due`."""
 
     # -- counting -----------------------------------------------------------
     @property
@@ -360,12 +362,23 @@ class KVStore(ABC):
         if not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be an int >= 1, not {limit!r}")
         self._count()
+        sent = time.time() * 1000.0
         try:
-            return self._due(limit)
+            found = self._due(limit)
         except KVError:
             raise
         except Exception as exc:
             raise KVError(f"{type(self).__name__} due-index read failed: {exc}") from exc
+        received = time.time() * 1000.0
+        # The store read its clock about half way through the round trip.
+        self._clock_offset_ms = found[0] - (sent + received) / 2.0
+        return found
+
+    def now_ms(self) -> int:
+        """The store's time now, ms since the epoch, without a round trip: this process's
+        clock plus the offset the last :meth:`due` measured (0 before the first; within
+        half a round trip plus 1 ms of the store's clock after it)."""
+        return int(time.time() * 1000.0 + self._clock_offset_ms)
 
     # -- placement: owner records and node heartbeats (actor_db.serve) -------------
     supports_placement = False

@@ -236,12 +236,24 @@ def _check_cron(expression: Any) -> str:
 def next_cron(expression: str, timezone: str, after_ms: int) -> int:
     """The first time strictly after ``after_ms`` (ms since the epoch) that the 5-field
     ``expression`` matches in ``timezone`` (wall-clock fields, so ``0 9 * * *`` is 09:00
-    local on both sides of a DST change), in ms since the epoch."""
+    local on both sides of a DST change), in ms since the epoch. A wall-clock time the
+    spring change skips runs at the first valid time after it (croniter); a fixed-hour
+    time the autumn change repeats runs once, at its first pass."""
     from croniter import croniter
 
     zone = _zone(timezone)
     start = _dt.datetime.fromtimestamp(after_ms / 1000.0, zone)
-    nxt = croniter(expression, start).get_next(_dt.datetime)
+    times = croniter(expression, start)
+    hour = expression.split()[1]
+    fixed_hours = "*" not in hour and "/" not in hour
+    for _ in range(4):
+        nxt = times.get_next(_dt.datetime)
+        local = _dt.datetime.fromtimestamp(nxt.timestamp(), zone)
+        # A fixed-hour job runs once in the hour a DST change repeats (as cron does):
+        # the second pass over the same wall-clock time (fold=1) is skipped.
+        if not (fixed_hours and local.fold == 1
+                and local.replace(fold=0).utcoffset() != local.utcoffset()):
+            break
     return int(round(nxt.timestamp() * 1000))
 
 

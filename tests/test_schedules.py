@@ -23,6 +23,7 @@ from actor_db.kv import KVStore, MemoryKV
 from actor_db.runtime.schedule import next_cron
 from tests.drivers import DRIVERS, DriverFactory, RedisClusterFactory
 from tests.schedule_support import ROOT, arm, fired, jobs_type, spec_of
+from tests.serve_support import SECRET, NodeProcess, post
 
 FACTORIES = dict(DRIVERS, **{"redis-cluster": RedisClusterFactory})
 FAST = actor_db.ScheduleOptions(poll_interval_s=0.02)
@@ -363,3 +364,63 @@ def test_kill_during_the_fired_action_fires_again_with_effect_once(shared_factor
 
     asyncio.run(main())
     store.close()
+
+
+# -- several serve nodes ------------------------------------------------------------------
+
+class _ScheduleNode(NodeProcess):
+    """A node serving ``tests.schedule_app:registry``."""
+
+    def start(self, wait: bool = True) -> _ScheduleNode:
+        port_file = pathlib.Path(self._dir) / "port"
+        args = [sys.executable, "-m", "actor_db", "serve", "tests.schedule_app:registry", "--kv", self.kv,
+                "--port", "0", "--port-file", str(port_file), "--node-id", self.node_id, "--lease", str(self.lease),
+                "--node-secret", SECRET, "--drain-grace", "0.5", "--log-level", "info"]
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env.pop("ACTOR_DB_TOKEN", None)
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self.log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        if wait:
+            self.wait_ready(port_file)
+        return self
+
+
+@pytest.mark.parametrize("kind", ["lmdb", "redis"])
+def test_several_serve_nodes_fire_each_entry_once(kind: str, tmp_path: pathlib.Path) -> None:
+    made = FACTORIES[kind](tmp_path)
+    store = made.open()
+    keys = [f"n{i}" for i in range(10)]
+    nodes: list[_ScheduleNode] = []
+    try:
+        async def plan() -> None:
+            async with actor_db.Registry([schedule_type()], store, schedules=OFF) as registry:
+                for i, key in enumerate(keys):
+                    await registry.get_or_create("jobs", key).call("plan", 0.05 * i, key)
+
+        asyncio.run(plan())
+        spec = (f"lmdb:{store.path}" if kind == "lmdb"  # type: ignore[attr-defined]
+                else f"{store.url}?namespace={store.namespace}")  # type: ignore[attr-defined]
+        nodes = [_ScheduleNode(spec, f"s{i}", lease=1.0) for i in range(2)]
+        for node in nodes:
+            node.start(wait=False)
+        for node in nodes:
+            node.wait_ready()
+        deadline = time.monotonic() + WAIT_S
+        counts: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            _, due, _ = store.due(100)
+            if not due:
+                break
+            time.sleep(0.05)
+        for key in keys:
+            status, body, _ = post(nodes[0].url, "jobs", key, "count", key)
+            assert status == 200, body
+            counts[key] = body
+        assert counts == {key: 1 for key in keys}, [n.log_text()[-2000:] for n in nodes]
+        assert store.due(100)[1] == []
+    finally:
+        for node in nodes:
+            node.stop()
+        store.close()
+        made.cleanup()

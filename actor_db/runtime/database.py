@@ -282,7 +282,7 @@ class ActorConnection:
             self._in_flight = None
         if self._sched_carried:
             self._sched_carried = False
-            self.schedule.clear()
+            self.schedule.committed()
 
     # ------------------------------------------------------------------ queries
     def _require(self) -> vfs.KVConnection:
@@ -419,7 +419,7 @@ class ActorConnection:
                 self.kv.write(batch)
                 if changed:
                     self.state.mark_saved(raw)  # type: ignore[arg-type]
-                self.schedule.clear()
+                self.schedule.committed()
         except BaseException as exc:
             self._rollback()
             if isinstance(exc, (apsw.IOError, KVError)) and getattr(self.kv, "failure", None) is None:

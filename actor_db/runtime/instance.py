@@ -183,12 +183,10 @@ class _ScheduleHost:
             notify(due_ms)
 
     async def read_entries(self) -> dict[str, Entry]:
-        """Every entry as the running action sees it: one scan (after the actor's
-        pending writes are durable), with the action's own changes laid over it."""
-        core, runner = self._core(), self._instance._runner
-        assert runner is not None
-        pairs = await runner.call(core.kv.scan, SCHEDULE_RECORDS.start, SCHEDULE_RECORDS.end)
-        return core.schedule.overlay(decode_records(pairs))
+        """Every entry as the running action sees it, its own changes laid over the
+        committed ones (read with one scan at the first need after a wake)."""
+        core = self._core()
+        return core.schedule.overlay(await self._instance._known_entries(core))
 
 
 class ActorInstance:
@@ -400,6 +398,16 @@ class ActorInstance:
         store = getattr(getattr(self.kv, "inner", None), "store", None)
         return int(store.now_ms()) if store is not None else int(time.time() * 1000)
 
+    async def _known_entries(self, core: ActorConnection) -> dict[str, Entry]:
+        """(An action runs.) The committed entries: one scan at the first need after a
+        wake (once this actor's queued writes are durable), then from memory."""
+        known = core.schedule.known
+        if known is None:
+            assert self._runner is not None
+            pairs = await self._runner.call(core.kv.scan, SCHEDULE_RECORDS.start, SCHEDULE_RECORDS.end)
+            known = core.schedule.known = decode_records(pairs)
+        return known
+
     async def _entry_exists(self, entry_id: Any) -> bool:
         """(Lock held, asleep.) Whether entry ``entry_id``'s record exists (one
         unfenced read): a stale due entry must not wake, or create, the actor."""
@@ -417,10 +425,11 @@ class ActorInstance:
         committed instead. Returns ``{"outcome": "fired" | "retry" | "failed" | "stale"}``."""
         core, runner = self._core, self._runner
         assert core is not None and runner is not None
-        raw = (await runner.call(core.kv.get_many, [record_key(entry_id)]))[0]
-        if raw is None:
+        found = (await self._known_entries(core)).get(entry_id)
+        if found is None:
             return {"outcome": "stale"}
-        entry = Entry.decode(raw)
+        raw = found.encode()
+        entry = Entry.decode(raw)  # (a copy: the known one changes only when a commit lands)
         if entry.status != "scheduled" or entry.due_ms != due_ms:
             return {"outcome": "stale"}  # cancelled, moved or already run since it was found due
         now = self.now_ms()

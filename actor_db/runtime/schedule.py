@@ -126,10 +126,13 @@ class PendingSchedule:
     ``batch`` is ``None`` while there are none (the common case costs nothing).
     """
 
-    __slots__ = ("batch",)
+    __slots__ = ("batch", "known")
 
     def __init__(self) -> None:
         self.batch: WriteBatch | None = None
+        self.known: dict[str, Entry] | None = None
+        """Committed entries by id (``None``: not read since the wake): kept up to date by
+        this actor's own commits (their only writer while it is awake, fenced)."""
 
     def _batch(self) -> WriteBatch:
         if self.batch is None:
@@ -154,14 +157,23 @@ class PendingSchedule:
         batch, self.batch = self.batch, None
         return batch
 
+    def committed(self) -> None:
+        """The pending batch was committed (queued in the output gate, or durable):
+        fold it into :attr:`known` and start afresh."""
+        if self.known is not None and self.batch is not None:
+            self.known = self._apply(self.batch, self.known)
+        self.batch = None
+
     def clear(self) -> None:
         self.batch = None
 
     def overlay(self, entries: dict[str, Entry]) -> dict[str, Entry]:
-        """``entries`` (read from the KV, by id) as this action's changes leave them."""
-        batch = self.batch
-        if batch is None:
-            return entries
+        """``entries`` (committed, by id; not changed) as this action's changes leave them."""
+        entries = dict(entries)
+        return entries if self.batch is None else self._apply(self.batch, entries)
+
+    @staticmethod
+    def _apply(batch: WriteBatch, entries: dict[str, Entry]) -> dict[str, Entry]:
         start = SCHEDULE_RECORDS.start
         for key in batch.deletes:
             if key.startswith(start):

@@ -20,6 +20,7 @@ import pytest
 import actor_db
 from actor_db.errors import ScheduleError
 from actor_db.kv import KVStore, MemoryKV
+from actor_db.metrics_export import metrics_text
 from actor_db.runtime.schedule import next_cron
 from tests.drivers import DRIVERS, DriverFactory, RedisClusterFactory
 from tests.schedule_support import ROOT, arm, fired, jobs_type, spec_of
@@ -232,6 +233,9 @@ def test_failing_entry_is_retried_then_recorded_and_blocks_nothing() -> None:
             assert await h.call("count", "bad") == 0  # every attempt's insert was rolled back
             metrics = h.metrics()
             assert (metrics["schedules_retried_total"], metrics["schedules_failed_total"]) == (2, 1)
+            text = metrics_text(registry)
+            assert "actor_db_schedules_failed_total 1.0" in text and "actor_db_schedules_retried_total 2.0" in text
+            assert "actor_db_schedule_polls_total" in text
             assert _due(store) == ([], None)  # a failed entry leaves the due index
 
     asyncio.run(main())

@@ -307,6 +307,10 @@ class ActorInstance:
             self._starting = False
         self._startup = metrics
         self._starts += 1
+        if metrics.is_new and self._core is not None:
+            # A new actor's keys were all absent (its state record is the first written,
+            # and destroy deletes every key): it has no schedule entry, none to read.
+            self._core.schedule.known = {}
         if self._core is not None:
             self._prefetch = actor_lines(
                 (self, self._lock, self._outgate, self._runner, self._worker, self.kv, self._database)

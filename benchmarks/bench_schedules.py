@@ -230,3 +230,23 @@ def test_schedule_cost_round_trips(benchmark: Any, sched_store: KVStore) -> None
     info["extra_round_trips_per_action"] = (info["write_and_schedule"] - info["write"]) / 10
     benchmark.extra_info.update(info)
     assert info["extra_round_trips_per_action"] == 0
+
+
+def test_cluster_poll_cost(benchmark: Any) -> None:
+    """One due-index poll of a 3-primary Redis Cluster (``tests.redis_server``): one
+    script per primary over the 5,461-odd slots it serves, empty or not."""
+    from actor_db.kv.redis import RedisKV
+    from tests.redis_server import fresh_namespace, session_cluster
+
+    store = RedisKV(session_cluster().url, namespace=fresh_namespace("bench-due"), cluster=True,
+                    check_persistence=False)
+    try:
+        store.due(10)  # (the slot map, the scripts)
+        trips = store.round_trips
+        benchmark.group = "schedules-cluster-poll"
+        benchmark.pedantic(lambda: store.due(256), rounds=20, iterations=1)
+        benchmark.extra_info.update(primaries=len(store.client.get_primaries()),
+                                    round_trips_per_poll=(store.round_trips - trips) / 20)
+    finally:
+        store.drop_namespace()
+        store.close()

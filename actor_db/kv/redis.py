@@ -419,7 +419,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit = tonumber(ARGV[1])
 local out, n, nxt = {now, -1}, 0, nil
-for i = 2, #ARGV do
+local function visit(i)
   local head = redis.call('ZRANGE', ARGV[i], 0, 0, 'WITHSCORES')
   if #head > 0 then
     local first = tonumber(head[2])
@@ -435,6 +435,11 @@ for i = 2, #ARGV do
       nxt = first
     end
   end
+end
+-- (One command per key: a command inside a cluster script must stay in one slot.
+-- Redis drops an empty sorted set, so an idle index costs one EXISTS.)
+for i = 2, #ARGV do
+  if redis.call('EXISTS', ARGV[i]) == 1 then visit(i) end
 end
 if nxt and n < limit then out[2] = nxt end
 return out

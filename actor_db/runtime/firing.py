@@ -126,6 +126,8 @@ class Firer:
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._unknown_logged: set[str] = set()
+        self._polling: asyncio.Future[Any] | None = None
+        """The due-index read in flight on an executor thread (or done)."""
         self._wake_at = 0.0
         """Loop time of the next planned poll while the loop sleeps (0: it is polling)."""
 
@@ -163,6 +165,9 @@ class Firer:
                 await task
             except asyncio.CancelledError:
                 pass
+        polling, self._polling = self._polling, None
+        if polling is not None:
+            await asyncio.wait([polling])
         running = list(self._running.values())
         if running:
             await asyncio.gather(*running, return_exceptions=True)
@@ -175,7 +180,9 @@ class Firer:
             assert self._wake is not None
             self._wake.clear()
             try:
-                now, due, next_ms = await loop.run_in_executor(None, self.store.due, options.page)
+                # (shielded: stop() waits for a read in flight before the store may close)
+                self._polling = loop.run_in_executor(None, self.store.due, options.page)
+                now, due, next_ms = await asyncio.shield(self._polling)
                 failures = 0
             except Exception as exc:  # the store is down: try again later, never die
                 failures += 1

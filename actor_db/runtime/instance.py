@@ -240,9 +240,9 @@ class ActorInstance:
         self._on_destroyed = on_destroyed
         self._host: _ScheduleHost | None = None
         self._schedule_counts = {"fired": 0, "retry": 0, "failed": 0}
+        """Schedule entries run here: succeeded, failed and retried later, failed for good."""
         self.notify_due: Any = None
         """``notify_due(due_ms)`` (the registry's poller) when an action sets an entry."""
-        """Schedule entries run here: succeeded, failed and retried later, failed for good."""
 
     # ------------------------------------------------------------------ c.db's gate
     def _gate(self) -> ActorConnection:
@@ -450,6 +450,7 @@ class ActorInstance:
             result = fn(c, *entry.args)
             if type(result) is CoroutineType or inspect.isawaitable(result):
                 await result
+            core.state.pending()  # (a state that cannot be saved fails this attempt, not the commit)
         except Exception as exc:
             gate = self._outgate
             if fenced_cause(exc) is not None or (gate is not None and gate.failure is not None):

@@ -67,6 +67,7 @@ import functools
 import hashlib
 import logging
 import re
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Hashable, Sequence
 
@@ -549,6 +550,8 @@ _SNAPSHOT_COPY_TAG = b"s:"
 
 
 _SLOT_TAGS: list[str] = []
+"""The hash tag of each cluster slot, by slot (complete once set; built under the lock)."""
+_SLOT_TAGS_LOCK = threading.Lock()
 SLOT_MAP_TTL_S = 5.0
 """Seconds a cluster's slot-to-primary grouping is reused by due-index reads."""
 
@@ -556,17 +559,19 @@ SLOT_MAP_TTL_S = 5.0
 def _slot_tag(slot: int) -> str:
     """A short hash tag whose Redis Cluster slot is ``slot`` (the table of all 16384 is
     found once per process by trying ``due-0``, ``due-1``, ...: about 0.2 s)."""
-    if not _SLOT_TAGS:
-        table: list[str | None] = [None] * 16384
-        missing, n = 16384, 0
-        while missing:
-            tag = f"due-{n}"
-            at = key_slot(tag.encode("ascii"))
-            if table[at] is None:
-                table[at] = tag
-                missing -= 1
-            n += 1
-        _SLOT_TAGS.extend(t for t in table if t is not None)
+    if len(_SLOT_TAGS) != 16384:
+        with _SLOT_TAGS_LOCK:  # (first use from several pool threads at once: built once, whole)
+            if len(_SLOT_TAGS) != 16384:
+                table: list[str | None] = [None] * 16384
+                missing, n = 16384, 0
+                while missing:
+                    tag = f"due-{n}"
+                    at = key_slot(tag.encode("ascii"))
+                    if table[at] is None:
+                        table[at] = tag
+                        missing -= 1
+                    n += 1
+                _SLOT_TAGS[:] = [t for t in table if t is not None]  # (one C-level assignment)
     return _SLOT_TAGS[slot]
 
 
@@ -592,6 +597,7 @@ class _Actor:
         base = f"{namespace}:{{{tag}}}:".encode("ascii")
         self.due = due_index_key(namespace, key_slot(tag.encode("ascii")) if cluster else None)
         """The due index this actor's due marks are mirrored into (its own slot's)."""
+        assert not cluster or key_slot(self.due) == key_slot(base), "due index outside the actor's slot"
         self.member = tag.encode("ascii") + b":"
         """Prefix of this actor's members in the due index."""
         self.data = base + b"d"

@@ -432,8 +432,7 @@ class ActorInstance:
         found = (await self._known_entries(core)).get(entry_id)
         if found is None:
             return {"outcome": "stale"}
-        raw = found.encode()
-        entry = Entry.decode(raw)  # (a copy: the known one changes only when a commit lands)
+        entry = found.copy()  # (the known one changes only when a commit lands)
         if entry.status != "scheduled" or entry.due_ms != due_ms:
             return {"outcome": "stale"}  # cancelled, moved or already run since it was found due
         now = self.now_ms()
@@ -456,7 +455,7 @@ class ActorInstance:
             if fenced_cause(exc) is not None or (gate is not None and gate.failure is not None):
                 raise  # the KV refused this runtime: the entry stays for the actor's owner
             await runner.call(core.abandon)
-            entry = Entry.decode(raw)
+            entry = found.copy()
             outcome = failure_changes(core.schedule, entry, exc, now, max_attempts=options.schedule_max_attempts,
                                       backoff_s=options.schedule_backoff_s,
                                       max_backoff_s=options.schedule_max_backoff_s)

@@ -37,7 +37,7 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from vfs.protocol import WriteBatch
@@ -101,8 +101,18 @@ class Entry:
     failures: int = 0
     created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
+    def _fields(self) -> dict[str, Any]:
+        # (not dataclasses.asdict: it deep-copies every value, ~0.2 ms per entry)
+        return {name: getattr(self, name) for name in _FIELDS}
+
+    def copy(self) -> Entry:
+        """An independent copy (its own ``args`` list)."""
+        fields = self._fields()
+        fields["args"] = json.loads(json.dumps(self.args))
+        return Entry(**fields)
+
     def encode(self) -> bytes:
-        record = asdict(self)
+        record = self._fields()
         record["v"] = _RECORD_VERSION
         return json.dumps(record, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
@@ -115,9 +125,12 @@ class Entry:
 
     def public(self) -> dict[str, Any]:
         """What ``list()`` shows: the record, with ``due`` as an aware UTC datetime."""
-        out = asdict(self)
+        out = self.copy()._fields()
         out["due"] = _dt.datetime.fromtimestamp(self.due_ms / 1000.0, _dt.timezone.utc)
         return out
+
+
+_FIELDS = tuple(Entry.__dataclass_fields__)
 
 
 class PendingSchedule:

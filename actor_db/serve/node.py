@@ -540,8 +540,8 @@ class Node:
         self._local_inflight += 1
         try:
             result = await handle.call(action, *args)
-            if not awake_before:
-                self.owned.add(actor_id)
+            if not awake_before and (action != FIRE_ACTION or instance.status == AWAKE):
+                self.owned.add(actor_id)  # (a fire that found its entry gone woke nothing: no claim)
         finally:
             self._inflight -= 1
             self._local_inflight -= 1

@@ -25,6 +25,7 @@ setup(
         "prometheus_client>=0.17",
         "tqdm>=4.60",
         "sqlite-utils>=4.2",  # actor-db import of CSV/TSV/JSON lines (actor_db.tabular)
+        "croniter>=2.0",  # cron expressions of durable schedules (actor_db.runtime.schedule)
     ],
     extras_require={
         "redis": ["redis>=5", "hiredis"],

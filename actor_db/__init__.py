@@ -3,7 +3,8 @@
 from actor_db import errors, kv
 from actor_db.dbapi import connect
 from actor_db.errors import ActorDBError
-from actor_db.runtime import ActorHandle, Context, Registry, Row, actor, db
+from actor_db.runtime import ActorHandle, Context, Registry, Row, ScheduleOptions, actor, db
 
-__all__ = ["errors", "kv", "connect", "ActorDBError", "actor", "db", "Registry", "ActorHandle", "Context", "Row"]
+__all__ = ["errors", "kv", "connect", "ActorDBError", "actor", "db", "Registry", "ActorHandle", "Context", "Row",
+           "ScheduleOptions"]
 __version__ = "0.1.0"

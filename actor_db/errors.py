@@ -21,7 +21,7 @@ __all__ = [
     "SpeculationAbortedError",
     "PlacementError", "ActorOwnedElsewhereError", "OwnerUnreachableError", "NodeDrainingError", "LeaseExpiredError",
     "OutcomeUnknownError", "RemoteError",
-    "OperationError", "WriterBusyError", "HistoryError",
+    "OperationError", "WriterBusyError", "HistoryError", "ScheduleError",
 ]
 
 
@@ -269,3 +269,9 @@ class HistoryError(OperationError, vfs_history.HistoryError):
     """A bookmark or a time names no state the actor's history retains (pruned, before
     its first recorded commit, in its future, or the actor keeps no history), or a
     bookmark string is malformed. Nothing was changed (docs/history.md)."""
+
+
+class ScheduleError(ActorDBError, ValueError):
+    """A schedule or cron entry was refused when it was set (``c.schedule`` /
+    ``c.cron``): an unknown action, arguments that are not JSON, a bad time, a bad cron
+    expression or time zone. Nothing was scheduled; the action may catch it."""

@@ -22,7 +22,12 @@ cardinality bounded; base units; ``_total`` on counters):
   ``actor_db_vfs_live_reads_total``, ``actor_db_vfs_commits_total``,
   ``actor_db_actor_starts_total``, ``actor_db_actions_total``, and
   ``actor_db_store_kv_round_trips_total`` (every call through the registry's store
-  object, including calls made outside actors).
+  object, including calls made outside actors); schedules (docs/schedules.md):
+  ``actor_db_schedules_fired_total``, ``actor_db_schedules_retried_total``,
+  ``actor_db_schedules_failed_total`` (entries run by the actors),
+  ``actor_db_schedule_polls_total``, ``actor_db_schedule_dispatches_total``,
+  ``actor_db_schedule_stale_dispatches_total``, ``actor_db_schedule_dispatch_errors_total``
+  (the registry's poller).
 - startup gauges, describing ONE start: ``actor_db_startup_kv_round_trips``,
   ``actor_db_startup_duration_seconds``, ``actor_db_startup_is_new`` and
   ``actor_db_startup_phase_seconds{kind="internal"|"user",phase=...}``. The start
@@ -71,6 +76,11 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("vfs_commits", "actor_db_vfs_commits", "Transactions made durable in the KV."),
     ("starts_total", "actor_db_actor_starts", "Actor starts (wakes and creations)."),
     ("actions_total", "actor_db_actions", "Actions run."),
+    ("schedules_fired_total", "actor_db_schedules_fired", "Schedule entries whose action ran and committed."),
+    ("schedules_retried_total", "actor_db_schedules_retried",
+     "Schedule entry runs that failed and were scheduled again (backoff)."),
+    ("schedules_failed_total", "actor_db_schedules_failed",
+     "Schedule entries recorded as failed after their last attempt."),
 )
 """``(handle.metrics() key, metric family name, help)`` of each counter."""
 
@@ -162,6 +172,21 @@ class RegistryCollector(Collector):
                 "KV calls made through the registry's store object (all actors and other users).")
             family.add_metric([], float(store_trips))
             yield family
+
+        schedule_metrics = getattr(self.registry, "schedule_metrics", None)
+        if schedule_metrics is not None:
+            polled = schedule_metrics()
+            yield CounterMetricFamily("actor_db_schedule_polls",
+                                      "Due-index reads of the registry's schedule poller (store round trips).",
+                                      value=float(polled.get("schedule_polls_total", 0)))
+            for key, name, help_text in (
+                    ("schedule_dispatched_total", "actor_db_schedule_dispatches",
+                     "Due entries the poller handed to the call path."),
+                    ("schedule_stale_total", "actor_db_schedule_stale_dispatches",
+                     "Dispatches that found their entry already run, moved or cancelled (nothing ran)."),
+                    ("schedule_error_total", "actor_db_schedule_dispatch_errors",
+                     "Dispatches that could not run now (placement or store error); the entry stays.")):
+                yield CounterMetricFamily(name, help_text, value=float(polled.get(key, 0)))
 
         yield from _chunk_cache_families()
 

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Mapping, Na
 from vfs.preload import PreloadMap
 from vfs.protocol import HintSpec, KeyRange, KVLimits, PrefixBudget, PreloadRequest, WriteBatch
 
+from actor_db.kv.due import DueEntry
 from actor_db.errors import ActorKeyTooLongError, KVConditionFailedError, KVError, KVLimitError
 from actor_db.kv.namespace import (
     ACTORS_END, ACTORS_START, actor_prefix, encode_actor_id, max_actor_id_bytes, parse_actor_key, prefix_end,
@@ -148,6 +149,8 @@ class KVStore(ABC):
         self._limits = limits
         self._round_trips = 0
         self._count_lock = threading.Lock()
+        self._clock_offset_ms = 0.0
+        """The store's clock minus this process's (ms), learned by :meth:`due`."""
 
     # -- counting -----------------------------------------------------------
     @property
@@ -355,6 +358,47 @@ class KVStore(ABC):
         preload ``request`` (full keys) evaluated in the same step, as :meth:`_acquire`
         does."""
         raise NotImplementedError(f"{type(self).__name__} cannot create an actor in its ownership claim")
+
+    # -- the due index (actor_db.kv.due; schedules) ------------------------------------
+    due_index = False
+    """Whether the driver mirrors due marks into a store-wide index in the same atomic
+    step as every write (:mod:`actor_db.kv.due`) and implements ``_due``."""
+
+    def _due(self, limit: int) -> tuple[int, list[DueEntry], int | None]:
+        """``(now_ms, due, next_ms)``: the store's time (ms since the epoch; the server's
+        clock where the driver has one), the index entries due by then, earliest first,
+        at most ``limit``, and the due time of the first entry not yet due (``None``:
+        none, or not looked for because ``limit`` entries are due). One read."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no due index")
+
+    def due(self, limit: int = 256) -> tuple[int, list[DueEntry], int | None]:
+        """What is due now, store-wide (see ``_due``); its cost is bounded by ``limit``
+        whatever the number of actors and entries: ONE round trip (a Redis Cluster: one
+        per primary node).
+
+        :raises ValueError: ``limit`` < 1.
+        :raises KVError: the store failed (``KVUnavailableError``: unreachable).
+        """
+        if not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be an int >= 1, not {limit!r}")
+        self._count()
+        sent = time.time() * 1000.0
+        try:
+            found = self._due(limit)
+        except KVError:
+            raise
+        except Exception as exc:
+            raise KVError(f"{type(self).__name__} due-index read failed: {exc}") from exc
+        received = time.time() * 1000.0
+        # The store read its clock about half way through the round trip.
+        self._clock_offset_ms = found[0] - (sent + received) / 2.0
+        return found
+
+    def now_ms(self) -> int:
+        """The store's time now, ms since the epoch, without a round trip: this process's
+        clock plus the offset the last :meth:`due` measured (0 before the first; within
+        half a round trip plus 1 ms of the store's clock after it)."""
+        return int(time.time() * 1000.0 + self._clock_offset_ms)
 
     # -- placement: owner records and node heartbeats (actor_db.serve) -------------
     supports_placement = False

@@ -17,9 +17,11 @@ raw values; :func:`actor_db.compact.compact_lmdb` rewrites it encoded.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
+import time
 from typing import Any, Hashable, Iterator, Mapping, Sequence
 
 import lmdb
@@ -30,6 +32,7 @@ from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
 from actor_db.errors import KVError, KVLimitError, KVUnavailableError
 from actor_db.kv.base import Fence, GroupItem, KVStore, check_expectations, scan_with_limits
 from actor_db.kv.codec import ENCODED, LEGACY, AllocationUnit, ValueCodec, codec_for_marker
+from actor_db.kv.due import INDEX_END, INDEX_START, DueEntry, due_page, index_changes
 from actor_db.kv.fencing import decode_token, encode_token, fenced
 from actor_db.kv.leases import claim_owner, leave_node, live_nodes, renew_heartbeat
 from actor_db.kv.namespace import (
@@ -126,6 +129,10 @@ class LmdbKV(KVStore):
         stores them raw (tagged). Values read back are the same either way, and stores
         written with either setting open with either (:mod:`actor_db.kv.codec`).
     """
+
+    due_index = True
+    """Due marks are mirrored into the ordered index range (:mod:`actor_db.kv.due`) in the
+    same write transaction."""
 
     groups_writes = True
     """:meth:`write_many` is one write transaction: one commit, one fsync for many actors."""
@@ -286,6 +293,8 @@ class LmdbKV(KVStore):
             check_expectations(batch.expect, self._getter(txn))
 
     def _apply(self, txn: Any, batch: WriteBatch) -> None:
+        index_deletes, index_puts = index_changes(batch, self._getter(txn),
+                                                  lambda start, end: list(self._iterate(txn, start, end)))
         for r in batch.delete_ranges:
             cursor = txn.cursor()
             if cursor.set_range(r.start):
@@ -297,6 +306,16 @@ class LmdbKV(KVStore):
         encode = self.value_codec.encode
         for key, value in batch.puts.items():
             txn.put(key, encode(value))
+        for key in index_deletes:  # the due index mirrors the batch's due marks (raw, empty)
+            txn.delete(key)
+        for key in index_puts:
+            txn.put(key, b"")
+
+    def _due(self, limit: int) -> tuple[int, list[DueEntry], int | None]:
+        now = int(time.time() * 1000)
+        with self._txn() as txn:
+            keys = [k for k, _ in itertools.islice(self._iterate_raw(txn, INDEX_START, INDEX_END), limit + 1)]
+        return due_page(now, keys, limit)
 
     def _preload(self, request: PreloadRequest) -> PreloadMap:
         with self._txn() as txn:

@@ -7,7 +7,9 @@ is 128 keys / 976 KiB).
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 from typing import Hashable, Mapping, Sequence
 
 from sortedcontainers import SortedDict
@@ -16,6 +18,7 @@ from vfs.preload import PreloadMap, evaluate_preload
 from vfs.protocol import KVLimits, PreloadRequest, WriteBatch
 
 from actor_db.kv.base import Fence, GroupItem, KVStore, check_expectations, scan_with_limits
+from actor_db.kv.due import INDEX_END, INDEX_START, DueEntry, due_page, index_changes
 from actor_db.kv.fencing import decode_token, encode_token, fenced
 from actor_db.kv.leases import claim_owner, leave_node, live_nodes, renew_heartbeat
 from actor_db.kv.namespace import NODES_END, NODES_START, actor_prefix, fence_key, node_key, owner_key, prefix_end
@@ -32,6 +35,7 @@ class MemoryKV(KVStore):
     instant_writes = True
     groups_writes = True
     supports_placement = True
+    due_index = True
 
     def __init__(self, limits: KVLimits | None = None) -> None:
         super().__init__(limits or KVLimits())
@@ -85,6 +89,7 @@ class MemoryKV(KVStore):
             if current != fence.token:
                 raise fenced(fence.actor_id, fence.token, current)
         check_expectations(batch.expect, self._data.get)
+        index_deletes, index_puts = index_changes(batch, self._data.get, lambda start, end: list(self._iterate(start, end)))
         for r in batch.delete_ranges:
             for key in list(self._data.irange(r.start, r.end, inclusive=(True, False))):
                 del self._data[key]
@@ -93,6 +98,16 @@ class MemoryKV(KVStore):
             data.pop(key, None)
         for key, value in batch.puts.items():  # (SortedDict.update re-sorts every key when
             data[key] = value                   # a batch is >10% of the store: not per key)
+        for key in index_deletes:  # the due index mirrors the batch's due marks
+            data.pop(key, None)
+        for key in index_puts:
+            data[key] = b""
+
+    def _due(self, limit: int) -> tuple[int, list[DueEntry], int | None]:
+        now = int(time.time() * 1000)
+        with self._lock:
+            keys = list(itertools.islice(self._data.irange(INDEX_START, INDEX_END, inclusive=(True, False)), limit + 1))
+        return due_page(now, keys, limit)
 
     def _preload(self, request: PreloadRequest) -> PreloadMap:
         with self._lock:

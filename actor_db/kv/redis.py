@@ -67,11 +67,13 @@ import functools
 import hashlib
 import logging
 import re
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Hashable, Mapping, Sequence
 
 import redis
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -82,6 +84,7 @@ from vfs.protocol import KeyRange, KVLimits, PreloadRequest, WriteBatch
 
 from actor_db.errors import ConfigurationError, KVError, KVUnavailableError
 from actor_db.kv.base import Fence, GroupItem, GroupWrite, KVStore, condition_failed
+from actor_db.kv.due import DueEntry
 from actor_db.kv.codec import ENCODED, LEGACY, REDIS_ALLOCATION, ValueCodec, codec_for_marker
 from actor_db.kv.fencing import fenced
 from actor_db.kv.namespace import actor_prefix, parse_actor_key, prefix_end
@@ -184,8 +187,19 @@ return {version, out}
 # first expectation that failed} when a condition failed (nothing applied either way).
 # Every check comes before the first write; the version is bumped only when the batch
 # has operations (a pure check writes nothing).
+# Due marks (actor_db.kv.due: keys starting \7\0, value the 8-byte due ms) are mirrored
+# into KEYS[5], the due index of the actor's slot: member ARGV[#ARGV] (the actor's hex id
+# and ':') .. the entry id, score the due ms (ZADD moves an entry; ZREM drops it).
 _LUA_WRITE_BODY = r"""
 local d, z, f = KEYS[1], KEYS[2], KEYS[3]
+local dz, mp = KEYS[5], ARGV[#ARGV]
+local function is_mark(k) return string.byte(k, 1) == 7 and string.byte(k, 2) == 0 end
+local function unmark(list, from, to)
+  for j = from, to do
+    local k = list[j]
+    if is_mark(k) then redis.call('ZREM', dz, mp .. string.sub(k, 3)) end
+  end
+end
 if ARGV[1] ~= '' then
   local current = redis.call('GET', f) or '0'
   if current ~= ARGV[1] then return {0, current} end
@@ -210,6 +224,7 @@ for _ = 1, nranges do
   while true do
     local keys = redis.call('ZRANGEBYLEX', z, lo, hi, 'LIMIT', 0, STEP)
     if #keys == 0 then break end
+    unmark(keys, 1, #keys)
     redis.call('HDEL', d, unpack(keys))
     redis.call('ZREM', z, unpack(keys))
     if #keys < STEP then break end
@@ -220,6 +235,7 @@ nops = nops + ndeletes
 local first = i
 while i < first + ndeletes do
   local last = math.min(i + STEP, first + ndeletes) - 1
+  unmark(ARGV, i, last)
   redis.call('HDEL', d, unpack(ARGV, i, last))
   redis.call('ZREM', z, unpack(ARGV, i, last))
   i = last + 1
@@ -231,7 +247,20 @@ while i < stop do
   local last = math.min(i + 2 * STEP, stop) - 1
   redis.call('HSET', d, unpack(ARGV, i, last))
   local members = {}
-  for j = i, last, 2 do members[#members + 1] = 0; members[#members + 1] = ARGV[j] end
+  for j = i, last, 2 do
+    local k = ARGV[j]
+    members[#members + 1] = 0; members[#members + 1] = k
+    if is_mark(k) then
+      local v = plain(ARGV[j + 1])
+      if v and #v == 8 then
+        local due = 0
+        for b = 1, 8 do due = due * 256 + string.byte(v, b) end
+        redis.call('ZADD', dz, due, mp .. string.sub(k, 3))
+      else
+        redis.call('ZREM', dz, mp .. string.sub(k, 3))
+      end
+    end
+  end
   redis.call('ZADD', z, unpack(members))
   i = last + 1
 end
@@ -424,6 +453,41 @@ local out = run_preload({unpack(ARGV, 2, 1 + npre)})
 out[4] = cur
 return out
 """
+# DUE: ARGV limit, then the due-index keys to read (one server: its one key; a cluster
+# node: the keys of the slots it serves, accessed undeclared: allow-cross-slot-keys).
+# Returns {now ms (the server's TIME), next due ms or -1, member, score, member, score, ...}
+# (at most limit due entries; next: the earliest not-yet-due score seen, -1 if none or
+# if the limit was reached).
+_LUA_DUE = r"""#!lua flags=no-writes,allow-cross-slot-keys
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit = tonumber(ARGV[1])
+local out, n, nxt = {now, -1}, 0, nil
+local function visit(i)
+  local head = redis.call('ZRANGE', ARGV[i], 0, 0, 'WITHSCORES')
+  if #head > 0 then
+    local first = tonumber(head[2])
+    if first <= now then
+      if n < limit then
+        local got = redis.call('ZRANGE', ARGV[i], '-inf', now, 'BYSCORE', 'LIMIT', 0, limit - n, 'WITHSCORES')
+        for j = 1, #got do out[#out + 1] = got[j] end
+        n = n + #got / 2
+        local after = redis.call('ZRANGE', ARGV[i], '(' .. now, '+inf', 'BYSCORE', 'LIMIT', 0, 1, 'WITHSCORES')
+        if #after > 0 and (not nxt or tonumber(after[2]) < nxt) then nxt = tonumber(after[2]) end
+      end
+    elseif not nxt or first < nxt then
+      nxt = first
+    end
+  end
+end
+-- (One command per key: a command inside a cluster script must stay in one slot.
+-- Redis drops an empty sorted set, so an idle index costs one EXISTS.)
+for i = 2, #ARGV do
+  if redis.call('EXISTS', ARGV[i]) == 1 then visit(i) end
+end
+if nxt and n < limit then out[2] = nxt end
+return out
+"""
 _LUA_RELEASE = r"""#!lua
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]); return 1 end
 return 0
@@ -484,10 +548,11 @@ class _Script:
 
 
 _RELEASE = _Script(_LUA_RELEASE)
+_DUE = _Script(_LUA_DUE)
 _HEARTBEAT = _Script(_LUA_HEARTBEAT)
 _NODES = _Script(_LUA_NODES)
 _LEAVE = _Script(_LUA_LEAVE)
-_PLACEMENT_SCRIPTS = (_RELEASE, _HEARTBEAT, _NODES, _LEAVE)
+_PLACEMENT_SCRIPTS = (_RELEASE, _HEARTBEAT, _NODES, _LEAVE, _DUE)
 """Scripts that never read actor values (the same for both value encodings)."""
 
 
@@ -528,21 +593,64 @@ hence self-checking) reader: :meth:`RedisKV.drop_snapshot_copies` may remove it.
 _SNAPSHOT_COPY_TAG = b"s:"
 
 
+_SLOT_TAGS: list[str] = []
+"""The hash tag of each cluster slot, by slot (complete once set; built under the lock)."""
+_SLOT_TAGS_LOCK = threading.Lock()
+SLOT_MAP_TTL_S = 5.0
+"""Seconds a cluster's slot-to-primary grouping is reused by due-index reads."""
+
+
+def _slot_tag(slot: int) -> str:
+    """A short hash tag whose Redis Cluster slot is ``slot`` (the table of all 16384 is
+    found once per process by trying ``due-0``, ``due-1``, ...: about 0.2 s)."""
+    if len(_SLOT_TAGS) != 16384:
+        with _SLOT_TAGS_LOCK:  # (first use from several pool threads at once: built once, whole)
+            if len(_SLOT_TAGS) != 16384:
+                table: list[str | None] = [None] * 16384
+                missing, n = 16384, 0
+                while missing:
+                    tag = f"due-{n}"
+                    at = key_slot(tag.encode("ascii"))
+                    if table[at] is None:
+                        table[at] = tag
+                        missing -= 1
+                    n += 1
+                _SLOT_TAGS[:] = [t for t in table if t is not None]  # (one C-level assignment)
+    return _SLOT_TAGS[slot]
+
+
+def due_index_key(namespace: str, slot: int | None) -> bytes:
+    """The Redis key of a due index (:mod:`actor_db.kv.due`): one sorted set for a whole
+    server (``slot`` ``None``), else one per cluster slot, in that slot (its hash tag
+    is a tag of that slot, so an actor's write script reaches its slot's index)."""
+    tag = f"{namespace}:due" if slot is None else _slot_tag(slot)
+    return f"{namespace}:{{{tag}}}:z".encode("ascii")
+
+
 class _Actor:
     """Where one actor's keys live: its store prefix and its four Redis keys."""
 
-    __slots__ = ("actor_id", "prefix", "end", "data", "index", "fence", "version", "owner")
+    __slots__ = ("actor_id", "prefix", "end", "data", "index", "fence", "version", "owner", "due", "member",
+                 "write_keys")
 
-    def __init__(self, namespace: str, actor_id: str) -> None:
+    def __init__(self, namespace: str, actor_id: str, cluster: bool = False) -> None:
         self.actor_id = actor_id
         self.prefix = actor_prefix(actor_id)
         self.end = prefix_end(self.prefix)
-        base = f"{namespace}:{{{actor_id.encode('utf-8').hex()}}}:".encode("ascii")
+        tag = actor_id.encode('utf-8').hex()
+        base = f"{namespace}:{{{tag}}}:".encode("ascii")
+        self.due = due_index_key(namespace, key_slot(tag.encode("ascii")) if cluster else None)
+        """The due index this actor's due marks are mirrored into (its own slot's)."""
+        assert not cluster or key_slot(self.due) == key_slot(base), "due index outside the actor's slot"
+        self.member = tag.encode("ascii") + b":"
+        """Prefix of this actor's members in the due index."""
         self.data = base + b"d"
         self.index = base + b"i"
         self.fence = base + b"f"
         self.version = base + b"v"
         self.owner = base + b"o"
+        self.write_keys = [self.data, self.index, self.fence, self.version, self.due]
+        """KEYS of the write script."""
 
     def rel(self, key: bytes) -> bytes:
         assert key.startswith(self.prefix), f"key {key!r} is outside actor {self.actor_id!r}"
@@ -660,6 +768,10 @@ class RedisKV(KVStore):
         """The connection group writes waited for by an event loop are pipelined on
         (made at the first one; :attr:`loop_writes`)."""
         self._actor_cache = functools.lru_cache(maxsize=4096)(self._locate)
+        self._due_keys: list[bytes] | None = None
+        """(A cluster) the due index key of every slot, by slot."""
+        self._due_slots: tuple[float, dict[Any, list[int]]] = (0.0, {})
+        """(A cluster) when the slot map was grouped, and ``{primary: [slot, ...]}``."""
         self._compress = compress
         self._codec: ValueCodec | None = None
         self._scripts = _TAGGED_SCRIPTS
@@ -756,7 +868,7 @@ class RedisKV(KVStore):
     def _locate(self, prefix: bytes) -> _Actor:
         parsed = parse_actor_key(prefix)
         assert parsed is not None and parsed[1] == len(prefix), f"not an actor prefix: {prefix!r}"
-        return _Actor(self.namespace, parsed[0])
+        return _Actor(self.namespace, parsed[0], self._cluster)
 
     def _actor_of(self, key: bytes) -> _Actor:
         parsed = parse_actor_key(key)
@@ -843,7 +955,8 @@ class RedisKV(KVStore):
         if call is None:
             return
         actor, args = call
-        error = self._write_outcome(self._run("write", self._lua.write, self._client, actor.keys, args), batch, fence)
+        error = self._write_outcome(self._run("write", self._lua.write, self._client, actor.write_keys, args), batch,
+                                    fence)
         if error is not None:
             raise error
 
@@ -906,7 +1019,7 @@ class RedisKV(KVStore):
             if call is None:
                 continue
             actor, args = call
-            send(("EVALSHA", sha, len(actor.keys), *actor.keys, *args))
+            send(("EVALSHA", sha, len(actor.write_keys), *actor.write_keys, *args))
             sent.append(i)
         return sent
 
@@ -950,6 +1063,7 @@ class RedisKV(KVStore):
         encode = codec.encode
         for k, v in batch.puts.items():
             args += [actor.rel(k), encode(v)]
+        args.append(actor.member)
         return actor, args
 
     @staticmethod
@@ -1092,6 +1206,74 @@ class RedisKV(KVStore):
         return bool(self._run("leave", _LEAVE, self._client, [prefix + node, members], [instance, node]))
 
     # -- whole-store operations ------------------------------------------------------
+    # -- the due index (actor_db.kv.due) ------------------------------------------------
+    due_index = True
+
+    def _due(self, limit: int) -> tuple[int, list[DueEntry], int | None]:
+        """One script per server (a cluster: per primary, over the slots it serves; the
+        server's ``TIME`` is the answer's now: the primaries' clocks, not the nodes')."""
+        if not self._cluster:
+            replies = [self._run("due-index read", _DUE, self._client, [],
+                                 [limit, due_index_key(self.namespace, None)])]
+        else:
+            replies = []
+            if self._due_keys is None:
+                self._due_keys = [due_index_key(self.namespace, slot) for slot in range(16384)]
+            for node, slots in self._slots_by_primary().items():
+                keys = [self._due_keys[slot] for slot in slots]
+
+                def read(node: Any = node, keys: list[bytes] = keys) -> Any:
+                    try:
+                        return self._client.execute_command("EVALSHA", _DUE.sha, 0, limit, *keys, target_nodes=node)
+                    except NoScriptError:
+                        return self._client.execute_command("EVAL", _DUE.source, 0, limit, *keys, target_nodes=node)
+
+                try:
+                    replies.append(self._run("due-index read", read))
+                except KVError:
+                    self._due_slots = (0.0, {})  # (a slot moved, a node failed: re-read the map)
+                    raise
+            for _ in replies[1:]:
+                self._count()  # (one round trip per primary; due() counted the first)
+        now = max(int(r[0]) for r in replies) if replies else int(time.time() * 1000)
+        entries: list[DueEntry] = []
+        nexts: list[int] = []
+        for reply in replies:
+            if int(reply[1]) >= 0:
+                nexts.append(int(reply[1]))
+            for j in range(2, len(reply), 2):
+                member, score = bytes(reply[j]), int(float(reply[j + 1]))
+                hexid, _, rest = member.partition(b":")
+                try:
+                    actor_id = bytes.fromhex(hexid.decode("ascii")).decode("utf-8")
+                except ValueError:
+                    log.warning("Redis due index %s: a member that names no actor: %r", self.namespace, member[:64])
+                    continue
+                entries.append(DueEntry(score, actor_id, rest))
+        entries.sort()
+        if len(entries) > limit:
+            entries = entries[:limit]
+            nexts = []
+        return now, entries, min(nexts) if nexts and len(entries) < limit else None
+
+    def _slots_by_primary(self) -> dict[Any, list[int]]:
+        """``{primary node: [slot, ...]}`` from the client's slot map (recomputed at
+        most every :data:`SLOT_MAP_TTL_S` seconds, or when a read failed)."""
+        at, cached = self._due_slots
+        if cached and time.monotonic() - at < SLOT_MAP_TTL_S:
+            return cached
+        groups: dict[str, tuple[Any, list[int]]] = {}
+        cache = self._client.nodes_manager.slots_cache
+        for slot in range(16384):
+            nodes = cache.get(slot)
+            if not nodes:
+                continue
+            primary = nodes[0]
+            groups.setdefault(primary.name, (primary, []))[1].append(slot)
+        found = {node: slots for node, slots in groups.values()}
+        self._due_slots = (time.monotonic(), found)
+        return found
+
     def actor_ids(self) -> list[str]:
         """Ids of actors with at least one key, in store-key order (``SCAN`` of every
         primary: one round trip per page per node, not a protocol call)."""

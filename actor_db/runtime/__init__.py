@@ -10,16 +10,19 @@ actions), :mod:`~actor_db.runtime.migrations` (``db()`` and migrations),
 (the persisted record), :mod:`~actor_db.runtime.startup` (the one-call start),
 :mod:`~actor_db.runtime.instance` (lifecycle and mutex),
 :mod:`~actor_db.runtime.registry` (``Registry`` and handles),
-:mod:`~actor_db.runtime.metrics` (counters), :mod:`~actor_db.runtime.keys` (actor keys).
+:mod:`~actor_db.runtime.metrics` (counters), :mod:`~actor_db.runtime.keys` (actor keys),
+:mod:`~actor_db.runtime.schedule` (``c.schedule``/``c.cron``), :mod:`~actor_db.runtime.firing`
+(firing due entries).
 """
 
 from actor_db.runtime.actor import ActorDefinition, ActorOptions, Context, actor
 from actor_db.runtime.database import Database
+from actor_db.runtime.firing import ScheduleOptions
 from actor_db.runtime.migrations import DatabaseConfig, db
 from actor_db.runtime.registry import ActorHandle, Registry
 from actor_db.runtime.rows import Row
 
 __all__ = [
     "actor", "db", "Registry", "ActorHandle", "ActorDefinition", "ActorOptions", "Context",
-    "Database", "DatabaseConfig", "Row",
+    "Database", "DatabaseConfig", "Row", "ScheduleOptions",
 ]

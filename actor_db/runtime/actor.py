@@ -27,6 +27,7 @@ from actor_db.runtime.migrations import DatabaseConfig
 
 if TYPE_CHECKING:
     from actor_db.runtime.database import Database
+    from actor_db.runtime.schedule import CronAPI, ScheduleAPI
 
 __all__ = ["ActorDefinition", "ActorOptions", "Context", "actor"]
 
@@ -62,6 +63,11 @@ class ActorOptions:
     :ivar inline_queries: with an output gate, let SQLite calls whose pages are in
         memory run on the event loop's thread without a thread hop (learned per actor:
         :mod:`actor_db.runtime.inline`). ``False``: every call goes to a pool thread.
+    :ivar schedule_max_attempts: runs of a due schedule entry (``c.schedule``,
+        ``c.cron``) whose action raises before it is recorded as failed (one-shot) or
+        moved on to its next time (cron, every); >= 1.
+    :ivar schedule_backoff_s: seconds before the first retry of a failed entry; each
+        retry waits twice as long as the one before, at most ``schedule_max_backoff_s``.
     :ivar sqlite_cache_pages: SQLite's own page cache per awake actor (``PRAGMA
         cache_size``, pages). Default 0: no SQLite page cache slab (~87 KiB saved per
         awake actor); pages are then served by the VFS chunk cache (a memory copy per
@@ -93,8 +99,18 @@ class ActorOptions:
     inline_queries: bool = True
     sqlite_cache_pages: int | None = 0
     speculative_create: bool = True
+    schedule_max_attempts: int = 5
+    schedule_backoff_s: float = 1.0
+    schedule_max_backoff_s: float = 300.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.schedule_max_attempts, bool) or not isinstance(self.schedule_max_attempts, int) \
+                or self.schedule_max_attempts < 1:
+            raise ConfigurationError(f"schedule_max_attempts must be an int >= 1, not {self.schedule_max_attempts!r}")
+        for name in ("schedule_backoff_s", "schedule_max_backoff_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ConfigurationError(f"{name} must be a number of seconds >= 0, not {value!r}")
         for name in ("preload_max_bytes", "preload_max_sqlite_bytes", "preload_max_workflow_bytes",
                      "preload_max_connections_bytes", "preload_max_interior_bytes"):
             value = getattr(self, name)
@@ -117,11 +133,34 @@ class Context:
     :ivar name: the actor type's name.
     """
 
-    def __init__(self, name: str, key: str, holder: Any, database: Database | None) -> None:
+    def __init__(self, name: str, key: str, holder: Any, database: Database | None, schedules: Any = None) -> None:
         self.name = name
         self.key = key
         self._holder = holder
         self._db = database
+        self._schedules = schedules
+
+    @property
+    def schedule(self) -> ScheduleAPI:
+        """One-shot durable schedules (:class:`~actor_db.runtime.schedule.ScheduleAPI`):
+        ``c.schedule.after(seconds, action, *args)``, ``.at(when, ...)``,
+        ``.cancel(id)``, ``await .list()``; changes commit with the action."""
+        from actor_db.runtime.schedule import ScheduleAPI
+
+        if self._schedules is None:
+            raise ConfigurationError("c.schedule is only available inside an action")
+        return ScheduleAPI(self._schedules)
+
+    @property
+    def cron(self) -> CronAPI:
+        """Repeating durable schedules (:class:`~actor_db.runtime.schedule.CronAPI`):
+        ``c.cron.set(name, expression, action, *args, timezone="UTC")``,
+        ``.every(name, seconds, ...)``, ``.delete(name)``, ``await .list()``."""
+        from actor_db.runtime.schedule import CronAPI
+
+        if self._schedules is None:
+            raise ConfigurationError("c.cron is only available inside an action")
+        return CronAPI(self._schedules)
 
     @property
     def state(self) -> Any:
@@ -173,6 +212,8 @@ class ActorDefinition:
         """
         def register(f: F) -> F:
             action_name = name or f.__name__
+            if action_name == "__actor_db_fire__":  # (actor_db.runtime.schedule.FIRE_ACTION)
+                raise ConfigurationError(f"action name {action_name!r} is reserved")
             if action_name in self.actions:
                 raise ConfigurationError(f"actor type {self.name!r} already has an action {action_name!r}")
             self.actions[action_name] = f

@@ -50,6 +50,7 @@ from actor_db.runtime.keys import STATE_KEY
 from actor_db.runtime.gate import OutputGate
 from actor_db.runtime.metrics import CountingKV
 from actor_db.runtime.rows import Row, column_index
+from actor_db.runtime.schedule import PendingSchedule
 from actor_db.runtime.state import PersistedState
 
 if TYPE_CHECKING:
@@ -144,8 +145,8 @@ class ActorConnection:
     """
 
     __slots__ = (
-        "_control", "_cursor", "_in_flight", "_index", "_probe", "_prepared", "_savepoints", "_shapes", "action_active",
-        "con", "kv", "label", "state", "__weakref__",
+        "_control", "_cursor", "_in_flight", "_index", "_probe", "_prepared", "_savepoints", "_sched_carried", "_shapes",
+        "action_active", "con", "kv", "label", "schedule", "state", "__weakref__",
     )
 
     def __init__(self, kv: CountingKV | OutputGate, state: PersistedState, label: str) -> None:
@@ -166,6 +167,10 @@ class ActorConnection:
         """While a new SQL text is learned (:data:`_READ_ONLY`): whether each of its
         statements is read-only, as SQLite reports them."""
         self._shapes: dict[tuple[str, ...], dict[str, int]] = {}
+        self.schedule = PendingSchedule()
+        """The running action's schedule changes: they ride its commit (same batch)."""
+        self._sched_carried = False
+        """The last commit hook carried :attr:`schedule` and no commit followed yet."""
 
     # ------------------------------------------------------------------ opening
     def open(self, preload: PreloadMap, options: dict[str, Any], cache_pages: int | None = None) -> None:
@@ -249,23 +254,35 @@ class ActorConnection:
 
     # ------------------------------------------------------------------ hooks
     def _commit_hook(self) -> vfs.WriteBatch | None:
-        if self._in_flight is not None:
+        if self._in_flight is not None or self._sched_carried:
             # The last sync that carried the record failed: this sync is SQLite writing
             # the original pages back while it rolls that transaction back. If the
             # failed write was applied after all (a lost reply), those pages revert the
             # database, so the record must revert with them: write the saved one.
+            # (Schedule changes it carried are not re-sent; see docs/schedules.md.)
             self._in_flight = None
+            self._sched_carried = False
             saved = self.state.saved
             return None if saved is None else self.state.batch_for(saved)
         raw = self.state.pending() if self._prepared is _NOT_PREPARED else self._prepared
         self._prepared = _NOT_PREPARED
         self._in_flight = raw
-        return None if raw is None else self.state.batch_for(raw)
+        batch = None if raw is None else self.state.batch_for(raw)
+        scheduled = self.schedule.batch
+        if scheduled is not None:  # the action's schedule changes ride the same batch
+            if batch is None:
+                batch = vfs.WriteBatch()
+            batch.merge(scheduled)
+            self._sched_carried = True
+        return batch
 
     def _after_commit(self) -> None:
         if self._in_flight is not None:
             self.state.mark_saved(self._in_flight)
             self._in_flight = None
+        if self._sched_carried:
+            self._sched_carried = False
+            self.schedule.committed()
 
     # ------------------------------------------------------------------ queries
     def _require(self) -> vfs.KVConnection:
@@ -393,9 +410,16 @@ class ActorConnection:
                     (control if control is not None else con).execute("COMMIT")
                 finally:
                     self._prepared = _NOT_PREPARED
-            if raw is not None and raw != self.state.saved:  # no database commit carried it
-                self.kv.write(self.state.batch_for(raw))
-                self.state.mark_saved(raw)
+            changed = raw is not None and raw != self.state.saved
+            scheduled = self.schedule.batch
+            if changed or scheduled is not None:  # no database commit carried them: ONE write
+                batch = self.state.batch_for(raw) if changed else vfs.WriteBatch()  # type: ignore[arg-type]
+                if scheduled is not None:
+                    batch.merge(scheduled)
+                self.kv.write(batch)
+                if changed:
+                    self.state.mark_saved(raw)  # type: ignore[arg-type]
+                self.schedule.committed()
         except BaseException as exc:
             self._rollback()
             if isinstance(exc, (apsw.IOError, KVError)) and getattr(self.kv, "failure", None) is None:
@@ -414,11 +438,18 @@ class ActorConnection:
             log.warning("actor %s: a write reported as failed was applied; reloading the state", self.label)
             self.state.adopt(raw)
 
+    def abandon(self) -> None:
+        """Throw away the running action's work so far (database writes, state and
+        schedule changes); the action goes on (a fired entry then commits its retry)."""
+        self._rollback()
+
     def _rollback(self) -> None:
         # Revert first: a ROLLBACK after a cache spill syncs the original pages back,
         # and that sync must not carry the action's (discarded) state.
         self.state.revert()
         self._in_flight = None
+        self.schedule.clear()
+        self._sched_carried = False
         con = self.con
         if con is not None and con.in_transaction:
             con.execute("ROLLBACK")

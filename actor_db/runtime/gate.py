@@ -73,6 +73,7 @@ from vfs.preload import PreloadMap
 from vfs.protocol import ConditionFailedError, KVLimits, PreloadRequest, WriteBatch
 
 from actor_db.errors import CommitFailedError, FencedError, KVLimitError, SpeculationAbortedError
+from actor_db.kv.due import DUE_MARK
 from actor_db.kv.fencing import fenced_cause
 from actor_db.runtime.group_commit import GroupCommitter, committer_for
 from actor_db.runtime.inbox import inbox_for
@@ -358,6 +359,11 @@ class OutputGate:
             image.merge(batch)
         # The actor is empty: its deletes change nothing, the merged puts are its keys.
         creation = WriteBatch(puts=image.puts)
+        if any(key.startswith(DUE_MARK) for key in creation.puts):
+            # The store-wide due index (actor_db.kv.due) is kept by the drivers' ordinary
+            # writes, not by the creation step: a first call that schedules runs the
+            # ordinary way, so its entries reach the index in the same atomic write.
+            raise self._abort_speculation("the first call scheduled an entry")
         if not self._limits.batch_fits(creation.op_count, creation.payload_bytes):
             raise self._abort_speculation("the creation does not fit one atomic batch")
         self.flushes += 1

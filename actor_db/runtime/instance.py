@@ -76,7 +76,11 @@ from actor_db.runtime.gate import OutputGate
 from actor_db.runtime.inline import Runner
 from actor_db.runtime.metrics import CountingKV, StartupMetrics
 from actor_db.runtime.pool import ThreadPool
+from actor_db.runtime.keys import SCHEDULE_RECORDS
 from actor_db.runtime.prefetch import Lines, actor_lines, prefetch
+from actor_db.runtime.schedule import (
+    FIRE_ACTION, Entry, PendingSchedule, decode_records, failure_changes, fired_changes, record_key,
+)
 from actor_db.runtime.speculation import SpeculationPolicy
 from actor_db.runtime.startup import preload_request, start_actor
 from actor_db.runtime.state import PersistedState
@@ -174,6 +178,38 @@ def _database_preloaded(core: ActorConnection) -> bool:
     return any(r.start <= start and end <= r.end for r in con.kv_file.preload.covered_ranges())
 
 
+class _ScheduleHost:
+    """What ``c.schedule`` / ``c.cron`` use of an instance (:mod:`actor_db.runtime.schedule`):
+    only valid while one of its actions runs (the awake connection's pending changes)."""
+
+    __slots__ = ("definition", "_instance")
+
+    def __init__(self, instance: ActorInstance) -> None:
+        self.definition = instance.definition
+        self._instance = instance
+
+    def _core(self) -> ActorConnection:
+        return self._instance._gate()  # (raises when no action of the actor runs)
+
+    @property
+    def pending(self) -> PendingSchedule:
+        return self._core().schedule
+
+    def now_ms(self) -> int:
+        return self._instance.now_ms()
+
+    def set_due(self, due_ms: int) -> None:
+        notify = self._instance.notify_due
+        if notify is not None:
+            notify(due_ms)
+
+    async def read_entries(self) -> dict[str, Entry]:
+        """Every entry as the running action sees it, its own changes laid over the
+        committed ones (read with one scan at the first need after a wake)."""
+        core = self._core()
+        return core.schedule.overlay(await self._instance._known_entries(core))
+
+
 class ActorInstance:
     """The runtime side of one actor (type ``definition``, key ``key``).
 
@@ -185,8 +221,8 @@ class ActorInstance:
         "_actions", "_closing", "_core", "_counters", "_database", "_generation", "_idle_deadline",
         "_idle_generation", "_idle_handle", "_idle_loop", "_lock", "_on_destroyed", "_outgate", "_pool", "_prefetch",
         "_resets",
-        "_policy", "_runner", "_speculation", "_starting", "_starts", "_startup", "_tasks", "_vfs_closed", "_worker", "definition",
-        "key",
+        "_policy", "_runner", "_speculation", "_starting", "_starts", "_startup", "_tasks", "_vfs_closed", "_worker",
+        "_host", "_schedule_counts", "definition", "key", "notify_due",
         "kv", "label", "status", "__weakref__",
     )
 
@@ -227,6 +263,11 @@ class ActorInstance:
         self._idle_loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_destroyed = on_destroyed
+        self._host: _ScheduleHost | None = None
+        self._schedule_counts = {"fired": 0, "retry": 0, "failed": 0}
+        """Schedule entries run here: succeeded, failed and retried later, failed for good."""
+        self.notify_due: Any = None
+        """``notify_due(due_ms)`` (the registry's poller) when an action sets an entry."""
 
     # ------------------------------------------------------------------ c.db's gate
     def _gate(self) -> ActorConnection:
@@ -311,6 +352,10 @@ class ActorInstance:
             self._policy.created()
         self._startup = metrics
         self._starts += 1
+        if metrics.is_new and self._core is not None:
+            # A new actor's keys were all absent (its state record is the first written,
+            # and destroy deletes every key): it has no schedule entry, none to read.
+            self._core.schedule.known = {}
         if self._core is not None:
             self._prefetch = actor_lines(
                 (self, self._lock, self._outgate, self._runner, self._worker, self.kv, self._database)
@@ -491,7 +536,88 @@ class ActorInstance:
     def _context(self) -> Context:
         assert self._core is not None
         return Context(self.definition.name, self.key, self._core.state,
-                       self._database if self.definition.database is not None else None)
+                       self._database if self.definition.database is not None else None, self._schedule_host())
+
+    # ------------------------------------------------------------------ schedules
+    def _schedule_host(self) -> _ScheduleHost:
+        host = self._host
+        if host is None:
+            host = self._host = _ScheduleHost(self)
+        return host
+
+    def now_ms(self) -> int:
+        """The store's time (ms since the epoch): :meth:`~actor_db.kv.KVStore.now_ms`."""
+        store = getattr(getattr(self.kv, "inner", None), "store", None)
+        return int(store.now_ms()) if store is not None else int(time.time() * 1000)
+
+    async def _known_entries(self, core: ActorConnection) -> dict[str, Entry]:
+        """(An action runs.) The committed entries: one scan at the first need after a
+        wake (once this actor's queued writes are durable), then from memory."""
+        known = core.schedule.known
+        if known is None:
+            assert self._runner is not None
+            pairs = await self._runner.call(core.kv.scan, SCHEDULE_RECORDS.start, SCHEDULE_RECORDS.end)
+            known = core.schedule.known = decode_records(pairs)
+        return known
+
+    async def _entry_exists(self, entry_id: Any) -> bool:
+        """(Lock held, asleep.) Whether entry ``entry_id``'s record exists (one
+        unfenced read): a stale due entry must not wake, or create, the actor."""
+        if not isinstance(entry_id, str):
+            return False
+        worker = Worker(self._pool, self.label, instant=self.kv.instant_writes)
+        found = await worker.run(self.kv.get_many, [record_key(entry_id)])
+        return found[0] is not None
+
+    async def _fire(self, c: Context, entry_id: str, due_ms: int) -> dict[str, Any]:
+        """The body of :data:`~actor_db.runtime.schedule.FIRE_ACTION` (run as an action:
+        lock held, awake): run entry ``entry_id`` if it is still due at ``due_ms``. Its
+        removal (or move to its next time) rides the action's own commit; when the
+        action raises, its writes are rolled back and the retry (or the failure) is
+        committed instead. Returns ``{"outcome": "fired" | "retry" | "failed" | "stale"}``."""
+        core, runner = self._core, self._runner
+        assert core is not None and runner is not None
+        found = (await self._known_entries(core)).get(entry_id)
+        if found is None:
+            return {"outcome": "stale"}
+        entry = found.copy()  # (the known one changes only when a commit lands)
+        if entry.status != "scheduled" or entry.due_ms != due_ms:
+            return {"outcome": "stale"}  # cancelled, moved or already run since it was found due
+        now = self.now_ms()
+        options = self.definition.options
+        fn = self.definition.actions.get(entry.action)
+        if fn is None:
+            error = ActionNotFoundError(f"actor type {self.definition.name!r} has no action {entry.action!r} any more")
+            failure_changes(core.schedule, entry, error, now, max_attempts=1, backoff_s=0.0, max_backoff_s=0.0)
+            log.error("actor %s: schedule entry %s cannot run: %s", self.label, entry_id, error)
+            self._schedule_counts["failed"] += 1
+            return {"outcome": "failed", "error": str(error)}
+        fired_changes(core.schedule, entry, now)
+        try:
+            result = fn(c, *entry.args)
+            if type(result) is CoroutineType or inspect.isawaitable(result):
+                await result
+            core.state.pending()  # (a state that cannot be saved fails this attempt, not the commit)
+        except Exception as exc:
+            gate = self._outgate
+            if fenced_cause(exc) is not None or (gate is not None and gate.failure is not None):
+                raise  # the KV refused this runtime: the entry stays for the actor's owner
+            await runner.call(core.abandon)
+            entry = found.copy()
+            outcome = failure_changes(core.schedule, entry, exc, now, max_attempts=options.schedule_max_attempts,
+                                      backoff_s=options.schedule_backoff_s,
+                                      max_backoff_s=options.schedule_max_backoff_s)
+            if outcome == "retry":
+                log.warning("actor %s: scheduled action %r (entry %s) failed, attempt %d of %d; retrying at %d ms: %s",
+                            self.label, entry.action, entry_id, entry.attempts, options.schedule_max_attempts,
+                            entry.due_ms, entry.error)
+            else:
+                log.error("actor %s: scheduled action %r (entry %s) failed %d times; recorded as failed: %s",
+                          self.label, entry.action, entry_id, options.schedule_max_attempts, entry.error)
+            self._schedule_counts[outcome] += 1
+            return {"outcome": outcome, "error": entry.error}
+        self._schedule_counts["fired"] += 1
+        return {"outcome": "fired"}
 
     async def _run_as_action(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(c, *args)`` with the implicit transaction (lock already held)."""
@@ -523,6 +649,9 @@ class ActorInstance:
         """
         prefetch(self._prefetch)  # (the misses of this call's first steps overlap, see prefetch.py)
         fn = self.definition.actions.get(action)
+        firing = fn is None and action == FIRE_ACTION
+        if firing:
+            fn = self._fire
         if fn is None:
             raise ActionNotFoundError(
                 f"actor type {self.definition.name!r} has no action {action!r} "
@@ -538,7 +667,9 @@ class ActorInstance:
                 await self._discard_locked(self._outgate)  # broken: re-open from the KV below
             done = None
             if self.status == ASLEEP:
-                if self._may_speculate():
+                if firing and not await self._entry_exists(args[0] if args else None):
+                    return {"outcome": "stale"}  # (nothing ran: the actor stays asleep)
+                if not firing and self._may_speculate():
                     done = await self._speculative_call(fn, args)
                 if done is None and self.status == ASLEEP:
                     await self._wake()
@@ -810,6 +941,9 @@ class ActorInstance:
             "starts_total": self._starts,
             "actions_total": self._actions,
             "resets_total": self._resets,
+            "schedules_fired_total": self._schedule_counts["fired"],
+            "schedules_retried_total": self._schedule_counts["retry"],
+            "schedules_failed_total": self._schedule_counts["failed"],
             "status": self.status,
         })
         live = self._live_counters()

@@ -22,13 +22,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from actor_db.errors import ActorKeyTooLongError, ActorNotFoundError, ConfigurationError
 from actor_db.kv.base import ActorKV, KVStore
 from actor_db.kv.namespace import encode_actor_id
 from actor_db.runtime.actor import ActorDefinition
+from actor_db.kv.due import DueEntry
+from actor_db.runtime.firing import Firer, FiringMetrics, ScheduleOptions
 from actor_db.runtime.instance import ActorInstance
+from actor_db.runtime.schedule import FIRE_ACTION
 from actor_db.runtime.pool import DEFAULT_MAX_THREADS, ThreadPool
 from actor_db.runtime.speculation import SpeculationPolicy
 
@@ -134,12 +137,14 @@ class Registry:
         KV writes (:class:`~actor_db.runtime.pool.ThreadPool`), whatever the number of
         awake actors: at most this many KV round trips are in flight at once. Threads
         start on demand and exit after 10 s idle. Default 64.
+    :param schedules: how due schedule entries are fired while the registry runs
+        (``async with``): :class:`~actor_db.runtime.firing.ScheduleOptions`.
     :raises ConfigurationError: two types share a name, ``kv`` is not a store, or
         ``max_threads`` is not an int >= 1.
     """
 
     def __init__(self, actors: Iterable[ActorDefinition], kv: KVStore | None = None, *,
-                 max_threads: int = DEFAULT_MAX_THREADS) -> None:
+                 max_threads: int = DEFAULT_MAX_THREADS, schedules: ScheduleOptions | None = None) -> None:
         self._types: dict[str, ActorDefinition] = {}
         for definition in actors:
             if not isinstance(definition, ActorDefinition):
@@ -159,6 +164,10 @@ class Registry:
         self._instances: dict[tuple[str, str], ActorInstance] = {}
         self._policies: dict[str, SpeculationPolicy] = {}
         """Per actor type: when its first calls speculate (:mod:`actor_db.runtime.speculation`)."""
+        if schedules is not None and not isinstance(schedules, ScheduleOptions):
+            raise ConfigurationError("schedules must be an actor_db.ScheduleOptions")
+        self.schedule_options = schedules or ScheduleOptions()
+        self._firer: Firer | None = None
         self._claims: Callable[[str], Callable[[], Any]] | None = None
         """Placement (:mod:`actor_db.serve`): ``claims(actor_id)`` is set on every
         actor's KV view, so ownership is only taken through the conditional claim."""
@@ -182,6 +191,7 @@ class Registry:
                 policy = self._policies[name] = SpeculationPolicy(name)
             instance = ActorInstance(definition, key, self._view(name, key), self.pool, on_destroyed=self._forget,
                                      speculation=policy)
+            instance.notify_due = self._notify_due
             self._instances[(name, key)] = instance
         return ActorHandle(instance)
 
@@ -235,6 +245,46 @@ class Registry:
                 continue
         return []
 
+    # -- schedules (actor_db.runtime.firing) -----------------------------------------
+    def _start_schedules(self, dispatch: Callable[[DueEntry], Awaitable[Any]] | None = None) -> None:
+        """Fire due entries of the store's actors from now on (on the running loop):
+        through this registry's own call path, or ``dispatch`` (a serve node's routing).
+        Nothing when disabled or when the store keeps no due index."""
+        if not self.schedule_options.enabled or not getattr(self.kv, "due_index", False):
+            return
+        if self._firer is None:
+            self._firer = Firer(self.kv, self._fire_local, self._knows, self.schedule_options)
+        if dispatch is not None:
+            self._firer._dispatch = dispatch
+        self._firer.start()
+
+    async def _stop_schedules(self) -> None:
+        if self._firer is not None:
+            await self._firer.stop()
+
+    def _knows(self, actor_id: str) -> bool:
+        return actor_id.partition("/")[0] in self._types
+
+    def _notify_due(self, due_ms: int) -> None:
+        firer = self._firer
+        if firer is not None and firer.running:
+            firer.notify(due_ms)
+
+    async def _fire_local(self, entry: DueEntry) -> Any:
+        """Run a due entry here (through the actor's ordinary call path)."""
+        name, _, key = entry.actor_id.partition("/")
+        handle = self.get_or_create(name, key)
+        return await handle._instance.call(FIRE_ACTION, entry.entry.decode("utf-8", "replace"), entry.due_ms)
+
+    def schedule_metrics(self) -> dict[str, Any]:
+        """The poller's counters: ``schedule_polls_total`` (due-index reads),
+        ``schedule_dispatched_total``, ``schedule_fired_total``, ``schedule_retry_total``,
+        ``schedule_failed_total``, ``schedule_stale_total``, ``schedule_error_total``
+        (zeros when it never ran)."""
+        if self._firer is None:
+            return FiringMetrics(outcomes={}).as_dict()
+        return self._firer.metrics.as_dict()
+
     def _forget(self, instance: ActorInstance) -> None:
         if self._instances.get((instance.definition.name, instance.key)) is instance:
             del self._instances[(instance.definition.name, instance.key)]
@@ -243,6 +293,7 @@ class Registry:
         """Put every awake actor to sleep (all at once), then close the store if the
         registry opened it; idle pool threads exit."""
         try:
+            await self._stop_schedules()
             instances = list(self._instances.values())
             results = await asyncio.gather(*(instance.sleep() for instance in instances), return_exceptions=True)
             for instance, result in zip(instances, results):
@@ -256,6 +307,7 @@ class Registry:
                 self.kv.close()
 
     async def __aenter__(self) -> Registry:
+        self._start_schedules()
         return self
 
     async def __aexit__(self, *exc: object) -> None:

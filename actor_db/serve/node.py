@@ -64,7 +64,9 @@ from actor_db.errors import (
     ActionNotFoundError, ActorNotFoundError, ActorOwnedElsewhereError, ConfigurationError, FencedError,
     LeaseExpiredError, NodeDrainingError, OutcomeUnknownError, OwnerUnreachableError, PlacementError,
 )
+from actor_db.kv.due import DueEntry
 from actor_db.kv.leases import decode_owner, encode_owner
+from actor_db.runtime.schedule import FIRE_ACTION
 from actor_db.serve.http import ArgumentError
 from actor_db.serve.wire import Peer, RemoteFailure, WireServer
 
@@ -241,6 +243,9 @@ class Node:
                                                       name=f"actor-db-heartbeat-{self.node_id}")
             self._heartbeat_thread.start()
             self.started = True
+            # Due schedule entries of the store's actors run through this node's routing:
+            # on the actor's owner, forwarded there when another live node owns it.
+            self.registry._start_schedules(self._fire)
             log.info("node %s (instance %s) serving at %s, lease %.3g s", self.node_id, self.instance,
                      self.address, self._lease_s)
 
@@ -323,6 +328,7 @@ class Node:
             return
         self.draining = True
         log.info("node %s draining", self.node_id)
+        await self.registry._stop_schedules()  # (the other nodes fire what becomes due)
         ms = max(1, int(self._lease_s * 1000))
         try:
             await self._store(self.store.heartbeat, self.node_id, self.instance.encode(), self._payload(), ms, False)
@@ -399,8 +405,16 @@ class Node:
         return entry[1] if entry is not None and entry[0] == instance else None
 
     # ------------------------------------------------------------------ calls
-    def check_call(self, name: str, action: str, args: Any) -> None:
-        """Refuse a call that cannot run anywhere (before any routing).
+    async def _fire(self, entry: DueEntry) -> Any:
+        """Run a due schedule entry where its actor lives (:mod:`actor_db.runtime.firing`)."""
+        name, _, key = entry.actor_id.partition("/")
+        result, _ = await self._route(name, key, FIRE_ACTION, [entry.entry.decode("utf-8", "replace"), entry.due_ms],
+                                      forwarded=False)
+        return result
+
+    def check_call(self, name: str, action: str, args: Any, *, internal: bool = False) -> None:
+        """Refuse a call that cannot run anywhere (before any routing). ``internal``: a
+        call from another node, which may fire schedule entries (``FIRE_ACTION``).
 
         :raises ActorNotFoundError: no such actor type (404).
         :raises ActionNotFoundError: no such action (404).
@@ -410,6 +424,8 @@ class Node:
         if definition is None:
             raise ActorNotFoundError(f"no actor type named {name!r}")
         fn = definition.actions.get(action)
+        if fn is None and internal and action == FIRE_ACTION:
+            return
         if fn is None:
             raise ActionNotFoundError(f"actor type {name!r} has no action {action!r}")
         if not isinstance(args, list):
@@ -444,7 +460,7 @@ class Node:
         self.metrics.forwards_received += 1
         self._inflight += 1
         try:
-            self.check_call(name, action, args)
+            self.check_call(name, action, args, internal=True)
             return await self._route(name, key, action, args, forwarded=True)
         finally:
             self._inflight -= 1
@@ -544,8 +560,8 @@ class Node:
         self._local_inflight += 1
         try:
             result = await handle.call(action, *args)
-            if not awake_before:
-                self.owned.add(actor_id)
+            if not awake_before and (action != FIRE_ACTION or instance.status == AWAKE):
+                self.owned.add(actor_id)  # (a fire that found its entry gone woke nothing: no claim)
         finally:
             self._inflight -= 1
             self._local_inflight -= 1

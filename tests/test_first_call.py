@@ -24,6 +24,9 @@ from actor_db.runtime.keys import STATE_KEY
 from actor_db.runtime.startup import preload_request
 from actor_db.runtime.actor import ActorOptions
 
+NO_POLL = actor_db.ScheduleOptions(enabled=False)
+"""Round trips here are counted at the store: no schedule poller (its 10 reads/s)."""
+
 
 def _request() -> PreloadRequest:
     return preload_request(ActorOptions(), has_db=True)
@@ -163,7 +166,7 @@ def other_runtime(reopen_store: Callable[[], KVStore]) -> KVStore:
 
 async def _verify(store: KVStore, key: str) -> tuple[list[str], int, str]:
     """(entries, adds, integrity) of ``ledger/key`` read by a fresh runtime."""
-    async with actor_db.Registry([ledger_type()], kv=store) as registry:
+    async with actor_db.Registry([ledger_type()], kv=store, schedules=NO_POLL) as registry:
         handle = registry.get_or_create("ledger", key)
         return await handle.call("entries"), await handle.call("adds"), await handle.call("check")
 
@@ -171,7 +174,7 @@ async def _verify(store: KVStore, key: str) -> tuple[list[str], int, str]:
 def test_a_new_actors_first_write_call_is_one_round_trip(store: KVStore, on_vfs: str,
                                                          reopen_store: Callable[[], KVStore]) -> None:
     async def main() -> None:
-        async with actor_db.Registry([ledger_type()], kv=store) as registry:
+        async with actor_db.Registry([ledger_type()], kv=store, schedules=NO_POLL) as registry:
             handle = registry.get_or_create("ledger", "w")
             before = store.round_trips
             assert await handle.call("add", "first") == ["seed", "first"]
@@ -194,7 +197,7 @@ def test_a_new_actors_first_write_call_is_one_round_trip(store: KVStore, on_vfs:
 def test_a_new_actors_first_read_call_is_one_round_trip(store: KVStore, on_vfs: str,
                                                         reopen_store: Callable[[], KVStore]) -> None:
     async def main() -> None:
-        async with actor_db.Registry([ledger_type()], kv=store) as registry:
+        async with actor_db.Registry([ledger_type()], kv=store, schedules=NO_POLL) as registry:
             handle = registry.get_or_create("ledger", "r")
             before = store.round_trips
             assert await handle.call("entries") == ["seed"]
@@ -222,11 +225,11 @@ def test_an_existing_actor_wakes_from_what_the_claim_brought(store: KVStore, on_
     (its run seen by nobody), the actor wakes from the preload of the same round trip,
     and the call runs once on the real state."""
     async def main() -> None:
-        async with actor_db.Registry([ledger_type()], kv=store) as registry:
+        async with actor_db.Registry([ledger_type()], kv=store, schedules=NO_POLL) as registry:
             assert await registry.get_or_create("ledger", "e").call("add", "one") == ["seed", "one"]
         other = reopen_store()
         try:
-            async with actor_db.Registry([ledger_type()], kv=other) as registry:
+            async with actor_db.Registry([ledger_type()], kv=other, schedules=NO_POLL) as registry:
                 handle = registry.get_or_create("ledger", "e")
                 before = other.round_trips
                 assert await handle.call("entries") == ["seed", "one"]
@@ -262,8 +265,8 @@ def test_two_runtimes_racing_to_create_one_actor(store: KVStore, on_vfs: str,
     async def main() -> None:
         PAUSES["a"] = pause
         try:
-            async with actor_db.Registry([ledger_type()], kv=store) as reg_a, \
-                    actor_db.Registry([ledger_type()], kv=other) as reg_b:
+            async with actor_db.Registry([ledger_type()], kv=store, schedules=NO_POLL) as reg_a, \
+                    actor_db.Registry([ledger_type()], kv=other, schedules=NO_POLL) as reg_b:
                 a, b = reg_a.get_or_create("ledger", "race"), reg_b.get_or_create("ledger", "race")
                 first = asyncio.create_task(a.call("add", "a"))
                 await asyncio.wait_for(paused.wait(), 10)
@@ -295,8 +298,8 @@ def test_two_runtimes_creating_one_actor_at_once(store: KVStore, on_vfs: str,
     other = other_runtime(reopen_store)
 
     async def main() -> None:
-        async with actor_db.Registry([ledger_type()], kv=store) as reg_a, \
-                actor_db.Registry([ledger_type()], kv=other) as reg_b:
+        async with actor_db.Registry([ledger_type()], kv=store, schedules=NO_POLL) as reg_a, \
+                actor_db.Registry([ledger_type()], kv=other, schedules=NO_POLL) as reg_b:
             for n in range(3):
                 key = f"both-{n}"
                 a, b = reg_a.get_or_create("ledger", key), reg_b.get_or_create("ledger", key)
@@ -337,7 +340,7 @@ def test_a_speculative_call_reaching_another_actor_runs_the_ordinary_way(store: 
         return int(await holder["registry"].get_or_create("counter", "x").call("bump"))
 
     async def main() -> None:
-        async with actor_db.Registry([t, counter], kv=store) as registry:
+        async with actor_db.Registry([t, counter], kv=store, schedules=NO_POLL) as registry:
             holder["registry"] = registry
             handle = registry.get_or_create("ledger", "relay")
             assert await handle.call("relay") == 1
@@ -352,7 +355,7 @@ def test_a_speculative_call_reaching_another_actor_runs_the_ordinary_way(store: 
 
 def test_speculation_can_be_turned_off(store: KVStore) -> None:
     async def main() -> None:
-        async with actor_db.Registry([ledger_type(speculative_create=False)], kv=store) as registry:
+        async with actor_db.Registry([ledger_type(speculative_create=False)], kv=store, schedules=NO_POLL) as registry:
             handle = registry.get_or_create("ledger", "off")
             before = store.round_trips
             assert await handle.call("add", "x") == ["seed", "x"]
@@ -372,13 +375,13 @@ def test_first_calls_on_a_redis_cluster_are_one_round_trip() -> None:
     store = RedisKV(session_cluster().client(), namespace=fresh_namespace("first"))
 
     async def main() -> None:
-        async with actor_db.Registry([ledger_type()], kv=store) as registry:
+        async with actor_db.Registry([ledger_type()], kv=store, schedules=NO_POLL) as registry:
             for n in range(6):
                 handle = registry.get_or_create("ledger", f"c{n}")
                 before = store.round_trips
                 assert await handle.call("add", f"x{n}") == ["seed", f"x{n}"]
                 assert store.round_trips - before == 1
-        async with actor_db.Registry([ledger_type()], kv=store) as registry:
+        async with actor_db.Registry([ledger_type()], kv=store, schedules=NO_POLL) as registry:
             handle = registry.get_or_create("ledger", "c0")
             before = store.round_trips
             assert await handle.call("entries") == ["seed", "x0"]
@@ -406,7 +409,7 @@ def test_a_new_runtimes_first_call_to_a_big_actor_repeats_its_last_workload_in_o
     rows = 16000
 
     async def fill() -> None:
-        async with actor_db.Registry([_big_actor(rows)], kv=store) as registry:
+        async with actor_db.Registry([_big_actor(rows)], kv=store, schedules=NO_POLL) as registry:
             handle = registry.get_or_create("big", "w")
             for j in range(8):
                 await handle.call("fill", 1 + j * rows // 8, rows // 8)
@@ -414,7 +417,7 @@ def test_a_new_runtimes_first_call_to_a_big_actor_repeats_its_last_workload_in_o
                 await handle.call("read", i)
 
     async def first_call(other: KVStore) -> Any:
-        async with actor_db.Registry([_big_actor(rows)], kv=other) as registry:
+        async with actor_db.Registry([_big_actor(rows)], kv=other, schedules=NO_POLL) as registry:
             handle = registry.get_or_create("big", "w")
             before = other.round_trips
             answer = await handle.call("read", rows * 5 // 7)
@@ -443,7 +446,7 @@ def test_a_creation_larger_than_one_batch_runs_the_ordinary_way() -> None:
     store = MemoryKV(KVLimits(max_batch_bytes=10 * 1024))  # the image: 3 pages, the meta, the state
 
     async def main() -> None:
-        async with actor_db.Registry([ledger_type()], kv=store) as registry:
+        async with actor_db.Registry([ledger_type()], kv=store, schedules=NO_POLL) as registry:
             handle = registry.get_or_create("ledger", "big")
             before = store.round_trips
             assert await handle.call("add", "x") == ["seed", "x"]
@@ -477,7 +480,7 @@ def test_a_failed_creation_round_trip_is_a_commit_failure(applied: bool) -> None
     store = FlakyCreate()
 
     async def main() -> None:
-        async with actor_db.Registry([ledger_type()], kv=store) as registry:
+        async with actor_db.Registry([ledger_type()], kv=store, schedules=NO_POLL) as registry:
             handle = registry.get_or_create("ledger", "flaky")
             with pytest.raises(CommitFailedError) as caught:
                 await handle.call("add", "x")
@@ -509,13 +512,13 @@ def test_speculation_pauses_after_a_run_of_existing_actors_and_resumes_on_a_crea
     existing = MISSES_TO_PAUSE + 3
 
     async def main() -> None:
-        async with actor_db.Registry([t], kv=store) as registry:
+        async with actor_db.Registry([t], kv=store, schedules=NO_POLL) as registry:
             for n in range(existing):
                 assert await registry.get_or_create("ledger", f"e{n}").call("touch", "setup") == 2
         runs.clear()
         other = reopen_store()
         try:
-            async with actor_db.Registry([t], kv=other) as registry:
+            async with actor_db.Registry([t], kv=other, schedules=NO_POLL) as registry:
                 for n in range(existing):  # a restart: every first call finds an existing actor
                     assert await registry.get_or_create("ledger", f"e{n}").call("touch", f"e{n}") == 3
                 # each of the first MISSES_TO_PAUSE ran twice (once discarded), the rest once

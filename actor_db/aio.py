@@ -234,13 +234,17 @@ class Connection:
             else:
                 _deliver(loop, future, result, None)
 
+        self._enqueue(job)
+        return await future
+
+    def _enqueue(self, job: Callable[[], None]) -> None:
+        """Queue ``job`` after this connection's earlier ones; start a drain if none runs."""
         with self._jobs_lock:
             self._jobs.append(job)
             start = not self._draining
             self._draining = True
         if start:
             _pool().submit(self._drain)
-        return await future
 
     def _drain(self) -> None:
         """Run queued jobs in order until the queue is empty (one thread at a time)."""
@@ -365,12 +369,7 @@ class Connection:
             finally:
                 self._gone = True
 
-        with self._jobs_lock:
-            self._jobs.append(close)
-            start = not self._draining
-            self._draining = True
-        if start:
-            _pool().submit(self._drain)
+        self._enqueue(close)
         return future
 
     def interrupt(self) -> None:

@@ -34,8 +34,10 @@ from actor_db.kv import KVStore, LmdbKV, MemoryKV
 from actor_db.runtime.schedule import Entry, PendingSchedule
 
 QUICK = os.environ.get("ACTOR_DB_BENCH_QUICK") == "1"
-ENTRIES = 2_000 if QUICK else 10_000
-ACTORS = 200 if QUICK else 1_000
+FULL = os.environ.get("ACTOR_DB_BENCH_SCHEDULES_FULL") == "1"
+"""The issue's size: 100,000 entries over 10,000 actors (about 2 minutes per store)."""
+ENTRIES = 2_000 if QUICK else 100_000 if FULL else 10_000
+ACTORS = 200 if QUICK else 10_000 if FULL else 1_000
 RATE = 1_000
 """Due entries per second."""
 IDLE_ENTRIES = 1_000 if QUICK else 10_000

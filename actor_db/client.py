@@ -237,11 +237,8 @@ class Client:
             url = direct or policy.pick(url)
             retry_after: float | None = None
             try:
-                if direct is None:
-                    response = await self._http.post(url + path, content=body, headers=policy.headers)
-                else:
-                    response = await self._http.post(url + path, content=body, headers=policy.headers,
-                                                     timeout=self._direct_timeout)
+                timeout = httpx.USE_CLIENT_DEFAULT if direct is None else self._direct_timeout
+                response = await self._http.post(url + path, content=body, headers=policy.headers, timeout=timeout)
                 policy.observe(url, response, actor)
             except (httpx.ConnectError, httpx.ConnectTimeout):  # not delivered: always safe
                 if direct is not None:  # a stale route (its node died or moved): ``url`` again, at once
@@ -314,11 +311,8 @@ class SyncClient:
             url = direct or policy.pick(url)
             retry_after: float | None = None
             try:
-                if direct is None:
-                    response = self._http.post(url + path, content=body, headers=policy.headers)
-                else:
-                    response = self._http.post(url + path, content=body, headers=policy.headers,
-                                               timeout=self._direct_timeout)
+                timeout = httpx.USE_CLIENT_DEFAULT if direct is None else self._direct_timeout
+                response = self._http.post(url + path, content=body, headers=policy.headers, timeout=timeout)
                 policy.observe(url, response, actor)
             except (httpx.ConnectError, httpx.ConnectTimeout):  # not delivered: always safe
                 if direct is not None:  # a stale route (its node died or moved): ``url`` again, at once

@@ -558,20 +558,25 @@ class Node:
         replaced = self._replace.get(actor_id)
         self._inflight += 1
         self._local_inflight += 1
+        succeeded = False
         try:
             result = await handle.call(action, *args)
+            succeeded = True
             if not awake_before and (action != FIRE_ACTION or instance.status == AWAKE):
                 self.owned.add(actor_id)  # (a fire that found its entry gone woke nothing: no claim)
         finally:
             self._inflight -= 1
             self._local_inflight -= 1
-        if not awake_before and replaced:
-            self._replace.pop(actor_id, None)
-            taken = getattr(getattr(instance.kv, "inner", None), "replaced", None)
-            if taken is not None:
-                self.metrics.takeovers += 1
-                log.info("node %s took over actor %s from dead node %s", self.node_id, actor_id,
-                         decode_owner(taken)[0])
+            if not awake_before and replaced:
+                # Counted when the claim replaced the dead owner's record, also when the
+                # call itself then failed (the takeover happened all the same).
+                taken = getattr(getattr(instance.kv, "inner", None), "replaced", None)
+                if taken is not None or succeeded:
+                    self._replace.pop(actor_id, None)
+                if taken is not None:
+                    self.metrics.takeovers += 1
+                    log.info("node %s took over actor %s from dead node %s", self.node_id, actor_id,
+                             decode_owner(taken)[0])
         if not self.lease_valid() and instance.kv.writes == writes:
             # The lease ran out during the call and it wrote nothing: its reads may
             # have come from memory after another node took the actor.

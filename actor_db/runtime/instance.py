@@ -851,24 +851,26 @@ class ActorInstance:
         :raises ActorCallCycleError: called from this actor's own action (chain): it
             would wait for that action forever.
         """
-        hold = _Hold(self, "sleep")
+        hold = self._lifecycle_hold("sleep")
+        async with hold:
+            await self._sleep_locked()
+
+    def _lifecycle_hold(self, kind: str) -> _Hold:
+        """The hold of a sleep, destroy or restore: it ends the idle timer (the actor is
+        about to go to sleep anyway) and counts as activity for the idle logic."""
+        hold = _Hold(self, kind)
         self._generation += 1
         if self._idle_handle is not None:
             self._idle_handle.cancel()
             self._idle_handle = None
-        async with hold:
-            await self._sleep_locked()
+        return hold
 
     async def destroy(self) -> None:
         """Close the actor and delete every key it has (one KV round trip). Final.
 
         :raises ActorCallCycleError: called from this actor's own action (chain).
         """
-        hold = _Hold(self, "destroy")
-        self._generation += 1
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-            self._idle_handle = None
+        hold = self._lifecycle_hold("destroy")
         async with hold:
             if self.status == DESTROYED:
                 return
@@ -908,11 +910,7 @@ class ActorInstance:
         """
         from actor_db.ops import history as ops_history
 
-        hold = _Hold(self, "restore")
-        self._generation += 1
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-            self._idle_handle = None
+        hold = self._lifecycle_hold("restore")
         async with hold:
             if self.status == DESTROYED:
                 raise ActorNotFoundError(f"actor {self.label} was destroyed")

@@ -65,6 +65,22 @@ def test_attach_forms_parameters_and_quoted_names(store: KVStore, vfs_kind: str)
     con.close()
 
 
+def test_attach_reads_an_identifier_as_the_file_name_as_sqlite_does(store: KVStore, vfs_kind: str) -> None:
+    """SQLite takes an identifier where ATTACH expects the file name as that name
+    (``"suite.db"``, ``[x]``, a bare word: SQLAlchemy's test provisioning writes
+    ``ATTACH DATABASE "..._test_schema.db" AS test_schema``); so does the mapping."""
+    _seed(store, vfs_kind, "s.db", [1])
+    _seed(store, vfs_kind, "plain", [2])
+    con = _connect("app", store, vfs_kind)
+    con.execute('ATTACH DATABASE "s.db" AS q')
+    con.execute("ATTACH plain AS b")
+    con.execute("ATTACH [s.db] AS k")
+    files = {row[1]: row[2] for row in con.execute("PRAGMA database_list")}
+    assert all(files[schema].startswith("actor-db") for schema in ("q", "b", "k")), files
+    assert con.execute("SELECT q.t.x, b.t.x, k.t.x FROM q.t, b.t, k.t").fetchall() == [(1, 2, 1)]
+    con.close()
+
+
 def test_uri_connection_reads_attach_uris_and_honours_mode_ro(store: KVStore, vfs_kind: str) -> None:
     _seed(store, vfs_kind, "orders", [7])
     con = _connect("file:app?mode=rwc", store, vfs_kind, uri=True)

@@ -71,6 +71,16 @@ def connect_arguments(url: URL) -> tuple[list[Any], dict[str, Any]]:
     return [database], kwargs
 
 
+def _load_sqlite_provisioning() -> None:
+    """Import SQLAlchemy's SQLite hooks of ``sqlalchemy.testing.provision`` (per-worker
+    database names, the attached ``test_schema``), which its test suite needs to run on
+    a ``sqlite`` dialect; they are keyed by the backend name, so they serve both drivers."""
+    try:
+        __import__("sqlalchemy.dialects.sqlite.provision")
+    except ImportError:  # pragma: no cover - a SQLAlchemy without its testing package
+        pass
+
+
 class ActorDBDialect(SQLiteDialect_pysqlite):
     """``sqlite+actordb://``: SQLAlchemy's pysqlite dialect on :mod:`actor_db.dbapi`."""
 
@@ -85,6 +95,12 @@ class ActorDBDialect(SQLiteDialect_pysqlite):
 
     def create_connect_args(self, url: URL) -> Any:
         return connect_arguments(url)
+
+    @classmethod
+    def load_provisioning(cls) -> None:
+        """SQLAlchemy's SQLite provisioning for its test suite (``sqlalchemy.testing``):
+        the default looks for ``actor_db.sqlalchemy.provision``, which does not exist."""
+        _load_sqlite_provisioning()
 
 
 class _AsyncConnection(AsyncAdapt_aiosqlite_connection):
@@ -158,3 +174,8 @@ class ActorDBAsyncDialect(SQLiteDialect_aiosqlite):
         args, kwargs = connect_arguments(url)
         kwargs.pop("check_same_thread", None)  # actor_db.aio runs calls on pool threads
         return args, kwargs
+
+    @classmethod
+    def load_provisioning(cls) -> None:
+        """As :meth:`ActorDBDialect.load_provisioning`."""
+        _load_sqlite_provisioning()

@@ -107,3 +107,13 @@ fetch_django_tests() {
   say "Django's test suite for tests/test_django_suite.py (.cache/, fetched once)"
   quietly "$PY" tests/run_django_suite.py --fetch
 }
+
+# fetch_sqlalchemy_tests: SQLAlchemy's own requirements class for its compliance suite
+# (test/requirements.py, not in its wheel) for the installed SQLAlchemy version, from its
+# source distribution on the package index, into .cache/sqlalchemy-VERSION/ (skipped when
+# already there; tests/run_sqlalchemy_suite.py --fetch does it). tests/test_sqlalchemy_suite.py
+# runs sqlalchemy.testing.suite against sqlite+actordb and against the stdlib with it.
+fetch_sqlalchemy_tests() {
+  say "SQLAlchemy's test requirements for tests/test_sqlalchemy_suite.py (.cache/, fetched once)"
+  quietly "$PY" tests/run_sqlalchemy_suite.py --fetch
+}

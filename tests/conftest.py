@@ -20,6 +20,10 @@ from tests.drivers import DRIVERS, DriverFactory, vfs_kinds
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
+collect_ignore = ["sqlalchemy_suite"]
+"""SQLAlchemy's compliance suite runs in its own pytest (tests/run_sqlalchemy_suite.py),
+with SQLAlchemy's plugin, never inside this session."""
+
 
 @pytest.fixture(params=sorted(DRIVERS), ids=str)
 def driver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DriverFactory]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import threading
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, func, insert, inspect, select, text
@@ -89,6 +89,14 @@ def test_pooled_connections_from_threads(kv_spec: str, vfs_kind: str) -> None:
         engine.dispose()
 
 
+def _server_side_names(sync_conn: Any) -> list[str]:
+    """``stream_results`` on the async engine gets aiosqlite's server-side cursor (what
+    SQLAlchemy's ServerSideCursorsTest checks, by the driver's name, for ``aiosqlite`` only)."""
+    result = sync_conn.execution_options(stream_results=True).execute(select(items.c.name).order_by(items.c.id))
+    assert result.cursor.server_side is True
+    return list(result.scalars().all())
+
+
 def test_async_engine(kv_spec: str, vfs_kind: str) -> None:
     async def main() -> None:
         engine = create_async_engine(_url(kv_spec, "sa-async", vfs_kind, "actordb_async"))
@@ -99,6 +107,9 @@ def test_async_engine(kv_spec: str, vfs_kind: str) -> None:
             async with engine.connect() as conn:
                 result = await conn.execute(select(items.c.name).order_by(items.c.id))
                 assert result.scalars().all() == ["a", "b"]
+                streamed = await conn.stream(select(items.c.name).order_by(items.c.id))
+                assert [name async for name in streamed.scalars()] == ["a", "b"]
+                assert await conn.run_sync(_server_side_names) == ["a", "b"]
         finally:
             await engine.dispose()
     asyncio.run(asyncio.wait_for(main(), 120))

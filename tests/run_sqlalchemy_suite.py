@@ -10,7 +10,7 @@ fresh temporary directory (SQLAlchemy's SQLite provisioning names its per-worker
 database files, and the attached ``test_schema`` database, relative to the working
 directory). The targets are in :data:`TARGETS`: ``pysqlite`` and ``aiosqlite`` (the
 stdlib on a local file: the references), ``actordb`` and ``actordb_async`` (our
-dialects on an LMDB store in that directory).
+dialects on an LMDB store in that directory, and on a redis-server the run starts).
 
 ``--dist loadscope`` keeps each test class on one worker in its own order: SQLAlchemy's
 ``testing.combinations`` attaches a parameter's exclusions to the test function itself,
@@ -35,6 +35,7 @@ Tests that cannot pass by design on ours are listed in :data:`EXCLUDED` with the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -44,10 +45,14 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.parse
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from typing import Iterator
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 SUITE = ROOT / "tests" / "sqlalchemy_suite"
 """The third-party-dialect test directory: conftest.py, setup.cfg, requirements.py, test_suite.py."""
 
@@ -56,21 +61,25 @@ class Target:
     """One run of the suite: the database URL and the test module (in :data:`SUITE`)."""
 
     url: str
-    """``--dburi``; ``{kv}``: an LMDB store in the run's temporary directory."""
+    """``--dburi``; ``{kv}``: the store (percent-encoded ``--kv`` spec), made for the run."""
     module: str
     reference: str | None = None
     """The stdlib target this one is compared with (``None``: it is a reference)."""
+    kv: str | None = None
+    """Our targets' store: ``lmdb`` (in the run's temporary directory) or ``redis`` (a
+    redis-server the run starts on 127.0.0.1 and stops)."""
 
 
 TARGETS = {
     "pysqlite": Target("sqlite+pysqlite:///suite.db", "test_suite.py"),
-    "actordb": Target("sqlite+actordb:///suite.db?kv={kv}", "test_suite.py", "pysqlite"),
+    "actordb": Target("sqlite+actordb:///suite.db?kv={kv}", "test_suite.py", "pysqlite", "lmdb"),
     "aiosqlite": Target("sqlite+aiosqlite:///suite.db", "test_suite_async.py"),
     "actordb_async": Target("sqlite+actordb_async:///suite.db?kv={kv}&vfs=python", "test_suite_async.py",
-                            "aiosqlite"),
+                            "aiosqlite", "redis"),
 }
-"""The sync pair runs the whole suite (our VFS: native when built); the async pair runs
-``test_suite_async.py``'s subset, ours on the pure-Python VFS (so both VFSes run)."""
+"""The sync pair runs the whole suite, ours on LMDB with the default VFS (native when
+built); the async pair runs ``test_suite_async.py``'s subset, ours on Redis with the
+pure-Python VFS (so both VFSes and both kinds of store run)."""
 
 _SERVER_SIDE_CHECK = (
     "the suite decides whether a cursor is server-side by the driver's name "
@@ -147,23 +156,50 @@ def parse_junit(path: pathlib.Path) -> dict[str, str]:
     return results
 
 
-def _actor_ids(path: pathlib.Path) -> list[str]:
-    """The actors of the LMDB store at ``path`` (our targets' databases), ``[]`` if none."""
-    if not path.is_dir():
+def _actor_ids(spec: str | None) -> list[str]:
+    """The actors of the store ``spec`` names (our targets' databases), ``[]`` for none."""
+    if spec is None:
         return []
-    from actor_db.kv import LmdbKV
+    from actor_db.defaults import open_store
 
-    store = LmdbKV(str(path))
+    store = open_store(spec)
     try:
         return sorted(store.actor_ids())
     finally:
         store.close()
 
 
-def run(target: str, vfs: str | None = None, workers: int = 2, extra: list[str] | None = None) -> dict[str, object]:
-    """Run the suite against ``target`` in a fresh temporary directory; the JSON result."""
-    with tempfile.TemporaryDirectory(prefix=f"sqlalchemy-suite-{target}-") as tmp:
-        url = TARGETS[target].url.format(kv=f"lmdb:{tmp}/kv")
+@contextlib.contextmanager
+def _store(kind: str | None, tmp: pathlib.Path) -> Iterator[str | None]:
+    """The ``--kv`` spec of a fresh store of ``kind`` for one run (``None``: no store)."""
+    if kind is None:
+        yield None
+    elif kind == "lmdb":
+        yield f"lmdb:{tmp / 'kv'}"
+    elif kind == "memory":
+        yield "memory:"
+    elif kind == "redis":
+        from tests.redis_server import RedisServer
+
+        server = RedisServer(tmp / "redis", durable=False).start()
+        try:
+            yield f"{server.url}?namespace=sqlalchemy-suite"
+        finally:
+            server.stop()
+    else:
+        raise ValueError(f"unknown store kind {kind!r}")
+
+
+def run(target: str, vfs: str | None = None, workers: int = 2, extra: list[str] | None = None,
+        kv: str | None = None) -> dict[str, object]:
+    """Run the suite against ``target`` in a fresh temporary directory; the JSON result.
+
+    :param kv: our targets' store kind instead of the target's (``lmdb``, ``redis``, ``memory``).
+    """
+    kind = (kv or TARGETS[target].kv) if TARGETS[target].reference else None
+    with tempfile.TemporaryDirectory(prefix=f"sqlalchemy-suite-{target}-") as tmp, \
+            _store(kind, pathlib.Path(tmp)) as spec:
+        url = TARGETS[target].url.format(kv=urllib.parse.quote(spec or "", safe=""))
         if vfs is not None:
             url = re.sub(r"&vfs=\w+", "", url) + f"&vfs={vfs}"
         junit = pathlib.Path(tmp) / "junit.xml"
@@ -179,7 +215,7 @@ def run(target: str, vfs: str | None = None, workers: int = 2, extra: list[str] 
         output = done.stdout + done.stderr
         results = parse_junit(junit) if junit.is_file() else {}
         files = sorted(p.name for p in pathlib.Path(tmp).iterdir() if ".db" in p.name)
-        actors = _actor_ids(pathlib.Path(tmp) / "kv")
+        actors = _actor_ids(spec) if kind != "memory" else []
     summary = [line for line in output.splitlines() if " in " in line and ("passed" in line or "error" in line)]
     return {"target": target, "url": url, "ran": len(results),
             "passed": sum(1 for s in results.values() if s == "passed"), "files": files, "actors": actors,
@@ -192,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", choices=sorted(TARGETS))
     parser.add_argument("--vfs", choices=("python", "native"), help="our targets: the VFS (default: native if built)")
     parser.add_argument("--fetch", action="store_true", help="only fetch SQLAlchemy's requirements (scripts/test)")
+    parser.add_argument("--kv", choices=("lmdb", "redis", "memory"), help="our targets: the store kind")
     parser.add_argument("-n", "--workers", type=int, default=2)
     parser.add_argument("extra", nargs="*", help="more pytest arguments (e.g. -k EXPR)")
     args = parser.parse_args(argv)
@@ -202,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--target is required (or --fetch)")
     if requirements_file() is None:
         raise SystemExit("SQLAlchemy's test/requirements.py is not fetched: run ./scripts/test (fetch_sqlalchemy_tests)")
-    print(json.dumps(run(args.target, args.vfs, args.workers, args.extra)))
+    print(json.dumps(run(args.target, args.vfs, args.workers, args.extra, args.kv)))
     return 0
 
 

@@ -191,10 +191,11 @@ def _store(kind: str | None, tmp: pathlib.Path) -> Iterator[str | None]:
 
 
 def run(target: str, vfs: str | None = None, workers: int = 2, extra: list[str] | None = None,
-        kv: str | None = None) -> dict[str, object]:
+        kv: str | None = None, module: str | None = None) -> dict[str, object]:
     """Run the suite against ``target`` in a fresh temporary directory; the JSON result.
 
     :param kv: our targets' store kind instead of the target's (``lmdb``, ``redis``, ``memory``).
+    :param module: the test module in :data:`SUITE` instead of the target's.
     """
     kind = (kv or TARGETS[target].kv) if TARGETS[target].reference else None
     with tempfile.TemporaryDirectory(prefix=f"sqlalchemy-suite-{target}-") as tmp, \
@@ -205,7 +206,7 @@ def run(target: str, vfs: str | None = None, workers: int = 2, extra: list[str] 
         junit = pathlib.Path(tmp) / "junit.xml"
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(SUITE),
-                   "-c", str(SUITE / "setup.cfg"), str(SUITE / TARGETS[target].module), "--dburi", url,
+                   "-c", str(SUITE / "setup.cfg"), str(SUITE / (module or TARGETS[target].module)), "--dburi", url,
                    "-q", "-p", "no:randomly", f"--junitxml={junit}", "-o", "junit_family=xunit1",
                    "-W", "ignore::pytest.PytestUnknownMarkWarning"]
         if workers > 1:
@@ -216,7 +217,8 @@ def run(target: str, vfs: str | None = None, workers: int = 2, extra: list[str] 
         results = parse_junit(junit) if junit.is_file() else {}
         files = sorted(p.name for p in pathlib.Path(tmp).iterdir() if ".db" in p.name)
         actors = _actor_ids(spec) if kind != "memory" else []
-    summary = [line for line in output.splitlines() if " in " in line and ("passed" in line or "error" in line)]
+    summary = [line for line in done.stdout.splitlines()
+               if re.search(r"\b(passed|failed|errors?)\b.* in [\d.]+s", line)]
     return {"target": target, "url": url, "ran": len(results),
             "passed": sum(1 for s in results.values() if s == "passed"), "files": files, "actors": actors,
             "summary": summary[-1] if summary else output[-3000:], "returncode": done.returncode,
@@ -229,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vfs", choices=("python", "native"), help="our targets: the VFS (default: native if built)")
     parser.add_argument("--fetch", action="store_true", help="only fetch SQLAlchemy's requirements (scripts/test)")
     parser.add_argument("--kv", choices=("lmdb", "redis", "memory"), help="our targets: the store kind")
+    parser.add_argument("--module", choices=("test_suite.py", "test_suite_async.py"),
+                        help="the test module instead of the target's (e.g. the whole suite for an async target)")
     parser.add_argument("-n", "--workers", type=int, default=2)
     parser.add_argument("extra", nargs="*", help="more pytest arguments (e.g. -k EXPR)")
     args = parser.parse_args(argv)
@@ -238,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.target is None:
         parser.error("--target is required (or --fetch)")
     if requirements_file() is None:
-        raise SystemExit("SQLAlchemy's test/requirements.py is not fetched: run ./scripts/test (fetch_sqlalchemy_tests)")
-    print(json.dumps(run(args.target, args.vfs, args.workers, args.extra, args.kv)))
+        raise SystemExit("SQLAlchemy's test/requirements.py is not fetched: run ./scripts/test "
+                         "(fetch_sqlalchemy_tests)")
+    print(json.dumps(run(args.target, args.vfs, args.workers, args.extra, args.kv, args.module)))
     return 0
 
 

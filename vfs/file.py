@@ -241,6 +241,8 @@ class KVFile:
     ) -> None:
         self._kv = kv
         self._limits = kv.limits
+        self._unlimited = self._limits.max_batch_keys is None and self._limits.max_batch_bytes is None
+        """The driver has no atomic-batch limit: a commit needs no count of its operations and bytes."""
         self._tag = FILE_MAIN
         self._meta_key = meta_key(FILE_MAIN)
         self._chunk_key_prefix = chunk_key(FILE_MAIN, 0)[:-4]
@@ -1325,15 +1327,17 @@ class KVFile:
             new_end = chunk_count(size)
             grow_tail = chunk_count(committed) if truncate_from is None and size > committed and not self._ambiguous \
                 else None
+            staged = self._has_staged()
             if recording:
-                written = set(dirty).union(self._staged)
+                written = set(dirty).union(self._staged) if staged else dirty.keys()
                 if grow_tail is None and truncate_from is None and not self._ambiguous and \
                         vhistory.covers(written, new_end):
                     grow_tail = new_end  # the whole file rewritten: its tail goes, and it is a base
                 hole = (truncate_from, new_end) if truncate_from is not None and truncate_from < new_end else None
                 tail_from = grow_tail if truncate_from is None else \
                     (max(truncate_from, new_end) if size == 0 else None)
-                pending = history.prepare(size=size, hole=hole, tail_from=tail_from, chunk_indices=sorted(written),
+                pending = history.prepare(size=size, hole=hole, tail_from=tail_from,
+                                          chunk_indices=sorted(written) if len(written) > 1 else list(written),
                                           chunk_bytes=len(written) * CHUNK_SIZE)
             elif dropping:
                 log.warning("%s: history=False: the database's history is dropped with this commit",
@@ -1352,7 +1356,6 @@ class KVFile:
             elif grow_tail is not None:
                 # Growing: a tail left past the committed end must not reappear as data.
                 batch.delete_range(*chunk_range(self._tag, grow_tail))
-            staged = self._has_staged()
             if self._stale_staging and not staged:
                 batch.delete_range(*staged_range())  # an earlier writer's uncommitted leftovers
                 batch.delete(COMMIT_RECORD_KEY)
@@ -1375,15 +1378,18 @@ class KVFile:
                 # commit's sequence number, its entry, the head (vfs.history).
                 vhistory.delta_puts(batch, pending.seq, dirty, first=not staged)
                 batch.merge(pending.ops)
-                extra = pending.ops if extra is None else _merged(extra, pending.ops)
             applied = True
             large = False
             lease_ops = 2 if self._cross_process else 0  # the lease's release rides along
-            if not staged and self._limits.batch_fits(batch.op_count + lease_ops, _payload_bytes(batch) + 32 * lease_ops):
+            limits = self._limits
+            if not staged and (self._unlimited or limits.batch_fits(batch.op_count + lease_ops,
+                                                                    _payload_bytes(batch) + 32 * lease_ops)):
                 self._kv_write(batch, release=True)
                 self.stats.chunks_written += len(dirty)
             else:
                 large = True
+                if pending is not None:  # (the history's operations go with the commit point)
+                    extra = pending.ops if extra is None else _merged(extra, pending.ops)
                 if pending is not None:
                     # Before the commit point; the entry goes in the commit point's batch.
                     vhistory.write_deltas(self._kv_write, self._limits, pending.seq, dirty, first=not staged)

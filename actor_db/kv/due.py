@@ -32,7 +32,7 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 
 from vfs.protocol import WriteBatch
 
-from actor_db.kv.namespace import parse_actor_key, prefix_end
+from actor_db.kv.namespace import actor_prefix_length, prefix_end
 
 __all__ = ["DUE_MARK", "DUE_MARK_END", "INDEX_START", "INDEX_END", "DueEntry", "due_mark", "due_value", "index_key",
            "parse_index_key", "index_changes", "index_bound", "due_page"]
@@ -103,10 +103,10 @@ def _marks_in(keys: Iterable[bytes]) -> list[tuple[bytes, bytes]]:
             if key.startswith(mark):
                 out.append((actor, key[plen + len(DUE_MARK):]))
             continue
-        parsed = parse_actor_key(key)
-        if parsed is None:
+        found = actor_prefix_length(key)
+        if found is None:
             continue
-        plen = parsed[1]
+        plen = found
         actor = key[:plen]
         mark = actor + DUE_MARK
         if key.startswith(mark):
@@ -127,8 +127,8 @@ def index_changes(batch: WriteBatch, get: Callable[[bytes], bytes | None],
     """
     deletes: list[bytes] = []
     for r in batch.delete_ranges:
-        parsed = parse_actor_key(r.start)
-        prefix = r.start[:parsed[1]] if parsed is not None else None
+        plen = actor_prefix_length(r.start)
+        prefix = r.start[:plen] if plen is not None else None
         if prefix is not None and r.end <= prefix_end(prefix):  # (every range an ActorKV sends)
             lo, hi = max(r.start, prefix + DUE_MARK), min(r.end, prefix + DUE_MARK_END)
             pairs = existing(lo, hi) if lo < hi else ()
@@ -139,19 +139,17 @@ def index_changes(batch: WriteBatch, get: Callable[[bytes], bytes | None],
                 due = _due_of(value)
                 if due is not None:
                     deletes.append(index_key(actor, entry, due))
-    for keys in (batch.deletes, batch.puts):
-        if not keys:
-            continue
-        for actor, entry in _marks_in(keys):
+    puts: list[bytes] = []
+    put_marks = _marks_in(batch.puts) if batch.puts else ()  # (one pass: used twice below)
+    for marks in (_marks_in(batch.deletes) if batch.deletes else (), put_marks):
+        for actor, entry in marks:
             due = _due_of(get(actor + DUE_MARK + entry))
             if due is not None:
                 deletes.append(index_key(actor, entry, due))
-    puts: list[bytes] = []
-    if batch.puts:
-        for actor, entry in _marks_in(batch.puts):
-            due = _due_of(batch.puts[actor + DUE_MARK + entry])
-            if due is not None:
-                puts.append(index_key(actor, entry, due))
+    for actor, entry in put_marks:
+        due = _due_of(batch.puts[actor + DUE_MARK + entry])
+        if due is not None:
+            puts.append(index_key(actor, entry, due))
     return deletes, puts
 
 

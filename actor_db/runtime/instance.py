@@ -55,6 +55,7 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import threading
 import time
 from types import CoroutineType, TracebackType
 from typing import Any
@@ -773,13 +774,19 @@ class ActorInstance:
                 self._idle_handle.cancel()
                 self._idle_handle = None
             return
-        loop = asyncio.get_running_loop()
+        handle, loop = self._idle_handle, self._idle_loop
+        if handle is None or getattr(loop, "_thread_id", None) != threading.get_ident():
+            # No timer yet, or its loop is not the one running in this thread (the app
+            # moved to another loop: that timer would never fire). asyncio's loops
+            # record the thread they run in; asking for the running loop instead costs
+            # a getpid() system call per action in Python 3.11.
+            current = asyncio.get_running_loop()
+            if handle is not None and loop is not current:
+                handle.cancel()
+                handle = None
+            loop = current
         self._idle_deadline = loop.time() + timeout
         self._idle_generation = self._generation
-        handle = self._idle_handle
-        if handle is not None and self._idle_loop is not loop:  # the app moved to another loop
-            handle.cancel()
-            handle = None
         if handle is None:
             self._idle_handle = loop.call_at(self._idle_deadline, self._idle_fire)
             self._idle_loop = loop

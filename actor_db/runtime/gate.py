@@ -77,6 +77,7 @@ from actor_db.kv.due import DUE_MARK
 from actor_db.kv.fencing import fenced_cause
 from actor_db.runtime.group_commit import GroupCommitter, committer_for
 from actor_db.runtime.inbox import inbox_for
+from actor_db.runtime.loops import running_loop
 
 if TYPE_CHECKING:
     from actor_db.kv.base import ActorKV
@@ -775,7 +776,9 @@ class OutputGate:
             return None
         # Callers of one actor run on one loop at a time; follow it if the application
         # moved to another one (e.g. a second asyncio.run with the same registry).
-        loop = asyncio.get_running_loop()
+        loop = running_loop(self._loop)  # (no system call when it is the gate's loop)
+        if loop is None:
+            raise RuntimeError("no running event loop")
         if loop is not self._loop:
             self._loop, self._inbox = loop, inbox_for(loop)
         fut: asyncio.Future[None] = loop.create_future()

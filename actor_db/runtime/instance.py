@@ -55,7 +55,6 @@ import asyncio
 import contextvars
 import inspect
 import logging
-import threading
 import time
 from types import CoroutineType, TracebackType
 from typing import Any
@@ -78,6 +77,7 @@ from actor_db.runtime.inline import Runner
 from actor_db.runtime.metrics import CountingKV, StartupMetrics
 from actor_db.runtime.pool import ThreadPool
 from actor_db.runtime.keys import SCHEDULE_RECORDS
+from actor_db.runtime.loops import running_loop
 from actor_db.runtime.prefetch import Lines, actor_lines, prefetch
 from actor_db.runtime.schedule import (
     FIRE_ACTION, Entry, PendingSchedule, decode_records, failure_changes, fired_changes, record_key,
@@ -774,17 +774,13 @@ class ActorInstance:
                 self._idle_handle.cancel()
                 self._idle_handle = None
             return
-        handle, loop = self._idle_handle, self._idle_loop
-        if handle is None or getattr(loop, "_thread_id", None) != threading.get_ident():
-            # No timer yet, or its loop is not the one running in this thread (the app
-            # moved to another loop: that timer would never fire). asyncio's loops
-            # record the thread they run in; asking for the running loop instead costs
-            # a getpid() system call per action in Python 3.11.
-            current = asyncio.get_running_loop()
-            if handle is not None and loop is not current:
-                handle.cancel()
-                handle = None
-            loop = current
+        handle = self._idle_handle
+        loop = running_loop(self._idle_loop)  # (no system call when it is the timer's loop)
+        if loop is None:
+            raise RuntimeError("no running event loop")
+        if handle is not None and self._idle_loop is not loop:  # the app moved to another loop
+            handle.cancel()
+            handle = None
         self._idle_deadline = loop.time() + timeout
         self._idle_generation = self._generation
         if handle is None:

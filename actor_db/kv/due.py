@@ -114,6 +114,45 @@ def _marks_in(keys: Iterable[bytes]) -> list[tuple[bytes, bytes]]:
     return out
 
 
+def _unmarked(batch: WriteBatch) -> bool:
+    """Whether ``batch`` is the usual one: every key and range of ONE actor, no key a due
+    mark and no range reaching the actor's due marks (then :func:`index_changes` has
+    nothing to change). ``False`` only means "look closer"."""
+    first = next(iter(batch.puts), None)
+    if first is None:
+        first = next(iter(batch.deletes), None)
+        if first is None:
+            if not batch.delete_ranges:
+                return True
+            first = batch.delete_ranges[0].start
+    plen = actor_prefix_length(first)
+    if plen is None:
+        return False
+    actor = first[:plen]
+    mark = actor + DUE_MARK
+    for keys in (batch.puts, batch.deletes):
+        for key in keys:
+            if key.startswith(mark) or not key.startswith(actor):
+                return False
+    if batch.delete_ranges:
+        end = _actor_end(actor)
+        mark_end = actor + DUE_MARK_END
+        for r in batch.delete_ranges:
+            if not r.start.startswith(actor) or r.end > end or (r.start < mark_end and mark < r.end):
+                return False
+    return True
+
+
+def _actor_end(actor: bytes, _ends: dict[bytes, bytes] = {}) -> bytes:  # noqa: B006 (a bounded cache)
+    """:func:`prefix_end` of an actor prefix (cached: every commit of the actor asks)."""
+    end = _ends.get(actor)
+    if end is None:
+        if len(_ends) >= 4096:
+            _ends.clear()
+        end = _ends[actor] = prefix_end(actor)
+    return end
+
+
 def index_changes(batch: WriteBatch, get: Callable[[bytes], bytes | None],
                   existing: Callable[[bytes, bytes], Iterable[tuple[bytes, bytes]]]) -> tuple[list[bytes], list[bytes]]:
     """The ordered index keys to delete and to put so that the index mirrors ``batch``
@@ -125,6 +164,8 @@ def index_changes(batch: WriteBatch, get: Callable[[bytes], bytes | None],
     :param existing: ``existing(start, end)`` yields the ``(key, decoded value)`` pairs
         now in ``[start, end)`` (called only for range deletes that can hold due marks).
     """
+    if _unmarked(batch):
+        return [], []
     deletes: list[bytes] = []
     for r in batch.delete_ranges:
         plen = actor_prefix_length(r.start)

@@ -243,6 +243,11 @@ class KVFile:
         self._limits = kv.limits
         self._unlimited = self._limits.max_batch_keys is None and self._limits.max_batch_bytes is None
         """The driver has no atomic-batch limit: a commit needs no count of its operations and bytes."""
+        self._deltas_clean_head: vhistory.Head | None = None
+        """The history head this file's last commit made, when it was a small commit that
+        landed: while the head is still that object (a reload, a failure or another
+        connection replaces it), no delta key of the next sequence number can exist
+        and a commit skips the range delete that clears them (``vhistory.delta_puts``)."""
         self._tag = FILE_MAIN
         self._meta_key = meta_key(FILE_MAIN)
         self._chunk_key_prefix = chunk_key(FILE_MAIN, 0)[:-4]
@@ -895,6 +900,7 @@ class KVFile:
         so a shrink that landed leaves the old tail for that rollback to find."""
         with interrupts.deferred():  # all of it, or a second interrupt could skip a step
             self._ambiguous = True
+            self._deltas_clean_head = None
             self._forget_after_failure()
             self._failed_to_share()
 
@@ -1376,7 +1382,13 @@ class KVFile:
             if pending is not None:
                 # The history rides in the same batch: the changed chunks again under the
                 # commit's sequence number, its entry, the head (vfs.history).
-                vhistory.delta_puts(batch, pending.seq, dirty, first=not staged)
+                # A commit's delta keys start with a range delete of that sequence number,
+                # for what a failed large commit may have left there; not needed when
+                # this file's own last commit was a small one that landed and nothing
+                # changed the head since (an exclusive file: only it writes).
+                clean = not staged and self._share is None and history.head is not None \
+                    and history.head is self._deltas_clean_head
+                vhistory.delta_puts(batch, pending.seq, dirty, first=not staged and not clean)
                 batch.merge(pending.ops)
             applied = True
             large = False
@@ -1388,6 +1400,7 @@ class KVFile:
                 self.stats.chunks_written += len(dirty)
             else:
                 large = True
+                self._deltas_clean_head = None
                 if pending is not None:  # (the history's operations go with the commit point)
                     extra = pending.ops if extra is None else _merged(extra, pending.ops)
                 if pending is not None:
@@ -1405,6 +1418,8 @@ class KVFile:
                     applied = self._commit_large(dirty, truncate_from, extra)
             if pending is not None or dropping:
                 history.applied(pending)
+                # No delta key of the next sequence number exists: only this file writes.
+                self._deltas_clean_head = history.head if pending is not None and not large else None
                 puts = pending.ops.puts if pending is not None else {}
                 self.preload.update(HISTORY_HEAD_KEY, puts.get(HISTORY_HEAD_KEY))
                 if pending is None or HISTORY_BASES_KEY in puts:

@@ -369,8 +369,9 @@ class History:
         keep = 0
         horizon = now - retention_ms
         for i, base in enumerate(bases):
-            if base.time_ms <= horizon:
-                keep = i
+            if base.time_ms > horizon:
+                break  # (bases are in commit order, so in time order: none later is older)
+            keep = i
         assert pending.head is not None
         if max_bytes:
             while keep < len(bases) - 1 and pending.head.total_bytes - bases[keep].cum_bytes > max_bytes:

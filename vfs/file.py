@@ -1286,9 +1286,10 @@ class KVFile:
                     raise
                 failure = sqlite_error(apsw.SQLITE_IOERR_FSYNC, f"actor-db: the commit hook failed: {type(exc).__name__}: {exc}")
                 raise failure from exc
-            if not (extra or self._has_pending_changes()):
+            changes = self._has_pending_changes()
+            if not (extra or changes):
                 return
-            self.commit(extra)
+            self.commit(extra, changes=changes)
         except BaseException as exc:
             # SQLite rolls back from its memory journal after a failed sync: drop the
             # buffer so the file matches the KV again (as after a failed KV write; a
@@ -1303,10 +1304,11 @@ class KVFile:
         return bool(self._dirty or self._staged or self._size != self._committed_size
                     or self._low_water != self._committed_size)
 
-    def commit(self, extra: WriteBatch | None = None) -> None:
+    def commit(self, extra: WriteBatch | None = None, *, changes: bool | None = None) -> None:
         """Make every pending write durable: one atomic batch, or the redo protocol.
 
         :param extra: more operations to apply atomically with this commit.
+        :param changes: :meth:`_has_pending_changes`, when the caller just asked it.
         :raises apsw.IOError: the KV failed; nothing of this transaction is applied
             (or, after the redo commit point, it is rolled forward later).
 
@@ -1318,9 +1320,12 @@ class KVFile:
         dirty: dict[int, bytes] | None = None
         build_base = False
         try:
+            if self._overlay is not None or self._repair is not None:
+                changes = None  # (the roll-forward below may change what is pending: ask again)
             self._prepare_kv_write()
             history = self._history
-            recording = history.recording and self._has_pending_changes()
+            on = history.recording
+            recording = on and (self._has_pending_changes() if changes is None else changes)
             if recording and history.needs_first_base(self._committed_size):
                 # History starts on a database holding data: its current state first.
                 self._build_base(self._committed_size)
@@ -1329,7 +1334,7 @@ class KVFile:
             size, committed = self._size, self._committed_size
             truncate_from = chunk_count(self._low_water) if self._low_water < committed else None
             pending: vhistory.Pending | None = None
-            dropping = history.dropping
+            dropping = not on and history.head is not None  # (history.dropping)
             new_end = chunk_count(size)
             grow_tail = chunk_count(committed) if truncate_from is None and size > committed and not self._ambiguous \
                 else None
@@ -1416,14 +1421,15 @@ class KVFile:
                         tail.delete_range(*chunk_range(self._tag, grow_tail))
                         extra = tail if extra is None else _merged(tail, extra)
                     applied = self._commit_large(dirty, truncate_from, extra)
+            history_keys: list[tuple[bytes, bytes | None]] = []
             if pending is not None or dropping:
                 history.applied(pending)
                 # No delta key of the next sequence number exists: only this file writes.
                 self._deltas_clean_head = history.head if pending is not None and not large else None
                 puts = pending.ops.puts if pending is not None else {}
-                self.preload.update(HISTORY_HEAD_KEY, puts.get(HISTORY_HEAD_KEY))
+                history_keys.append((HISTORY_HEAD_KEY, puts.get(HISTORY_HEAD_KEY)))
                 if pending is None or HISTORY_BASES_KEY in puts:
-                    self.preload.update(HISTORY_BASES_KEY, puts.get(HISTORY_BASES_KEY))
+                    history_keys.append((HISTORY_BASES_KEY, puts.get(HISTORY_BASES_KEY)))
                 build_base = pending is not None and pending.build_base
             self._stale_staging = False
             self._ambiguous = False
@@ -1440,7 +1446,12 @@ class KVFile:
                             del self._cache[index]
                 self._cache_committed(dirty)
                 chunk_puts.append((self._meta_key, meta))
+                if pending is not None:  # (the history's head and bases: one preload update for all)
+                    chunk_puts.extend(history_keys)  # type: ignore[arg-type]  (values: bytes)
+                    history_keys = []
                 self._preload_committed(chunk_puts)
+            for key, value in history_keys:  # (dropped history, or a commit not applied yet)
+                self.preload.update(key, value)
             self._reset_after_commit()
             self._committed_to_share(None if large or not applied else dirty, truncate_from)
         except apsw.Error:

@@ -20,15 +20,18 @@ from benchmarks.settings import settings
 
 S = settings()
 ROOT = Path(__file__).resolve().parent.parent
-MODES = ("back-to-back", "kv-5ms", "idle-5ms")
+MODES = ("back-to-back", "kv-5ms", "idle-5ms", "back-to-back/memory")
+"""Probe modes; ``/memory``: on a plain ``MemoryKV`` (``--store memory``: no group-commit round)."""
 ROUNDS = 1 if S.quick else 3
 ACTIONS = 200 if S.quick else 1000
 
 
 def _probe(mode: str) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-m", "benchmarks.cpu_after_idle", "--mode", mode, "--actions",
-                           str(ACTIONS)], cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=300)
+    name, _, store = mode.partition("/")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.cpu_after_idle", "--mode", name, "--actions",
+                           str(ACTIONS), "--store", store or "latency"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, check=True, timeout=300)
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 

@@ -55,14 +55,18 @@ _CHUNK_SUBSPACE = 1  # vfs.keys: [8, 1, 1, tag, u32 BE index]
 
 
 class NativeStats(VFSStats):
-    """:class:`~vfs.stats.VFSStats` whose counters live in C (``kvn_stats``).
+    """:class:`~vfs.stats.VFSStats` whose hit counters live in C (``kvn_stats``).
 
-    C increments the hit counters without Python; Python increments the others. A
+    C increments the hit counters (:data:`_C_COUNTERS`) without Python; the others are
+    plain attributes that Python increments (a commit adds to three of them: as C
+    fields each ``+=`` was a property frame and two cffi field accesses). A
     :meth:`snapshot` is a plain :class:`VFSStats`.
     """
 
-    def __init__(self) -> None:  # no dataclass __init__: the fields are properties
+    def __init__(self) -> None:  # no dataclass __init__: the C counters are properties
         self._ptr = ffi.new("kvn_stats *")
+        for name in _PY_COUNTERS:
+            setattr(self, name, 0)
 
 
 def _counter(name: str) -> property:
@@ -74,8 +78,12 @@ def _counter(name: str) -> property:
     return property(operator.attrgetter(f"_ptr.{name}"), set_, doc=f"C counter ``{name}`` (see VFSStats).")
 
 
-for _f in dataclasses.fields(VFSStats):
-    setattr(NativeStats, _f.name, _counter(_f.name))
+_C_COUNTERS = ("preload_hits", "cache_hits")
+"""The counters C increments itself (``kvnRead``); the rest stay Python attributes."""
+_PY_COUNTERS = tuple(f.name for f in dataclasses.fields(VFSStats) if f.name not in _C_COUNTERS)
+
+for _name in _C_COUNTERS:
+    setattr(NativeStats, _name, _counter(_name))
 
 
 def _gil_holding(name: str) -> Callable[[int], int]:

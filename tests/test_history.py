@@ -259,7 +259,8 @@ class _OwnerFaulty(FaultyKV):
 
 def test_one_round_trip_per_commit_and_bytes(store: KVStore, vfs_kind: str) -> None:
     """History on: a small commit is still ONE round trip, carrying its chunks twice plus
-    an entry, the head and a range delete."""
+    an entry and the head (and, when leftovers are possible, a range delete:
+    :func:`test_delta_range_delete_only_when_leftovers_are_possible`)."""
     for history, name in ((True, "on"), (False, "off")):
         view = store.actor(f"rt-{name}")
         con = vfs.connect(view, history=history, vfs=vfs_kind)
@@ -271,6 +272,51 @@ def test_one_round_trip_per_commit_and_bytes(store: KVStore, vfs_kind: str) -> N
         con.close()
     assert not store.actor("rt-off").scan(*HISTORY_RANGE, limit=1)
     assert store.actor("rt-on").scan(*HISTORY_RANGE, limit=1)
+
+
+def _big_insert(con: Any) -> None:
+    with con:
+        con.executemany("INSERT INTO t (v) VALUES (?)", [(bytes([k]) * 2500,) for k in range(50)])  # > LIMITS
+
+
+def test_delta_range_delete_only_when_leftovers_are_possible(vfs_kind: str) -> None:
+    """A small commit clears its sequence number's delta keys (what a large commit that
+    failed after writing its deltas left there) only when there may be some: the first
+    commit after an open, the first after a failed or a large commit. A small commit
+    that follows a small commit of the same file carries no range delete (one operation
+    less per commit). And whichever write of a large commit fails, the next small commit
+    on the SAME connection leaves a history that names exactly the database."""
+    def script(view: Any) -> tuple[Any, list[int]]:
+        con = vfs.connect(view, history=True, vfs=vfs_kind)
+        con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
+        con.execute("INSERT INTO t (v) VALUES (x'01')")
+        return con, []
+
+    clean = FaultyKV(MemoryKV().actor("a"), limits=LIMITS)
+    con, _ = script(clean)
+    first, second = clean.batches[-2:]
+    assert first.delete_ranges and not second.delete_ranges
+    start = clean.writes
+    _big_insert(con)
+    large_writes = clean.writes - start
+    assert large_writes > 1
+    con.execute("INSERT INTO t (v) VALUES (x'02')")  # the first small commit after a large one
+    assert clean.batches[-1].delete_ranges
+    con.execute("INSERT INTO t (v) VALUES (x'03')")
+    assert not clean.batches[-1].delete_ranges
+    con.close()
+    for n in range(1, large_writes + 1):
+        store = MemoryKV()
+        faulty = FaultyKV(store.actor("a"), limits=LIMITS)
+        con, _ = script(faulty)
+        faulty.fail_write_at = faulty.writes + n
+        with pytest.raises(apsw.Error):
+            _big_insert(con)
+        con.execute("INSERT INTO t (v) VALUES (x'04')")  # same connection: reuses the sequence number
+        assert faulty.batches[-1].delete_ranges, n
+        assert integrity(con) == "ok"
+        con.close()
+        _history_matches_database(store.actor("a"))
 
 
 def test_history_off_drops_and_follow_keeps() -> None:

@@ -241,6 +241,13 @@ class KVFile:
     ) -> None:
         self._kv = kv
         self._limits = kv.limits
+        self._unlimited = self._limits.max_batch_keys is None and self._limits.max_batch_bytes is None
+        """The driver has no atomic-batch limit: a commit needs no count of its operations and bytes."""
+        self._deltas_clean_head: vhistory.Head | None = None
+        """The history head this file's last commit made, when it was a small commit that
+        landed: while the head is still that object (a reload, a failure or another
+        connection replaces it), no delta key of the next sequence number can exist
+        and a commit skips the range delete that clears them (``vhistory.delta_puts``)."""
         self._tag = FILE_MAIN
         self._meta_key = meta_key(FILE_MAIN)
         self._chunk_key_prefix = chunk_key(FILE_MAIN, 0)[:-4]
@@ -893,6 +900,7 @@ class KVFile:
         so a shrink that landed leaves the old tail for that rollback to find."""
         with interrupts.deferred():  # all of it, or a second interrupt could skip a step
             self._ambiguous = True
+            self._deltas_clean_head = None
             self._forget_after_failure()
             self._failed_to_share()
 
@@ -1278,9 +1286,10 @@ class KVFile:
                     raise
                 failure = sqlite_error(apsw.SQLITE_IOERR_FSYNC, f"actor-db: the commit hook failed: {type(exc).__name__}: {exc}")
                 raise failure from exc
-            if not (extra or self._has_pending_changes()):
+            changes = self._has_pending_changes()
+            if not (extra or changes):
                 return
-            self.commit(extra)
+            self.commit(extra, changes=changes)
         except BaseException as exc:
             # SQLite rolls back from its memory journal after a failed sync: drop the
             # buffer so the file matches the KV again (as after a failed KV write; a
@@ -1295,10 +1304,11 @@ class KVFile:
         return bool(self._dirty or self._staged or self._size != self._committed_size
                     or self._low_water != self._committed_size)
 
-    def commit(self, extra: WriteBatch | None = None) -> None:
+    def commit(self, extra: WriteBatch | None = None, *, changes: bool | None = None) -> None:
         """Make every pending write durable: one atomic batch, or the redo protocol.
 
         :param extra: more operations to apply atomically with this commit.
+        :param changes: :meth:`_has_pending_changes`, when the caller just asked it.
         :raises apsw.IOError: the KV failed; nothing of this transaction is applied
             (or, after the redo commit point, it is rolled forward later).
 
@@ -1310,9 +1320,12 @@ class KVFile:
         dirty: dict[int, bytes] | None = None
         build_base = False
         try:
+            if self._overlay is not None or self._repair is not None:
+                changes = None  # (the roll-forward below may change what is pending: ask again)
             self._prepare_kv_write()
             history = self._history
-            recording = history.recording and self._has_pending_changes()
+            on = history.recording
+            recording = on and (self._has_pending_changes() if changes is None else changes)
             if recording and history.needs_first_base(self._committed_size):
                 # History starts on a database holding data: its current state first.
                 self._build_base(self._committed_size)
@@ -1321,19 +1334,21 @@ class KVFile:
             size, committed = self._size, self._committed_size
             truncate_from = chunk_count(self._low_water) if self._low_water < committed else None
             pending: vhistory.Pending | None = None
-            dropping = history.dropping
+            dropping = not on and history.head is not None  # (history.dropping)
             new_end = chunk_count(size)
             grow_tail = chunk_count(committed) if truncate_from is None and size > committed and not self._ambiguous \
                 else None
+            staged = self._has_staged()
             if recording:
-                written = set(dirty).union(self._staged)
+                written = set(dirty).union(self._staged) if staged else dirty.keys()
                 if grow_tail is None and truncate_from is None and not self._ambiguous and \
                         vhistory.covers(written, new_end):
                     grow_tail = new_end  # the whole file rewritten: its tail goes, and it is a base
                 hole = (truncate_from, new_end) if truncate_from is not None and truncate_from < new_end else None
                 tail_from = grow_tail if truncate_from is None else \
                     (max(truncate_from, new_end) if size == 0 else None)
-                pending = history.prepare(size=size, hole=hole, tail_from=tail_from, chunk_indices=sorted(written),
+                pending = history.prepare(size=size, hole=hole, tail_from=tail_from,
+                                          chunk_indices=sorted(written) if len(written) > 1 else list(written),
                                           chunk_bytes=len(written) * CHUNK_SIZE)
             elif dropping:
                 log.warning("%s: history=False: the database's history is dropped with this commit",
@@ -1352,7 +1367,6 @@ class KVFile:
             elif grow_tail is not None:
                 # Growing: a tail left past the committed end must not reappear as data.
                 batch.delete_range(*chunk_range(self._tag, grow_tail))
-            staged = self._has_staged()
             if self._stale_staging and not staged:
                 batch.delete_range(*staged_range())  # an earlier writer's uncommitted leftovers
                 batch.delete(COMMIT_RECORD_KEY)
@@ -1373,17 +1387,27 @@ class KVFile:
             if pending is not None:
                 # The history rides in the same batch: the changed chunks again under the
                 # commit's sequence number, its entry, the head (vfs.history).
-                vhistory.delta_puts(batch, pending.seq, dirty, first=not staged)
+                # A commit's delta keys start with a range delete of that sequence number,
+                # for what a failed large commit may have left there; not needed when
+                # this file's own last commit was a small one that landed and nothing
+                # changed the head since (an exclusive file: only it writes).
+                clean = not staged and self._share is None and history.head is not None \
+                    and history.head is self._deltas_clean_head
+                vhistory.delta_puts(batch, pending.seq, dirty, first=not staged and not clean)
                 batch.merge(pending.ops)
-                extra = pending.ops if extra is None else _merged(extra, pending.ops)
             applied = True
             large = False
             lease_ops = 2 if self._cross_process else 0  # the lease's release rides along
-            if not staged and self._limits.batch_fits(batch.op_count + lease_ops, _payload_bytes(batch) + 32 * lease_ops):
+            limits = self._limits
+            if not staged and (self._unlimited or limits.batch_fits(batch.op_count + lease_ops,
+                                                                    _payload_bytes(batch) + 32 * lease_ops)):
                 self._kv_write(batch, release=True)
                 self.stats.chunks_written += len(dirty)
             else:
                 large = True
+                self._deltas_clean_head = None
+                if pending is not None:  # (the history's operations go with the commit point)
+                    extra = pending.ops if extra is None else _merged(extra, pending.ops)
                 if pending is not None:
                     # Before the commit point; the entry goes in the commit point's batch.
                     vhistory.write_deltas(self._kv_write, self._limits, pending.seq, dirty, first=not staged)
@@ -1397,12 +1421,15 @@ class KVFile:
                         tail.delete_range(*chunk_range(self._tag, grow_tail))
                         extra = tail if extra is None else _merged(tail, extra)
                     applied = self._commit_large(dirty, truncate_from, extra)
+            history_keys: list[tuple[bytes, bytes | None]] = []
             if pending is not None or dropping:
                 history.applied(pending)
+                # No delta key of the next sequence number exists: only this file writes.
+                self._deltas_clean_head = history.head if pending is not None and not large else None
                 puts = pending.ops.puts if pending is not None else {}
-                self.preload.update(HISTORY_HEAD_KEY, puts.get(HISTORY_HEAD_KEY))
+                history_keys.append((HISTORY_HEAD_KEY, puts.get(HISTORY_HEAD_KEY)))
                 if pending is None or HISTORY_BASES_KEY in puts:
-                    self.preload.update(HISTORY_BASES_KEY, puts.get(HISTORY_BASES_KEY))
+                    history_keys.append((HISTORY_BASES_KEY, puts.get(HISTORY_BASES_KEY)))
                 build_base = pending is not None and pending.build_base
             self._stale_staging = False
             self._ambiguous = False
@@ -1419,7 +1446,12 @@ class KVFile:
                             del self._cache[index]
                 self._cache_committed(dirty)
                 chunk_puts.append((self._meta_key, meta))
+                if pending is not None:  # (the history's head and bases: one preload update for all)
+                    chunk_puts.extend(history_keys)  # type: ignore[arg-type]  (values: bytes)
+                    history_keys = []
                 self._preload_committed(chunk_puts)
+            for key, value in history_keys:  # (dropped history, or a commit not applied yet)
+                self.preload.update(key, value)
             self._reset_after_commit()
             self._committed_to_share(None if large or not applied else dirty, truncate_from)
         except apsw.Error:

@@ -321,32 +321,44 @@ class History:
                 chunk_indices: Sequence[int], chunk_bytes: int, now_ms: int | None = None) -> Pending:
         """The history operations of a commit that writes ``chunk_indices`` (whose delta
         chunks the caller writes), deletes the chunks ``hole`` and ``tail_from`` name (as
-        the commit's own batch does in the KV) and leaves the file at ``size`` bytes."""
+        the commit's own batch does in the KV) and leaves the file at ``size`` bytes.
+
+        (Runs once per recorded commit: no object is built that the stored records do
+        not need; the entry is packed straight from its fields, as :meth:`Entry.encode`.)"""
         now = time_ms() if now_ms is None else now_ms
-        options = self.options()
+        options = self.policy.options
+        if options is None:
+            options = self.options()
         retention_ms, max_bytes = _retention(options)
-        seq = self.next_seq
         head = self.head
-        total = (head.total_bytes if head is not None else 0)
-        since = (head.since_base if head is not None else 0) + chunk_bytes
         if head is not None:
-            now = max(now, head.last_time_ms)  # times never go backwards (a clock step)
+            seq = head.last_seq + 1
+            total = head.total_bytes
+            since = head.since_base + chunk_bytes
+            if now < head.last_time_ms:
+                now = head.last_time_ms  # times never go backwards (a clock step)
+        else:
+            seq, total, since = 1, 0, chunk_bytes
         n = chunk_count(size)
         # A base by itself only when nothing else is left in the KV: every chunk of the
         # file written, and the chunks past its end deleted by the same commit.
         complete = n > 0 and tail_from is not None and tail_from <= n and covers(chunk_indices, n)
-        bases = list(self.bases)
+        bases = self.bases
         if complete or size == 0:
-            bases.append(Base(seq, now, total, True, size))
+            bases = bases + [Base(seq, now, total, True, size)]
             since = 0
         new_head = Head(seq, now, since, total + chunk_bytes, retention_ms, max_bytes)
         pending = Pending(seq, new_head, bases)
         ops = pending.ops
-        ops.put(history_entry_key(seq), Entry(seq, now, size, hole, tail_from, complete, len(chunk_indices)).encode())
-        self._prune(pending, now, retention_ms, max_bytes)
-        ops.put(HISTORY_HEAD_KEY, new_head.encode())
-        if pending.bases != self.bases:
-            ops.put(HISTORY_BASES_KEY, encode_bases(pending.bases))
+        first, end = hole if hole is not None else (-1, -1)
+        ops.puts[history_entry_key(seq)] = _ENTRY.pack(
+            _VERSION, now, size, first, end, -1 if tail_from is None else tail_from,
+            _FLAG_COMPLETE if complete else 0, len(chunk_indices))  # (Entry(...).encode())
+        if len(bases) > 1:  # (one base is never pruned: the latest base stays)
+            self._prune(pending, now, retention_ms, max_bytes)
+        ops.puts[HISTORY_HEAD_KEY] = new_head.encode()
+        if pending.bases is not self.bases:
+            ops.puts[HISTORY_BASES_KEY] = encode_bases(pending.bases)
         pending.build_base = since >= max(options.base_factor * size, options.base_min_bytes)
         return pending
 
@@ -357,8 +369,9 @@ class History:
         keep = 0
         horizon = now - retention_ms
         for i, base in enumerate(bases):
-            if base.time_ms <= horizon:
-                keep = i
+            if base.time_ms > horizon:
+                break  # (bases are in commit order, so in time order: none later is older)
+            keep = i
         assert pending.head is not None
         if max_bytes:
             while keep < len(bases) - 1 and pending.head.total_bytes - bases[keep].cum_bytes > max_bytes:

@@ -147,9 +147,13 @@ class WriteBatch:
             self.delete_ranges.append(r)
         for k in other.deletes:
             self.delete(k)
-        for k, v in other.puts.items():
-            self.put(k, v)
-        self.expect.update(other.expect)
+        if self.deletes:
+            for k, v in other.puts.items():
+                self.put(k, v)
+        else:  # (nothing to un-delete: put() is a plain dict store; every commit merges here)
+            self.puts.update(other.puts)
+        if other.expect:
+            self.expect.update(other.expect)
 
     @property
     def op_count(self) -> int:

@@ -619,15 +619,13 @@ class ActorKV:
                 if keys and max(map(len, keys)) > max_key:
                     key = next(k for k in keys if len(k) > max_key)
                     raise KVLimitError(f"key of {len(key)} bytes exceeds the driver's limit of {max_key} bytes")
-        full = WriteBatch()
-        for r in batch.delete_ranges:
-            full.delete_ranges.append(KeyRange(self._full(r.start), prefix + r.end if r.end else self._end))
-        if batch.deletes:
-            full.deletes = {prefix + k for k in batch.deletes}
-        full.puts = {prefix + k: v if type(v) is bytes else bytes(v) for k, v in batch.puts.items()}
-        if batch.expect:
-            full.expect = {prefix + k: v if v is None or type(v) is bytes else bytes(v) for k, v in batch.expect.items()}
-        return full
+        return WriteBatch(
+            {prefix + k: v if type(v) is bytes else bytes(v) for k, v in batch.puts.items()},
+            {prefix + k for k in batch.deletes} if batch.deletes else set(),
+            [KeyRange(self._full(r.start), prefix + r.end if r.end else self._end) for r in batch.delete_ranges]
+            if batch.delete_ranges else [],
+            {prefix + k: v if v is None or type(v) is bytes else bytes(v) for k, v in batch.expect.items()}
+            if batch.expect else {})
 
     def _call(self, what: str, fn, *args):  # type: ignore[no-untyped-def]
         self.store._count()

@@ -32,7 +32,7 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 
 from vfs.protocol import WriteBatch
 
-from actor_db.kv.namespace import parse_actor_key, prefix_end
+from actor_db.kv.namespace import actor_prefix_length, prefix_end
 
 __all__ = ["DUE_MARK", "DUE_MARK_END", "INDEX_START", "INDEX_END", "DueEntry", "due_mark", "due_value", "index_key",
            "parse_index_key", "index_changes", "index_bound", "due_page"]
@@ -103,15 +103,54 @@ def _marks_in(keys: Iterable[bytes]) -> list[tuple[bytes, bytes]]:
             if key.startswith(mark):
                 out.append((actor, key[plen + len(DUE_MARK):]))
             continue
-        parsed = parse_actor_key(key)
-        if parsed is None:
+        found = actor_prefix_length(key)
+        if found is None:
             continue
-        plen = parsed[1]
+        plen = found
         actor = key[:plen]
         mark = actor + DUE_MARK
         if key.startswith(mark):
             out.append((actor, key[plen + len(DUE_MARK):]))
     return out
+
+
+def _unmarked(batch: WriteBatch) -> bool:
+    """Whether ``batch`` is the usual one: every key and range of ONE actor, no key a due
+    mark and no range reaching the actor's due marks (then :func:`index_changes` has
+    nothing to change). ``False`` only means "look closer"."""
+    first = next(iter(batch.puts), None)
+    if first is None:
+        first = next(iter(batch.deletes), None)
+        if first is None:
+            if not batch.delete_ranges:
+                return True
+            first = batch.delete_ranges[0].start
+    plen = actor_prefix_length(first)
+    if plen is None:
+        return False
+    actor = first[:plen]
+    mark = actor + DUE_MARK
+    for keys in (batch.puts, batch.deletes):
+        for key in keys:
+            if key.startswith(mark) or not key.startswith(actor):
+                return False
+    if batch.delete_ranges:
+        end = _actor_end(actor)
+        mark_end = actor + DUE_MARK_END
+        for r in batch.delete_ranges:
+            if not r.start.startswith(actor) or r.end > end or (r.start < mark_end and mark < r.end):
+                return False
+    return True
+
+
+def _actor_end(actor: bytes, _ends: dict[bytes, bytes] = {}) -> bytes:  # noqa: B006 (a bounded cache)
+    """:func:`prefix_end` of an actor prefix (cached: every commit of the actor asks)."""
+    end = _ends.get(actor)
+    if end is None:
+        if len(_ends) >= 4096:
+            _ends.clear()
+        end = _ends[actor] = prefix_end(actor)
+    return end
 
 
 def index_changes(batch: WriteBatch, get: Callable[[bytes], bytes | None],
@@ -125,10 +164,12 @@ def index_changes(batch: WriteBatch, get: Callable[[bytes], bytes | None],
     :param existing: ``existing(start, end)`` yields the ``(key, decoded value)`` pairs
         now in ``[start, end)`` (called only for range deletes that can hold due marks).
     """
+    if _unmarked(batch):
+        return [], []
     deletes: list[bytes] = []
     for r in batch.delete_ranges:
-        parsed = parse_actor_key(r.start)
-        prefix = r.start[:parsed[1]] if parsed is not None else None
+        plen = actor_prefix_length(r.start)
+        prefix = r.start[:plen] if plen is not None else None
         if prefix is not None and r.end <= prefix_end(prefix):  # (every range an ActorKV sends)
             lo, hi = max(r.start, prefix + DUE_MARK), min(r.end, prefix + DUE_MARK_END)
             pairs = existing(lo, hi) if lo < hi else ()
@@ -139,19 +180,17 @@ def index_changes(batch: WriteBatch, get: Callable[[bytes], bytes | None],
                 due = _due_of(value)
                 if due is not None:
                     deletes.append(index_key(actor, entry, due))
-    for keys in (batch.deletes, batch.puts):
-        if not keys:
-            continue
-        for actor, entry in _marks_in(keys):
+    puts: list[bytes] = []
+    put_marks = _marks_in(batch.puts) if batch.puts else ()  # (one pass: used twice below)
+    for marks in (_marks_in(batch.deletes) if batch.deletes else (), put_marks):
+        for actor, entry in marks:
             due = _due_of(get(actor + DUE_MARK + entry))
             if due is not None:
                 deletes.append(index_key(actor, entry, due))
-    puts: list[bytes] = []
-    if batch.puts:
-        for actor, entry in _marks_in(batch.puts):
-            due = _due_of(batch.puts[actor + DUE_MARK + entry])
-            if due is not None:
-                puts.append(index_key(actor, entry, due))
+    for actor, entry in put_marks:
+        due = _due_of(batch.puts[actor + DUE_MARK + entry])
+        if due is not None:
+            puts.append(index_key(actor, entry, due))
     return deletes, puts
 
 

@@ -33,10 +33,11 @@ from actor_db.errors import ActorKeyTooLongError, InvalidActorKeyError
 log = logging.getLogger(__name__)
 
 __all__ = ["ACTORS_START", "ACTORS_END", "ACTOR_KEY_ROOM", "MAX_ACTOR_ID_BYTES", "PREFIX_OVERHEAD", "actor_prefix",
-           "prefix_end", "parse_actor_key", "fence_key", "owner_key", "node_key", "VALUE_ENCODING_KEY",
+           "prefix_end", "parse_actor_key", "actor_prefix_length", "fence_key", "owner_key", "node_key", "VALUE_ENCODING_KEY",
            "NODES_START", "NODES_END", "encode_actor_id", "max_actor_id_bytes"]
 
 _TAG = b"a"
+_TAG_BYTE = _TAG[0]
 ACTORS_START = _TAG
 ACTORS_END = bytes([_TAG[0] + 1])
 _LEN = struct.Struct(">H")
@@ -136,10 +137,19 @@ def prefix_end(prefix: bytes) -> bytes:
 
 def parse_actor_key(key: bytes) -> tuple[str, int] | None:
     """``(actor_id, prefix_length)`` of a store key, or ``None`` if it is not an actor key."""
-    if not key.startswith(_TAG) or len(key) < 3:
-        return None
-    (length,) = _LEN.unpack_from(key, 1)
-    end = 3 + length
-    if len(key) < end:
+    end = actor_prefix_length(key)
+    if end is None:
         return None
     return key[3:end].decode("utf-8", errors="replace"), end
+
+
+def actor_prefix_length(key: bytes) -> int | None:
+    """The length of a store key's actor prefix (:func:`actor_prefix`), or ``None`` if
+    it is not an actor key. :func:`parse_actor_key` without decoding the id (every
+    write of an ordered driver asks it once for its due marks)."""
+    if len(key) < 3 or key[0] != _TAG_BYTE:
+        return None
+    end = 3 + ((key[1] << 8) | key[2])
+    if len(key) < end:
+        return None
+    return end

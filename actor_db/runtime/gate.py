@@ -77,6 +77,7 @@ from actor_db.kv.due import DUE_MARK
 from actor_db.kv.fencing import fenced_cause
 from actor_db.runtime.group_commit import GroupCommitter, committer_for
 from actor_db.runtime.inbox import inbox_for
+from actor_db.runtime.loops import running_loop
 
 if TYPE_CHECKING:
     from actor_db.kv.base import ActorKV
@@ -177,6 +178,11 @@ class OutputGate:
         self._inbox = inbox_for(loop)
         self._on_failure = on_failure
         self._limits = inner.limits
+        limits = self._limits
+        self._checked = any(limit is not None for limit in (limits.max_key_bytes, limits.max_value_bytes,
+                                                             limits.max_batch_keys, limits.max_batch_bytes))
+        """The driver has a limit :meth:`_check` must enforce before a batch is queued
+        (else a batch's bytes are counted only when it waits in the queue)."""
         self._lock = threading.Lock()
         """Guards the gate's state. ``with self._lock`` is the same lock as ``_cond``'s
         (a C-level enter, not the Condition's Python wrapper: taken several times per action)."""
@@ -271,9 +277,9 @@ class OutputGate:
         :raises ConditionFailedError: (a conditional batch) an expectation did not hold;
             nothing of it was applied and the gate stays whole.
         """
-        size = self._check(batch)
+        size = self._check(batch) if self._checked else -1  # (-1: not counted yet; no limit to check)
         if self.speculative:
-            self._write_speculative(batch, size)
+            self._write_speculative(batch, size if size >= 0 else batch.payload_bytes)
             return
         if batch.expect:
             self._write_conditional(batch)
@@ -284,11 +290,14 @@ class OutputGate:
             self.enqueued += 1
             seq = self.enqueued
             if self._inline and not self._flushing and not self._held and not self._pending:
-                # Instant store, nothing queued: write it now, with no queue round.
+                # Instant store, nothing queued: write it now, with no queue round
+                # (and no count of its bytes: nothing waits behind it).
                 self._flushing = True
                 direct = True
             else:
                 direct = False
+                if size < 0:
+                    size = batch.payload_bytes
                 self._pending.append((seq, batch, size))
                 self._pending_bytes += size
                 over = self._pending_bytes > self.max_pending_bytes
@@ -767,7 +776,9 @@ class OutputGate:
             return None
         # Callers of one actor run on one loop at a time; follow it if the application
         # moved to another one (e.g. a second asyncio.run with the same registry).
-        loop = asyncio.get_running_loop()
+        loop = running_loop(self._loop)  # (no system call when it is the gate's loop)
+        if loop is None:
+            raise RuntimeError("no running event loop")
         if loop is not self._loop:
             self._loop, self._inbox = loop, inbox_for(loop)
         fut: asyncio.Future[None] = loop.create_future()

@@ -58,6 +58,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Sequence
 
 from actor_db.kv.base import ActorKV, GroupWrite, KVStore
+from actor_db.runtime.loops import running_loop
 
 if TYPE_CHECKING:
     from actor_db.runtime.gate import OutputGate
@@ -113,7 +114,7 @@ class GroupCommitter:
     def join(self, gate: OutputGate) -> None:
         """(Any thread; the gate holds its right to write and is marked joined.) Have
         ``gate`` written in the next round."""
-        loop = asyncio._get_running_loop()
+        loop = running_loop(gate._loop)  # (no system call when it is the gate's loop)
         now = time.monotonic()
         with self._lock:
             self._joined.append(gate)
@@ -134,7 +135,7 @@ class GroupCommitter:
         if full:
             self._send(gates, loop)  # type: ignore[arg-type]
         elif loop is not None:
-            loop.call_soon(self._start)
+            loop.call_soon(self._start, loop)
         else:
             self._pool.submit(self._start_here)
 
@@ -161,11 +162,11 @@ class GroupCommitter:
             self._scheduled = None
         return gates
 
-    def _start(self) -> None:
-        """(Event loop.) Send every joined gate in one round."""
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """(Event loop ``loop``, the running one.) Send every joined gate in one round."""
         gates = self._take()
         if gates:
-            self._send(gates, asyncio.get_running_loop())
+            self._send(gates, loop)
 
     def _send(self, gates: list[OutputGate], loop: asyncio.AbstractEventLoop) -> None:
         """(Event loop.) One round for ``gates``: waited for by this loop when the store

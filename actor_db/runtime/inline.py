@@ -60,7 +60,9 @@ class Runner:
 
     def __init__(self, worker: Worker, kv: CountingKV | OutputGate, inline: bool = True) -> None:
         self.worker = worker
-        self._kv = kv
+        self._kv = kv.inner if isinstance(kv, OutputGate) else kv
+        """The counting view whose ``reads`` tell a miss (the gate's own ``reads`` is a
+        property returning the same counter: read it without that frame)."""
         self._gate = kv if inline and isinstance(kv, OutputGate) else None
         self.need = MIN_NEED
         self._streak = 0
@@ -86,9 +88,10 @@ class Runner:
         kv = self._kv
         reads = kv.reads
         gate, worker = self._gate, self.worker
-        # (_may_inline, inlined: this runs twice per action)
-        if (gate is not None and self._streak >= self.need and worker.idle and gate.failure is None
-                and gate.pending_bytes <= INLINE_MAX_PENDING_BYTES):
+        # (_may_inline, inlined: this runs twice per action; the worker's ``idle`` and the
+        # gate's ``pending_bytes`` read as the fields behind those properties)
+        if (gate is not None and self._streak >= self.need and not worker._scheduled and gate.failure is None
+                and gate._pending_bytes <= INLINE_MAX_PENDING_BYTES):
             self.inline_calls += 1
             try:
                 return worker.run_inline(fn, *args)

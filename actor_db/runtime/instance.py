@@ -77,6 +77,7 @@ from actor_db.runtime.inline import Runner
 from actor_db.runtime.metrics import CountingKV, StartupMetrics
 from actor_db.runtime.pool import ThreadPool
 from actor_db.runtime.keys import SCHEDULE_RECORDS
+from actor_db.runtime.loops import running_loop
 from actor_db.runtime.prefetch import Lines, actor_lines, prefetch
 from actor_db.runtime.schedule import (
     FIRE_ACTION, Entry, PendingSchedule, decode_records, failure_changes, fired_changes, record_key,
@@ -773,13 +774,15 @@ class ActorInstance:
                 self._idle_handle.cancel()
                 self._idle_handle = None
             return
-        loop = asyncio.get_running_loop()
-        self._idle_deadline = loop.time() + timeout
-        self._idle_generation = self._generation
         handle = self._idle_handle
+        loop = running_loop(self._idle_loop)  # (no system call when it is the timer's loop)
+        if loop is None:
+            raise RuntimeError("no running event loop")
         if handle is not None and self._idle_loop is not loop:  # the app moved to another loop
             handle.cancel()
             handle = None
+        self._idle_deadline = loop.time() + timeout
+        self._idle_generation = self._generation
         if handle is None:
             self._idle_handle = loop.call_at(self._idle_deadline, self._idle_fire)
             self._idle_loop = loop

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pathlib
 import re
+import threading
+from typing import Any
 import sqlite3 as stdlib
 
 import actor_db
@@ -47,3 +49,79 @@ def test_a_read_only_connection_sees_each_later_commit(store: KVStore, vfs_kind:
     finally:
         reader.close()
         writer.close()
+
+
+def _shares(connect: Any, uri: str) -> list[Any]:
+    """What a second connection to ``uri`` sees of a table the first one wrote, from
+    another thread (Datasette's ``_internal`` database: one writer, readers in threads)."""
+    first = connect(uri, uri=True, check_same_thread=False)
+    with first:
+        first.execute("create table t(x)")
+        first.execute("insert into t values (1)")
+    seen: list[Any] = []
+
+    def read() -> None:
+        second = connect(uri, uri=True, check_same_thread=False)
+        try:
+            seen.append(second.execute("select x from t").fetchall())
+        except Exception as exc:  # noqa: BLE001 - the answer is compared with the stdlib's
+            seen.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            second.close()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join(timeout=30)
+    assert not reader.is_alive()
+    first.close()
+    return seen
+
+
+def test_shared_cache_memory_uris_share_one_database_as_in_the_stdlib() -> None:
+    """``file:NAME?mode=memory&cache=shared`` (and ``file::memory:?cache=shared``) is one
+    database for every connection of the process while one is open, as in the stdlib,
+    although apsw's SQLite is built without shared cache (the drop-in opens SQLite's
+    ``memdb`` VFS under a shared name instead)."""
+    for uri in ("file:_internal_ds27?mode=memory&cache=shared", "file::memory:?cache=shared"):
+        assert _shares(sqlite3.connect, uri) == _shares(stdlib.connect, uri) == [[(1,)]], uri
+    # the database lives while a connection holds it, as in the stdlib
+    for connect in (sqlite3.connect, stdlib.connect):
+        uri = "file:ds27_lifetime?mode=memory&cache=shared"
+        con = connect(uri, uri=True)
+        con.execute("create table t(x)")
+        con.close()
+        again = connect(uri, uri=True)
+        assert again.execute("select count(*) from sqlite_master").fetchone() == (0,)
+        again.close()
+    # without cache=shared, each connection has its own memory database
+    for connect in (sqlite3.connect, stdlib.connect):
+        a = connect("file:ds27_private?mode=memory", uri=True)
+        a.execute("create table t(x)")
+        b = connect("file:ds27_private?mode=memory", uri=True)
+        assert b.execute("select count(*) from sqlite_master").fetchone() == (0,)
+        a.close()
+        b.close()
+
+
+def test_an_immutable_uri_opens_read_only(store: KVStore, tmp_path: pathlib.Path) -> None:
+    """``immutable=1`` (Datasette's immutable databases) cannot be written, in the stdlib
+    (``attempt to write a readonly database``) and on a KV-backed database alike."""
+    writer = actor_db.connect("frozen", kv=store)
+    with writer:
+        writer.execute("create table t(x)")
+    writer.close()
+    path = tmp_path / "frozen.db"
+    plain = stdlib.connect(path)
+    plain.execute("create table t(x)")
+    plain.close()
+    for con, errors in ((actor_db.connect("file:frozen?immutable=1", uri=True, kv=store), sqlite3),
+                        (stdlib.connect(f"file:{path}?immutable=1", uri=True), stdlib)):
+        assert con.execute("select count(*) from t").fetchone() == (0,)
+        try:
+            con.execute("insert into t values (1)")
+            con.commit()
+            raise AssertionError("an immutable database took a write")
+        except errors.OperationalError as exc:
+            assert str(exc) == "attempt to write a readonly database"
+        finally:
+            con.close()

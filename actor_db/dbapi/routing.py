@@ -15,8 +15,14 @@
   (the CPython suite runner uses it to put every test database on a KV); it gets the
   name exactly as given (a URI included).
 
-Read-only opens: ``mode=ro`` in a ``file:`` URI (with ``uri=True``) or ``readonly=True``
-(see :func:`actor_db.dbapi.database._open_database`).
+Read-only opens: ``mode=ro`` or ``immutable=1`` in a ``file:`` URI (with ``uri=True``) or
+``readonly=True`` (see :func:`actor_db.dbapi.database._open_database`).
+
+Shared in-memory URIs (``file:NAME?mode=memory&cache=shared``, ``file::memory:?cache=shared``)
+name one database for every connection of the process in the stdlib. apsw's SQLite is
+built without shared cache (``SQLITE_OMIT_SHARED_CACHE``), so :func:`shared_memory_uri`
+rewrites them to SQLite's ``memdb`` VFS under a ``/``-prefixed name, which SQLite shares
+among the process's connections and frees with the last one, as the shared cache does.
 """
 
 from __future__ import annotations
@@ -89,6 +95,41 @@ def _parse_uri(database: str) -> tuple[str, dict[str, str]] | None:
             key, _, value = item.partition("=")
             params[urllib.parse.unquote(key)] = urllib.parse.unquote(value)
     return urllib.parse.unquote(path), params
+
+
+def is_true(value: str | None) -> bool:
+    """A URI boolean parameter as SQLite reads it (``sqlite3_uri_boolean``): ``1``,
+    ``yes``, ``true``, ``on`` (any case) or another non-zero number."""
+    if value is None:
+        return False
+    if value.lower() in ("yes", "true", "on"):
+        return True
+    try:
+        return int(value) != 0
+    except ValueError:
+        return False
+
+
+SHARED_MEMORY_PREFIX = "/actor-db-shared-memory/"
+"""The ``memdb`` name of a shared in-memory URI is this prefix + its path (the leading
+``/`` is what makes SQLite share a ``memdb`` database between connections)."""
+
+
+def shared_memory_uri(database: str) -> str | None:
+    """The ``memdb`` URI standing in for a shared-cache in-memory URI (module docstring),
+    or ``None`` when ``database`` is not one (no ``cache=shared``, not in memory, or a
+    ``vfs=`` of its own). Other query parameters are kept."""
+    parsed = _parse_uri(database)
+    if parsed is None:
+        return None
+    path, params = parsed
+    if params.get("cache") != "shared" or "vfs" in params:
+        return None
+    if params.get("mode") != "memory" and path != ":memory:":
+        return None
+    rest = {k: v for k, v in params.items() if k not in ("mode", "cache")}
+    rest["vfs"] = "memdb"
+    return "file:" + urllib.parse.quote(SHARED_MEMORY_PREFIX + path, safe="/") + "?" + urllib.parse.urlencode(rest)
 
 
 def _is_bare_uri(path: str, params: dict[str, str]) -> bool:

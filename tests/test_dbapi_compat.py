@@ -80,8 +80,8 @@ def _shares(connect: Any, uri: str) -> list[Any]:
 def test_shared_cache_memory_uris_share_one_database_as_in_the_stdlib() -> None:
     """``file:NAME?mode=memory&cache=shared`` (and ``file::memory:?cache=shared``) is one
     database for every connection of the process while one is open, as in the stdlib,
-    although apsw's SQLite is built without shared cache (the drop-in opens SQLite's
-    ``memdb`` VFS under a shared name instead)."""
+    although apsw's SQLite is built without shared cache (the drop-in opens an actor of a
+    private in-process store instead, deleted with the last connection)."""
     for uri in ("file:_internal_ds27?mode=memory&cache=shared", "file::memory:?cache=shared"):
         assert _shares(sqlite3.connect, uri) == _shares(stdlib.connect, uri) == [[(1,)]], uri
     # the database lives while a connection holds it, as in the stdlib
@@ -93,6 +93,20 @@ def test_shared_cache_memory_uris_share_one_database_as_in_the_stdlib() -> None:
         again = connect(uri, uri=True)
         assert again.execute("select count(*) from sqlite_master").fetchone() == (0,)
         again.close()
+    # a reader of another table is not held up by a write transaction left open (Datasette's
+    # internal database: its writer thread commits only with the next `with conn:` task)
+    for connect in (sqlite3.connect, stdlib.connect):
+        uri = "file:ds27_open_writer?mode=memory&cache=shared"
+        writer = connect(uri, uri=True, timeout=0.5)
+        writer.executescript("create table t(x); create table u(y); insert into u values (7);")
+        writer.execute("insert into t values (1)")
+        assert writer.in_transaction
+        reader = connect(uri, uri=True, timeout=0.5)
+        assert reader.execute("select y from u").fetchall() == [(7,)], connect
+        writer.commit()
+        assert reader.execute("select x from t").fetchall() == [(1,)], connect
+        reader.close()
+        writer.close()
     # without cache=shared, each connection has its own memory database
     for connect in (sqlite3.connect, stdlib.connect):
         a = connect("file:ds27_private?mode=memory", uri=True)

@@ -51,7 +51,7 @@ import vfs
 from . import routing
 from .errors import OperationalError, _error, _translate
 from .routing import (_actor_view, _is_bare_name, _is_bare_uri, _parse_uri, _registry_lock, default_store, is_true,
-                      shared_memory_uri)
+                      shared_memory, shared_memory_name)
 
 if TYPE_CHECKING:
     from .attach import AttachRouting
@@ -155,8 +155,10 @@ def _open_database(database: Any, uri: bool, kv: Any, timeout: float, preload: v
     if view is None:
         flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
         if uri:
+            shared = shared_memory_name(database)
+            if shared is not None:
+                return _open_shared_memory(shared, timeout)
             flags |= apsw.SQLITE_OPEN_URI
-            database = shared_memory_uri(database) or database
         try:
             raw = apsw.Connection(database, flags=flags)
         except apsw.Error as exc:
@@ -178,6 +180,23 @@ def _open_database(database: Any, uri: bool, kv: Any, timeout: float, preload: v
     raw.set_busy_timeout(int(timeout * 1000))
     log.debug("opened KV-backed database %r (%r, locking=%s)", database, view.identity, options["locking"])
     return _Database(raw, view.identity)
+
+
+def _open_shared_memory(name: str, timeout: float) -> _Database:
+    """A shared in-memory database (:mod:`actor_db.dbapi.routing`): actor ``name`` of the
+    process's private store, released (and deleted with its last connection) on close."""
+    view = shared_memory.acquire(name)
+    try:
+        raw = vfs.connect(view, "main.db", locking="in-process", timeout=timeout)
+    except BaseException as exc:
+        shared_memory.release(name)
+        if isinstance(exc, apsw.Error):
+            raise _translate(exc) from exc
+        raise
+    raw.set_busy_timeout(int(timeout * 1000))
+    db = _Database(raw, view.identity)
+    db.on_close = lambda: shared_memory.release(name)
+    return db
 
 
 def _open_readonly(view: Any, name: str, timeout: float,

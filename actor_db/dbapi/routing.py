@@ -20,9 +20,14 @@ Read-only opens: ``mode=ro`` or ``immutable=1`` in a ``file:`` URI (with ``uri=T
 
 Shared in-memory URIs (``file:NAME?mode=memory&cache=shared``, ``file::memory:?cache=shared``)
 name one database for every connection of the process in the stdlib. apsw's SQLite is
-built without shared cache (``SQLITE_OMIT_SHARED_CACHE``), so :func:`shared_memory_uri`
-rewrites them to SQLite's ``memdb`` VFS under a ``/``-prefixed name, which SQLite shares
-among the process's connections and frees with the last one, as the shared cache does.
+built without shared cache (``SQLITE_OMIT_SHARED_CACHE``), so such a URI opens actor
+``NAME`` of a private in-process :class:`~actor_db.kv.MemoryKV` instead
+(:data:`shared_memory`), deleted when its last connection closes, as SQLite frees a
+shared-cache memory database. Its connections share it through the VFS's file locks:
+readers run while a writer's transaction is open and see the last commit (SQLite's
+``memdb`` VFS, the other candidate, refuses every reader while a write transaction is
+open, which Datasette's internal database, whose writer leaves its transaction open
+between tasks, cannot live with; the shared cache locks per table instead).
 """
 
 from __future__ import annotations
@@ -110,26 +115,59 @@ def is_true(value: str | None) -> bool:
         return False
 
 
-SHARED_MEMORY_PREFIX = "/actor-db-shared-memory/"
-"""The ``memdb`` name of a shared in-memory URI is this prefix + its path (the leading
-``/`` is what makes SQLite share a ``memdb`` database between connections)."""
-
-
-def shared_memory_uri(database: str) -> str | None:
-    """The ``memdb`` URI standing in for a shared-cache in-memory URI (module docstring),
+def shared_memory_name(database: str) -> str | None:
+    """The name of the shared in-memory database a URI opens (module docstring): its path
+    for ``file:NAME?mode=memory&cache=shared`` (``:memory:`` for ``file::memory:?cache=shared``),
     or ``None`` when ``database`` is not one (no ``cache=shared``, not in memory, or a
-    ``vfs=`` of its own). Other query parameters are kept."""
+    ``vfs=`` of its own)."""
     parsed = _parse_uri(database)
     if parsed is None:
         return None
     path, params = parsed
     if params.get("cache") != "shared" or "vfs" in params:
         return None
-    if params.get("mode") != "memory" and path != ":memory:":
+    if params.get("mode") != "memory" and path not in ("", ":memory:"):
         return None
-    rest = {k: v for k, v in params.items() if k not in ("mode", "cache")}
-    rest["vfs"] = "memdb"
-    return "file:" + urllib.parse.quote(SHARED_MEMORY_PREFIX + path, safe="/") + "?" + urllib.parse.urlencode(rest)
+    return path or ":memory:"
+
+
+class SharedMemory:
+    """The shared in-memory databases of this process: actors of one private
+    :class:`~actor_db.kv.MemoryKV`, each deleted when its last connection closes (the
+    lifetime of a shared-cache in-memory database). Thread-safe.
+
+    Invariant: ``counts[name]`` is the number of open connections to ``name``; a name
+    with no count has no keys in the store.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._store: Any = None
+        self.counts: dict[str, int] = {}
+
+    def acquire(self, name: str) -> Any:
+        """The actor view of ``name``, counted as one more open connection."""
+        with self._lock:
+            if self._store is None:
+                from actor_db.kv import MemoryKV
+
+                self._store = MemoryKV()
+            self.counts[name] = self.counts.get(name, 0) + 1
+            return self._store.actor(name)
+
+    def release(self, name: str) -> None:
+        """One connection to ``name`` closed; the last one deletes the database."""
+        with self._lock:
+            left = self.counts.get(name, 0) - 1
+            if left > 0:
+                self.counts[name] = left
+                return
+            self.counts.pop(name, None)
+            self._store.actor(name).delete_all()
+
+
+shared_memory = SharedMemory()
+"""The process's shared in-memory databases (:class:`SharedMemory`)."""
 
 
 def _is_bare_uri(path: str, params: dict[str, str]) -> bool:

@@ -8,8 +8,10 @@ SQLite would open, exactly as before. With ``uri=True``, ``ATTACH 'file:orders?m
 is read as a URI (read-only), as SQLite reads it. ``:memory:``, ``''`` (a temporary
 database) and ``mode=memory`` URIs stay SQLite's own.
 
-Recognised forms: ``ATTACH [DATABASE] <string literal | parameter> AS <name | quoted
-name | string literal | parameter>`` (an optional ``;``). Anything else (an expression, a
+Recognised forms: ``ATTACH [DATABASE] <string literal | parameter | name | quoted name>
+AS <name | quoted name | string literal | parameter>`` (an optional ``;``); an identifier
+in the first place is the string it spells, as SQLite reads it (``ATTACH "file:x?mode=ro"
+AS x``: Datasette's cross-database queries). Anything else (an expression, a
 ``KEY`` clause) runs unchanged, as SQLite reads it. A transaction writing to several
 KV-backed databases commits each atomically, not all together (see :func:`vfs.attach`).
 """
@@ -150,7 +152,7 @@ def plan(sql: str, bindings: Any, routing: AttachRouting) -> AttachPlan | None:
     mark = scan.i
     if not scan.keyword("database"):
         scan.i = mark
-    ok, name = scan.value(identifier=False)
+    ok, name = scan.value(identifier=True)  # SQLite reads an identifier here as a string
     if not ok or not isinstance(name, str) or not scan.keyword("as"):
         return None
     ok, schema = scan.value(identifier=True)

@@ -217,7 +217,7 @@ def run(target: str, modules: list[str], full: pathlib.Path | None = None, worke
     tail = [line for line in output.splitlines() if line.strip()]
     return {"target": target, "ran": len(results), "passed": sum(1 for s in results.values() if s == "passed"),
             "summary": tail[-1] if tail else "", "returncode": child.returncode, "timed_out": timed_out,
-            "output_tail": output[-3000:], "results": results}
+            "output_tail": output[-3000:], "output": output, "results": results}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"a checkout of Datasette {VERSION} (tests/ with fixtures.py, docs/, pytest.ini)")
     parser.add_argument("--driver", choices=("memory", "lmdb"), default="memory")
     parser.add_argument("-n", dest="workers", type=int, default=2)
+    parser.add_argument("--raw", type=pathlib.Path, help="also write the child pytest's whole output here")
     parser.add_argument("modules", nargs="*", help="test modules (default: SDIST_MODULES, or FULL_MODULES)")
     args = parser.parse_args(argv)
     if args.fetch:
@@ -236,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.target is None:
         parser.error("--target is required (or --fetch)")
     modules = args.modules or list(FULL_MODULES if args.suite_dir else SDIST_MODULES)
-    print(json.dumps(run(args.target, modules, args.suite_dir, args.workers, args.driver)))
+    out = run(args.target, modules, args.suite_dir, args.workers, args.driver)
+    if args.raw:
+        args.raw.write_text(out["output"])
+    del out["output"]
+    print(json.dumps(out))
     return 0
 
 

@@ -141,7 +141,9 @@ class SharedMemory:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Reentrant: release() runs when a connection closes, which may be a garbage
+        # collection inside acquire() on the same thread.
+        self._lock = threading.RLock()
         self._store: Any = None
         self.counts: dict[str, int] = {}
 

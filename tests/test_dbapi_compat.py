@@ -4,6 +4,7 @@ each checked against the stdlib ``sqlite3`` on a file as the reference."""
 from __future__ import annotations
 
 import pathlib
+import gc
 import re
 import threading
 from typing import Any
@@ -139,3 +140,42 @@ def test_an_immutable_uri_opens_read_only(store: KVStore, tmp_path: pathlib.Path
             assert str(exc) == "attempt to write a readonly database"
         finally:
             con.close()
+
+
+def test_a_shared_memory_connection_freed_by_garbage_collection_during_an_open(monkeypatch: Any) -> None:
+    """A shared in-memory connection left unclosed in a reference cycle (Datasette's
+    per-thread read connections) is closed by whichever garbage collection frees it,
+    also one that runs inside another open of a shared in-memory database on the same
+    thread: that open completes (the registry's lock is reentrant and its release makes no
+    KV call; with a plain lock the open deadlocked there)."""
+    from actor_db.dbapi import routing
+
+    uri = "file:ds27_gc?mode=memory&cache=shared"
+    keep = sqlite3.connect(uri, uri=True)
+    keep.execute("create table t(x)")
+    leaked = sqlite3.connect(uri, uri=True)
+    leaked.cycle = leaked  # type: ignore[attr-defined]  # only the cyclic collector frees it
+    del leaked
+    store = routing.shared_memory._store
+    real_actor = store.actor
+
+    def actor_collecting(name: str) -> Any:
+        gc.collect()  # what any allocation inside the open may trigger
+        return real_actor(name)
+
+    monkeypatch.setattr(store, "actor", actor_collecting)
+    opened: list[Any] = []
+    opener = threading.Thread(target=lambda: opened.append(sqlite3.connect(uri, uri=True, check_same_thread=False)),
+                              daemon=True)
+    opener.start()
+    opener.join(timeout=20)
+    assert not opener.is_alive(), "the open deadlocked in the garbage collection"
+    monkeypatch.setattr(store, "actor", real_actor)
+    assert routing.shared_memory.counts["ds27_gc"] == 2  # keep and the new one; the leaked one released
+    assert opened[0].execute("select count(*) from sqlite_master").fetchone() == (1,)  # the same database
+    opened[0].close()
+    keep.close()
+    assert "ds27_gc" not in routing.shared_memory.counts and "ds27_gc" in routing.shared_memory.doomed
+    again = sqlite3.connect(uri, uri=True)  # a new database: the last one was freed
+    assert again.execute("select count(*) from sqlite_master").fetchone() == (0,)
+    again.close()

@@ -22,8 +22,8 @@ Shared in-memory URIs (``file:NAME?mode=memory&cache=shared``, ``file::memory:?c
 name one database for every connection of the process in the stdlib. apsw's SQLite is
 built without shared cache (``SQLITE_OMIT_SHARED_CACHE``), so such a URI opens actor
 ``NAME`` of a private in-process :class:`~actor_db.kv.MemoryKV` instead
-(:data:`shared_memory`), deleted when its last connection closes, as SQLite frees a
-shared-cache memory database. Its connections share it through the VFS's file locks:
+(:data:`shared_memory`), emptied once its last connection has closed (before the next
+open), as SQLite frees a shared-cache memory database. Its connections share it through the VFS's file locks:
 readers run while a writer's transaction is open and see the last commit (SQLite's
 ``memdb`` VFS, the other candidate, refuses every reader while a write transaction is
 open, which Datasette's internal database, whose writer leaves its transaction open
@@ -133,19 +133,24 @@ def shared_memory_name(database: str) -> str | None:
 
 class SharedMemory:
     """The shared in-memory databases of this process: actors of one private
-    :class:`~actor_db.kv.MemoryKV`, each deleted when its last connection closes (the
+    :class:`~actor_db.kv.MemoryKV`, each emptied once its last connection has closed (the
     lifetime of a shared-cache in-memory database). Thread-safe.
 
-    Invariant: ``counts[name]`` is the number of open connections to ``name``; a name
-    with no count has no keys in the store.
+    Invariants: ``counts[name]`` is the number of open connections to ``name``; a name
+    that is in neither ``counts`` nor ``doomed`` has no keys in the store; a name in
+    ``doomed`` (its last connection closed) is emptied before anyone opens it again.
+
+    :meth:`release` runs when a connection closes, which may be a garbage collection at
+    any allocation of any thread, also inside :meth:`acquire` or inside the store's own
+    lock: so it only updates this registry (under a reentrant lock) and makes no KV call;
+    :meth:`acquire`, an ordinary open, empties the doomed databases.
     """
 
     def __init__(self) -> None:
-        # Reentrant: release() runs when a connection closes, which may be a garbage
-        # collection inside acquire() on the same thread.
         self._lock = threading.RLock()
         self._store: Any = None
         self.counts: dict[str, int] = {}
+        self.doomed: set[str] = set()
 
     def acquire(self, name: str) -> Any:
         """The actor view of ``name``, counted as one more open connection."""
@@ -154,18 +159,23 @@ class SharedMemory:
                 from actor_db.kv import MemoryKV
 
                 self._store = MemoryKV()
+            while self.doomed:
+                doomed = self.doomed.pop()
+                if doomed not in self.counts:
+                    self._store.actor(doomed).delete_all()
             self.counts[name] = self.counts.get(name, 0) + 1
             return self._store.actor(name)
 
     def release(self, name: str) -> None:
-        """One connection to ``name`` closed; the last one deletes the database."""
+        """One connection to ``name`` closed; after the last one the database is doomed
+        (emptied by the next :meth:`acquire`). No KV call (class docstring)."""
         with self._lock:
             left = self.counts.get(name, 0) - 1
             if left > 0:
                 self.counts[name] = left
                 return
             self.counts.pop(name, None)
-            self._store.actor(name).delete_all()
+            self.doomed.add(name)
 
 
 shared_memory = SharedMemory()

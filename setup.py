@@ -41,7 +41,11 @@ setup(
         "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3", "hypothesis>=6",
                  "matplotlib>=3.7", "tqdm>=4.60",  # the benchmark report's smoke test
                  "sqlalchemy[asyncio]>=2.0", "django>=4.2", "pandas>=2", "aiosqlite==0.22.1",  # integrations
-                 "boto3>=1.28", "moto[server]>=5"],  # backups, against moto's S3 server process
+                 "boto3>=1.28", "moto[server]>=5",  # backups, against moto's S3 server process
+                 # Datasette's own tests on the drop-in (tests/test_datasette_suite.py): the
+                 # release whose tests run, and the test extra of its own that they need
+                 "datasette==0.65.2", "pytest-asyncio==1.5.0", "pytest-timeout==2.4.0", "beautifulsoup4==4.15.0",
+                 "trustme==1.2.1", "cogapp==3.6.1"],
         "bench": ["pytest>=8", "pytest-benchmark>=4", "matplotlib>=3.7", "tqdm>=4.60", "redis>=5", "hiredis",
                   "uvicorn>=0.30", "httptools>=0.6", "httpx>=0.27", "sniffio>=1.3", "sqlalchemy[asyncio]>=2.0",
                   "django>=4.2"],

@@ -117,3 +117,12 @@ fetch_sqlalchemy_tests() {
   say "SQLAlchemy's test requirements for tests/test_sqlalchemy_suite.py (.cache/, fetched once)"
   quietly "$PY" tests/run_sqlalchemy_suite.py --fetch
 }
+
+# fetch_datasette_tests: Datasette 0.65.2's test modules (not in its wheel) from its source
+# distribution on the package index, into .cache/datasette-0.65.2/ (skipped when already
+# there; tests/run_datasette_suite.py --fetch does it). tests/test_datasette_suite.py runs
+# those that open databases read-only against the stdlib sqlite3 and against actor_db.dbapi.
+fetch_datasette_tests() {
+  say "Datasette's tests for tests/test_datasette_suite.py (.cache/, fetched once)"
+  quietly "$PY" tests/run_datasette_suite.py --fetch
+}

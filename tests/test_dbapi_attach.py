@@ -92,6 +92,37 @@ def test_uri_connection_reads_attach_uris_and_honours_mode_ro(store: KVStore, vf
     assert _rows(store, vfs_kind, "orders") == [7]
 
 
+def test_an_identifier_as_the_attach_name_is_that_name(store: KVStore, vfs_kind: str,
+                                                      tmp_path: pathlib.Path) -> None:
+    """SQLite reads an identifier in ATTACH's file position (``"x"``, ``[x]``, `` `x` ``, a
+    bare word) as the string ``x`` (Datasette's crossdb: ``ATTACH DATABASE "file:..?mode=ro"
+    AS [name]``): the drop-in maps it as ``connect`` would, the stdlib opens that file."""
+    _seed(store, vfs_kind, "orders", [9])
+    plain = tmp_path / "orders.db"
+    seed = sqlite3.connect(plain)
+    seed.execute("CREATE TABLE t (x INTEGER)")
+    seed.execute("INSERT INTO t VALUES (9)")
+    seed.commit()
+    seed.close()
+    con = _connect("file:app?mode=rwc", store, vfs_kind, uri=True)
+    reference = sqlite3.connect(f"file:{tmp_path / 'app.db'}", uri=True)
+    try:
+        for n, (ours, theirs) in enumerate([('"file:orders?mode=ro"', f'"file:{plain}?mode=ro"'),
+                                            ("[orders]", f"[{plain}]"), ("`orders`", f"`{plain}`"),
+                                            ("orders", None)]):
+            for c, name in ((con, ours), (reference, theirs)):
+                if name is None:
+                    continue
+                c.execute(f"ATTACH DATABASE {name} AS [s{n}];")
+                assert c.execute(f"SELECT x FROM s{n}.t").fetchall() == [(9,)], name
+        with pytest.raises(dbapi.OperationalError, match="readonly"):
+            con.execute("INSERT INTO s0.t VALUES (10)")
+    finally:
+        con.close()
+        reference.close()
+    assert _rows(store, vfs_kind, "orders") == [9]
+
+
 def test_memory_and_temporary_attachments_stay_sqlite_own(store: KVStore, vfs_kind: str) -> None:
     con = _connect("app", store, vfs_kind)
     con.execute("ATTACH ':memory:' AS m")

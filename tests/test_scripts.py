@@ -127,6 +127,7 @@ def test_test_script_installs_redis_then_runs_pytest_in_the_venv(tmp_path: pathl
                            "venv-python -m pip install --disable-pip-version-check -e .[test,redis,serve]",
                            "venv-python tests/run_django_suite.py --fetch",
                            "venv-python tests/run_sqlalchemy_suite.py --fetch",
+                           "venv-python tests/run_datasette_suite.py --fetch",
                            "venv-python -m pytest -q -n 2 -k docs"]
     lines = _setup_lines(result.stderr)
     assert lines[:2] == ["setup: apt-get update (system package lists)",

@@ -9,11 +9,10 @@ is read as a URI (read-only), as SQLite reads it. ``:memory:``, ``''`` (a tempor
 database) and ``mode=memory`` URIs stay SQLite's own.
 
 Recognised forms: ``ATTACH [DATABASE] <string literal | parameter | name | quoted name>
-AS <name | quoted name | string literal | parameter>`` (an optional ``;``); SQLite
-itself reads an identifier in the file name's place as that name (``ATTACH "x.db" AS
-s``, ``ATTACH x AS s``, whatever its double-quoted-string setting), and so does the
-mapping. Anything else (an expression, a ``KEY`` clause) runs unchanged, as SQLite
-reads it. A transaction writing to several
+AS <name | quoted name | string literal | parameter>`` (an optional ``;``); an identifier
+in the first place is the string it spells, as SQLite reads it (``ATTACH "file:x?mode=ro"
+AS x``: Datasette's cross-database queries). Anything else (an expression, a
+``KEY`` clause) runs unchanged, as SQLite reads it. A transaction writing to several
 KV-backed databases commits each atomically, not all together (see :func:`vfs.attach`).
 """
 
@@ -153,7 +152,7 @@ def plan(sql: str, bindings: Any, routing: AttachRouting) -> AttachPlan | None:
     mark = scan.i
     if not scan.keyword("database"):
         scan.i = mark
-    ok, name = scan.value(identifier=True)  # SQLite reads an identifier here as the file name
+    ok, name = scan.value(identifier=True)  # SQLite reads an identifier here as a string
     if not ok or not isinstance(name, str) or not scan.keyword("as"):
         return None
     ok, schema = scan.value(identifier=True)

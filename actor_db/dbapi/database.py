@@ -22,7 +22,7 @@ mutex while holding the GIL.
 
 Read-only connections
 ---------------------
-``readonly=True``, or ``mode=ro`` in a ``file:`` URI with ``uri=True``. On plain SQLite:
+``readonly=True``, or ``mode=ro`` / ``immutable=1`` in a ``file:`` URI with ``uri=True``. On plain SQLite:
 ``SQLITE_OPEN_READONLY``. On a KV-backed database: :func:`vfs.connect` with
 ``readonly=True`` (it never writes to the KV, not even to recover), sharing the database
 like a writable connection, so **each read transaction sees the latest commit**, as the
@@ -50,7 +50,8 @@ import vfs
 
 from . import routing
 from .errors import OperationalError, _error, _translate
-from .routing import _actor_view, _is_bare_name, _is_bare_uri, _parse_uri, _registry_lock, default_store
+from .routing import (_actor_view, _is_bare_name, _is_bare_uri, _parse_uri, _registry_lock, default_store, is_true,
+                      shared_memory, shared_memory_name)
 
 if TYPE_CHECKING:
     from .attach import AttachRouting
@@ -121,13 +122,14 @@ class _Database:
 def route(database: str, uri: bool, kv: Any) -> tuple[Any, str, bool]:
     """``(actor view or None, name, read-only)`` for ``database`` as ``connect`` maps it
     (:mod:`actor_db.dbapi.routing`): ``None`` is plain SQLite; ``name`` is the actor
-    name (a URI's path); read-only when a URI says ``mode=ro``. No KV round trip."""
+    name (a URI's path); read-only when a URI says ``mode=ro`` or ``immutable=1`` (SQLite
+    refuses writes to an immutable database). No KV round trip."""
     name = database
     parsed = _parse_uri(database) if uri else None
     readonly = False
     if parsed is not None:
         name = parsed[0]
-        readonly = parsed[1].get("mode") == "ro"
+        readonly = parsed[1].get("mode") == "ro" or is_true(parsed[1].get("immutable"))
     view = None
     if kv is not None:
         view = _actor_view(kv, name)
@@ -153,6 +155,9 @@ def _open_database(database: Any, uri: bool, kv: Any, timeout: float, preload: v
     if view is None:
         flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
         if uri:
+            shared = shared_memory_name(database)
+            if shared is not None:
+                return _open_shared_memory(shared, timeout)
             flags |= apsw.SQLITE_OPEN_URI
         try:
             raw = apsw.Connection(database, flags=flags)
@@ -175,6 +180,23 @@ def _open_database(database: Any, uri: bool, kv: Any, timeout: float, preload: v
     raw.set_busy_timeout(int(timeout * 1000))
     log.debug("opened KV-backed database %r (%r, locking=%s)", database, view.identity, options["locking"])
     return _Database(raw, view.identity)
+
+
+def _open_shared_memory(name: str, timeout: float) -> _Database:
+    """A shared in-memory database (:mod:`actor_db.dbapi.routing`): actor ``name`` of the
+    process's private store, released (and deleted with its last connection) on close."""
+    view = shared_memory.acquire(name)
+    try:
+        raw = vfs.connect(view, "main.db", locking="in-process", timeout=timeout)
+    except BaseException as exc:
+        shared_memory.release(name)
+        if isinstance(exc, apsw.Error):
+            raise _translate(exc) from exc
+        raise
+    raw.set_busy_timeout(int(timeout * 1000))
+    db = _Database(raw, view.identity)
+    db.on_close = lambda: shared_memory.release(name)
+    return db
 
 
 def _open_readonly(view: Any, name: str, timeout: float,

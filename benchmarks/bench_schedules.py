@@ -122,7 +122,9 @@ async def _lateness(store: KVStore) -> dict[str, Any]:
         assert setup_late < 0, f"setup took {setup_late:.0f} ms too long"
         trips = store.round_trips
         polls = registry.schedule_metrics()["schedule_polls_total"]
-        deadline = time.monotonic() + ENTRIES / RATE + 60
+        # The window: the entries' due times (from t0) plus 60 s (not from now: t0 is
+        # seconds away, the setup's slack, which is no firing time).
+        deadline = time.monotonic() + (t0 / 1000.0 - time.time()) + ENTRIES / RATE + 60
         while len(_LATE) < ENTRIES and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         metrics = registry.schedule_metrics()

@@ -31,6 +31,7 @@ import pytest
 
 import actor_db
 from actor_db.kv import KVStore, LmdbKV, MemoryKV
+from actor_db.runtime.actor import DEFAULT_IDLE_TIMEOUT_S
 from actor_db.runtime.schedule import Entry, PendingSchedule
 
 QUICK = os.environ.get("ACTOR_DB_BENCH_QUICK") == "1"
@@ -146,12 +147,12 @@ async def _lateness_asleep(store: KVStore) -> dict[str, Any]:
     second, concurrent wakes sharing store calls), its later ones find it awake."""
     _LATE.clear()
     per_actor = ENTRIES // ACTORS
-    sched = _type(idle_timeout_s=actor_db.runtime.actor.DEFAULT_IDLE_TIMEOUT_S)
+    sched = _type(idle_timeout_s=DEFAULT_IDLE_TIMEOUT_S)
     async with actor_db.Registry([sched], store, schedules=actor_db.ScheduleOptions(enabled=False)) as registry:
         handles = [registry.get_or_create("sched", f"s{i}") for i in range(ACTORS)]
         started = time.perf_counter()
         await asyncio.gather(*(h.call("touch") for h in handles))
-        t0 = int(time.time() * 1000 + (time.perf_counter() - started) * 3000 + 2000)
+        t0 = int(time.time() * 1000 + (time.perf_counter() - started) * 1500 + 5000)  # (plan, close, reopen)
         plans = [[t0 + (j * ACTORS + i) * 1000 // RATE for j in range(per_actor)] for i in range(ACTORS)]
         await asyncio.gather(*(h.call("plan", plans[i]) for i, h in enumerate(handles)))
     assert time.time() * 1000 < t0, "setup took too long"

@@ -196,3 +196,17 @@ def test_the_group_runs_one_call_at_a_time_and_answers_each_item() -> None:
             assert isinstance(answers[i], ValueError) and answers[i].args == (i,)
         else:
             assert answers[i] == i * 10
+
+
+def test_a_server_that_lost_the_scripts_still_acquires(cstore: KVStore) -> None:
+    """Redis after a restart (SCRIPT FLUSH): the pipelined EVALSHA answers NOSCRIPT and
+    that actor is acquired again on its own with EVAL (other drivers: the same call)."""
+    views = [cstore.actor(f"flush/a{i}") for i in range(3)]
+    for view in views:
+        view.write(put(b"state", b"here"))
+    client = getattr(cstore, "client", None)
+    if client is not None:
+        client.script_flush()
+    found = cstore.acquire_and_preload_many([(v, request()) for v in views])
+    assert [f.lookup(b"state") for f in found] == [b"here"] * 3  # type: ignore[union-attr]
+    assert [v.fence_token for v in views] == [1, 1, 1]

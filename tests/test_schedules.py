@@ -191,6 +191,32 @@ def test_entry_fires_while_the_actor_sleeps_and_cancel_and_list(factory: DriverF
     store.close()
 
 
+def test_a_fire_that_wakes_its_actor_reads_its_entries_with_the_wake(factory: DriverFactory) -> None:
+    """A due entry of an asleep actor: 1 round trip to check the entry still exists, 1
+    to wake (ownership, with the preload, which carries the schedule records), 1 for
+    the fired action's commit (its writes, the entry's removal): no read of the entries."""
+    store = factory.open()
+
+    async def main() -> None:
+        async with actor_db.Registry([schedule_type(idle_timeout_s=None)], store, schedules=OFF) as registry:
+            h = registry.get_or_create("jobs", "woken")
+            await h.call("plan", 0, "woken")
+            await h.call("plan", 3600, "later")  # (a second entry: the records are not empty)
+            [entry] = [e for e in _due(store)[0] if e.actor_id == "jobs/woken"]
+            await h.sleep()
+            trips = h.metrics()["kv_round_trips"]
+            arm("woken")
+            assert await registry._fire_local(entry) == {"outcome": "fired"}
+            assert h.metrics()["kv_round_trips"] - trips == 3
+            await asyncio.wait_for(fired("woken").wait(), WAIT_S)
+            assert [e.actor_id for e in _due(store)[0]] == []
+            [once, _] = await h.call("entries")
+            assert [e["args"] for e in once] == [["later"]]
+
+    asyncio.run(main())
+    store.close()
+
+
 def test_cron_and_every_fire_and_list_and_delete(factory: DriverFactory) -> None:
     store = factory.open()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 __all__ = ["VFSStats"]
 
@@ -35,11 +35,16 @@ class VFSStats:
 
     def snapshot(self) -> VFSStats:
         """A copy of the current values."""
-        return VFSStats(**asdict(self))
+        return VFSStats(**self.as_dict())
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        # (not dataclasses.asdict: it deep-copies each int, ~0.1 ms per call; every
+        # actor's sleep folds its counters)
+        return {name: getattr(self, name) for name in _FIELDS}
 
     def __sub__(self, other: VFSStats) -> VFSStats:
-        a, b = asdict(self), asdict(other)
+        a, b = self.as_dict(), other.as_dict()
         return VFSStats(**{k: a[k] - b[k] for k in a})
+
+
+_FIELDS = tuple(f.name for f in fields(VFSStats))

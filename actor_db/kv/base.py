@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Mapping, Na
 from vfs.preload import PreloadMap
 from vfs.protocol import HintSpec, KeyRange, KVLimits, PrefixBudget, PreloadRequest, WriteBatch
 
+from actor_db.kv.acquire_group import AcquireGroup
 from actor_db.kv.due import DueEntry
 from actor_db.errors import ActorKeyTooLongError, KVConditionFailedError, KVError, KVLimitError
 from actor_db.kv.namespace import (
@@ -334,6 +335,100 @@ class KVStore(ABC):
         first is 1); with ``request`` (full keys), evaluate that preload in the same
         atomic step. One round trip."""
         raise NotImplementedError(f"{type(self).__name__} does not support single-writer fencing")
+
+    groups_acquires = False
+    """Whether :meth:`acquire_and_preload_many` takes several actors' ownership (with
+    their preloads) in ONE round trip (the driver implements ``_acquire_many``): then
+    concurrent :meth:`ActorKV.acquire_and_preload` calls (wakes) share store calls
+    (:mod:`actor_db.kv.acquire_group`); otherwise each is its own round trip."""
+
+    def _acquire_many(self, items: Sequence[tuple[str, PreloadRequest]]) -> list[tuple[int, PreloadMap] | Exception]:
+        """:meth:`_acquire` of each ``(actor id, request of full keys)``: each atomic on
+        its own, answered in order with ``(token, preload)`` or that item's exception.
+        A driver with :attr:`groups_acquires` does it in ONE round trip; raising means
+        the whole call failed (any item may or may not have taken ownership).
+
+        This default makes one :meth:`_acquire` per item."""
+        out: list[tuple[int, PreloadMap] | Exception] = []
+        for actor_id, request in items:
+            try:
+                token, found = self._acquire(actor_id, request)
+            except Exception as exc:
+                out.append(exc)
+            else:
+                assert found is not None
+                out.append((token, found))
+        return out
+
+    def acquire_and_preload_many(self, requests: Sequence[tuple[ActorKV, PreloadRequest]]
+                                 ) -> list[PreloadMap | Exception]:
+        """:meth:`ActorKV.acquire_and_preload` for several actors: ONE round trip when
+        :attr:`groups_acquires` (else one per actor), counted as the round trips it
+        makes. Each actor's acquisition is atomic on its own (its fencing counter bumped,
+        its preload read in the same step) and sets its view's fence, exactly as
+        :meth:`ActorKV.acquire_and_preload` does.
+
+        Never raises for one actor: the result list holds, in order, the actor's preload
+        (actor-relative keys) or the exception its own call would have raised (a
+        :class:`~actor_db.errors.KVError`; when the round trip itself fails, every
+        actor sent in it gets that failure).
+
+        :raises ValueError: a view of another store, a view with a placement ``claim``
+            (claims go one by one: :meth:`ActorKV.acquire_and_preload`), or one actor
+            twice.
+        """
+        ids = set()
+        for view, _ in requests:
+            if view.store is not self:
+                raise ValueError(f"{view!r} is not a view of {self!r}")
+            if view.claim is not None:
+                raise ValueError(f"{view!r} takes ownership through its placement claim: not in a group")
+            if view.actor_id in ids:
+                raise ValueError(f"actor {view.actor_id!r} appears twice in one group acquisition")
+            ids.add(view.actor_id)
+        if not requests:
+            return []
+        return self._acquire_group_call([(view, view._full_request(request)) for view, request in requests])
+
+    def _acquire_group_call(self, items: Sequence[tuple[ActorKV, PreloadRequest]]) -> list[PreloadMap | Exception]:
+        """Send ``items`` (views, full requests) in one :meth:`_acquire_many`, count it,
+        set the fences of those that took ownership; their preloads or errors, in order."""
+        if self.groups_acquires:
+            self._count()
+        else:
+            for _ in items:
+                self._count()
+        try:
+            raw: Sequence[tuple[int, PreloadMap] | Exception] = self._acquire_many(
+                [(view.actor_id, request) for view, request in items])
+        except Exception as exc:
+            raw = [exc] * len(items)
+        out: list[PreloadMap | Exception] = []
+        for (view, _), answer in zip(items, raw):
+            if isinstance(answer, Exception):
+                if not isinstance(answer, KVError):
+                    wrapped = KVError(f"{type(self).__name__} acquire failed for actor {view.actor_id!r}: {answer}")
+                    wrapped.__cause__ = answer
+                    answer = wrapped
+                out.append(answer)
+                continue
+            token, found = answer
+            view._fence = Fence(view.actor_id, token)
+            log.debug("actor %r: acquired ownership with fencing token %d (grouped, with preload)",
+                      view.actor_id, token)
+            out.append(found.without_prefix(view.prefix))
+        return out
+
+    def _acquire_grouper(self) -> AcquireGroup[tuple[ActorKV, PreloadRequest], PreloadMap | Exception]:
+        """The group concurrent :meth:`ActorKV.acquire_and_preload` calls share (made
+        at the first; only with :attr:`groups_acquires`)."""
+        group = self.__dict__.get("_acquire_group")
+        if group is None:
+            with self._count_lock:
+                group = self.__dict__.get("_acquire_group")
+                if group is None:
+                    group = self.__dict__["_acquire_group"] = AcquireGroup(self._acquire_group_call)
+        return group
 
     @abstractmethod
     def _preload(self, request: PreloadRequest) -> PreloadMap:
@@ -758,6 +853,13 @@ class ActorKV:
                 from actor_db.errors import ActorOwnedElsewhereError
 
                 raise ActorOwnedElsewhereError(f"actor {self.actor_id!r} is owned by {current!r}", owner=current)
+        elif self.store.groups_acquires:
+            # Concurrent wakes share one store call (actor_db.kv.acquire_group); alone, it
+            # is this actor's own call. The group sets this view's fence.
+            answer = self.store._acquire_grouper().run((self, self._full_request(request)))
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
         else:
             token, found = self._call("acquire", self.store._acquire, self.actor_id, self._full_request(request))
         self._fence = Fence(self.actor_id, token)

@@ -330,6 +330,21 @@ class LmdbKV(KVStore):
                 request, self._getter(txn), lambda s, e: self._iterate(txn, s, e))
         return token, found
 
+    groups_acquires = True
+
+    def _acquire_many(self, items: Sequence[tuple[str, PreloadRequest]]) -> list[tuple[int, PreloadMap] | Exception]:
+        """Every acquisition in ONE write transaction (one fsync), each as :meth:`_acquire`
+        (the tokens and preloads of all, or, if the transaction fails, none)."""
+        out: list[tuple[int, PreloadMap] | Exception] = []
+        with self._txn(write=True) as txn:
+            getter = self._getter(txn)
+            for actor_id, request in items:
+                key = fence_key(actor_id)
+                token = decode_token(txn.get(key)) + 1
+                txn.put(key, encode_token(token))
+                out.append((token, evaluate_preload(request, getter, lambda s, e: self._iterate(txn, s, e))))
+        return out
+
     # -- placement (rules: actor_db.kv.leases), each one write transaction ----------
     def _claim(self, actor_id: str, request: PreloadRequest, owner: bytes,
                replace: Sequence[bytes]) -> tuple[int, PreloadMap | None, bytes | None, bytes | None]:

@@ -133,6 +133,19 @@ class MemoryKV(KVStore):
             found = None if request is None else evaluate_preload(request, self._data.get, self._iterate)
             return token, found
 
+    groups_acquires = True
+
+    def _acquire_many(self, items: Sequence[tuple[str, PreloadRequest]]) -> list[tuple[int, PreloadMap] | Exception]:
+        """Every acquisition under the one lock (one round trip), each as :meth:`_acquire`."""
+        out: list[tuple[int, PreloadMap] | Exception] = []
+        with self._lock:
+            for actor_id, request in items:
+                key = fence_key(actor_id)
+                token = decode_token(self._data.get(key)) + 1
+                self._data[key] = encode_token(token)
+                out.append((token, evaluate_preload(request, self._data.get, self._iterate)))
+        return out
+
     # -- placement (rules: actor_db.kv.leases), each under the one lock --------------
     def _claim(self, actor_id: str, request: PreloadRequest, owner: bytes,
                replace: Sequence[bytes]) -> tuple[int, PreloadMap | None, bytes | None, bytes | None]:

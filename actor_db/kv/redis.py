@@ -1133,6 +1133,44 @@ class RedisKV(KVStore):
         reply = self._run("acquire", self._lua.acquire, self._client, actor.keys, self._preload_args(actor, request, True))
         return int(reply[0]), self._preload_map(actor, request, reply)
 
+    @property
+    def groups_acquires(self) -> bool:  # type: ignore[override]
+        """One server: :meth:`_acquire_many` is one pipeline of acquire scripts (one
+        round trip). A cluster spreads actors over nodes: one acquisition at a time."""
+        return not self._cluster
+
+    def _acquire_many(self, items: Sequence[tuple[str, PreloadRequest]]) -> list[tuple[int, PreloadMap] | Exception]:
+        """Every acquire script in ONE pipeline (not a transaction: each script is
+        atomic on its own actor). A script the server lost (a restart) is run again on
+        its own with EVAL. A cluster acquires one by one."""
+        if self._cluster:
+            return super()._acquire_many(items)
+        lua = self._lua
+        pipe = self._client.pipeline(transaction=False)
+        actors = []
+        for actor_id, request in items:
+            actor = self._actor_cache(actor_prefix(actor_id))
+            actors.append(actor)
+            args = self._preload_args(actor, request, True)
+            pipe.evalsha(lua.acquire.sha, len(actor.keys), *actor.keys, *args)
+        replies = self._run("acquire", pipe.execute, False)
+        out: list[tuple[int, PreloadMap] | Exception] = []
+        for (actor_id, request), actor, reply in zip(items, actors, replies):
+            try:
+                if isinstance(reply, NoScriptError):
+                    token, found = self._acquire(actor_id, request)
+                    assert found is not None
+                    out.append((token, found))
+                elif isinstance(reply, Exception):
+                    error = KVError(f"Redis {self._describe()} failed acquire: {type(reply).__name__}: {reply}")
+                    error.__cause__ = reply
+                    out.append(error)
+                else:
+                    out.append((int(reply[0]), self._preload_map(actor, request, reply)))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
     # -- placement (rules: actor_db.kv.leases; one script each) ------------------------
     supports_placement = True
 

@@ -18,7 +18,9 @@ round trip per ``poll_interval_s`` per process (a Redis Cluster: one per primary
 Invariants:
 
 - At most ``concurrency`` dispatches run at once; an entry is dispatched at most once at
-  a time by one poller (keyed by actor, entry and due time).
+  a time by one poller (keyed by actor, entry and due time), and not again from a poll
+  whose read began before that dispatch ended (the read may predate its commit; a poll
+  begun after it sees the commit). Nothing is lost: a later poll lists what is still due.
 - A dispatch's failure (a placement error, a store error) is logged and counted; the
   entry stays in the index and is dispatched again at a later poll.
 - :meth:`stop` waits for the poll loop and every running dispatch.
@@ -89,13 +91,17 @@ class FiringMetrics:
     """Due-index reads (store round trips: one each, a Redis Cluster one per primary)."""
     dispatched: int = 0
     """Entries handed to the call path."""
+    skipped: int = 0
+    """Due entries a poll listed whose run had ended after that poll's read began (read
+    before the run's commit landed): not dispatched again."""
     outcomes: dict[str, int] | None = None
     """Dispatches by result: ``fired``, ``retry``, ``failed``, ``stale``, ``error``."""
     lateness_ms: list[float] | None = None
     """The last :data:`LATENESS_SAMPLES` start delays (dispatch time - due time, ms, store time)."""
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"schedule_polls_total": self.polls, "schedule_dispatched_total": self.dispatched}
+        out: dict[str, Any] = {"schedule_polls_total": self.polls, "schedule_dispatched_total": self.dispatched,
+                               "schedule_skipped_total": self.skipped}
         for name, count in (self.outcomes or {}).items():
             out[f"schedule_{name}_total"] = count
         return out
@@ -123,6 +129,10 @@ class Firer:
         self._known = known
         self._task: asyncio.Task[None] | None = None
         self._running: dict[tuple[str, bytes, int], asyncio.Task[None]] = {}
+        self._done_at: dict[tuple[str, bytes, int], float] = {}
+        """Loop time each dispatch finished, kept while a poll started before it may
+        still be answered: such a poll can still list the entry (read before the run's
+        commit), so it is not dispatched again from that poll."""
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._unknown_logged: set[str] = set()
@@ -181,6 +191,7 @@ class Firer:
             self._wake.clear()
             try:
                 # (shielded: stop() waits for a read in flight before the store may close)
+                poll_started = loop.time()
                 self._polling = loop.run_in_executor(None, self.store.due, options.page)
                 now, due, next_ms = await asyncio.shield(self._polling)
                 failures = 0
@@ -192,11 +203,15 @@ class Firer:
                 continue
             self.metrics.polls += 1
             started = 0
+            done_at = self._done_at
             for entry in due:
                 if len(self._running) >= options.concurrency:
                     break
                 token = (entry.actor_id, entry.entry, entry.due_ms)
                 if token in self._running:
+                    continue
+                if done_at.get(token, -1.0) >= poll_started:
+                    self.metrics.skipped += 1  # (its run ended after this read began: already done)
                     continue
                 if not self._known(entry.actor_id):
                     if entry.actor_id.partition("/")[0] not in self._unknown_logged:
@@ -206,6 +221,8 @@ class Firer:
                     continue
                 started += 1
                 self._start(entry, now)
+            if done_at:  # (later polls start after these ended: they see their commits)
+                self._done_at = {t: at for t, at in done_at.items() if at >= poll_started}
             if len(due) >= options.page and started:
                 await asyncio.sleep(0)  # more is due: read the next page at once
                 continue
@@ -245,6 +262,8 @@ class Firer:
     def _finished(self, token: tuple[str, bytes, int]) -> None:
         full = len(self._running) >= self.options.concurrency
         self._running.pop(token, None)
+        if self._wake is not None:
+            self._done_at[token] = asyncio.get_running_loop().time()
         if full and self._wake is not None and not self._stopping:
             self._wake.set()  # a slot is free again: look at once
 

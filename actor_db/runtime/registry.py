@@ -278,7 +278,8 @@ class Registry:
 
     def schedule_metrics(self) -> dict[str, Any]:
         """The poller's counters: ``schedule_polls_total`` (due-index reads),
-        ``schedule_dispatched_total``, ``schedule_fired_total``, ``schedule_retry_total``,
+        ``schedule_dispatched_total``, ``schedule_skipped_total`` (listed by a poll read before
+        their run's commit landed: not run again), ``schedule_fired_total``, ``schedule_retry_total``,
         ``schedule_failed_total``, ``schedule_stale_total``, ``schedule_error_total``
         (zeros when it never ran)."""
         if self._firer is None:

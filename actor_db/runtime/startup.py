@@ -6,7 +6,8 @@ The sequence (DESIGN.md sections 2-4, issue 3):
    :mod:`actor_db.kv.fencing`) and runs one ``PreloadRequest`` in the same call: the state key ``[1]`` and the VFS's exact keys
    (main meta, commit record), then the SQLite chunks (partial, lowest first, 768 KiB),
    connections (64 KiB) and workflows (128 KiB, both all-or-nothing), all under the
-   1 MiB total. Budgets come from :class:`~actor_db.runtime.actor.ActorOptions`.
+   1 MiB total, then the schedule records (:data:`PRELOAD_SCHEDULE_BYTES`, all-or-nothing,
+   within the total). Budgets come from :class:`~actor_db.runtime.actor.ActorOptions`.
 2. **load state** — the state key is found (existing actor) or confirmed absent (new
    actor: the state factory runs).
 3. **open db** — ``vfs.connect(kv, preload=...)``: 0 round trips when the preload
@@ -39,10 +40,11 @@ from vfs.preload import ABSENT, NOT_LOADED, PreloadMap, evaluate_preload
 from vfs.protocol import PrefixBudget, PreloadRequest
 
 from actor_db.runtime.database import ActorConnection, Database
-from actor_db.runtime.keys import CONNECTIONS_RANGE, STATE_KEY, WORKFLOWS_RANGE
+from actor_db.runtime.keys import CONNECTIONS_RANGE, SCHEDULE_RECORDS, STATE_KEY, WORKFLOWS_RANGE
 from actor_db.runtime.gate import OutputGate
 from actor_db.runtime.metrics import CountingKV, StartupMetrics
 from actor_db.runtime.migrations import DEFAULT_APPLICATION_ID, run_migrations
+from actor_db.runtime.schedule import Entry, decode_records
 from actor_db.runtime.state import PersistedState
 
 if TYPE_CHECKING:
@@ -51,7 +53,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["preload_request", "empty_preload", "start_actor"]
+__all__ = ["preload_request", "empty_preload", "preloaded_entries", "start_actor", "PRELOAD_SCHEDULE_BYTES"]
+
+PRELOAD_SCHEDULE_BYTES = 32 * 1024
+"""Budget of the schedule records in the startup preload (all-or-nothing, after the
+other ranges, within the total): an actor with up to ~150 entries gets them with its
+ownership, so the due entry that wakes it fires with no extra read."""
 
 
 def preload_request(options: ActorOptions, has_db: bool) -> PreloadRequest:
@@ -64,7 +71,21 @@ def preload_request(options: ActorOptions, has_db: bool) -> PreloadRequest:
                                                 interior_max_bytes=options.preload_max_interior_bytes))
     ranges.append(PrefixBudget(CONNECTIONS_RANGE, options.preload_max_connections_bytes, partial=False))
     ranges.append(PrefixBudget(WORKFLOWS_RANGE, options.preload_max_workflow_bytes, partial=False))
+    ranges.append(PrefixBudget(SCHEDULE_RECORDS, PRELOAD_SCHEDULE_BYTES, partial=False))
     return PreloadRequest(keys=keys, ranges=tuple(ranges), max_total_bytes=options.preload_max_bytes)
+
+
+def preloaded_entries(preload: PreloadMap) -> dict[str, Entry] | None:
+    """The actor's committed schedule entries from its startup preload, or ``None`` when
+    the preload does not cover them all (more than :data:`PRELOAD_SCHEDULE_BYTES`, or
+    a preload without the range): they are read at their first need then. The preload
+    was read in the same atomic step as the ownership, so these are exactly the
+    committed ones (the awake actor is their only writer from then on)."""
+    start, end = SCHEDULE_RECORDS.start, SCHEDULE_RECORDS.end
+    for r in preload.covered_ranges():
+        if r.start <= start and end <= r.end:
+            return decode_records(preload.items(start, end))
+    return None
 
 
 def empty_preload(request: PreloadRequest) -> PreloadMap:
@@ -151,6 +172,9 @@ async def start_actor(
         assert isinstance(raw, bytes)
         state = PersistedState.decode(definition.name, key, raw)
     core: ActorConnection = core_factory(state)
+    if core.schedule.known is None:
+        # (a due entry that wakes the actor fires with no read: issue 23)
+        core.schedule.known = preloaded_entries(preload)
 
     version = 0
     if config is not None:

@@ -35,7 +35,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 from typing import Any
 
@@ -148,20 +147,13 @@ def fetch() -> pathlib.Path:
     found = suite_dir()
     if found is not None:
         return found
-    target = cache_dir()
-    with tempfile.TemporaryDirectory(prefix="datasette-sdist-") as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
-                        "--no-binary", ":all:", f"datasette=={VERSION}", "-d", tmp],
-                       check=True, capture_output=True, text=True, timeout=600)
-        (archive,) = pathlib.Path(tmp).glob("*.tar.gz")
-        with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers() if m.name.split("/", 2)[1:2] == ["tests"]]
-            tar.extractall(tmp, members=members, filter="data")
-        (tests,) = pathlib.Path(tmp).glob("*/tests")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.move(str(tests), str(target))
-    return target
+    # (imported here, not at the top: this module is also the child pytest's plugin, where
+    # ``tests`` must stay Datasette's package, not ours)
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.sdist_fetch import fetch_from_sdist
+
+    return fetch_from_sdist("datasette", VERSION, "tests", cache_dir())
 
 
 def _lay_out(workdir: pathlib.Path, full: pathlib.Path | None, modules: list[str]) -> None:

@@ -19,13 +19,15 @@ import json
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # (run as a script: tests/ is sys.path[0], not the root)
+    sys.path.insert(0, str(ROOT))
+
+from tests.sdist_fetch import fetch_from_sdist  # noqa: E402
+
 APPS = ("backends", "migrations", "transactions", "model_fields", "queries", "expressions", "aggregation")
 """The apps issue 27 names."""
 
@@ -56,20 +58,8 @@ def fetch() -> pathlib.Path:
     found = suite_dir()
     if found is not None:
         return found
-    target = ROOT / ".cache" / f"django-{django.__version__}"
-    with tempfile.TemporaryDirectory(prefix="django-sdist-") as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
-                        "--no-binary", ":all:", f"django=={django.__version__}", "-d", tmp],
-                       check=True, capture_output=True, text=True, timeout=600)
-        (archive,) = pathlib.Path(tmp).glob("*.tar.gz")
-        with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers() if m.name.split("/", 2)[1:2] == ["tests"]]
-            tar.extractall(tmp, members=members, filter="data")
-        (tests,) = pathlib.Path(tmp).glob("*/tests")
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target / "tests", ignore_errors=True)
-        shutil.move(str(tests), str(target / "tests"))
-    return target / "tests"
+    target = ROOT / ".cache" / f"django-{django.__version__}" / "tests"
+    return fetch_from_sdist("django", django.__version__, "tests", target)
 
 
 def parse(output: str) -> dict[str, str]:

@@ -40,10 +40,8 @@ import json
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -53,6 +51,9 @@ from typing import Iterator
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from tests.sdist_fetch import fetch_from_sdist  # noqa: E402
+
 SUITE = ROOT / "tests" / "sqlalchemy_suite"
 """The third-party-dialect test directory: conftest.py, setup.cfg, requirements.py, test_suite.py."""
 
@@ -117,18 +118,8 @@ def fetch() -> pathlib.Path:
     found = requirements_file()
     if found is not None:
         return found
-    target = ROOT / ".cache" / f"sqlalchemy-{sqlalchemy.__version__}"
-    with tempfile.TemporaryDirectory(prefix="sqlalchemy-sdist-") as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
-                        "--no-binary", ":all:", f"sqlalchemy=={sqlalchemy.__version__}", "-d", tmp],
-                       check=True, capture_output=True, text=True, timeout=600)
-        (archive,) = pathlib.Path(tmp).glob("*.tar.gz")
-        with tarfile.open(archive) as tar:
-            (member,) = [m for m in tar.getmembers() if m.name.split("/", 1)[1:] == ["test/requirements.py"]]
-            tar.extractall(tmp, members=[member], filter="data")
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(pathlib.Path(tmp) / member.name), str(target / "requirements.py"))
-    return target / "requirements.py"
+    target = ROOT / ".cache" / f"sqlalchemy-{sqlalchemy.__version__}" / "requirements.py"
+    return fetch_from_sdist("sqlalchemy", sqlalchemy.__version__, "test/requirements.py", target)
 
 
 _BACKEND_SUFFIX = re.compile(r"_sqlite\+\w+$")

@@ -18,6 +18,7 @@ import vfs
 from actor_db import walcopy
 
 from . import cursor as _cursor
+from . import finalize
 from .adaptation import _NOT_GIVEN
 from .blob import Blob
 from .constants import SQLITE_DENY
@@ -99,7 +100,10 @@ class Connection:
         level = _check_isolation_level(isolation_level)
         if history is not None:
             vfs_options = {**(vfs_options or {}), "history": history}
+        finalize.run_deferred()  # garbage connections first: their holds must not make this open busy
         db = _open_database(database, bool(uri), kv, float(timeout), preload, vfs_options, bool(readonly))
+        if db.kv_backed:
+            finalize.start_thread()
         if db.kv_backed and db.attach_routing is None:
             db.attach_routing = AttachRouting(bool(uri), kv, vfs_options, bool(readonly))
         previous = self._db
@@ -715,10 +719,17 @@ class Connection:
 
     def __del__(self) -> None:
         try:
+            releases: list[Callable[[], None]] = []
             if self._initialized and not self._closed and self._db is not None and self._db.kv_backed:
                 self._closed = True
-                self._db.release()
-            self._release_retired()
+                releases.append(self._db.release)
+            retired = self.__dict__.get("_retired")
+            while retired:
+                releases.append(retired.pop().release)
+            for release in releases:
+                # (inside a garbage collection the thread may hold a KV driver's lock:
+                # release later, outside it; actor_db.dbapi.finalize)
+                finalize.defer(release) if finalize.collecting() else release()
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
 

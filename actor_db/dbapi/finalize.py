@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import gc
 import logging
+import os
 import queue
 import threading
 from typing import Any, Callable
@@ -90,4 +91,10 @@ def _run(release: Callable[[], Any]) -> None:
         log.warning("releasing a garbage-collected connection's database failed", exc_info=True)
 
 
+def _after_fork_in_child() -> None:
+    global _thread, _thread_lock
+    _thread, _thread_lock = None, threading.Lock()  # (the parent's thread does not exist here)
+
+
 atexit.register(run_deferred)
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -11,6 +11,7 @@ even when it is killed. Ends with ``done`` or stops at ``deadline_s``.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import random
 import sys
@@ -40,6 +41,9 @@ class SleepyKV(ForwardingKV):
 
 
 def main(spec: dict[str, Any]) -> None:
+    # A worker still running 45 s past its deadline is stuck (the parent waits 60 s): every
+    # thread's stack goes to stderr, which the parent's failure message shows.
+    faulthandler.dump_traceback_later(spec["deadline_s"] + 45, exit=False)
     rng = random.Random(spec["seed"])
     store = open_store(tuple(spec["store"]))
     view = SleepyKV(store.actor(spec["name"]), rng, spec["ttl_s"])

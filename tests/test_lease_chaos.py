@@ -80,7 +80,11 @@ def test_paused_writers_never_lose_an_acknowledged_commit(shared_driver: DriverF
     outputs = []
     try:
         for p in procs:
-            out, err = p.communicate(timeout=DEADLINE_S + 60)
+            try:
+                out, err = p.communicate(timeout=DEADLINE_S + 60)
+            except subprocess.TimeoutExpired as exc:  # stuck: show its stacks (the worker dumps them)
+                text = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
+                raise AssertionError(f"seed {seed}: a worker did not end; its stderr:\n{(text or '')[-6000:]}") from None
             outputs.append((p.returncode, out, err))
     finally:
         stop.set()

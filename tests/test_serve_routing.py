@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from actor_db.client import Client, SyncClient
+from actor_db.client import AVOID_UNREACHABLE_S, Client, SyncClient
 from tests.redis_server import fresh_namespace, session_server
 from tests.serve_support import NodeProcess, post
 
@@ -218,7 +218,11 @@ def test_no_direct_and_route_false(tmp_path: Any, cleanup: list[NodeProcess]) ->
     closed.close()
     with SyncClient(solo.url, retry_for=5.0) as client:
         client._policy.routes[("counter", "k")] = dead
+        before = time.monotonic()
         assert client.actor("counter", "k").call("hit", 1) == 3
+        after = time.monotonic()
         assert client.route_of("counter", "k") == solo.url
         until, strikes = client._policy.unreachable[dead]
-        assert strikes == 1 and until > time.monotonic()
+        # one strike: avoided for the first period, counted from the failed attempt
+        # (between the call's start and end), however long the call took
+        assert strikes == 1 and before + AVOID_UNREACHABLE_S <= until <= after + AVOID_UNREACHABLE_S

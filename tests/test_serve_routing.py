@@ -112,6 +112,22 @@ def test_workers_advertise_their_own_port_and_the_client_calls_owners_directly(
     assert server.terminate() == 0
 
 
+async def _hits(client: Client, keys: list[str], acked: dict[str, int], failures: list[str],
+                stop: asyncio.Event, limit: int = 5000) -> None:
+    """Idempotent hits on random ``keys`` until ``stop`` is set (at most ``limit``):
+    each acknowledged one counted in ``acked``, each failure recorded in ``failures``."""
+    for _ in range(limit):
+        if stop.is_set():
+            return
+        key = random.choice(keys)
+        try:
+            await client.actor("counter", key).call("hit", 1, idempotent=True)
+        except Exception as exc:
+            failures.append(f"{key}: {type(exc).__name__}: {exc}")
+        else:
+            acked[key] += 1
+
+
 async def _calls_while(url: str, keys: list[str], acked: dict[str, int], failures: list[str], pid: int, sig: int,
                        victim_keys: list[str]) -> dict[str, str | None]:
     """Idempotent hits from 4 tasks while ``pid`` gets ``sig``; then one more call for
@@ -121,16 +137,6 @@ async def _calls_while(url: str, keys: list[str], acked: dict[str, int], failure
             await client.actor("counter", key).call("get")
         stop = asyncio.Event()
 
-        async def worker() -> None:
-            while not stop.is_set():
-                key = random.choice(keys)
-                try:
-                    await client.actor("counter", key).call("hit", 1, idempotent=True)
-                except Exception as exc:
-                    failures.append(f"{key}: {type(exc).__name__}: {exc}")
-                else:
-                    acked[key] += 1
-
         async def disrupt() -> None:
             await asyncio.sleep(0.3)
             os.kill(pid, sig)
@@ -139,7 +145,7 @@ async def _calls_while(url: str, keys: list[str], acked: dict[str, int], failure
                 await client.actor("counter", key).call("hit", 1, idempotent=True)
                 acked[key] += 1
             stop.set()
-        await asyncio.gather(disrupt(), *(worker() for _ in range(4)))
+        await asyncio.gather(disrupt(), *(_hits(client, keys, acked, failures, stop) for _ in range(4)))
         return {key: client.route_of("counter", key) for key in keys}
 
 
@@ -163,22 +169,12 @@ def test_a_route_to_a_draining_node_is_corrected_with_no_failed_call(cleanup: li
             before = {key: client.route_of("counter", key) for key in keys}
             stop = asyncio.Event()
 
-            async def worker() -> None:
-                while not stop.is_set():
-                    key = random.choice(keys)
-                    try:
-                        await client.actor("counter", key).call("hit", 1, idempotent=True)
-                    except Exception as exc:
-                        failures.append(f"{key}: {type(exc).__name__}: {exc}")
-                    else:
-                        acked[key] += 1
-
             async def drainer() -> None:
                 await asyncio.sleep(0.3)
                 assert await asyncio.to_thread(victim.terminate) == 0
                 await asyncio.sleep(0.3)
                 stop.set()
-            await asyncio.gather(drainer(), *(worker() for _ in range(4)))
+            await asyncio.gather(drainer(), *(_hits(client, keys, acked, failures, stop) for _ in range(4)))
             for key in keys:  # each actor answers again (its route learnt anew)
                 await client.actor("counter", key).call("get")
             return before, {key: client.route_of("counter", key) for key in keys}

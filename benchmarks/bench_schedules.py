@@ -202,31 +202,29 @@ async def _wake_cost(store: KVStore) -> dict[str, Any]:
             "lateness_p50_ms": round(_quantile(late, 0.50), 1), "lateness_p99_ms": round(_quantile(late, 0.99), 1)}
 
 
+def _run_once(benchmark: Any, group: str, run: Any, expected_fired: int) -> None:
+    """Run the scenario coroutine ``run`` once as ``group``'s benchmark; its figures go to
+    ``extra_info``; every entry must have fired."""
+    benchmark.group = group
+    info: dict[str, Any] = {}
+    benchmark.pedantic(lambda: info.update(asyncio.run(run)), rounds=1, iterations=1)
+    benchmark.extra_info.update(info)
+    assert info["fired"] == expected_fired
+
+
 @pytest.mark.parametrize("sched_store", ["lmdb", "redis"], indirect=True)
 def test_firing_lateness_with_wakes(benchmark: Any, sched_store: KVStore) -> None:
-    benchmark.group = "schedules-lateness-wakes"
-    info: dict[str, Any] = {}
-    benchmark.pedantic(lambda: info.update(asyncio.run(_wake_cost(sched_store))), rounds=1, iterations=1)
-    benchmark.extra_info.update(info)
-    assert info["fired"] == WAKE_ENTRIES
+    _run_once(benchmark, "schedules-lateness-wakes", _wake_cost(sched_store), WAKE_ENTRIES)
 
 
 @pytest.mark.parametrize("sched_store", ["lmdb", "redis"], indirect=True)
 def test_firing_lateness(benchmark: Any, sched_store: KVStore) -> None:
-    benchmark.group = "schedules-lateness"
-    info: dict[str, Any] = {}
-    benchmark.pedantic(lambda: info.update(asyncio.run(_lateness(sched_store))), rounds=1, iterations=1)
-    benchmark.extra_info.update(info)
-    assert info["fired"] == ENTRIES
+    _run_once(benchmark, "schedules-lateness", _lateness(sched_store), ENTRIES)
 
 
 @pytest.mark.parametrize("sched_store", ["lmdb", "redis"], indirect=True)
 def test_firing_lateness_asleep(benchmark: Any, sched_store: KVStore) -> None:
-    benchmark.group = "schedules-lateness-asleep"
-    info: dict[str, Any] = {}
-    benchmark.pedantic(lambda: info.update(asyncio.run(_lateness_asleep(sched_store))), rounds=1, iterations=1)
-    benchmark.extra_info.update(info)
-    assert info["fired"] == ENTRIES
+    _run_once(benchmark, "schedules-lateness-asleep", _lateness_asleep(sched_store), ENTRIES)
 
 
 def _seed(store: KVStore, entries: int, actors: int) -> None:

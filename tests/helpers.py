@@ -31,6 +31,17 @@ def dump(con: apsw.Connection) -> list[tuple[str, list[tuple[Any, ...]]]]:
     return [(t, rows(con, f'SELECT * FROM "{t}" ORDER BY rowid')) for t in tables]
 
 
+def view_dump(view: KV) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """:func:`dump` of the database in ``view`` through a read-only connection, after
+    asserting that its ``integrity_check`` is ok."""
+    con = vfs.connect(view, readonly=True)
+    try:
+        assert integrity(con) == "ok"
+        return dump(con)
+    finally:
+        con.close()
+
+
 class LockSpy:
     """Counts the lock requests :class:`vfs.locks.DatabaseShare` refused, per connection,
     so a test can assert that a connection WAITED (SQLite's busy handler retried) by

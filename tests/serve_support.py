@@ -13,7 +13,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, Iterator
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SECRET = "serve-test-secret"
@@ -139,3 +139,12 @@ def post(url: str, name: str, key: str, action: str, *args: Any, timeout: float 
             return r.status, json.loads(r.read()), r.headers.get("x-actor-db-node", "")
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"null"), e.headers.get("x-actor-db-node", "")
+
+
+def stopped_after() -> Iterator[list[NodeProcess]]:
+    """A fixture's body: yields the list a test appends the nodes it starts to, and stops
+    each of them afterwards (also when the test failed)."""
+    started: list[NodeProcess] = []
+    yield started
+    for node in started:
+        node.stop()

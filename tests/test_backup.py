@@ -18,7 +18,7 @@ from actor_db.errors import HistoryError
 from actor_db.kv import KVStore, MemoryKV
 from actor_db.ops import backup
 from tests.cli_support import run_cli
-from tests.helpers import dump, integrity
+from tests.helpers import view_dump
 from tests.s3_server import CREDENTIALS, S3Server, s3_server  # noqa: F401  (fixture)
 
 _buckets = itertools.count()
@@ -29,15 +29,6 @@ def _location(server: S3Server) -> backup.S3Location:
     bucket = f"bucket-{next(_buckets)}-{id(server) % 10000}"
     client.create_bucket(Bucket=bucket)
     return backup.parse_location(f"s3://{bucket}/prod", client=client)
-
-
-def _rows(view: Any) -> Any:
-    con = vfs.connect(view, readonly=True)
-    try:
-        assert integrity(con) == "ok"
-        return dump(con)
-    finally:
-        con.close()
 
 
 def _commit(view: Any, sql: str, *args: Any, history: Any = True) -> None:
@@ -58,7 +49,7 @@ def test_backup_wipe_restore(store: KVStore, s3_server: S3Server) -> None:  # no
                     history=actor != "plain")
     first = {r.actor_id: r for r in backup.backup_store(store, loc)}
     assert first["a/1"].bases == 1 and first["a/1"].logs == 0
-    middle = {a: _rows(store.actor(a)) for a in actors}
+    middle = {a: view_dump(store.actor(a)) for a in actors}
     t_middle = time.time()
     time.sleep(0.01)
     for actor in actors:
@@ -69,18 +60,18 @@ def test_backup_wipe_restore(store: KVStore, s3_server: S3Server) -> None:  # no
     assert second["plain"].bases == 1  # no history: a new image each run
     again = {r.actor_id: r for r in backup.backup_store(store, loc)}
     assert again["a/1"].logs == 0 and again["a/1"].bases == 0  # nothing twice
-    last = {a: _rows(store.actor(a)) for a in actors}
+    last = {a: view_dump(store.actor(a)) for a in actors}
     assert backup.list_backed_up(loc) == sorted(actors)
 
     empty = MemoryKV()  # "an empty machine"
     sizes = backup.restore_store(loc, empty)
     assert set(sizes) == set(actors)
     for actor in actors:
-        assert _rows(empty.actor(actor)) == last[actor]
+        assert view_dump(empty.actor(actor)) == last[actor]
     earlier = MemoryKV()
     for actor in ("a/1", "a/2"):
         backup.restore_actor(loc, actor, earlier.actor(actor), at=t_middle)
-        assert _rows(earlier.actor(actor)) == middle[actor]
+        assert view_dump(earlier.actor(actor)) == middle[actor]
     with pytest.raises(HistoryError):
         backup.restore_actor(loc, "a/1", earlier.actor("x"), at=1000)
     # The restored actor keeps a history of its own.
@@ -122,7 +113,7 @@ def test_interrupted_backup_resumes_without_gaps_or_duplicates(s3_server: S3Serv
     assert [(first, last) for first, last, _ in logs] == [(bases[0][0] + i, bases[0][0] + i) for i in range(1, 7)]
     target = MemoryKV()
     backup.restore_actor(loc, "r", target.actor("r"))
-    assert _rows(target.actor("r")) == _rows(view)
+    assert view_dump(target.actor("r")) == view_dump(view)
 
 
 def test_follow_ships_new_commits(s3_server: S3Server) -> None:  # noqa: F811
@@ -136,7 +127,7 @@ def test_follow_ships_new_commits(s3_server: S3Server) -> None:  # noqa: F811
     backup.follow(store, loc, interval_s=0.01, stop=lambda: True)
     target = MemoryKV()
     backup.restore_store(loc, target)
-    assert _rows(target.actor("f")) == _rows(view)
+    assert view_dump(target.actor("f")) == view_dump(view)
 
 
 def test_backup_and_restore_commands(tmp_path: pathlib.Path, s3_server: S3Server) -> None:  # noqa: F811
@@ -145,7 +136,7 @@ def test_backup_and_restore_commands(tmp_path: pathlib.Path, s3_server: S3Server
     s3_server.client().create_bucket(Bucket="cli-bucket")
     with LmdbKV(tmp_path / "src") as src:
         _commit(src.actor("c1"), "INSERT INTO t (v) VALUES (x'0102')")
-        expected = _rows(src.actor("c1"))
+        expected = view_dump(src.actor("c1"))
     env = dict(CREDENTIALS)
     shipped = run_cli("--kv", f"lmdb:{tmp_path / 'src'}", "backup", "--to", "s3://cli-bucket/x", "--endpoint-url",
                       s3_server.url, cwd=tmp_path, env=env)
@@ -154,4 +145,4 @@ def test_backup_and_restore_commands(tmp_path: pathlib.Path, s3_server: S3Server
                        s3_server.url, cwd=tmp_path, env=env)
     assert restored.returncode == 0, restored
     with LmdbKV(tmp_path / "dst") as dst:
-        assert _rows(dst.actor("c1")) == expected
+        assert view_dump(dst.actor("c1")) == expected

@@ -29,7 +29,7 @@ from actor_db.errors import HistoryError
 from actor_db.kv import KVStore, MemoryKV
 from actor_db.ops import history as ops_history
 from tests.faults import FaultyKV, ForwardingKV
-from tests.helpers import dump, integrity
+from tests.helpers import dump, integrity, view_dump
 
 COMMITS = int(os.environ.get("HISTORY_ORACLE_COMMITS", "160"))
 RESTORES = int(os.environ.get("HISTORY_ORACLE_RESTORES", "8"))
@@ -106,15 +106,6 @@ def _bookmark(con: vfs.KVConnection) -> str:
     return vh.encode_bookmark(head.last_seq, head.last_time_ms)
 
 
-def _view_dump(view: Any) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    con = vfs.connect(view, readonly=True)
-    try:
-        assert integrity(con) == "ok"
-        return dump(con)
-    finally:
-        con.close()
-
-
 def test_oracle_restores_match_stdlib_sqlite(store: KVStore, tmp_path: Any) -> None:
     """Random commits with bookmarks; restores to random bookmarks give exactly the
     stdlib file's rows at that point (and an undo of a restore gives the state before)."""
@@ -147,10 +138,10 @@ def test_oracle_restores_match_stdlib_sqlite(store: KVStore, tmp_path: Any) -> N
     rng.shuffle(marks)
     for mark in marks:
         result = ops_history.restore(view, bookmark=mark)
-        assert _view_dump(view) == expected[mark], mark
+        assert view_dump(view) == expected[mark], mark
     # Undo the last restore: the state before it (the previous restore's target).
     result = ops_history.restore(view, bookmark=result.before)
-    assert _view_dump(view) == expected[marks[-2]] if len(marks) > 1 else final
+    assert view_dump(view) == expected[marks[-2]] if len(marks) > 1 else final
 
 
 def _history_matches_database(view: Any) -> None:
@@ -161,12 +152,12 @@ def _history_matches_database(view: Any) -> None:
     seq = vh.Head.decode(head).last_seq
     size, chunks = vh.read_state(view.get_many, lambda s, e, n: view.scan(s, e, limit=n), seq)
     if size == 0:  # the in-place rollback of a database's creation: empty again
-        assert _view_dump(view) == []
+        assert view_dump(view) == []
         return
     past = apsw.Connection(":memory:")
     past.deserialize("main", vh.image(size, chunks))
     assert integrity(past) == "ok"
-    assert dump(past) == _view_dump(view)
+    assert dump(past) == view_dump(view)
 
 
 def _crash_script(con: apsw.Connection) -> None:
@@ -235,7 +226,7 @@ def test_crash_during_restore_leaves_old_or_new_state() -> None:
             outcomes.add("done")
         except Exception:
             outcomes.add("failed")
-        rows_now = _view_dump(copy.actor("r"))
+        rows_now = view_dump(copy.actor("r"))
         assert rows_now in (early_rows, late_rows)
         _history_matches_database(copy.actor("r"))
         if faulty.writes < n:
@@ -365,7 +356,7 @@ def test_shared_connections_record_one_history(locking: str) -> None:
     assert seqs == list(range(seqs[0], seqs[0] + 6))
     for mark, rows in marks:
         ops_history.restore(view, bookmark=mark)
-        assert len(_view_dump(view)[0][1]) == rows
+        assert len(view_dump(view)[0][1]) == rows
 
 
 def test_bookmarks_times_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -396,7 +387,7 @@ def test_bookmarks_times_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         ops_history.restore(view, bookmark=vh.encode_bookmark(999, 0))
     result = ops_history.restore(view, at=t2)
     assert result.restored == marks[1]
-    assert _view_dump(view) == [("t", [(0,), (1,)])]
+    assert view_dump(view) == [("t", [(0,), (1,)])]
 
 
 def test_retention_prunes_whole_eras_in_commits(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -447,13 +438,13 @@ def test_branch_copies_a_past_state() -> None:
     con.execute("INSERT INTO t VALUES (2)")
     con.close()
     result = ops_history.branch(view, store.actor("dst"), bookmark=mark)
-    assert _view_dump(store.actor("dst")) == [("t", [(1,)])]
+    assert view_dump(store.actor("dst")) == [("t", [(1,)])]
     assert result.restored == mark
     ops_history.branch(view, store.actor("now"))
-    assert _view_dump(store.actor("now")) == [("t", [(1,), (2,)])]
+    assert view_dump(store.actor("now")) == [("t", [(1,), (2,)])]
     with pytest.raises(Exception):
         ops_history.branch(view, store.actor("dst"))
-    assert _view_dump(view) == [("t", [(1,), (2,)])]
+    assert view_dump(view) == [("t", [(1,), (2,)])]
 
 
 def test_drop_in_takes_the_same_setting(tmp_path: Any) -> None:

@@ -21,7 +21,7 @@ import pytest
 from actor_db.client import Client, SyncClient
 from actor_db.errors import ActionNotFoundError, RemoteError
 from tests.redis_server import fresh_namespace, session_server
-from tests.serve_support import NodeProcess, post
+from tests.serve_support import NodeProcess, post, stopped_after
 
 LEASE = 1.0
 
@@ -49,10 +49,7 @@ def start_nodes(kv: str, count: int, lease: float = LEASE, **kwargs: Any) -> lis
 
 @pytest.fixture
 def cleanup() -> Iterator[list[NodeProcess]]:
-    started: list[NodeProcess] = []
-    yield started
-    for node in started:
-        node.stop()
+    yield from stopped_after()
 
 
 async def _spread(urls: list[str], kind: str, keys: list[str], calls: int, action: str = "hit",

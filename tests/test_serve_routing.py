@@ -20,17 +20,14 @@ import pytest
 
 from actor_db.client import AVOID_UNREACHABLE_S, Client, SyncClient
 from tests.redis_server import fresh_namespace, session_server
-from tests.serve_support import NodeProcess, post
+from tests.serve_support import NodeProcess, post, stopped_after
 
 LEASE = 1.0
 
 
 @pytest.fixture
 def cleanup() -> Iterator[list[NodeProcess]]:
-    started: list[NodeProcess] = []
-    yield started
-    for node in started:
-        node.stop()
+    yield from stopped_after()
 
 
 def placement(url: str) -> dict[str, float]:

@@ -24,6 +24,10 @@ from tests.redis_server import fresh_namespace, session_server
 from tests.serve_support import NodeProcess, post, stopped_after
 
 LEASE = 1.0
+WORKER_CALLS = 20_000
+"""Most calls of one load task in the kill -9 test (it also stops at its time window)."""
+HANG_GUARD_S = 60.0
+"""How long a dead node's actor may take to answer again before the test calls it a hang."""
 
 
 @pytest.fixture
@@ -130,7 +134,7 @@ def test_kill9_under_load_moves_the_actors_and_keeps_every_acknowledged_call(
         async with Client([n.url for n in survivors], retry_for=10.0) as client:
             async def worker(w: int) -> None:
                 n = 0
-                while time.monotonic() < stop_at:
+                while time.monotonic() < stop_at and n < WORKER_CALLS:
                     key = random.choice(keys)
                     item = f"w{w}-{n}"
                     n += 1
@@ -148,7 +152,9 @@ def test_kill9_under_load_moves_the_actors_and_keeps_every_acknowledged_call(
                 while not killed_at:
                     await asyncio.sleep(0.01)
                 n = 0
-                while key not in first_after_kill and time.monotonic() < stop_at + 5.0:
+                # Until it answers (the load may have ended by then); the bound is a hang
+                # guard, not a speed limit: the takeover's time is a benchmark figure.
+                while key not in first_after_kill and time.monotonic() < killed_at[0] + HANG_GUARD_S:
                     n += 1
                     try:
                         await client.actor("ledger", key).call("add", f"probe-{n}")
@@ -166,7 +172,7 @@ def test_kill9_under_load_moves_the_actors_and_keeps_every_acknowledged_call(
     asyncio.run(load(time.monotonic() + 0.6 + LEASE + 2.0))
     assert not failures_elsewhere, failures_elsewhere[:5]
     assert set(first_after_kill) == set(victim_keys), "some of the dead node's actors never answered again"
-    # Every dead node's actor answered again before the bounded run ended (how long the
+    # Every dead node's actor answered again, once its lease ran out (how long the
     # takeover takes, lease + one wake, is a speed figure, not asserted here: REPORT.md
     # section 10 gives it, 0.77-1.14 s with a 1 s lease on this machine).
     takeovers = sum(n.metrics()["actor_db_placement_takeovers_total"] for n in survivors)

@@ -20,7 +20,8 @@ import vfs
 from actor_db.kv import LmdbKV, MemoryKV
 from actor_db.ops import backup
 from tests.s3_server import CREDENTIALS, S3Server, s3_server  # noqa: F401  (fixture)
-from tests.test_history import _history_matches_database, _view_dump
+from tests.helpers import view_dump
+from tests.test_history import _history_matches_database
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -59,7 +60,7 @@ def _check(path: pathlib.Path, actors: list[str]) -> None:
                 assert actor != "k"
                 continue  # a branch the kill cut before its first commit: no database at all
             _history_matches_database(view)
-            assert _view_dump(view)  # a database, whole
+            assert view_dump(view)  # a database, whole
 
 
 @pytest.mark.parametrize("mode", ["commit", "restore", "branch"])
@@ -91,4 +92,4 @@ def test_kill_9_during_backup_then_resume(tmp_path: pathlib.Path, s3_server: S3S
         assert len(seqs) == len(set(seqs))  # nothing twice
         target = MemoryKV()
         backup.restore_actor(loc, "k", target.actor("k"))
-        assert _view_dump(target.actor("k")) == _view_dump(store.actor("k"))
+        assert view_dump(target.actor("k")) == view_dump(store.actor("k"))

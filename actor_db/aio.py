@@ -92,6 +92,43 @@ def _deliver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], resul
         log.debug("dropped a result for a closed event loop")
 
 
+class _JobQueue:
+    """One connection's jobs, run in order on the shared pool, one thread at a time.
+
+    It holds no reference to its :class:`Connection`: a pool thread still finishing a
+    drain after the last job handed its result over must not keep the connection alive,
+    or ``del db`` right after an ``await`` would not finalize it at once (its
+    ``ResourceWarning`` would come later, from the pool thread, as aiosqlite's
+    ``test_emits_warning_when_left_open`` saw under load)."""
+
+    __slots__ = ("_jobs", "_lock", "_draining")
+
+    def __init__(self) -> None:
+        self._jobs: collections.deque[Callable[[], None]] = collections.deque()
+        self._lock = threading.Lock()
+        self._draining = False
+
+    def put(self, job: Callable[[], None]) -> None:
+        """Queue ``job``; start a drain on the pool if none runs."""
+        with self._lock:
+            self._jobs.append(job)
+            start = not self._draining
+            self._draining = True
+        if start:
+            _pool().submit(self._drain)
+
+    def _drain(self) -> None:
+        """Run queued jobs in order until the queue is empty."""
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    self._draining = False
+                    return
+                job = self._jobs.popleft()
+            job()
+            del job  # (its closure holds the result until the next one)
+
+
 class _Result(Generic[T]):
     """What ``execute``-like calls return: await it for the cursor, or use it in
     ``async with`` to have the cursor closed at the end (aiosqlite's contract)."""
@@ -203,9 +240,7 @@ class Connection:
     def __init__(self, connector: Callable[[], dbapi.Connection], iter_chunk_size: int) -> None:
         self._connector = connector
         self._connection: dbapi.Connection | None = None
-        self._jobs: collections.deque[Callable[[], None]] = collections.deque()
-        self._jobs_lock = threading.Lock()
-        self._draining = False
+        self._jobs = _JobQueue()
         """A pool thread is running this connection's queued jobs."""
         self._closed = False
         """``close``/``stop`` was called."""
@@ -239,22 +274,7 @@ class Connection:
 
     def _enqueue(self, job: Callable[[], None]) -> None:
         """Queue ``job`` after this connection's earlier ones; start a drain if none runs."""
-        with self._jobs_lock:
-            self._jobs.append(job)
-            start = not self._draining
-            self._draining = True
-        if start:
-            _pool().submit(self._drain)
-
-    def _drain(self) -> None:
-        """Run queued jobs in order until the queue is empty (one thread at a time)."""
-        while True:
-            with self._jobs_lock:
-                if not self._jobs:
-                    self._draining = False
-                    return
-                job = self._jobs.popleft()
-            job()
+        self._jobs.put(job)
 
     @property
     def _conn(self) -> dbapi.Connection:

@@ -125,3 +125,32 @@ def test_an_unclosed_connection_warns(store: KVStore) -> None:
         gc.collect()
     assert any(issubclass(w.category, ResourceWarning) for w in caught)
     actor_db.connect("leak", kv=store).close()  # the database is free again
+
+
+def test_del_right_after_an_await_finalizes_at_once_while_the_pool_thread_lingers(
+        store: KVStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiosqlite's contract (its own ``test_emits_warning_when_left_open``): ``del db``
+    warns there and then. The pool thread that ran the last job may still be finishing
+    its drain when the awaiting task resumes (here it is held for a moment after each
+    delivery); it must not be holding the connection."""
+    deliver = aio._deliver
+    lingering = threading.Event()
+
+    def deliver_then_linger(*args: Any) -> None:
+        deliver(*args)
+        lingering.wait(0.5)  # (released by the test as soon as it has looked)
+
+    monkeypatch.setattr(aio, "_deliver", deliver_then_linger)
+
+    async def main() -> list[warnings.WarningMessage]:
+        db = await aio.connect("linger", kv=store)
+        await db.execute("select 1")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            del db
+        lingering.set()
+        return caught
+
+    caught = _run(main())
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)], "no warning at del"
+    actor_db.connect("linger", kv=store).close()  # the database is free again

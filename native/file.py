@@ -529,8 +529,16 @@ _Hook = TypeVar("_Hook", bound=Callable[..., int])
 
 def _extern(error: int) -> Callable[[_Hook], _Hook]:
     """``ffi.def_extern``, typed: ``error`` is returned to C if the hook itself raises
-    (it never should: each hook catches everything and reports it through ``fail``)."""
-    return cast(Callable[[_Hook], _Hook], ffi.def_extern(error=error))
+    (it never should: each hook catches everything and reports it through ``fail``;
+    only a signal handler's exception landing before the hook's ``try`` gets here)."""
+    return cast(Callable[[_Hook], _Hook], ffi.def_extern(error=error, onerror=_hook_escaped))
+
+
+def _hook_escaped(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+    """cffi's ``onerror``: the hook's call fails with its ``error`` code (SQLite sees an
+    I/O error and rolls back), logged here instead of cffi's raw traceback on stderr
+    (a Ctrl-C's ``KeyboardInterrupt`` can land between a hook's entry and its ``try``)."""
+    log.warning("a native VFS call was ended by %s (%s): it failed with an I/O error", exc_type.__name__, exc)
 
 
 @_extern(apsw.SQLITE_CANTOPEN)

@@ -299,6 +299,14 @@ class KVFile:
         """Called at each commit; the batch it returns is written atomically with it."""
         self.after_commit: Callable[[], None] | None = None
         """Called after each successful commit (e.g. to mark state as saved)."""
+        self.defer_bases = False
+        """Set by a runtime that may run this file's calls on its event loop's thread: a
+        history base a commit makes due is then not built inside that commit (a drain
+        and a scan, two or three KV round trips that would stall every actor of the
+        loop) but flagged in :attr:`base_due`, and the runtime builds it off the loop,
+        between SQLite calls, with :meth:`build_due_base`."""
+        self.base_due = False
+        """A commit made a history base due and :attr:`defer_bases` kept it for later."""
         self._share = share
         self._fid = id(self)
         self._seen_generation = 0
@@ -1466,7 +1474,10 @@ class KVFile:
             raise
         self.stats.commits += 1
         if build_base and self._pending_record is None and self._overlay is None:
-            self._base_after_commit()
+            if self.defer_bases:
+                self.base_due = True
+            else:
+                self._base_after_commit()
         if self.after_commit is not None:
             self.after_commit()
 
@@ -1492,6 +1503,24 @@ class KVFile:
             self._meta_stale = True  # re-read the head (a batch may have landed) with the meta
             log.warning("%s: writing a history base image failed (%s); the next commit retries",
                         describe_kv(self._kv), exc)
+
+    def build_due_base(self) -> bool:
+        """Build the history base a commit flagged in :attr:`base_due`, if it is still
+        due. Only between SQLite calls with no transaction open (the chunk keys must
+        hold exactly the head's state once the pending writes are durable: the scan
+        drains them first). Best effort, as in a commit: a failure is logged and a
+        later commit makes the base due again.
+
+        :returns: whether a build was attempted.
+        """
+        if not self.base_due:
+            return False
+        self.base_due = False
+        if (self._closed or self._meta_stale or self._pending_record is not None or self._overlay is not None
+                or self._has_pending_changes() or not self._history.recording):
+            return False
+        self._base_after_commit()
+        return True
 
     @property
     def history(self) -> vhistory.History:

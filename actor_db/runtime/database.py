@@ -188,6 +188,7 @@ class ActorConnection:
             _opening.cache_pages = None
         con.kv_file.commit_hook = self._commit_hook
         con.kv_file.after_commit = self._after_commit
+        con.kv_file.defer_bases = True  # (built by build_due_base on the worker, off the loop)
         self.con = con
         # One cursor for every query of the actor (queries never overlap): its exec
         # tracer marks each new statement, so a result's column names are read once
@@ -283,6 +284,21 @@ class ActorConnection:
         if self._sched_carried:
             self._sched_carried = False
             self.schedule.committed()
+
+    @property
+    def base_due(self) -> bool:
+        """A commit made a history base due (the VFS defers it: see
+        :meth:`build_due_base`)."""
+        con = self.con
+        return con is not None and con.kv_file.base_due
+
+    def build_due_base(self) -> None:
+        """Build the history base a commit made due (:attr:`base_due`): two or three
+        KV round trips, so the runtime runs it on the actor's worker after the action,
+        never inline on the event loop. With a transaction open it stays due."""
+        con = self.con
+        if con is not None and not con.in_transaction:
+            con.kv_file.build_due_base()
 
     # ------------------------------------------------------------------ queries
     def _require(self) -> vfs.KVConnection:

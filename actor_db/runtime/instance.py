@@ -634,6 +634,8 @@ class ActorInstance:
             await runner.call(core.end_action, False)
             raise
         await runner.call(core.end_action, True)
+        if core.base_due:  # (off the loop, after this action: see ActorConnection.build_due_base)
+            runner.worker.run_later(core.build_due_base)
         return result
 
     async def call(self, action: str, *args: Any) -> Any:

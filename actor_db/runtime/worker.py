@@ -54,7 +54,17 @@ def _resolve(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -
         fut.set_result(result)
 
 
-_Item = tuple["asyncio.Future[Any]", Inbox, Callable[..., Any], tuple[Any, ...]]
+_Item = tuple["asyncio.Future[Any] | None", "Inbox | None", Callable[..., Any], tuple[Any, ...]]
+"""A queued call: its future and the inbox that resolves it (``None``, ``None`` for a
+chore nobody awaits, :meth:`Worker.run_later`), the function and its arguments."""
+
+
+def _run_chore(name: str, fn: Callable[[], Any]) -> None:
+    """Run a chore (:meth:`Worker.run_later`): an exception is logged, never raised."""
+    try:
+        fn()
+    except Exception:
+        log.exception("actor %s: a background chore failed", name)
 
 
 class Worker:
@@ -100,10 +110,13 @@ class Worker:
                 fut, inbox, fn, args = queue.popleft()
             result: Any = None
             error: BaseException | None = None
-            try:
-                result = fn(*args)
-            except BaseException as exc:  # handed to the awaiting task, never lost
-                error = exc
+            if fut is None:
+                _run_chore(self.name, fn)
+            else:
+                try:
+                    result = fn(*args)
+                except BaseException as exc:  # handed to the awaiting task, never lost
+                    error = exc
             with lock:
                 # The call is over: when nothing else is queued the worker is idle
                 # BEFORE its caller hears back, so the caller's next call may run
@@ -111,7 +124,8 @@ class Worker:
                 last = not queue
                 if last:
                     self._scheduled = False
-            inbox.post(_resolve, fut, result, error)
+            if inbox is not None:
+                inbox.post(_resolve, fut, result, error)
             if last:
                 return
         self._pool.submit(self._drain)  # fairness: other actors' jobs first
@@ -134,6 +148,23 @@ class Worker:
         if start:
             self._pool.submit(self._drain)
         return await fut
+
+    def run_later(self, fn: Callable[[], Any]) -> None:
+        """(Event loop's thread.) Queue the chore ``fn()`` behind the calls queued before
+        it, with nobody waiting for it: the calls queued after it wait for it (FIFO),
+        and its exception is logged, never raised. Run at once when the worker would
+        run a call inline anyway (``instant`` and idle). A closed worker drops it."""
+        if self._closed:
+            return
+        if self._instant and not self._scheduled:
+            _run_chore(self.name, fn)
+            return
+        with self._lock:
+            self._queue.append((None, None, fn, ()))
+            start = not self._scheduled
+            self._scheduled = True
+        if start:
+            self._pool.submit(self._drain)
 
     def run_inline(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` right here on the event loop's thread (no hop).

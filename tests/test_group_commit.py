@@ -424,6 +424,46 @@ def test_rounds_on_the_event_loop_use_no_pool_thread(kind: str, runtime_vfs: str
 
 
 @pytest.mark.parametrize("kind", ["latency", "redis"])
+def test_a_lone_writer_sends_its_round_from_its_commit(kind: str, runtime_vfs: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """One actor writing alone: its commit's round leaves from the commit itself (no
+    loop iteration spent gathering other actors' commits: one of three per action);
+    still one round trip per action, durable when the call returns. A second writer
+    brings the gathering back."""
+    store = loop_store(kind)
+    if kind == "latency":
+        store.latency_s = 0.001  # type: ignore[attr-defined]
+    starts: list[int] = []
+    original = GroupCommitter._start
+    monkeypatch.setattr(GroupCommitter, "_start", lambda self, loop: (starts.append(1), original(self, loop))[1])
+
+    async def main() -> None:
+        registry = actor_db.Registry([counter_type()], kv=store)
+        h = registry.get_or_create("ctr", "alone")
+        await h.call("add", 0)  # wake (migrations run on the worker)
+        for i in range(1, 4):
+            await h.call("add", i)  # warm: calls run inline
+        started, trips = len(starts), store.round_trips
+        for i in range(4, 24):
+            assert await h.call("add", i) == i
+        assert len(starts) == started  # no gathering iteration for a lone writer
+        assert store.round_trips - trips == 20  # one round trip per action
+        other = registry.get_or_create("ctr", "second")
+        await other.call("add", 0)
+        for i in range(1, 6):
+            await asyncio.gather(h.call("add", 23 + i), other.call("add", i))
+        assert len(starts) > started  # two writers: their commits are gathered again
+        await h.sleep()
+        assert await h.call("ids") == list(range(29))
+        await registry.close()
+
+    try:
+        run(main())
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("kind", ["latency", "redis"])
 def test_the_loop_thread_finishes_a_round_it_must_wait_for(kind: str) -> None:
     """A round on the event loop holds the gate's batch; the loop's own thread then must
     wait for it (a drain inside an inline SQLite call): it reads the reply itself

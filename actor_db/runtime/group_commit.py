@@ -122,7 +122,7 @@ class GroupCommitter:
             if now - self._counted_at > ACTIVE_WINDOW_S:
                 self._count_active(now)
             pending = self._scheduled
-            if pending is loop and loop is not None and len(self._joined) >= self._round_size():
+            if loop is not None and (pending is loop or pending is None) and len(self._joined) >= self._round_size():
                 gates, self._joined = self._joined, []  # a full round: send it now
                 full = True
             else:
@@ -143,8 +143,14 @@ class GroupCommitter:
         """(Lock held.) Joined gates that make a round full: a share
         (1 / :data:`ROUNDS_PER_CYCLE`) of the actors that wrote lately, at least
         :data:`MIN_ROUND`, so a burst of commits leaves in a few rounds whose first ones
-        are in flight while the loop still runs the burst's last actions."""
+        are in flight while the loop still runs the burst's last actions. A round the
+        event loop waits for is full at once when one actor wrote lately: it leaves
+        from the commit itself, without a loop iteration to gather others."""
         if self.store.loop_writes:
+            if len(self._recent) <= 1:
+                # One writer lately (this one; ``_recent`` also holds the actors that
+                # joined since the last count): nobody to wait for, no loop iteration.
+                return 1
             return max(LOOP_MIN_ROUND, self._active // LOOP_ROUNDS_PER_CYCLE)
         return max(MIN_ROUND, self._active // ROUNDS_PER_CYCLE)
 

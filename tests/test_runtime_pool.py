@@ -166,3 +166,37 @@ def test_pool_shutdown_lets_idle_and_busy_threads_leave() -> None:
     wait_until(lambda: len(done) == 8)
     pool.shutdown()  # now idle: every one of them leaves, not just one
     wait_until(lambda: pool.threads == 0)
+
+
+def test_a_worker_chore_keeps_the_queue_order_and_never_wedges_it(caplog: Any) -> None:
+    """``Worker.run_later``: a chore runs after the calls queued before it and before
+    those queued after it; one that fails, even with a ``BaseException`` on a pool
+    thread, is logged and the calls after it still run."""
+    from actor_db.runtime.worker import Worker
+
+    async def main() -> None:
+        pool = ThreadPool(2)
+        worker = Worker(pool, "w")
+        order: list[str] = []
+
+        def failing() -> None:
+            order.append("bad chore")
+            raise KeyboardInterrupt  # on a pool thread: logged, the queue goes on
+
+        first = asyncio.ensure_future(worker.run(order.append, "call 1"))
+        await asyncio.sleep(0)  # the task starts: "call 1" is queued (or already ran)
+        worker.run_later(lambda: order.append("chore"))
+        worker.run_later(failing)
+        second = await worker.run(order.append, "call 2")
+        await first
+        assert second is None
+        assert order == ["call 1", "chore", "bad chore", "call 2"]
+        assert worker.idle
+        await worker.close()
+        worker.run_later(lambda: order.append("after close"))  # dropped
+        assert order[-1] == "call 2"
+        pool.shutdown()
+
+    with caplog.at_level("ERROR", logger="actor_db.runtime.worker"):
+        run(main())
+    assert any("background chore was interrupted" in r.getMessage() for r in caplog.records)

@@ -59,12 +59,18 @@ _Item = tuple["asyncio.Future[Any] | None", "Inbox | None", Callable[..., Any], 
 chore nobody awaits, :meth:`Worker.run_later`), the function and its arguments."""
 
 
-def _run_chore(name: str, fn: Callable[[], Any]) -> None:
-    """Run a chore (:meth:`Worker.run_later`): an exception is logged, never raised."""
+def _run_chore(name: str, fn: Callable[[], Any], *, on_pool: bool) -> None:
+    """Run a chore (:meth:`Worker.run_later`): an exception is logged, never raised. On
+    a pool thread nothing escapes at all (it would leave the worker's queue without a
+    runner); on the event loop's thread a ``KeyboardInterrupt`` still reaches the app."""
     try:
         fn()
     except Exception:
         log.exception("actor %s: a background chore failed", name)
+    except BaseException:
+        if not on_pool:
+            raise
+        log.exception("actor %s: a background chore was interrupted", name)
 
 
 class Worker:
@@ -111,7 +117,7 @@ class Worker:
             result: Any = None
             error: BaseException | None = None
             if fut is None:
-                _run_chore(self.name, fn)
+                _run_chore(self.name, fn, on_pool=True)
             else:
                 try:
                     result = fn(*args)
@@ -157,7 +163,7 @@ class Worker:
         if self._closed:
             return
         if self._instant and not self._scheduled:
-            _run_chore(self.name, fn)
+            _run_chore(self.name, fn, on_pool=False)
             return
         with self._lock:
             self._queue.append((None, None, fn, ()))

@@ -15,6 +15,7 @@ import actor_db
 import vfs
 from actor_db.errors import ActorDBError, ActorNotFoundError, ActorShuttingDownError, KVLimitError
 from actor_db.kv import KVStore, LmdbKV, MemoryKV
+from actor_db.runtime.idle import idle_timers_for
 from actor_db.runtime.keys import STATE_KEY
 from tests.runtime_support import actor_keys, run
 
@@ -231,26 +232,29 @@ def test_vfs_commit_hook_failure_leaves_database_usable(store: KVStore) -> None:
 
 
 def test_one_idle_timer_per_actor_postponed_by_each_call(store: KVStore) -> None:
-    """Calls do not create a timer each: the one timer, when it fires before the latest
-    deadline, sets itself for that deadline (driven by hand: no wall-clock assertion)."""
+    """Calls do not create a timer each: the actor's one entry in its loop's idle timers,
+    when it comes out before the latest deadline, adds itself again for that deadline
+    (driven by hand: no wall-clock assertion)."""
     async def main() -> None:
         registry = actor_db.Registry([notes_type(idle_timeout_s=3600)], kv=store)
         handle = registry.get_or_create("notes", key="timer")
         await handle.call("state")
         instance = handle._instance
-        first = instance._idle_handle
-        assert first is not None
+        timers = idle_timers_for(asyncio.get_running_loop())
+        entries = len(timers)
+        first = instance._idle_seq
+        assert first != 0
         await handle.call("state")
-        assert instance._idle_handle is first  # the same timer, its deadline moved on
-        first.cancel()
-        instance._idle_fire()  # fires early (the deadline is an hour away): set again
-        second = instance._idle_handle
-        assert second is not None and second is not first and instance.status == "awake"
-        second.cancel()
+        assert instance._idle_seq == first and len(timers) == entries  # the same entry, its deadline moved on
+        instance._idle_seq = 0  # (as the timers do when the entry comes out)
+        instance._idle_fire()  # comes out early (the deadline is an hour away): added again
+        second = instance._idle_seq
+        assert second not in (0, first) and instance.status == "awake" and len(timers) == entries + 1
+        instance._idle_seq = 0
         instance._idle_deadline = 0.0  # the deadline has passed, no call since: sleep
         instance._idle_fire()
         await handle.sleep()  # (waits for the idle sleep that started)
-        assert instance.status == "asleep"
+        assert instance.status == "asleep" and instance._idle_seq == 0
         await registry.close()
 
     run(main())

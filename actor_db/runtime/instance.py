@@ -73,6 +73,7 @@ from actor_db.errors import (
 from actor_db.runtime.actor import ActorDefinition, Context
 from actor_db.runtime.database import ActorConnection, Database
 from actor_db.runtime.gate import OutputGate
+from actor_db.runtime.idle import idle_timers_for
 from actor_db.runtime.inline import Runner
 from actor_db.runtime.metrics import CountingKV, StartupMetrics
 from actor_db.runtime.pool import ThreadPool
@@ -220,7 +221,7 @@ class ActorInstance:
 
     __slots__ = (
         "_actions", "_closing", "_core", "_counters", "_database", "_generation", "_idle_deadline",
-        "_idle_generation", "_idle_handle", "_idle_loop", "_lock", "_on_destroyed", "_outgate", "_pool", "_prefetch",
+        "_idle_generation", "_idle_seq", "_idle_loop", "_lock", "_on_destroyed", "_outgate", "_pool", "_prefetch",
         "_resets",
         "_policy", "_runner", "_speculation", "_starting", "_starts", "_startup", "_tasks", "_vfs_closed", "_worker",
         "_host", "_schedule_counts", "definition", "key", "notify_due",
@@ -256,7 +257,8 @@ class ActorInstance:
         self._starts = 0
         self._actions = 0
         self._generation = 0
-        self._idle_handle: asyncio.TimerHandle | None = None
+        self._idle_seq = 0
+        """The seq of the actor's entry in its loop's idle timers (0: none)."""
         self._idle_deadline = 0.0
         """Loop time at which the actor goes to sleep if no call comes first."""
         self._idle_generation = 0
@@ -767,35 +769,47 @@ class ActorInstance:
     # ------------------------------------------------------------------ sleep / destroy
     def _schedule_idle(self) -> None:
         """(End of an action, a wake.) The actor sleeps ``idle_timeout_s`` from now
-        unless another call comes first. One timer per actor, not one per action: it is
-        only created when none runs, and when it fires before the latest deadline (an
-        action ran since it was set) it sets itself again for that deadline."""
+        unless another call comes first. One entry per actor in its loop's
+        :class:`~actor_db.runtime.idle.IdleTimers`, not one per action: it is only
+        added when the actor has none, and when it comes out before the latest
+        deadline (an action ran since it was set) it adds itself again for that
+        deadline."""
         timeout = self.definition.options.idle_timeout_s
         if timeout is None or self.status != AWAKE:
-            if self._idle_handle is not None:
-                self._idle_handle.cancel()
-                self._idle_handle = None
+            self._cancel_idle()
             return
-        handle = self._idle_handle
         loop = running_loop(self._idle_loop)  # (no system call when it is the timer's loop)
         if loop is None:
             raise RuntimeError("no running event loop")
-        if handle is not None and self._idle_loop is not loop:  # the app moved to another loop
-            handle.cancel()
-            handle = None
+        if self._idle_seq and self._idle_loop is not loop:  # the app moved to another loop
+            self._cancel_idle()
         self._idle_deadline = loop.time() + timeout
         self._idle_generation = self._generation
-        if handle is None:
-            self._idle_handle = loop.call_at(self._idle_deadline, self._idle_fire)
+        if not self._idle_seq:
+            self._idle_seq = idle_timers_for(loop).add(self._idle_deadline, self)
             self._idle_loop = loop
 
-    def _idle_fire(self) -> None:
-        self._idle_handle = None
+    def _cancel_idle(self) -> None:
+        """Drop the actor's idle entry, if it has one."""
+        if self._idle_seq:
+            self._idle_seq = 0
+            loop = self._idle_loop
+            if loop is not None:
+                idle_timers_for(loop).cancelled()
+
+    def _idle_fire(self, now: float | None = None) -> None:
+        """(Event loop.) The actor's idle entry came out at loop time ``now`` (seconds;
+        ``None``: the loop's time now): sleep if the deadline passed with no call since,
+        else add the entry again for the deadline."""
+        self._idle_seq = 0
         if self.status != AWAKE:
             return
         loop = asyncio.get_running_loop()
-        if loop.time() < self._idle_deadline:  # an action ended since: its deadline
-            self._idle_handle = loop.call_at(self._idle_deadline, self._idle_fire)
+        if now is None:
+            now = loop.time()
+        if now < self._idle_deadline:  # an action ended since: its deadline
+            self._idle_seq = idle_timers_for(loop).add(self._idle_deadline, self)
+            self._idle_loop = loop
             return
         generation = self._idle_generation
         if generation != self._generation:
@@ -865,9 +879,7 @@ class ActorInstance:
         about to go to sleep anyway) and counts as activity for the idle logic."""
         hold = _Hold(self, kind)
         self._generation += 1
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-            self._idle_handle = None
+        self._cancel_idle()
         return hold
 
     async def destroy(self) -> None:

@@ -152,7 +152,8 @@ class OutputGate:
     :param pool: where flusher jobs run.
     :param loop: the event loop waiting callers run on.
     :param label: ``"type/key"`` for messages.
-    :param on_failure: called on the event loop once, when the gate breaks.
+    :param on_failure: ``on_failure(gate)``, called on the event loop once, when the
+        gate breaks (its error is :attr:`failure`).
     :param max_pending_bytes: backpressure bound (payload bytes not yet durable).
     :param held: start *held*: batches are queued but not written until :meth:`open`
         (or until something must wait for them: :meth:`drain`, backpressure). The
@@ -162,8 +163,18 @@ class OutputGate:
         and nothing reaches the KV until :meth:`commit_speculation` (module docstring).
     """
 
+    __slots__ = (
+        "speculative", "speculation_aborted", "inner", "label", "max_pending_bytes", "_pool", "_loop", "_inbox",
+        "_on_failure", "_limits", "_checked", "_lock", "_cond", "_inline", "_committer", "_group_view", "_joined",
+        "_loop_round", "_pending", "_pending_bytes", "_flushing", "_sleepers", "_held", "_release_scheduled",
+        "_waiters", "enqueued", "durable", "failure", "flushes", "merged_batches", "__weakref__",
+    )
+    """(One gate per awake actor: no ``__dict__``, and the condition and the waiter list
+    exist only while used, so an idle awake actor's gate is 3 objects the garbage
+    collector tracks: itself, its lock and its queue.)"""
+
     def __init__(self, inner: CountingKV, pool: ThreadPool, loop: asyncio.AbstractEventLoop, label: str,
-                 on_failure: Callable[[BaseException], None] | None = None,
+                 on_failure: Callable[[OutputGate], None] | None = None,
                  max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES, held: bool = False,
                  speculative: bool = False) -> None:
         self.speculative = speculative
@@ -186,7 +197,9 @@ class OutputGate:
         self._lock = threading.Lock()
         """Guards the gate's state. ``with self._lock`` is the same lock as ``_cond``'s
         (a C-level enter, not the Condition's Python wrapper: taken several times per action)."""
-        self._cond = threading.Condition(self._lock)
+        self._cond: threading.Condition | None = None
+        """The condition on ``_lock`` threads wait with (:meth:`_sleep`); made by the first
+        one (it exists whenever ``_sleepers`` > 0)."""
         self._inline = inner.instant_writes
         """The store applies a write in microseconds without I/O (``MemoryKV``): write
         it in the committing thread instead of handing it to a pool thread (the hand-off
@@ -213,7 +226,8 @@ class OutputGate:
         """Threads waiting on ``_cond`` (:meth:`drain`, backpressure)."""
         self._held = held or speculative
         self._release_scheduled = False
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[int, asyncio.Future[None]]] | None = None
+        """(Event loop.) ``(sequence, future)`` of each caller waiting; ``None`` when none."""
         self.enqueued = 0
         """Sequence of the last batch handed to :meth:`write`."""
         self.durable = 0
@@ -406,12 +420,11 @@ class OutputGate:
         self.flushes += 1
         if not self._send(batch):
             return
-        cond = self._cond
         with self._lock:
             self.durable = seq
             self._flushing = False
             if self._sleepers:
-                cond.notify_all()
+                self._notify()
             schedule = bool(self._waiters) and not self._release_scheduled
             self._release_scheduled = self._release_scheduled or schedule
         if schedule:
@@ -461,7 +474,8 @@ class OutputGate:
         flusher must start for batches queued meanwhile (then it is marked running)."""
         start = bool(self._pending) and not self._held and self.failure is None
         self._flushing = start
-        self._cond.notify_all()
+        if self._sleepers:
+            self._notify()
         return start
 
     def _check(self, batch: WriteBatch) -> int:
@@ -587,7 +601,7 @@ class OutputGate:
         writer may take the right back now (:meth:`_withdraw`). Returns True."""
         self._joined = True
         if self._sleepers:
-            self._cond.notify_all()
+            self._notify()
         return True
 
     def _withdraw(self) -> bool:
@@ -649,7 +663,7 @@ class OutputGate:
         with ``rejoin`` the gate is marked joined in the same step, for the caller to
         join the committer's next round) and whether :meth:`_release` must run for
         waiting callers (with ``post`` it is posted to the loop here)."""
-        cond, pending = self._cond, self._pending
+        pending = self._pending
         with self._lock:
             freed = 0
             for _ in range(taken):
@@ -663,7 +677,7 @@ class OutputGate:
             else:
                 self._joined = rejoin
             if self._sleepers:
-                cond.notify_all()
+                self._notify()
             schedule = bool(self._waiters) and not self._release_scheduled
             self._release_scheduled = self._release_scheduled or schedule
         if schedule and post:
@@ -673,7 +687,7 @@ class OutputGate:
     def _flush(self) -> None:
         """The flusher: write pending batches (merged while they fit) until none is left
         or a write fails. Exactly one flusher runs at a time (``_flushing``)."""
-        cond, pending = self._cond, self._pending
+        pending = self._pending
         with self._lock:
             if self.failure is not None or not pending:
                 self._stop_flushing()
@@ -702,14 +716,23 @@ class OutputGate:
         """(Lock held.) The flusher stops; wake threads waiting for it."""
         self._flushing = False
         if self._sleepers:
-            self._cond.notify_all()
+            self._notify()
+
+    def _notify(self) -> None:
+        """(Lock held, ``_sleepers`` > 0.) Wake the threads waiting in :meth:`_sleep`."""
+        cond = self._cond
+        assert cond is not None, "a sleeper made the condition"
+        cond.notify_all()
 
     def _sleep(self) -> None:
         """(Lock held.) Wait for the flusher's next step (counted, so it notifies only
         when someone waits)."""
+        cond = self._cond
+        if cond is None:
+            cond = self._cond = threading.Condition(self._lock)
         self._sleepers += 1
         try:
-            self._cond.wait()
+            cond.wait()
         finally:
             self._sleepers -= 1
 
@@ -733,23 +756,26 @@ class OutputGate:
         with self._lock:
             self._release_scheduled = False
             durable = self.durable
+        waiters = self._waiters
+        if waiters is None:
+            return
         keep: list[tuple[int, asyncio.Future[None]]] = []
-        for seq, fut in self._waiters:
+        for seq, fut in waiters:
             if seq <= durable:
                 if not fut.done():
                     fut.set_result(None)
             else:
                 keep.append((seq, fut))
-        self._waiters = keep
+        self._waiters = keep or None
 
     def _broken(self) -> None:
         """(Event loop.) Fail every waiter, then tell the runtime."""
-        waiters, self._waiters = self._waiters, []
-        for _, fut in waiters:
+        waiters, self._waiters = self._waiters, None
+        for _, fut in waiters or ():
             if not fut.done():
                 fut.set_exception(self.error())
         if self._on_failure is not None and self.failure is not None:
-            self._on_failure(self.failure)
+            self._on_failure(self)
 
     # ------------------------------------------------------------ waiting
     async def wait(self, seq: int) -> None:
@@ -782,7 +808,11 @@ class OutputGate:
         if loop is not self._loop:
             self._loop, self._inbox = loop, inbox_for(loop)
         fut: asyncio.Future[None] = loop.create_future()
-        self._waiters.append((seq, fut))
+        waiters = self._waiters
+        if waiters is None:
+            self._waiters = [(seq, fut)]
+        else:
+            waiters.append((seq, fut))
         with self._lock:  # a flush may have finished before we registered
             if seq <= self.durable and not self._release_scheduled:
                 self._release_scheduled = True
@@ -841,11 +871,11 @@ class OutputGate:
 
     def _unlocked(self, work: Callable[[], None]) -> None:
         """(Lock held.) Run ``work`` with the lock released (it takes the lock itself)."""
-        self._cond.release()
+        self._lock.release()
         try:
             work()
         finally:
-            self._cond.acquire()
+            self._lock.acquire()
 
     def describe(self) -> dict[str, Any]:
         """Counters for ``handle.metrics()``."""

@@ -299,7 +299,7 @@ class ActorInstance:
             # Held while starting: a new actor's creation batch, its migrations and
             # on_wake's commit go out as one KV write at the end of the start.
             gate = OutputGate(self.kv, self._pool, asyncio.get_running_loop(), self.label,
-                              on_failure=lambda exc: self._gate_failed(gate), held=True, speculative=speculative)
+                              on_failure=self._gate_failed, held=True, speculative=speculative)
             view = self._outgate = gate
         runner = Runner(worker, view, inline=options.inline_queries)
         database = Database(runner, self._gate)

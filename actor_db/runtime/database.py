@@ -32,13 +32,12 @@ Invariants:
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
 import threading
 import time
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Protocol, Sequence
 
 import apsw
 
@@ -157,7 +156,8 @@ class ActorConnection:
         self.action_active = False
         self._in_flight: bytes | None = None
         self._prepared: Any = _NOT_PREPARED
-        self._savepoints = itertools.count(1)
+        self._savepoints = 0
+        """Savepoints made so far (their names are numbered; an int, not a counter object)."""
         self._cursor: apsw.Cursor | None = None
         self._control: apsw.Cursor | None = None
         """A cursor for the implicit ``BEGIN`` / ``COMMIT`` (no exec tracer; reused, so
@@ -386,7 +386,8 @@ class ActorConnection:
         """Begin a savepoint (a transaction if none is open); returns its name."""
         con = self._require()
         self._maybe_begin(con, "SAVEPOINT")
-        name = f"actor_db_sp{next(self._savepoints)}"
+        self._savepoints += 1
+        name = f"actor_db_sp{self._savepoints}"
         con.execute(f"SAVEPOINT {name}")
         return name
 
@@ -499,14 +500,22 @@ class ActorConnection:
             con.close()
 
 
+class ConnectionSource(Protocol):
+    """What :class:`Database` asks for the actor's live connection."""
+
+    def _gate(self) -> ActorConnection:
+        """The live connection, or raise :class:`~actor_db.errors.ActorShuttingDownError`."""
+
+
 class Database:
     """``c.db``: the actor's SQLite database, from asyncio.
 
     :param runner: runs the actor's SQLite calls, inline on the event loop when that
         needs no KV round trip, else on its worker (:mod:`actor_db.runtime.inline`).
-    :param gate: returns the live :class:`ActorConnection`, or raises
+    :param source: its ``_gate()`` returns the live :class:`ActorConnection`, or raises
         :class:`~actor_db.errors.ActorShuttingDownError` when the actor is going to
-        sleep or was destroyed.
+        sleep or was destroyed (the actor instance: held as is, no bound method per
+        awake actor).
 
     Example, inside an action::
 
@@ -515,11 +524,14 @@ class Database:
         rows[0]["total"], rows[0][0]
     """
 
-    __slots__ = ("_runner", "_gate")
+    __slots__ = ("_runner", "_source")
 
-    def __init__(self, runner: Runner, gate: Callable[[], ActorConnection]) -> None:
+    def __init__(self, runner: Runner, source: ConnectionSource) -> None:
         self._runner = runner
-        self._gate = gate
+        self._source = source
+
+    def _gate(self) -> ActorConnection:
+        return self._source._gate()
 
     async def execute(self, sql: str, *args: Any) -> list[Row]:
         """Run ``sql`` with ``args`` bound to its ``?`` parameters (or one dict for

@@ -180,38 +180,6 @@ def _database_preloaded(core: ActorConnection) -> bool:
     return any(r.start <= start and end <= r.end for r in con.kv_file.preload.covered_ranges())
 
 
-class _ScheduleHost:
-    """What ``c.schedule`` / ``c.cron`` use of an instance (:mod:`actor_db.runtime.schedule`):
-    only valid while one of its actions runs (the awake connection's pending changes)."""
-
-    __slots__ = ("definition", "_instance")
-
-    def __init__(self, instance: ActorInstance) -> None:
-        self.definition = instance.definition
-        self._instance = instance
-
-    def _core(self) -> ActorConnection:
-        return self._instance._gate()  # (raises when no action of the actor runs)
-
-    @property
-    def pending(self) -> PendingSchedule:
-        return self._core().schedule
-
-    def now_ms(self) -> int:
-        return self._instance.now_ms()
-
-    def set_due(self, due_ms: int) -> None:
-        notify = self._instance.notify_due
-        if notify is not None:
-            notify(due_ms)
-
-    async def read_entries(self) -> dict[str, Entry]:
-        """Every entry as the running action sees it, its own changes laid over the
-        committed ones (read with one scan at the first need after a wake)."""
-        core = self._core()
-        return core.schedule.overlay(await self._instance._known_entries(core))
-
-
 class ActorInstance:
     """The runtime side of one actor (type ``definition``, key ``key``).
 
@@ -224,7 +192,7 @@ class ActorInstance:
         "_idle_generation", "_idle_seq", "_idle_loop", "_lock", "_on_destroyed", "_outgate", "_pool", "_prefetch",
         "_resets",
         "_policy", "_runner", "_speculation", "_starting", "_starts", "_startup", "_tasks", "_vfs_closed", "_worker",
-        "_host", "_schedule_counts", "definition", "key", "notify_due",
+        "_schedule_counts", "definition", "key", "notify_due",
         "kv", "label", "status", "__weakref__",
     )
 
@@ -266,7 +234,6 @@ class ActorInstance:
         self._idle_loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_destroyed = on_destroyed
-        self._host: _ScheduleHost | None = None
         self._schedule_counts = {"fired": 0, "retry": 0, "failed": 0}
         """Schedule entries run here: succeeded, failed and retried later, failed for good."""
         self.notify_due: Any = None
@@ -302,7 +269,7 @@ class ActorInstance:
                               on_failure=self._gate_failed, held=True, speculative=speculative)
             view = self._outgate = gate
         runner = Runner(worker, view, inline=options.inline_queries)
-        database = Database(runner, self._gate)
+        database = Database(runner, self)
         self._worker, self._runner, self._database = worker, runner, database
 
         def make_core(state: PersistedState) -> ActorConnection:
@@ -539,14 +506,28 @@ class ActorInstance:
     def _context(self) -> Context:
         assert self._core is not None
         return Context(self.definition.name, self.key, self._core.state,
-                       self._database if self.definition.database is not None else None, self._schedule_host())
+                       self._database if self.definition.database is not None else None, self)
 
     # ------------------------------------------------------------------ schedules
-    def _schedule_host(self) -> _ScheduleHost:
-        host = self._host
-        if host is None:
-            host = self._host = _ScheduleHost(self)
-        return host
+    # What ``c.schedule`` / ``c.cron`` use of the instance (the ``_Host`` of
+    # :mod:`actor_db.runtime.schedule`; the instance itself, no object per actor):
+    # only valid while one of its actions runs (the awake connection's pending changes).
+    @property
+    def pending(self) -> PendingSchedule:
+        """The running action's schedule changes (raises when no action runs)."""
+        return self._gate().schedule
+
+    def set_due(self, due_ms: int) -> None:
+        """An action set an entry due at ``due_ms``: tell the registry's poller."""
+        notify = self.notify_due
+        if notify is not None:
+            notify(due_ms)
+
+    async def read_entries(self) -> dict[str, Entry]:
+        """Every entry as the running action sees it, its own changes laid over the
+        committed ones (read with one scan at the first need after a wake)."""
+        core = self._gate()
+        return core.schedule.overlay(await self._known_entries(core))
 
     def now_ms(self) -> int:
         """The store's time (ms since the epoch): :meth:`~actor_db.kv.KVStore.now_ms`."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 import apsw
 
 from vfs import kvvfs, locks, pragmas
-from vfs.history import HistorySetting, policy_for
+from vfs.history import HistorySetting, Policy, policy_for
 from vfs.lease import DEFAULT_LEASE_TTL_S
 from vfs.locks import Locking
 from vfs.errors import kv_failure, sqlite_error
@@ -43,6 +44,8 @@ class KVConnection(apsw.Connection):
     :ivar kv_file: the open :class:`~vfs.file.KVFile` (commit hooks, preload).
     :ivar kv: the actor-scoped KV view.
     """
+
+    __slots__ = ("stats", "kv_file", "kv")  # (no __dict__: one per awake actor)
 
     stats: VFSStats
     kv_file: KVFile
@@ -146,10 +149,8 @@ def connect(
     backend.ensure_registered()
     if hint_interior_max_bytes < 0:
         raise ValueError(f"hint_interior_max_bytes must be >= 0, not {hint_interior_max_bytes!r}")
-    policy = policy_for(history)
-    options = FileOptions(cache_chunks, readahead_max_chunks, max_dirty_bytes, read_only=readonly,
-                          lease_ttl_s=lease_ttl_s, large_commits=large_commits,
-                          hint_max_interior_chunks=hint_interior_max_bytes // CHUNK_SIZE, history=policy)
+    options = _file_options(cache_chunks, readahead_max_chunks, max_dirty_bytes, readonly, lease_ttl_s,
+                            large_commits, hint_interior_max_bytes // CHUNK_SIZE, policy_for(history))
     filename, binding, share, own_preload = _bind(backend, kv, name, options, locking, preload,
                                                   hint_interior_max_bytes)
     identity = kv.identity
@@ -186,6 +187,20 @@ def connect(
 
 
 
+@functools.lru_cache(maxsize=256)
+def _file_options(cache_chunks: int | None, readahead_max_chunks: int | None, max_dirty_bytes: int, read_only: bool,
+                  lease_ttl_s: float, large_commits: str, hint_max_interior_chunks: int,
+                  history: Policy) -> FileOptions:
+    """The (frozen) :class:`FileOptions` of these settings, one object shared by every
+    connection opened with them: a runtime opens one per awake actor, all alike.
+
+    :raises ValueError: a setting :class:`FileOptions` refuses (not cached).
+    """
+    return FileOptions(cache_chunks, readahead_max_chunks, max_dirty_bytes, read_only=read_only,
+                       lease_ttl_s=lease_ttl_s, large_commits=large_commits,
+                       hint_max_interior_chunks=hint_max_interior_chunks, history=history)
+
+
 def _bind(backend: Any, kv: KV, name: str, options: FileOptions, locking: Locking, preload: PreloadMap | None,
           hint_interior_max_bytes: int) -> tuple[str, kvvfs.Binding, locks.DatabaseShare | None, bool]:
     """Bind ``kv`` under a new SQLite file name, claim the database (:mod:`vfs.locks`)
@@ -207,7 +222,7 @@ def _bind(backend: Any, kv: KV, name: str, options: FileOptions, locking: Lockin
         backend.unbind(filename)
         raise
     binding.share = share
-    binding.on_close = lambda: locks.release(identity, filename, share)
+    binding.on_close = functools.partial(locks.release, identity, filename, share)  # (no closure cells)
     if share is not None:
         # Commits of this process's other connections after this point reach the file
         # as notes (vfs.locks); the preload must not predate it. A caller's preload

@@ -131,6 +131,9 @@ def _schema_children(page1: bytes | bytearray | memoryview) -> list[int]:
     return [p - 1 for p in pages if p > 1]
 
 
+_NO_CHUNKS: frozenset[int] = frozenset()
+
+
 class HotSet:
     """What SQLite read and wrote since the database was opened (same rules as the
     native VFS's ``kvn_hot`` in C, so both VFSes write the same hints):
@@ -146,14 +149,19 @@ class HotSet:
 
     Invariant: a chunk is in ``interior`` iff the last observation of its type byte
     said interior (or the hint it was seeded from did, and nothing was seen since).
+
+    (Every open database has one, the native VFS's too, which keeps its own in C: until
+    something is recorded it holds no container the garbage collector tracks: ``recent``
+    holds only ints, ``interior`` is an empty frozenset and ``schema`` an empty tuple
+    until they get their first element.)
     """
 
     def __init__(self, capacity: int = RECENT_CAPACITY) -> None:
         self.capacity = capacity
         self.recent: dict[int, None] = {}
         """chunk index -> None, in order of last read (least recent first)."""
-        self.interior: set[int] = set()
-        self.schema: list[int] = []
+        self.interior: set[int] | frozenset[int] = _NO_CHUNKS
+        self.schema: Sequence[int] = ()
         self._page1_counter = b""
         self.inserts = 0
         """Chunks newly tracked since open (a cheap "did the set change" signal)."""
@@ -181,12 +189,13 @@ class HotSet:
         kind = page_type(index, data, start, end)
         if kind is None:
             return
+        interior = self.interior
         if kind in _INTERIOR_PAGE_TYPES:
-            if index not in self.interior and len(self.interior) < MAX_HINT_CHUNKS:
-                self.interior.add(index)
+            if index not in interior and len(interior) < MAX_HINT_CHUNKS:
+                self._interior().add(index)
                 self.inserts += 1
-        else:
-            self.interior.discard(index)
+        elif index in interior:
+            self._interior().discard(index)
         if index == 0 and start == 0 and end >= _PAGE_SIZE <= len(data) and data[24:28] != self._page1_counter:
             # Parsed again only when page 1's change counter moved (every statement
             # reads page 1; the schema changes only with a commit).
@@ -198,7 +207,14 @@ class HotSet:
         for index in indices:
             if len(self.interior) >= MAX_HINT_CHUNKS:
                 break
-            self.interior.add(index)
+            self._interior().add(index)
+
+    def _interior(self) -> set[int]:
+        """``interior``, made a set at its first element."""
+        interior = self.interior
+        if not isinstance(interior, set):
+            interior = self.interior = set(interior)
+        return interior
 
     def items(self) -> tuple[list[int], list[int], list[int]]:
         """``(recent, most recent first; interior, ascending; schema)``."""

@@ -37,6 +37,23 @@ class PreloadMiss(enum.Enum):
 ABSENT = PreloadMiss.ABSENT
 NOT_LOADED = PreloadMiss.NOT_LOADED
 
+_SHARED_RANGES: dict[tuple[bytes, bytes], KeyRange] = {}
+"""Covered ranges by ``(start, end)``: every actor's preload covers the same few
+actor-relative ranges, so their (frozen) :class:`KeyRange` objects are shared, not
+made per awake actor (bounded: cleared at :data:`_SHARED_RANGES_MAX` entries)."""
+_SHARED_RANGES_MAX = 4096
+
+
+def _shared_range(start: bytes, end: bytes) -> KeyRange:
+    """The :class:`KeyRange` ``[start, end)``, one object per distinct range."""
+    key = (start, end)
+    found = _SHARED_RANGES.get(key)
+    if found is None:
+        if len(_SHARED_RANGES) >= _SHARED_RANGES_MAX:
+            _SHARED_RANGES.clear()
+        found = _SHARED_RANGES[key] = KeyRange(start, end)
+    return found
+
 
 class PreloadMap:
     """Values and coverage from one preload call.
@@ -157,11 +174,15 @@ class PreloadMap:
             self._exact = {k for k in self._exact if not start <= k < end}
             kept: list[KeyRange] = []
             for r in self._covered:
-                # Keep the parts of each covered range outside [start, end).
+                # Keep the parts of each covered range outside [start, end) (a range
+                # wholly outside is kept as it is: no new object).
+                if r.end <= start or r.start >= end:
+                    kept.append(r)
+                    continue
                 if r.start < start:
-                    kept.append(KeyRange(r.start, min(r.end, start)))
+                    kept.append(_shared_range(r.start, min(r.end, start)))
                 if r.end > end:
-                    kept.append(KeyRange(max(r.start, end), r.end))
+                    kept.append(_shared_range(max(r.start, end), r.end))
             self._covered = [r for r in kept if r.start < r.end]
 
     def without_prefix(self, prefix: bytes) -> PreloadMap:
@@ -172,7 +193,7 @@ class PreloadMap:
         return PreloadMap(
             {k[n:]: v for k, v in self._values.items()},
             [k[n:] for k in self._exact],
-            [KeyRange(r.start[n:], r.end[n:]) for r in self._covered],
+            [_shared_range(r.start[n:], r.end[n:]) for r in self._covered],
         )
 
     def items(self, start: bytes, end: bytes) -> list[tuple[bytes, bytes]]:
@@ -221,7 +242,7 @@ def build_preload(
             covered.append(rng)
         elif pairs:
             # Everything up to and including the last kept key is known.
-            covered.append(KeyRange(rng.start, pairs[-1][0] + b"\x00"))
+            covered.append(_shared_range(rng.start, pairs[-1][0] + b"\x00"))
     return PreloadMap(values, [*request_keys, *hinted], covered)
 
 

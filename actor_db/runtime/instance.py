@@ -81,7 +81,7 @@ from actor_db.runtime.keys import SCHEDULE_RECORDS
 from actor_db.runtime.loops import running_loop
 from actor_db.runtime.prefetch import Lines, actor_lines, prefetch
 from actor_db.runtime.schedule import (
-    FIRE_ACTION, Entry, PendingSchedule, decode_records, failure_changes, fired_changes, record_key,
+    FIRE_ACTION, Entry, PendingSchedule, decode_record, decode_records, failure_changes, fired_changes, record_key,
 )
 from actor_db.runtime.speculation import SpeculationPolicy
 from actor_db.runtime.startup import preload_request, start_actor
@@ -232,7 +232,8 @@ class ActorInstance:
         self._idle_generation = 0
         """:attr:`_generation` when the deadline was set (a later call postpones it)."""
         self._idle_loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] | None = None
+        """Background tasks of the actor (idle sleep, reset) while any runs."""
         self._on_destroyed = on_destroyed
         self._schedule_counts = {"fired": 0, "retry": 0, "failed": 0}
         """Schedule entries run here: succeeded, failed and retried later, failed for good."""
@@ -464,8 +465,7 @@ class ActorInstance:
         """(Event loop, from the gate.) Discard the actor's in-memory state soon."""
         if self._outgate is gate:
             task = asyncio.get_running_loop().create_task(self._discard(gate))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._keep(task)
 
     async def _discard(self, gate: OutputGate) -> None:
         """Close the actor if ``gate`` (broken) is still its gate; the next call re-opens
@@ -534,9 +534,9 @@ class ActorInstance:
         store = getattr(getattr(self.kv, "inner", None), "store", None)
         return int(store.now_ms()) if store is not None else int(time.time() * 1000)
 
-    async def _known_entries(self, core: ActorConnection) -> dict[str, Entry]:
-        """(An action runs.) The committed entries: one scan at the first need after a
-        wake (once this actor's queued writes are durable), then from memory."""
+    async def _known_entries(self, core: ActorConnection) -> dict[str, bytes]:
+        """(An action runs.) The committed entries' records by id: one scan at the first
+        need after a wake (once this actor's queued writes are durable), then from memory."""
         known = core.schedule.known
         if known is None:
             assert self._runner is not None
@@ -561,10 +561,10 @@ class ActorInstance:
         committed instead. Returns ``{"outcome": "fired" | "retry" | "failed" | "stale"}``."""
         core, runner = self._core, self._runner
         assert core is not None and runner is not None
-        found = (await self._known_entries(core)).get(entry_id)
-        if found is None:
+        raw = (await self._known_entries(core)).get(entry_id)
+        entry = None if raw is None else decode_record(entry_id, raw)  # (a fresh object: known holds bytes)
+        if entry is None:
             return {"outcome": "stale"}
-        entry = found.copy()  # (the known one changes only when a commit lands)
         if entry.status != "scheduled" or entry.due_ms != due_ms:
             return {"outcome": "stale"}  # cancelled, moved or already run since it was found due
         now = self.now_ms()
@@ -587,7 +587,8 @@ class ActorInstance:
             if fenced_cause(exc) is not None or (gate is not None and gate.failure is not None):
                 raise  # the KV refused this runtime: the entry stays for the actor's owner
             await runner.call(core.abandon)
-            entry = found.copy()
+            assert raw is not None
+            entry = Entry.decode(raw)  # (the entry as committed: the failure counts on it)
             outcome = failure_changes(core.schedule, entry, exc, now, max_attempts=options.schedule_max_attempts,
                                       backoff_s=options.schedule_backoff_s,
                                       max_backoff_s=options.schedule_max_backoff_s)
@@ -796,8 +797,23 @@ class ActorInstance:
         if generation != self._generation:
             return  # a call is running; it sets the deadline again when it ends
         task = loop.create_task(self._idle_sleep(generation))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._keep(task)
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        """Hold a reference to background ``task`` until it is done (the set exists only
+        while one runs: an actor is mostly idle, and there are many actors)."""
+        tasks = self._tasks
+        if tasks is None:
+            tasks = self._tasks = set()
+        tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        tasks = self._tasks
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                self._tasks = None
 
     async def _idle_sleep(self, generation: int) -> None:
         try:

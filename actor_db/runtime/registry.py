@@ -168,6 +168,9 @@ class Registry:
             raise ConfigurationError("schedules must be an actor_db.ScheduleOptions")
         self.schedule_options = schedules or ScheduleOptions()
         self._firer: Firer | None = None
+        self._forget_callback = self._forget
+        self._notify_due_callback = self._notify_due
+        """(Bound once: every actor instance holds these two, not bound methods of its own.)"""
         self._claims: Callable[[str], Callable[[], Any]] | None = None
         """Placement (:mod:`actor_db.serve`): ``claims(actor_id)`` is set on every
         actor's KV view, so ownership is only taken through the conditional claim."""
@@ -189,9 +192,9 @@ class Registry:
             policy = self._policies.get(name)
             if policy is None:
                 policy = self._policies[name] = SpeculationPolicy(name)
-            instance = ActorInstance(definition, key, self._view(name, key), self.pool, on_destroyed=self._forget,
-                                     speculation=policy)
-            instance.notify_due = self._notify_due
+            instance = ActorInstance(definition, key, self._view(name, key), self.pool,
+                                     on_destroyed=self._forget_callback, speculation=policy)
+            instance.notify_due = self._notify_due_callback
             self._instances[(name, key)] = instance
         return ActorHandle(instance)
 

@@ -143,9 +143,11 @@ class PendingSchedule:
 
     def __init__(self) -> None:
         self.batch: WriteBatch | None = None
-        self.known: dict[str, Entry] | None = None
-        """Committed entries by id (``None``: not read since the wake): kept up to date by
-        this actor's own commits (their only writer while it is awake, fenced)."""
+        self.known: dict[str, bytes] | None = None
+        """Committed entries by id, as their records (JSON bytes: an awake actor's entries
+        are no objects the garbage collector tracks; :func:`decode_record` when one is
+        needed). ``None``: not read since the wake. Kept up to date by this actor's own
+        commits (their only writer while it is awake, fenced)."""
 
     def _batch(self) -> WriteBatch:
         if self.batch is None:
@@ -173,16 +175,28 @@ class PendingSchedule:
     def committed(self) -> None:
         """The pending batch was committed (queued in the output gate, or durable):
         fold it into :attr:`known` and start afresh."""
-        if self.known is not None and self.batch is not None:
-            self.known = self._apply(self.batch, self.known)
+        known, batch = self.known, self.batch
+        if known is not None and batch is not None:
+            start = SCHEDULE_RECORDS.start
+            for key in batch.deletes:
+                if key.startswith(start):
+                    known.pop(key[len(start):].decode("utf-8"), None)
+            for key, value in batch.puts.items():
+                if key.startswith(start):
+                    known[key[len(start):].decode("utf-8")] = value
         self.batch = None
 
     def clear(self) -> None:
         self.batch = None
 
-    def overlay(self, entries: dict[str, Entry]) -> dict[str, Entry]:
-        """``entries`` (committed, by id; not changed) as this action's changes leave them."""
-        entries = dict(entries)
+    def overlay(self, known: dict[str, bytes]) -> dict[str, Entry]:
+        """The committed records ``known`` (by id; not changed), decoded, as this action's
+        changes leave them (a record that does not decode is logged and left out)."""
+        entries = {}
+        for entry_id, raw in known.items():
+            entry = decode_record(entry_id, raw)
+            if entry is not None:
+                entries[entry_id] = entry
         return entries if self.batch is None else self._apply(self.batch, entries)
 
     @staticmethod
@@ -461,19 +475,21 @@ class CronAPI:
         return [e.public() for e in sorted(entries.values(), key=lambda e: e.id) if e.kind != "once"]
 
 
-def decode_records(pairs: list[tuple[bytes, bytes]]) -> dict[str, Entry]:
-    """Entries by id from a scan of :data:`SCHEDULE_RECORDS` (a record that does not
-    decode is logged and skipped)."""
-    out: dict[str, Entry] = {}
+def decode_records(pairs: list[tuple[bytes, bytes]]) -> dict[str, bytes]:
+    """Records by entry id from a scan of :data:`SCHEDULE_RECORDS` (kept as bytes,
+    decoded when needed: :func:`decode_record`)."""
     start = SCHEDULE_RECORDS.start
-    for key, value in pairs:
-        try:
-            entry = Entry.decode(value)
-        except (ValueError, TypeError) as exc:
-            log.warning("schedule record %r does not decode: %s", key, exc)
-            continue
-        out[key[len(start):].decode("utf-8", "replace")] = entry
-    return out
+    return {key[len(start):].decode("utf-8", "replace"): value for key, value in pairs}
+
+
+def decode_record(entry_id: str, raw: bytes) -> Entry | None:
+    """Entry ``entry_id`` from its record, or ``None`` if the record does not decode
+    (logged: such a record is skipped, as if absent)."""
+    try:
+        return Entry.decode(raw)
+    except (ValueError, TypeError) as exc:
+        log.warning("schedule record of entry %r does not decode: %s", entry_id, exc)
+        return None
 
 
 assert DUE_MARK == bytes([7, 0]) and SCHEDULE_RECORDS.start == bytes([7, 1])

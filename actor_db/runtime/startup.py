@@ -44,7 +44,7 @@ from actor_db.runtime.keys import CONNECTIONS_RANGE, SCHEDULE_RECORDS, STATE_KEY
 from actor_db.runtime.gate import OutputGate
 from actor_db.runtime.metrics import CountingKV, StartupMetrics
 from actor_db.runtime.migrations import DEFAULT_APPLICATION_ID, run_migrations
-from actor_db.runtime.schedule import Entry, decode_records
+from actor_db.runtime.schedule import decode_records
 from actor_db.runtime.state import PersistedState
 
 if TYPE_CHECKING:
@@ -75,8 +75,9 @@ def preload_request(options: ActorOptions, has_db: bool) -> PreloadRequest:
     return PreloadRequest(keys=keys, ranges=tuple(ranges), max_total_bytes=options.preload_max_bytes)
 
 
-def preloaded_entries(preload: PreloadMap) -> dict[str, Entry] | None:
-    """The actor's committed schedule entries from its startup preload, or ``None`` when
+def preloaded_entries(preload: PreloadMap) -> dict[str, bytes] | None:
+    """The actor's committed schedule records by entry id (:func:`decode_records`) from
+    its startup preload, or ``None`` when
     the preload does not cover them all (more than :data:`PRELOAD_SCHEDULE_BYTES`, or
     a preload without the range): they are read at their first need then. The preload
     was read in the same atomic step as the ownership, so these are exactly the

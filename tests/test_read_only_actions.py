@@ -69,18 +69,29 @@ def items_type() -> actor_db.runtime.ActorDefinition:
 
 
 class StatementLog:
-    """Records the statements run on an actor's connection by cursors without a tracer
-    of their own: the implicit ``BEGIN`` / ``COMMIT`` / ``ROLLBACK`` (the query cursor
-    has its own tracer)."""
+    """Records the transaction control the runtime runs on an actor's connection: the
+    implicit ``BEGIN`` / ``COMMIT`` (on the query cursor, through its tracer, which is
+    chained) and ``ROLLBACK`` (on the connection); the queries themselves are left out."""
+
+    _CONTROL = ("BEGIN", "COMMIT", "END", "ROLLBACK")
 
     def __init__(self, handle: actor_db.ActorHandle) -> None:
         core = handle._instance._core
-        assert core is not None and core.con is not None
+        assert core is not None and core.con is not None and core._cursor is not None
         self.sql: list[str] = []
         core.con.exec_trace = self._trace
+        inner = core._cursor.exec_trace
+
+        def chained(cursor: Any, sql: str, bindings: Any) -> bool:
+            self._trace(cursor, sql, bindings)
+            return bool(inner(cursor, sql, bindings))
+
+        core._cursor.exec_trace = chained
 
     def _trace(self, cursor: Any, sql: str, bindings: Any) -> bool:
-        self.sql.append(sql.strip().upper())
+        text = sql.strip().upper()
+        if text.startswith(self._CONTROL):
+            self.sql.append(text)
         return True
 
     def take(self) -> list[str]:

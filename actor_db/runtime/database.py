@@ -37,7 +37,7 @@ import re
 import threading
 import time
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Protocol, Sequence
 
 import apsw
 
@@ -144,7 +144,7 @@ class ActorConnection:
     """
 
     __slots__ = (
-        "_control", "_cursor", "_in_flight", "_index", "_probe", "_prepared", "_savepoints", "_sched_carried", "_shapes",
+        "_cursor", "_in_flight", "_index", "_probe", "_prepared", "_savepoints", "_sched_carried", "_shapes",
         "action_active", "con", "kv", "label", "schedule", "state", "__weakref__",
     )
 
@@ -159,9 +159,9 @@ class ActorConnection:
         self._savepoints = 0
         """Savepoints made so far (their names are numbered; an int, not a counter object)."""
         self._cursor: apsw.Cursor | None = None
-        self._control: apsw.Cursor | None = None
-        """A cursor for the implicit ``BEGIN`` / ``COMMIT`` (no exec tracer; reused, so
-        they cost no cursor allocation as ``con.execute`` would)."""
+        """The one cursor of the connection: every query, and the implicit ``BEGIN`` /
+        ``COMMIT`` (reused, so they cost no cursor allocation as ``con.execute`` would;
+        its exec tracer then runs for them too, with no learning probe open)."""
         self._index: dict[str, int] | None = None
         self._probe: list[bool] | None = None
         """While a new SQL text is learned (:data:`_READ_ONLY`): whether each of its
@@ -190,19 +190,20 @@ class ActorConnection:
         con.kv_file.after_commit = self._after_commit
         con.kv_file.defer_bases = True  # (built by build_due_base on the worker, off the loop)
         self.con = con
-        # One cursor for every query of the actor (queries never overlap): its exec
-        # tracer marks each new statement, so a result's column names are read once
-        # per statement, not once per row.
+        # One cursor for every query of the actor (queries never overlap, and each one's
+        # rows are all fetched before the next statement): its exec tracer marks each
+        # new statement, so a result's column names are read once per statement, not
+        # once per row. (One cursor, not a second one for BEGIN/COMMIT: each cursor is
+        # two objects the garbage collector tracks, per awake actor.)
         cursor = con.cursor()
         cursor.exec_trace = self._new_statement
         self._cursor = cursor
-        self._control = con.cursor()
 
     def hot_objects(self) -> tuple[object, ...]:
         """The objects every query of an action touches (for the call prefetch of
         :mod:`actor_db.runtime.prefetch`): this connection, the state, the apsw
-        connection and its two cursors (``None`` for what is not open)."""
-        return (self, self.state, self.con, self._cursor, self._control)
+        connection and its cursor (``None`` for what is not open)."""
+        return (self, self.state, self.con, self._cursor)
 
     def sqlite_pointer(self) -> int | None:
         """The address of SQLite's ``sqlite3`` struct of the open connection (apsw's
@@ -309,9 +310,9 @@ class ActorConnection:
 
     def _maybe_begin(self, con: vfs.KVConnection, sql: str) -> None:
         if self.action_active and not con.in_transaction and first_keyword(sql) not in _SELF_MANAGED:
-            control = self._control
-            if control is not None:
-                control.execute("BEGIN")
+            cursor = self._cursor
+            if cursor is not None:
+                cursor.execute("BEGIN")
             else:
                 con.execute("BEGIN")
 
@@ -421,10 +422,10 @@ class ActorConnection:
                 # No user code runs until the commit returns: the commit hook takes
                 # these bytes instead of encoding the state again.
                 self._prepared = raw
-                control = self._control
+                cursor = self._cursor
                 try:
                     # the commit hook adds the state record
-                    (control if control is not None else con).execute("COMMIT")
+                    (cursor if cursor is not None else con).execute("COMMIT")
                 finally:
                     self._prepared = _NOT_PREPARED
             changed = raw is not None and raw != self.state.saved
@@ -490,7 +491,7 @@ class ActorConnection:
     def close(self) -> None:
         """Close the connection (rolling back anything uncommitted). Idempotent."""
         con, self.con = self.con, None
-        self._cursor = self._control = None
+        self._cursor = None
         if con is None:
             return
         try:

@@ -67,7 +67,7 @@ import asyncio
 import collections
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence, Union
 
 from vfs.preload import PreloadMap
 from vfs.protocol import ConditionFailedError, KVLimits, PreloadRequest, WriteBatch
@@ -91,6 +91,10 @@ __all__ = ["OutputGate", "DEFAULT_MAX_PENDING_BYTES", "merge_run"]
 DEFAULT_MAX_PENDING_BYTES = 16 * 1024 * 1024
 """Pending (not yet durable) payload bytes per actor above which :meth:`OutputGate.write`
 waits for the KV (backpressure)."""
+
+
+_Pending = Union["collections.deque[tuple[int, WriteBatch, int]]", tuple[()]]
+"""An output gate's pending batches: a deque, or the empty tuple when there are none."""
 
 
 def merge_run(batches: Sequence[WriteBatch], limits: KVLimits) -> tuple[WriteBatch, int]:
@@ -218,8 +222,10 @@ class OutputGate:
         self._loop_round: Any = None
         """The committer's round on the event loop that holds this gate's next batches
         (:class:`~actor_db.runtime.group_commit._LoopRound`), or ``None``."""
-        self._pending: collections.deque[tuple[int, WriteBatch, int]] = collections.deque()
-        """``(sequence, batch, payload bytes)`` of every batch not durable yet (the one in flight too)."""
+        self._pending: _Pending = ()
+        """(Lock.) ``(sequence, batch, payload bytes)`` of every batch not durable yet (the
+        one in flight too): a deque while there are any, the empty tuple when none (an
+        idle awake actor's gate holds no queue object; :meth:`_enqueue`)."""
         self._pending_bytes = 0
         self._flushing = False
         self._sleepers = 0
@@ -312,7 +318,7 @@ class OutputGate:
                 direct = False
                 if size < 0:
                     size = batch.payload_bytes
-                self._pending.append((seq, batch, size))
+                self._enqueue((seq, batch, size))
                 self._pending_bytes += size
                 over = self._pending_bytes > self.max_pending_bytes
                 start = not self._flushing and (over or not self._held)
@@ -353,7 +359,7 @@ class OutputGate:
             else:
                 over = False
                 self.enqueued += 1
-                self._pending.append((self.enqueued, batch, size))
+                self._enqueue((self.enqueued, batch, size))
                 self._pending_bytes += size
         if over:
             raise self._abort_speculation(f"more than {self.max_pending_bytes} bytes to create")
@@ -394,7 +400,7 @@ class OutputGate:
         found = self.inner.create_or_preload(request, creation)
         if found is None:
             with self._lock:
-                self._pending.clear()
+                self._pending = ()
                 self._pending_bytes = 0
                 self.durable = self.enqueued
                 self.speculative = False
@@ -409,7 +415,7 @@ class OutputGate:
             return
         with self._lock:
             self.speculation_aborted = True
-            self._pending.clear()
+            self._pending = ()
             self._pending_bytes = 0
             self.enqueued = self.durable = 0  # (never written: nothing to count or wait for)
             self.flushes = self.merged_batches = 0
@@ -631,7 +637,8 @@ class OutputGate:
     def _next_write(self) -> tuple[WriteBatch, int]:
         """(The writer.) The next write: the pending batches merged while they fit, and
         how many it holds. Only the writer removes batches, so the head stays put."""
-        pending = self._pending
+        pending = self._pending  # (not replaced meanwhile: it holds batches, and only the writer removes them)
+        assert isinstance(pending, collections.deque), "the writer writes only when batches are pending"
         if len(pending) == 1:
             merged, taken = pending[0][1], 1
         else:
@@ -663,12 +670,15 @@ class OutputGate:
         with ``rejoin`` the gate is marked joined in the same step, for the caller to
         join the committer's next round) and whether :meth:`_release` must run for
         waiting callers (with ``post`` it is posted to the loop here)."""
-        pending = self._pending
         with self._lock:
+            pending = self._pending
+            assert isinstance(pending, collections.deque), "batches were written: they were queued"
             freed = 0
             for _ in range(taken):
                 seq, _, size = pending.popleft()
                 freed += size
+            if not pending:
+                self._pending = ()
             self._pending_bytes -= freed
             self.durable = seq
             done = self.failure is not None or not pending
@@ -687,9 +697,8 @@ class OutputGate:
     def _flush(self) -> None:
         """The flusher: write pending batches (merged while they fit) until none is left
         or a write fails. Exactly one flusher runs at a time (``_flushing``)."""
-        pending = self._pending
         with self._lock:
-            if self.failure is not None or not pending:
+            if self.failure is not None or not self._pending:
                 self._stop_flushing()
                 return
         while True:
@@ -718,6 +727,14 @@ class OutputGate:
         if self._sleepers:
             self._notify()
 
+    def _enqueue(self, item: tuple[int, WriteBatch, int]) -> None:
+        """(Lock held.) Append ``item`` to the pending batches (their deque is made here
+        when there were none)."""
+        pending = self._pending
+        if not isinstance(pending, collections.deque):
+            pending = self._pending = collections.deque()
+        pending.append(item)
+
     def _notify(self) -> None:
         """(Lock held, ``_sleepers`` > 0.) Wake the threads waiting in :meth:`_sleep`."""
         cond = self._cond
@@ -740,7 +757,7 @@ class OutputGate:
         with self._lock:
             lost = len(self._pending)
             self.failure = exc
-            self._pending.clear()
+            self._pending = ()
             self._pending_bytes = 0
             self._joined = False
             self._stop_flushing()

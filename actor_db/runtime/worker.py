@@ -91,7 +91,9 @@ class Worker:
         self.name = name
         self._instant = instant
         self._lock = threading.Lock()
-        self._queue: collections.deque[_Item] = collections.deque()
+        self._queue: collections.deque[_Item] | None = None
+        """(Lock.) The calls not started yet; made by the first call that queues and
+        dropped when a drain finds it empty (an idle awake actor holds none)."""
         self._scheduled = False
         self._closed = False
 
@@ -107,11 +109,15 @@ class Worker:
         return not self._scheduled
 
     def _drain(self) -> None:
-        lock, queue = self._lock, self._queue
+        lock = self._lock
+        with lock:
+            queue = self._queue
+        assert queue is not None, "a drain job runs only after a call was queued"
         for _ in range(FAIRNESS_CALLS):
             with lock:
                 if not queue:
                     self._scheduled = False
+                    self._queue = None
                     return
                 fut, inbox, fn, args = queue.popleft()
             result: Any = None
@@ -130,6 +136,7 @@ class Worker:
                 last = not queue
                 if last:
                     self._scheduled = False
+                    self._queue = None
             if inbox is not None:
                 inbox.post(_resolve, fut, result, error)
             if last:
@@ -148,7 +155,10 @@ class Worker:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         with self._lock:
-            self._queue.append((fut, inbox_for(loop), fn, args))
+            queue = self._queue
+            if queue is None:
+                queue = self._queue = collections.deque()
+            queue.append((fut, inbox_for(loop), fn, args))
             start = not self._scheduled
             self._scheduled = True
         if start:
@@ -166,7 +176,10 @@ class Worker:
             _run_chore(self.name, fn, on_pool=False)
             return
         with self._lock:
-            self._queue.append((None, None, fn, ()))
+            queue = self._queue
+            if queue is None:
+                queue = self._queue = collections.deque()
+            queue.append((None, None, fn, ()))
             start = not self._scheduled
             self._scheduled = True
         if start:

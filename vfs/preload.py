@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping, TypeVar
 
 from vfs.protocol import HintSpec, KeyRange, PreloadRequest
 
@@ -55,6 +55,29 @@ def _shared_range(start: bytes, end: bytes) -> KeyRange:
     return found
 
 
+_SHARED_COVERAGE: dict[object, object] = {}
+"""Immutable coverage (a frozenset of exact keys, a tuple of covered ranges) by value,
+bounded like :data:`_SHARED_RANGES`: most actors of a type wake with the same ones."""
+_SHARED_COVERAGE_MAX = 1024
+_SHARE_AT_MOST = 32
+"""Only sets and tuples of at most this many members are shared (hashing a big one at
+every wake would cost more than the object it saves)."""
+
+_T = TypeVar("_T", "frozenset[bytes]", "tuple[KeyRange, ...]")
+
+
+def _shared(value: _T) -> _T:
+    """``value`` or the equal one already shared (the same type)."""
+    if len(value) > _SHARE_AT_MOST:
+        return value
+    found = _SHARED_COVERAGE.get(value)
+    if found is None or type(found) is not type(value):
+        if len(_SHARED_COVERAGE) >= _SHARED_COVERAGE_MAX:
+            _SHARED_COVERAGE.clear()
+        _SHARED_COVERAGE[value] = found = value
+    return found  # (an equal value of the same type)
+
+
 class PreloadMap:
     """Values and coverage from one preload call.
 
@@ -62,6 +85,10 @@ class PreloadMap:
     :param exact_keys: keys asked for exactly (found or not).
     :param covered: ranges whose every key is known: present in ``values`` or absent.
         For a partial scan the range is ``[start, last_key_kept + b"\\x00")``.
+
+    The exact keys and the covered ranges are immutable (a frozenset, a tuple: a change
+    replaces them), so equal ones are shared between maps: one per awake actor would be
+    two objects the garbage collector tracks for each.
     """
 
     def __init__(
@@ -71,8 +98,8 @@ class PreloadMap:
         covered: Iterable[KeyRange] = (),
     ) -> None:
         self._values: dict[bytes, bytes] = dict(values or {})
-        self._exact: set[bytes] = set(exact_keys)
-        self._covered: list[KeyRange] = list(covered)
+        self._exact: frozenset[bytes] = _shared(frozenset(exact_keys))
+        self._covered: tuple[KeyRange, ...] = _shared(tuple(covered))
         self._lock = threading.Lock()
         self._listeners: list[Callable[[bytes, bytes | None], None]] = []
         for key in self._values:
@@ -167,11 +194,11 @@ class PreloadMap:
         with self._lock:
             if start is None or end is None:
                 self._values.clear()
-                self._exact.clear()
-                self._covered.clear()
+                self._exact = frozenset()
+                self._covered = ()
                 return
             self._values = {k: v for k, v in self._values.items() if not start <= k < end}
-            self._exact = {k for k in self._exact if not start <= k < end}
+            self._exact = _shared(frozenset(k for k in self._exact if not start <= k < end))
             kept: list[KeyRange] = []
             for r in self._covered:
                 # Keep the parts of each covered range outside [start, end) (a range
@@ -183,7 +210,7 @@ class PreloadMap:
                     kept.append(_shared_range(r.start, min(r.end, start)))
                 if r.end > end:
                     kept.append(_shared_range(max(r.start, end), r.end))
-            self._covered = [r for r in kept if r.start < r.end]
+            self._covered = _shared(tuple(r for r in kept if r.start < r.end))
 
     def without_prefix(self, prefix: bytes) -> PreloadMap:
         """A copy with ``prefix`` removed from every key (drivers use this to turn

@@ -217,6 +217,39 @@ def test_a_fire_that_wakes_its_actor_reads_its_entries_with_the_wake(factory: Dr
     store.close()
 
 
+def test_a_backlog_of_due_entries_costs_one_poll_per_page_not_per_fire() -> None:
+    """More due entries than dispatch slots: those a poll listed beyond the free slots
+    wait in the poller's backlog and take the slots as they free up; the poller reads
+    the due index again when the backlog runs out after a full page. (Before: every
+    finished dispatch of a full poller triggered a poll of a whole page for one free
+    slot.) Polls only when woken here (tick_s = poll_interval_s = 60 s): counted, not
+    timed. Every entry fires once."""
+    store = MemoryKV()
+    actors, page = 60, 16
+
+    async def main() -> None:
+        async with actor_db.Registry([schedule_type(idle_timeout_s=None)], store, schedules=OFF) as registry:
+            for i in range(actors):
+                await registry.get_or_create("jobs", f"b{i}").call("plan", 0, "backlog")
+        slow = actor_db.ScheduleOptions(poll_interval_s=60, tick_s=60, page=page, concurrency=4)
+        async with actor_db.Registry([schedule_type(idle_timeout_s=None)], store, schedules=slow) as registry:
+            for _ in range(int(WAIT_S * 100)):  # (a hang guard, not a timing)
+                if registry.schedule_metrics()["schedule_fired_total"] == actors:
+                    break
+                await asyncio.sleep(0.01)
+            metrics = registry.schedule_metrics()
+            assert metrics["schedule_fired_total"] == actors and metrics.get("schedule_error_total", 0) == 0
+            assert metrics["schedule_stale_total"] == 0
+            # One poll per page (the last one finds less than a page: 5 here), and a
+            # spare; never one per fire (the old code: 16 here).
+            assert metrics["schedule_polls_total"] <= actors // page + 3, metrics
+            runs = [await registry.get_or_create("jobs", f"b{i}").call("count", "backlog") for i in range(actors)]
+            assert runs == [1] * actors
+        assert _due(store) == ([], None)
+
+    asyncio.run(main())
+
+
 def test_cron_and_every_fire_and_list_and_delete(factory: DriverFactory) -> None:
     store = factory.open()
 

@@ -21,6 +21,12 @@ Invariants:
   a time by one poller (keyed by actor, entry and due time), and not again from a poll
   whose read began before that dispatch ended (the read may predate its commit; a poll
   begun after it sees the commit). Nothing is lost: a later poll lists what is still due.
+- Due entries a poll listed beyond the free dispatch slots wait in the *backlog* (in
+  due order, with the poll's start time, under the same rule) and start as slots free
+  up, so a backlog of due entries costs one poll per page, not one per finished
+  dispatch; the next poll replaces the backlog with what it reads (at the latest
+  ``poll_interval_s`` later, at once when the backlog runs out after a full page, or
+  when this process sets an entry due sooner).
 - A dispatch's failure (a placement error, a store error) is logged and counted; the
   entry stays in the index and is dispatched again at a later poll.
 - :meth:`stop` waits for the poll loop and every running dispatch.
@@ -33,6 +39,7 @@ process that declares it runs them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from dataclasses import dataclass
@@ -140,6 +147,12 @@ class Firer:
         """The due-index read in flight on an executor thread (or done)."""
         self._wake_at = 0.0
         """Loop time of the next planned poll while the loop sleeps (0: it is polling)."""
+        self._backlog: collections.deque[DueEntry] = collections.deque()
+        """Entries the last poll listed that found no free slot, in due order."""
+        self._backlog_read = 0.0
+        """Loop time the poll that listed the backlog began."""
+        self._backlog_more = False
+        """That poll read a full page: poll at once when the backlog runs out."""
 
     @property
     def running(self) -> bool:
@@ -202,28 +215,16 @@ class Firer:
                 await self._sleep(delay)
                 continue
             self.metrics.polls += 1
-            started = 0
+            self._backlog = collections.deque(due)  # (this read replaces the last one's)
+            self._backlog_read = poll_started
+            self._backlog_more = len(due) >= options.page
+            started = self._start_backlog()
             done_at = self._done_at
-            for entry in due:
-                if len(self._running) >= options.concurrency:
-                    break
-                token = (entry.actor_id, entry.entry, entry.due_ms)
-                if token in self._running:
-                    continue
-                if done_at.get(token, -1.0) >= poll_started:
-                    self.metrics.skipped += 1  # (its run ended after this read began: already done)
-                    continue
-                if not self._known(entry.actor_id):
-                    if entry.actor_id.partition("/")[0] not in self._unknown_logged:
-                        self._unknown_logged.add(entry.actor_id.partition("/")[0])
-                        log.warning("schedules: entries of actor %s are due but its type is not declared here; "
-                                    "left to a process that declares it", entry.actor_id)
-                    continue
-                started += 1
-                self._start(entry, now)
             if done_at:  # (later polls start after these ended: they see their commits)
                 self._done_at = {t: at for t, at in done_at.items() if at >= poll_started}
-            if len(due) >= options.page and started:
+            # With a backlog, slots free up one by one and take the next of it
+            # (_finished), which wakes this loop when it runs out after a full page.
+            if len(due) >= options.page and started and not self._backlog:
                 await asyncio.sleep(0)  # more is due: read the next page at once
                 continue
             wait = options.poll_interval_s
@@ -247,7 +248,34 @@ class Firer:
         finally:
             self._wake_at = 0.0
 
-    def _start(self, entry: DueEntry, now_ms: int) -> None:
+    def _start_backlog(self) -> int:
+        """Start backlog entries while a dispatch slot is free; returns how many started.
+        An entry is dropped if it runs already, if its run ended after the read that
+        listed it began (that read may predate the run's commit), or if this process
+        does not declare its type."""
+        backlog, running, done_at = self._backlog, self._running, self._done_at
+        read = self._backlog_read
+        concurrency = self.options.concurrency
+        started = 0
+        while backlog and len(running) < concurrency:
+            entry = backlog.popleft()
+            token = (entry.actor_id, entry.entry, entry.due_ms)
+            if token in running:
+                continue
+            if done_at.get(token, -1.0) >= read:
+                self.metrics.skipped += 1  # (its run ended after this read began: already done)
+                continue
+            if not self._known(entry.actor_id):
+                if entry.actor_id.partition("/")[0] not in self._unknown_logged:
+                    self._unknown_logged.add(entry.actor_id.partition("/")[0])
+                    log.warning("schedules: entries of actor %s are due but its type is not declared here; "
+                                "left to a process that declares it", entry.actor_id)
+                continue
+            started += 1
+            self._start(entry)
+        return started
+
+    def _start(self, entry: DueEntry) -> None:
         token = (entry.actor_id, entry.entry, entry.due_ms)
         self.metrics.dispatched += 1
         late = self.store.now_ms() - entry.due_ms
@@ -264,7 +292,14 @@ class Firer:
         self._running.pop(token, None)
         if self._wake is not None:
             self._done_at[token] = asyncio.get_running_loop().time()
-        if full and self._wake is not None and not self._stopping:
+        if self._wake is None or self._stopping:
+            return
+        if self._backlog:
+            self._start_backlog()  # the next entry the last poll listed takes the slot
+            if self._backlog or not self._backlog_more:
+                return
+            self._wake.set()  # the backlog ran out after a full page: read the next one
+        elif full:
             self._wake.set()  # a slot is free again: look at once
 
     async def _run(self, entry: DueEntry) -> None:

@@ -132,6 +132,13 @@ class PreloadMap:
         with self._lock:
             return [KeyRange(k, k + b"\x00") for k in self._exact] + list(self._covered)
 
+    def covers(self, start: bytes, end: bytes) -> bool:
+        """Whether one covered range holds all of ``[start, end)`` (every key in it is
+        known: found or absent); :meth:`covered_ranges` without building the list."""
+        if end == start + b"\x00" and start in self._exact:  # (a one-key range)
+            return True
+        return any(r.start <= start and end <= r.end for r in self._covered)
+
     def lookup(self, key: bytes) -> bytes | PreloadMiss:
         """The value of ``key``, :data:`ABSENT`, or :data:`NOT_LOADED`."""
         value = self._values.get(key)

@@ -48,6 +48,7 @@ from typing import Any, Awaitable, Callable
 from actor_db.errors import ConfigurationError
 from actor_db.kv.base import KVStore
 from actor_db.kv.due import DueEntry
+from actor_db.runtime.loops import current_loop
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +284,7 @@ class Firer:
         assert samples is not None
         if len(samples) < LATENESS_SAMPLES:
             samples.append(float(late))
-        task = asyncio.get_running_loop().create_task(self._run(entry))
+        task = current_loop().create_task(self._run(entry))
         self._running[token] = task
         task.add_done_callback(lambda _: self._finished(token))
 
@@ -291,7 +292,7 @@ class Firer:
         full = len(self._running) >= self.options.concurrency
         self._running.pop(token, None)
         if self._wake is not None:
-            self._done_at[token] = asyncio.get_running_loop().time()
+            self._done_at[token] = current_loop().time()
         if self._wake is None or self._stopping:
             return
         if self._backlog:

@@ -78,7 +78,7 @@ from actor_db.runtime.inline import Runner
 from actor_db.runtime.metrics import CountingKV, StartupMetrics
 from actor_db.runtime.pool import ThreadPool
 from actor_db.runtime.keys import SCHEDULE_RECORDS
-from actor_db.runtime.loops import running_loop
+from actor_db.runtime.loops import current_loop, running_loop
 from actor_db.runtime.prefetch import Lines, actor_lines, prefetch
 from actor_db.runtime.schedule import (
     FIRE_ACTION, Entry, PendingSchedule, decode_record, decode_records, failure_changes, fired_changes, record_key,
@@ -177,7 +177,7 @@ def _database_preloaded(core: ActorConnection) -> bool:
     if con is None:
         return False
     start, end = _MAIN_CHUNKS
-    return any(r.start <= start and end <= r.end for r in con.kv_file.preload.covered_ranges())
+    return con.kv_file.preload.covers(start, end)
 
 
 class ActorInstance:
@@ -266,7 +266,7 @@ class ActorInstance:
         if options.output_gate:
             # Held while starting: a new actor's creation batch, its migrations and
             # on_wake's commit go out as one KV write at the end of the start.
-            gate = OutputGate(self.kv, self._pool, asyncio.get_running_loop(), self.label,
+            gate = OutputGate(self.kv, self._pool, current_loop(), self.label,
                               on_failure=self._gate_failed, held=True, speculative=speculative)
             view = self._outgate = gate
         runner = Runner(worker, view, inline=options.inline_queries)
@@ -786,7 +786,7 @@ class ActorInstance:
         self._idle_seq = 0
         if self.status != AWAKE:
             return
-        loop = asyncio.get_running_loop()
+        loop = current_loop()
         if now is None:
             now = loop.time()
         if now < self._idle_deadline:  # an action ended since: its deadline

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-__all__ = ["running_loop"]
+__all__ = ["current_loop", "running_loop"]
 
 _get_ident = threading.get_ident
 
@@ -33,3 +33,22 @@ def running_loop(expected: asyncio.AbstractEventLoop | None) -> asyncio.Abstract
     if expected is not None and getattr(expected, "_thread_id", None) == _get_ident():
         return expected
     return asyncio._get_running_loop()
+
+
+_last: asyncio.AbstractEventLoop | None = None
+"""The loop :func:`current_loop` returned last (any thread: it is only a guess that
+:func:`running_loop` checks)."""
+
+
+def current_loop() -> asyncio.AbstractEventLoop:
+    """``asyncio.get_running_loop()``, without a system call when the running loop is
+    the one this function returned last (the usual case: one loop runs the runtime).
+
+    :raises RuntimeError: no event loop runs in this thread.
+    """
+    global _last
+    loop = running_loop(_last)
+    if loop is None:
+        raise RuntimeError("no running event loop")
+    _last = loop
+    return loop

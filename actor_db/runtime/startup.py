@@ -31,6 +31,7 @@ be given the preload another call already brought (the actor turned out to exist
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -61,8 +62,10 @@ other ranges, within the total): an actor with up to ~150 entries gets them with
 ownership, so the due entry that wakes it fires with no extra read."""
 
 
+@functools.lru_cache(maxsize=256)
 def preload_request(options: ActorOptions, has_db: bool) -> PreloadRequest:
-    """The one-call startup request for an actor with these budgets."""
+    """The one-call startup request for an actor with these budgets (frozen: one
+    object per type's options, made once, not at every wake)."""
     keys: tuple[bytes, ...] = (STATE_KEY,)
     ranges: list[PrefixBudget] = []
     if has_db:
@@ -83,9 +86,8 @@ def preloaded_entries(preload: PreloadMap) -> dict[str, bytes] | None:
     was read in the same atomic step as the ownership, so these are exactly the
     committed ones (the awake actor is their only writer from then on)."""
     start, end = SCHEDULE_RECORDS.start, SCHEDULE_RECORDS.end
-    for r in preload.covered_ranges():
-        if r.start <= start and end <= r.end:
-            return decode_records(preload.items(start, end))
+    if preload.covers(start, end):
+        return decode_records(preload.items(start, end))
     return None
 
 

@@ -33,6 +33,7 @@ from typing import Any, Callable, TypeVar
 
 from actor_db.errors import ActorShuttingDownError
 from actor_db.runtime.inbox import Inbox, inbox_for
+from actor_db.runtime.loops import current_loop
 from actor_db.runtime.pool import ThreadPool
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ class Worker:
             raise ActorShuttingDownError("actor is shutting down: its database worker is closed")
         if self._instant and not self._scheduled:
             return fn(*args)  # nothing to wait for, nothing queued: no hop (see ``instant``)
-        loop = asyncio.get_running_loop()
+        loop = current_loop()  # (no getpid() system call, as get_running_loop() makes)
         fut: asyncio.Future[T] = loop.create_future()
         with self._lock:
             queue = self._queue

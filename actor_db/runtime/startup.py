@@ -114,9 +114,69 @@ def _open(core: ActorConnection, preload: PreloadMap, config_options: dict[str, 
     return core.user_version()
 
 
+def _preload_and_open(kv: CountingKV | OutputGate, request: PreloadRequest, metrics: StartupMetrics,
+                      definition: ActorDefinition, key: str, core_factory: Any, vfs_options: dict[str, Any],
+                      cache_pages: int | None) -> tuple[PreloadMap, int, ActorConnection | None, int]:
+    """(One worker job.) Steps 1-3 for an actor that exists: the preload, its state,
+    the database's open, with no hop back to the event loop between them (they need
+    nothing of it: no user code runs for an existing actor before its migrations).
+
+    :returns: ``(preload, reads after it, core, user_version)``; ``core`` is ``None``
+        (nothing done after the preload) when the state record is absent (a new actor:
+        its state factory runs on the event loop) or was not answered.
+    """
+    preload = _preload(kv, request, metrics)
+    reads0 = kv.reads
+    raw = preload.lookup(STATE_KEY)
+    if not isinstance(raw, bytes):
+        return preload, reads0, None, 0
+    with metrics.internal("load_state"):
+        state = PersistedState.decode(definition.name, key, raw)
+    core: ActorConnection = core_factory(state)
+    if core.schedule.known is None:
+        core.schedule.known = preloaded_entries(preload)  # (see start_actor)
+    return preload, reads0, core, _open(core, preload, vfs_options, False, metrics, cache_pages)
+
+
 def _create_without_db(core: ActorConnection, metrics: StartupMetrics) -> None:
     with metrics.internal("create"):
         core.create_without_db()
+
+
+async def _load_and_open(definition: ActorDefinition, key: str, kv: CountingKV | OutputGate, worker: Worker,
+                         core_factory: Any, preload: PreloadMap, metrics: StartupMetrics,
+                         vfs_options: dict[str, Any]) -> tuple[ActorConnection, bool, int]:
+    """Steps 2-4 after the preload: the state (the state factory of a new actor runs
+    here, on the event loop), then the database's open (and a new one's creation) on
+    the worker. Returns ``(core, is_new, user_version)``."""
+    label = f"{definition.name}/{key}"
+    with metrics.internal("load_state"):
+        raw = preload.lookup(STATE_KEY)
+        if raw is NOT_LOADED:  # an exact key is always answered; a driver bug if not
+            log.warning("actor %s: the preload did not answer the state key; reading it live", label)
+            live = (await worker.run(kv.get_many, [STATE_KEY]))[0]
+            raw = ABSENT if live is None else live
+    is_new = raw is ABSENT
+    metrics.is_new = is_new
+    if is_new:
+        with metrics.user("state_factory"):
+            initial = definition.state_factory() if definition.state_factory is not None else None
+        state = PersistedState.new(definition.name, key, initial)
+        state.encode()  # a non-JSON initial state fails here, before anything is written
+    else:
+        assert isinstance(raw, bytes)
+        state = PersistedState.decode(definition.name, key, raw)
+    core: ActorConnection = core_factory(state)
+    if core.schedule.known is None:
+        # (a due entry that wakes the actor fires with no read: issue 23)
+        core.schedule.known = preloaded_entries(preload)
+    version = 0
+    if definition.database is not None:
+        version = await worker.run(_open, core, preload, vfs_options, is_new, metrics,
+                                   definition.options.sqlite_cache_pages)
+    elif is_new:
+        await worker.run(_create_without_db, core, metrics)
+    return core, is_new, version
 
 
 async def start_actor(
@@ -152,41 +212,31 @@ async def start_actor(
     config = definition.database
 
     request = preload_request(definition.options, config is not None)
-    if speculative:
-        preload = empty_preload(request)
-    elif preload is None:
-        preload = await worker.run(_preload, kv, request, metrics)
-    reads0 = kv.reads
-
-    with metrics.internal("load_state"):
-        raw = preload.lookup(STATE_KEY)
-        if raw is NOT_LOADED:  # an exact key is always answered; a driver bug if not
-            log.warning("actor %s: the preload did not answer the state key; reading it live", label)
-            live = (await worker.run(kv.get_many, [STATE_KEY]))[0]
-            raw = ABSENT if live is None else live
-    is_new = raw is ABSENT
-    metrics.is_new = is_new
-    if is_new:
-        with metrics.user("state_factory"):
-            initial = definition.state_factory() if definition.state_factory is not None else None
-        state = PersistedState.new(definition.name, key, initial)
-        state.encode()  # a non-JSON initial state fails here, before anything is written
-    else:
-        assert isinstance(raw, bytes)
-        state = PersistedState.decode(definition.name, key, raw)
-    core: ActorConnection = core_factory(state)
-    if core.schedule.known is None:
-        # (a due entry that wakes the actor fires with no read: issue 23)
-        core.schedule.known = preloaded_entries(preload)
-
-    version = 0
+    vfs_options: dict[str, Any] = {}
     if config is not None:
         vfs_options = dict(config.vfs_options, hint_interior_max_bytes=definition.options.preload_max_interior_bytes,
                            history=config.history)
-        version = await worker.run(_open, core, preload, vfs_options, is_new, metrics,
-                                   definition.options.sqlite_cache_pages)
-    elif is_new:
-        await worker.run(_create_without_db, core, metrics)
+    opened: ActorConnection | None = None
+    version = 0
+    if speculative:
+        preload = empty_preload(request)
+        reads0 = kv.reads
+    elif preload is None and config is not None:
+        # An existing actor's preload, state and open in one worker job (one hop).
+        preload, reads0, opened, version = await worker.run(
+            _preload_and_open, kv, request, metrics, definition, key, core_factory, vfs_options,
+            definition.options.sqlite_cache_pages)
+    else:
+        if preload is None:
+            preload = await worker.run(_preload, kv, request, metrics)
+        reads0 = kv.reads
+    if opened is not None:
+        core = opened
+        metrics.is_new = is_new = False
+    else:
+        assert preload is not None
+        core, is_new, version = await _load_and_open(definition, key, kv, worker, core_factory, preload, metrics,
+                                                      vfs_options)
     extra_reads = kv.reads - reads0
     if extra_reads > 0:
         log.warning("actor %s: startup made %d KV read(s) beyond the preload before migrations "

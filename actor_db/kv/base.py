@@ -657,7 +657,8 @@ class ActorKV:
         takes ownership only through the store's conditional claim: ``claim()`` gives
         ``(owner record, records it may replace)`` (it may raise to refuse at once)."""
         self.replaced: bytes | None = None
-        """After a claim: the dead owner's record it replaced (a takeover), else ``None``."""
+        """After a claim: the dead owner's record it replaced (a takeover), else ``None``
+        (a serve node sets it back to ``None`` once it counted the takeover)."""
         base = store.limits
         self._limits = KVLimits(
             None if base.max_key_bytes is None else base.max_key_bytes - len(self._prefix),

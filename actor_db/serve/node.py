@@ -567,13 +567,18 @@ class Node:
         finally:
             self._inflight -= 1
             self._local_inflight -= 1
-            if not awake_before and replaced:
+            if not awake_before:
                 # Counted when the claim replaced the dead owner's record, also when the
-                # call itself then failed (the takeover happened all the same).
-                taken = getattr(getattr(instance.kv, "inner", None), "replaced", None)
-                if taken is not None or succeeded:
+                # call itself then failed (the takeover happened all the same), by
+                # whichever call finds the record the claim replaced, ONCE: a concurrent
+                # call may have made the claim with a dead owner this call did not see
+                # when it began, or see the same claim after the one that made it.
+                view = getattr(instance.kv, "inner", None)
+                taken = getattr(view, "replaced", None)
+                if taken is not None or (succeeded and replaced):
                     self._replace.pop(actor_id, None)
                 if taken is not None:
+                    view.replaced = None  # type: ignore[union-attr]
                     self.metrics.takeovers += 1
                     log.info("node %s took over actor %s from dead node %s", self.node_id, actor_id,
                              decode_owner(taken)[0])

@@ -38,7 +38,7 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 from vfs.protocol import WriteBatch
 
@@ -133,6 +133,22 @@ class Entry:
 _FIELDS = tuple(Entry.__dataclass_fields__)
 
 
+V = TypeVar("V")
+
+
+def _fold(batch: WriteBatch, into: dict[str, V], convert: Callable[[bytes], V]) -> dict[str, V]:
+    """``into`` (by entry id) with ``batch``'s schedule-record deletes and puts applied,
+    each put's value passed through ``convert``; returns ``into``."""
+    start = SCHEDULE_RECORDS.start
+    for key in batch.deletes:
+        if key.startswith(start):
+            into.pop(key[len(start):].decode("utf-8"), None)
+    for key, value in batch.puts.items():
+        if key.startswith(start):
+            into[key[len(start):].decode("utf-8")] = convert(value)
+    return into
+
+
 class PendingSchedule:
     """The schedule changes of the running action: a batch committed with it.
 
@@ -177,13 +193,7 @@ class PendingSchedule:
         fold it into :attr:`known` and start afresh."""
         known, batch = self.known, self.batch
         if known is not None and batch is not None:
-            start = SCHEDULE_RECORDS.start
-            for key in batch.deletes:
-                if key.startswith(start):
-                    known.pop(key[len(start):].decode("utf-8"), None)
-            for key, value in batch.puts.items():
-                if key.startswith(start):
-                    known[key[len(start):].decode("utf-8")] = value
+            _fold(batch, known, bytes)
         self.batch = None
 
     def clear(self) -> None:
@@ -201,14 +211,7 @@ class PendingSchedule:
 
     @staticmethod
     def _apply(batch: WriteBatch, entries: dict[str, Entry]) -> dict[str, Entry]:
-        start = SCHEDULE_RECORDS.start
-        for key in batch.deletes:
-            if key.startswith(start):
-                entries.pop(key[len(start):].decode("utf-8"), None)
-        for key, value in batch.puts.items():
-            if key.startswith(start):
-                entries[key[len(start):].decode("utf-8")] = Entry.decode(value)
-        return entries
+        return _fold(batch, entries, Entry.decode)
 
 
 # ---------------------------------------------------------------------- checks

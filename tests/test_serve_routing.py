@@ -12,12 +12,14 @@ import os
 import random
 import signal
 import time
+import types
 import urllib.request
 import uuid
 from typing import Any, Iterator
 
 import pytest
 
+import actor_db.client as client_module
 from actor_db.client import AVOID_UNREACHABLE_S, Client, SyncClient
 from tests.redis_server import fresh_namespace, session_server
 from tests.serve_support import NodeProcess, post, stopped_after
@@ -186,7 +188,8 @@ def test_a_route_to_a_draining_node_is_corrected_with_no_failed_call(cleanup: li
     assert sum(placement(n.url)["actor_db_placement_takeovers_total"] for n in nodes[1:]) == 0  # released
 
 
-def test_no_direct_and_route_false(tmp_path: Any, cleanup: list[NodeProcess]) -> None:
+def test_no_direct_and_route_false(tmp_path: Any, cleanup: list[NodeProcess],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """``--no-direct`` advertises no URL (no header); ``route=False`` never leaves ``url``."""
     plain = NodeProcess(f"lmdb:{tmp_path / 'a'}", "p", lease=LEASE, extra=("--no-direct",))
     solo = NodeProcess(f"lmdb:{tmp_path / 'b'}", "s", lease=LEASE)
@@ -209,13 +212,13 @@ def test_no_direct_and_route_false(tmp_path: Any, cleanup: list[NodeProcess]) ->
     closed.bind(("127.0.0.1", 0))
     dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
     closed.close()
+    # The client's clock stands still at NOW (a fixed reading, no wall time involved):
+    # the avoidance period is then exact, however long the call takes.
+    now = 1_000.0
+    monkeypatch.setattr(client_module, "time", types.SimpleNamespace(monotonic=lambda: now, sleep=time.sleep))
     with SyncClient(solo.url, retry_for=5.0) as client:
         client._policy.routes[("counter", "k")] = dead
-        before = time.monotonic()
         assert client.actor("counter", "k").call("hit", 1) == 3
-        after = time.monotonic()
         assert client.route_of("counter", "k") == solo.url
-        until, strikes = client._policy.unreachable[dead]
         # one strike: avoided for the first period, counted from the failed attempt
-        # (between the call's start and end), however long the call took
-        assert strikes == 1 and before + AVOID_UNREACHABLE_S <= until <= after + AVOID_UNREACHABLE_S
+        assert client._policy.unreachable[dead] == (now + AVOID_UNREACHABLE_S, 1)

@@ -222,12 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", dest="workers", type=int, default=2)
     parser.add_argument("--raw", type=pathlib.Path, help="also write the child pytest's whole output here")
     parser.add_argument("modules", nargs="*", help="test modules (default: SDIST_MODULES, or FULL_MODULES)")
-    args = parser.parse_args(argv)
-    if args.fetch:
-        print(fetch())
+    if str(ROOT) not in sys.path:  # (tests/ here is ours only in this process, not in the child)
+        sys.path.insert(0, str(ROOT))
+    from tests.sdist_fetch import parse_runner_args
+
+    parsed = parse_runner_args(parser, argv, fetch)
+    if parsed is None:
         return 0
-    if args.target is None:
-        parser.error("--target is required (or --fetch)")
+    args = parsed
     modules = args.modules or list(FULL_MODULES if args.suite_dir else SDIST_MODULES)
     out = run(args.target, modules, args.suite_dir, args.workers, args.driver)
     if args.raw:

@@ -85,12 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fetch", action="store_true", help="only fetch Django's test suite (scripts/test)")
     parser.add_argument("apps", nargs="*", default=list(APPS))
     parser.add_argument("--raw", help="also write runtests.py's whole output here")
-    args = parser.parse_args(argv)
-    if args.fetch:
-        print(fetch())
+    from tests.sdist_fetch import parse_runner_args
+
+    parsed = parse_runner_args(parser, argv, fetch)
+    if parsed is None:
         return 0
-    if args.target is None:
-        parser.error("--target is required (or --fetch)")
+    args = parsed
     tests = suite_dir()
     if tests is None:
         raise SystemExit("Django's test suite is not fetched: run ./scripts/test (fetch_django_tests)")

@@ -226,12 +226,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="the test module instead of the target's (e.g. the whole suite for an async target)")
     parser.add_argument("-n", "--workers", type=int, default=2)
     parser.add_argument("extra", nargs="*", help="more pytest arguments (e.g. -k EXPR)")
-    args = parser.parse_args(argv)
-    if args.fetch:
-        print(fetch())
+    from tests.sdist_fetch import parse_runner_args
+
+    parsed = parse_runner_args(parser, argv, fetch)
+    if parsed is None:
         return 0
-    if args.target is None:
-        parser.error("--target is required (or --fetch)")
+    args = parsed
     if requirements_file() is None:
         raise SystemExit("SQLAlchemy's test/requirements.py is not fetched: run ./scripts/test "
                          "(fetch_sqlalchemy_tests)")

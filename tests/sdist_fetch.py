@@ -7,12 +7,14 @@ The framework suites our integrations are compared on (Django's ``tests/``, SQLA
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+from typing import Callable
 
 __all__ = ["fetch_from_sdist"]
 
@@ -41,3 +43,16 @@ def fetch_from_sdist(package: str, version: str, inner: str, target: pathlib.Pat
             target.unlink()
         shutil.move(str(found), str(target))
     return target
+
+
+def parse_runner_args(parser: argparse.ArgumentParser, argv: list[str] | None,
+                      fetch: Callable[[], pathlib.Path]) -> argparse.Namespace | None:
+    """A suite runner's command line: with ``--fetch``, fetch the suite, print where it is
+    and return ``None`` (the runner exits 0); otherwise ``--target`` is required."""
+    args = parser.parse_args(argv)
+    if args.fetch:
+        print(fetch())
+        return None
+    if args.target is None:
+        parser.error("--target is required (or --fetch)")
+    return args

@@ -58,7 +58,10 @@ def test_cpu_per_action(benchmark: Any) -> None:
     out: dict[str, Any] = {}
     benchmark.pedantic(lambda: out.update(probe("cpu", "--actions", "500" if S.quick else "5000")),
                        rounds=1, iterations=1)
-    assert out["kv_round_trips_per_read_action"] == 0 and out["kv_round_trips_per_write_action"] == 1
+    # A write is 1 round trip; every ~1 MiB of recorded history chunks, one write is
+    # followed by a base image copy (a scan and a write: docs/history.md), so the mean is
+    # a little over 1 (1.008 with 5,000 actions).
+    assert out["kv_round_trips_per_read_action"] == 0 and 1 <= out["kv_round_trips_per_write_action"] < 1.05
     record(benchmark, round_trips=None, **out)
 
 

@@ -20,18 +20,26 @@ from benchmarks.settings import settings
 
 S = settings()
 ROOT = Path(__file__).resolve().parent.parent
-MODES = ("back-to-back", "kv-5ms", "idle-5ms", "back-to-back/memory")
-"""Probe modes; ``/memory``: on a plain ``MemoryKV`` (``--store memory``: no group-commit round)."""
+MODES: dict[str, list[str]] = {
+    "back-to-back": ["--mode", "back-to-back"],
+    "kv-5ms": ["--mode", "kv-5ms"],
+    "idle-5ms": ["--mode", "idle-5ms"],
+    "back-to-back/memory": ["--mode", "back-to-back", "--store", "memory"],
+    "back-to-back/memory/history-off": ["--mode", "back-to-back", "--store", "memory", "--history", "off"],
+    "kv-5ms/history-off": ["--mode", "kv-5ms", "--history", "off"],
+    "floor-5ms": ["--mode", "floor-5ms"],
+}
+"""Probe modes by label: ``/memory`` on a plain ``MemoryKV`` (no group-commit round),
+``/history-off`` with ``db(history=False)``, ``floor-5ms`` no actor-db code at all (see
+:mod:`benchmarks.cpu_after_idle`)."""
 ROUNDS = 1 if S.quick else 3
 ACTIONS = 200 if S.quick else 1000
 
 
 def _probe(mode: str) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    name, _, store = mode.partition("/")
-    done = subprocess.run([sys.executable, "-m", "benchmarks.cpu_after_idle", "--mode", name, "--actions",
-                           str(ACTIONS), "--store", store or "latency"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, check=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.cpu_after_idle", *MODES[mode], "--actions", str(ACTIONS)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=300)
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 

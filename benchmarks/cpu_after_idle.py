@@ -14,6 +14,15 @@ One actor, one caller, MemoryKV, the native VFS when built. Modes:
 committing thread (``instant_writes``), so no group-commit round runs on the event loop;
 the default measures that round, as a network store's commit makes it.
 
+``floor-5ms`` runs no actor-db code at all: the least any asyncio program pays for the
+same call shape. Each call is one 1-row ``INSERT`` in a ``BEGIN``/``COMMIT`` on an
+in-memory apsw connection, then a wait of 5 ms on a loop timer (as the latency store's
+group write is awaited). What the other modes cost above it is actor-db's.
+
+``--history off`` runs the actor with ``history=False`` (the default is the runtime's,
+``history=True``: every commit also records its chunks' after-images; see
+``docs/history.md``).
+
 ``idle-5ms`` runs exactly the code of ``back-to-back``; the difference between them is
 what the same instructions cost after the core sat idle (cold caches and branch
 predictors, a lower clock), not any hand-off. Comparing ``kv-5ms`` with ``idle-5ms``
@@ -28,26 +37,58 @@ import asyncio
 import json
 import time
 
+import apsw
+
 import actor_db
 from actor_db.kv import MemoryKV
 from benchmarks.kvlatency import LatencyKV
 
 LATENCY_S = 0.005
 
-writer = actor_db.actor("writer", db=actor_db.db(migrations=["CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)"]))
+def _writer(history: bool) -> actor_db.ActorDefinition:
+    writer = actor_db.actor("writer", db=actor_db.db(migrations=["CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)"],
+                                                     history=history))
+
+    @writer.action
+    async def put(c: actor_db.ActionContext, v: int) -> None:
+        await c.db.execute("INSERT INTO t (v) VALUES (?)", v)
+
+    return writer
 
 
-@writer.action
-async def put(c: actor_db.ActionContext, v: int) -> None:
-    await c.db.execute("INSERT INTO t (v) VALUES (?)", v)
+async def floor(actions: int) -> dict[str, float | str | int]:
+    """``floor-5ms``: an apsw ``:memory:`` insert and a 5 ms loop-timer wait per call."""
+    con = apsw.Connection(":memory:")
+    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+    cursor = con.cursor()
+    loop = asyncio.get_running_loop()
+
+    async def call(v: int) -> None:
+        cursor.execute("BEGIN")
+        cursor.execute("INSERT INTO t (v) VALUES (?)", (v,))
+        cursor.execute("COMMIT")
+        done = loop.create_future()
+        loop.call_later(LATENCY_S, done.set_result, None)
+        await done
+
+    for i in range(50):
+        await call(i)
+    before, wall = time.process_time(), time.perf_counter()
+    for i in range(actions):
+        await call(i)
+    after, wall = time.process_time(), time.perf_counter() - wall
+    return {"mode": "floor-5ms", "store": "none", "history": "off", "actions": actions,
+            "cpu_per_write_us": (after - before) / actions * 1e6, "wall_per_write_ms": wall / actions * 1e3}
 
 
-async def measure(mode: str, actions: int, plain: bool = False) -> dict[str, float | str | int]:
+async def measure(mode: str, actions: int, plain: bool = False, history: bool = True) -> dict[str, float | str | int]:
+    if mode == "floor-5ms":
+        return await floor(actions)
     if plain and mode == "kv-5ms":
         raise ValueError("--store memory has no latency to inject: use the default store for kv-5ms")
     store = MemoryKV() if plain else LatencyKV(MemoryKV(), LATENCY_S if mode == "kv-5ms" else 0.0)
     pause = LATENCY_S if mode == "idle-5ms" else 0.0
-    async with actor_db.Registry([writer], kv=store) as registry:
+    async with actor_db.Registry([_writer(history)], kv=store) as registry:
         handle = registry.get_or_create("writer", "k")
         for i in range(50):  # wake, migrations, warm-up
             await handle.call("put", i)
@@ -58,19 +99,22 @@ async def measure(mode: str, actions: int, plain: bool = False) -> dict[str, flo
                 time.sleep(pause)
         after, wall = time.process_time(), time.perf_counter() - wall
     cpu = after - before
-    return {"mode": mode, "store": "memory" if plain else "latency", "actions": actions,
-            "cpu_per_write_us": cpu / actions * 1e6,
+    return {"mode": mode, "store": "memory" if plain else "latency", "history": "on" if history else "off",
+            "actions": actions, "cpu_per_write_us": cpu / actions * 1e6,
             "wall_per_write_ms": wall / actions * 1e3}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("back-to-back", "kv-5ms", "idle-5ms"), required=True)
+    parser.add_argument("--mode", choices=("back-to-back", "kv-5ms", "idle-5ms", "floor-5ms"), required=True)
     parser.add_argument("--actions", type=int, default=400)
     parser.add_argument("--store", choices=("latency", "memory"), default="latency",
                         help="latency: LatencyKV(MemoryKV()) (default); memory: a plain MemoryKV")
+    parser.add_argument("--history", choices=("on", "off"), default="on",
+                        help="the actor's db(history=): on (the runtime's default) or off")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(measure(args.mode, args.actions, plain=args.store == "memory"))))
+    print(json.dumps(asyncio.run(measure(args.mode, args.actions, plain=args.store == "memory",
+                                         history=args.history == "on"))))
 
 
 if __name__ == "__main__":

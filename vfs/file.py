@@ -1334,7 +1334,8 @@ class KVFile:
             history = self._history
             on = history.recording
             recording = on and (self._has_pending_changes() if changes is None else changes)
-            if recording and history.needs_first_base(self._committed_size):
+            if recording and self._committed_size > 0 and (history.head is None or not history.bases):
+                # (History.needs_first_base, inlined: every recorded commit asks)
                 # History starts on a database holding data: its current state first.
                 self._build_base(self._committed_size)
             dirty = self._dirty_snapshot()

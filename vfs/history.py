@@ -39,9 +39,9 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Iterator, Sequence, Union
+from typing import Callable, Iterator, NamedTuple, Sequence, Union
 
 from vfs.chunks import chunk_count
 from vfs.keys import (
@@ -136,9 +136,11 @@ def time_ms() -> int:
     return int(time.time() * 1000)
 
 
-@dataclass(frozen=True)
-class Head:
+class Head(NamedTuple):
     """``[8, 1, 7, 0]``: the last recorded commit and the history's counters.
+
+    Immutable (a named tuple: one is built per recorded commit, and a tuple is built in a
+    fraction of a frozen dataclass's time).
 
     :ivar last_seq: sequence number of the database's current state (0: the state
         before the first recorded commit).
@@ -157,8 +159,7 @@ class Head:
     max_bytes: int
 
     def encode(self) -> bytes:
-        return _HEAD.pack(_VERSION, self.last_seq, self.last_time_ms, self.since_base, self.total_bytes,
-                          self.retention_ms, self.max_bytes)
+        return _HEAD.pack(_VERSION, *self)
 
     @classmethod
     def decode(cls, raw: bytes) -> Head:
@@ -246,20 +247,28 @@ class Entry:
                 del chunks[index]
 
 
-@dataclass
 class Pending:
     """What a commit adds to the history, applied to :class:`History` once it landed.
 
     :ivar seq: the commit's sequence number.
+    :ivar head: the head after it.
+    :ivar bases: the bases after it (the same list object as before when unchanged).
     :ivar ops: the entry, head, bases and pruning operations (for the commit point's batch).
     :ivar build_base: a base image is due after this commit.
     """
 
-    seq: int
-    head: Head | None
-    bases: list[Base]
-    ops: WriteBatch = field(default_factory=WriteBatch)
-    build_base: bool = False
+    __slots__ = ("seq", "head", "bases", "ops", "build_base")
+
+    def __init__(self, seq: int, head: Head | None, bases: list[Base], ops: WriteBatch | None = None,
+                 build_base: bool = False) -> None:
+        self.seq = seq
+        self.head = head
+        self.bases = bases
+        self.ops = WriteBatch() if ops is None else ops
+        self.build_base = build_base
+
+    def __repr__(self) -> str:
+        return f"Pending(seq={self.seq}, head={self.head!r}, bases={len(self.bases)}, build_base={self.build_base})"
 
 
 def _retention(options: HistoryOptions) -> tuple[int, int]:
@@ -277,6 +286,9 @@ class History:
         self.head: Head | None = None
         self.bases: list[Base] = []
         self.loaded = False
+        self._options_seen: HistoryOptions | None = None
+        self._retention_seen = (0, 0)
+        """``_retention(_options_seen)``: the policy's options do not change per commit."""
 
     def load(self, head: bytes | None, bases: bytes | None) -> None:
         """Adopt the stored head and bases (read with the meta, same round trip).
@@ -328,8 +340,12 @@ class History:
         now = time_ms() if now_ms is None else now_ms
         options = self.policy.options
         if options is None:
-            options = self.options()
-        retention_ms, max_bytes = _retention(options)
+            options = self.options()  # ("follow": the stored head's retention)
+            retention_ms, max_bytes = _retention(options)
+        else:
+            if options is not self._options_seen:
+                self._options_seen, self._retention_seen = options, _retention(options)
+            retention_ms, max_bytes = self._retention_seen
         head = self.head
         if head is not None:
             seq = head.last_seq + 1
@@ -339,27 +355,32 @@ class History:
                 now = head.last_time_ms  # times never go backwards (a clock step)
         else:
             seq, total, since = 1, 0, chunk_bytes
-        n = chunk_count(size)
         # A base by itself only when nothing else is left in the KV: every chunk of the
         # file written, and the chunks past its end deleted by the same commit.
-        complete = n > 0 and tail_from is not None and tail_from <= n and covers(chunk_indices, n)
+        complete = tail_from is not None and 0 < (n := chunk_count(size)) and tail_from <= n \
+            and covers(chunk_indices, n)
         bases = self.bases
         if complete or size == 0:
             bases = bases + [Base(seq, now, total, True, size)]
             since = 0
-        new_head = Head(seq, now, since, total + chunk_bytes, retention_ms, max_bytes)
+        new_total = total + chunk_bytes
+        new_head = Head(seq, now, since, new_total, retention_ms, max_bytes)
         pending = Pending(seq, new_head, bases)
-        ops = pending.ops
+        puts = pending.ops.puts
         first, end = hole if hole is not None else (-1, -1)
-        ops.puts[history_entry_key(seq)] = _ENTRY.pack(
+        puts[history_entry_key(seq)] = _ENTRY.pack(
             _VERSION, now, size, first, end, -1 if tail_from is None else tail_from,
             _FLAG_COMPLETE if complete else 0, len(chunk_indices))  # (Entry(...).encode())
-        if len(bases) > 1:  # (one base is never pruned: the latest base stays)
+        # (one base is never pruned: the latest base stays.) _prune drops the oldest era
+        # only when the second base is past the horizon or the bytes are over the limit:
+        # tested here first, two comparisons instead of a walk of the bases per commit.
+        if len(bases) > 1 and (bases[1].time_ms <= now - retention_ms
+                               or (max_bytes and new_total - bases[0].cum_bytes > max_bytes)):
             self._prune(pending, now, retention_ms, max_bytes)
-        ops.puts[HISTORY_HEAD_KEY] = new_head.encode()
+        puts[HISTORY_HEAD_KEY] = _HEAD.pack(_VERSION, *new_head)  # (new_head.encode())
         if pending.bases is not self.bases:
-            ops.puts[HISTORY_BASES_KEY] = encode_bases(pending.bases)
-        pending.build_base = since >= max(options.base_factor * size, options.base_min_bytes)
+            puts[HISTORY_BASES_KEY] = encode_bases(pending.bases)
+        pending.build_base = since >= options.base_factor * size and since >= options.base_min_bytes
         return pending
 
     def _prune(self, pending: Pending, now: int, retention_ms: int, max_bytes: int) -> None:

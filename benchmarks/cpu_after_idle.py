@@ -41,16 +41,17 @@ import apsw
 
 import actor_db
 from actor_db.kv import MemoryKV
+from actor_db.runtime.actor import ActorDefinition
 from benchmarks.kvlatency import LatencyKV
 
 LATENCY_S = 0.005
 
-def _writer(history: bool) -> actor_db.ActorDefinition:
+def _writer(history: bool) -> ActorDefinition:
     writer = actor_db.actor("writer", db=actor_db.db(migrations=["CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)"],
                                                      history=history))
 
     @writer.action
-    async def put(c: actor_db.ActionContext, v: int) -> None:
+    async def put(c: actor_db.Context, v: int) -> None:
         await c.db.execute("INSERT INTO t (v) VALUES (?)", v)
 
     return writer

@@ -465,3 +465,23 @@ def test_drop_in_takes_the_same_setting(tmp_path: Any) -> None:
     con = actor_db.connect("doc", kv=store, readonly=True)
     assert con.execute("SELECT x FROM t").fetchall() == [(1,)]
     con.close()
+
+
+def test_the_prune_check_agrees_with_the_prune_itself() -> None:
+    """A commit walks the bases (``History._prune``) only when ``_prune_due`` says the
+    walk would drop an era: over random bases, horizons and byte limits, the check and
+    the walk never disagree (a check that said no where the walk would prune would keep
+    history past its retention)."""
+    rng = random.Random(20261207)
+    history = vh.History(vh.policy_for(True))
+    for _ in range(20_000):
+        n = rng.randint(1, 6)
+        times = sorted(rng.randint(0, 1_000) for _ in range(n))
+        cums = sorted(rng.randint(0, 10**6) for _ in range(n))
+        bases = [vh.Base(i + 1, times[i], cums[i], False, 4096) for i in range(n)]
+        now, retention = rng.randint(0, 1_500), rng.randint(1, 800)
+        max_bytes = rng.choice([0, rng.randint(1, 10**6)])
+        total = cums[-1] + rng.randint(0, 10**6)
+        pending = vh.Pending(n + 1, vh.Head(n + 1, now, 0, total, retention, max_bytes), bases)
+        history._prune(pending, now, retention, max_bytes)
+        assert (pending.bases is not bases) == vh._prune_due(bases, now, retention, max_bytes, total)

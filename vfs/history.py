@@ -271,6 +271,16 @@ class Pending:
         return f"Pending(seq={self.seq}, head={self.head!r}, bases={len(self.bases)}, build_base={self.build_base})"
 
 
+def _prune_due(bases: Sequence[Base], now: int, retention_ms: int, max_bytes: int, total_bytes: int) -> bool:
+    """Whether :meth:`History._prune` would drop anything (two comparisons instead of
+    its walk over the bases, on every recorded commit). It drops the oldest era exactly
+    when the second base is past the retention horizon (bases are in time order, so
+    the first one is too) or, with a byte limit, when the bytes since the first base
+    exceed it. The latest base is never dropped: fewer than two bases, nothing."""
+    return len(bases) > 1 and (bases[1].time_ms <= now - retention_ms
+                               or bool(max_bytes and total_bytes - bases[0].cum_bytes > max_bytes))
+
+
 def _retention(options: HistoryOptions) -> tuple[int, int]:
     return int(options.retention_s * 1000), options.max_bytes or 0
 
@@ -371,11 +381,7 @@ class History:
         puts[history_entry_key(seq)] = _ENTRY.pack(
             _VERSION, now, size, first, end, -1 if tail_from is None else tail_from,
             _FLAG_COMPLETE if complete else 0, len(chunk_indices))  # (Entry(...).encode())
-        # (one base is never pruned: the latest base stays.) _prune drops the oldest era
-        # only when the second base is past the horizon or the bytes are over the limit:
-        # tested here first, two comparisons instead of a walk of the bases per commit.
-        if len(bases) > 1 and (bases[1].time_ms <= now - retention_ms
-                               or (max_bytes and new_total - bases[0].cum_bytes > max_bytes)):
+        if len(bases) > 1 and _prune_due(bases, now, retention_ms, max_bytes, new_total):
             self._prune(pending, now, retention_ms, max_bytes)
         puts[HISTORY_HEAD_KEY] = _HEAD.pack(_VERSION, *new_head)  # (new_head.encode())
         if pending.bases is not self.bases:

@@ -63,14 +63,17 @@ async def floor(actions: int) -> dict[str, float | str | int]:
     con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
     cursor = con.cursor()
     loop = asyncio.get_running_loop()
+    waits = 0
 
     async def call(v: int) -> None:
+        nonlocal waits
         cursor.execute("BEGIN")
         cursor.execute("INSERT INTO t (v) VALUES (?)", (v,))
         cursor.execute("COMMIT")
         done = loop.create_future()
         loop.call_later(LATENCY_S, done.set_result, None)
         await done
+        waits += 1
 
     for i in range(50):
         await call(i)
@@ -78,8 +81,10 @@ async def floor(actions: int) -> dict[str, float | str | int]:
     for i in range(actions):
         await call(i)
     after, wall = time.process_time(), time.perf_counter() - wall
+    (rows,) = cursor.execute("SELECT count(*) FROM t").fetchone()
     return {"mode": "floor-5ms", "store": "none", "history": "off", "actions": actions,
-            "cpu_per_write_us": (after - before) / actions * 1e6, "wall_per_write_ms": wall / actions * 1e3}
+            "cpu_per_write_us": (after - before) / actions * 1e6, "wall_per_write_ms": wall / actions * 1e3,
+            "rows": rows, "timer_waits": waits}
 
 
 async def measure(mode: str, actions: int, plain: bool = False, history: bool = True) -> dict[str, float | str | int]:

@@ -33,9 +33,11 @@ def test_the_history_setting_reaches_the_actor() -> None:
 
 
 def test_the_floor_waits_one_loop_timer_per_call() -> None:
+    """Each call of the floor is one committed insert and one loop-timer wait (50
+    warm-up calls, then the measured ones); no clock is read by this test."""
     out = asyncio.run(cpu_after_idle.floor(4))
     assert out["mode"] == "floor-5ms" and out["actions"] == 4
-    assert float(out["wall_per_write_ms"]) >= cpu_after_idle.LATENCY_S * 1e3  # (a lower bound: each call waits 5 ms)
+    assert out["rows"] == 54 and out["timer_waits"] == 54
 
 
 def test_memory_store_has_no_latency_to_inject() -> None:

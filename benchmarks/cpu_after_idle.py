@@ -81,7 +81,7 @@ async def floor(actions: int) -> dict[str, float | str | int]:
     for i in range(actions):
         await call(i)
     after, wall = time.process_time(), time.perf_counter() - wall
-    rows = con.execute("SELECT count(*) FROM t").fetchall()[0][0]
+    rows = int(con.execute("SELECT count(*) FROM t").fetchall()[0][0])  # type: ignore[arg-type]
     return {"mode": "floor-5ms", "store": "none", "history": "off", "actions": actions,
             "cpu_per_write_us": (after - before) / actions * 1e6, "wall_per_write_ms": wall / actions * 1e3,
             "rows": rows, "timer_waits": waits}

@@ -37,6 +37,21 @@ class PreloadMiss(enum.Enum):
 ABSENT = PreloadMiss.ABSENT
 NOT_LOADED = PreloadMiss.NOT_LOADED
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _interned(table: dict[_K, _V], key: _K, make: Callable[[], _V], bound: int) -> _V:
+    """``table[key]``, made with ``make()`` at its first use; the table is cleared when
+    it reaches ``bound`` entries (a cache: any object it forgets stays valid)."""
+    found = table.get(key)
+    if found is None:
+        if len(table) >= bound:
+            table.clear()
+        found = table[key] = make()
+    return found
+
+
 _SHARED_RANGES: dict[tuple[bytes, bytes], KeyRange] = {}
 """Covered ranges by ``(start, end)``: every actor's preload covers the same few
 actor-relative ranges, so their (frozen) :class:`KeyRange` objects are shared, not
@@ -46,18 +61,13 @@ _SHARED_RANGES_MAX = 4096
 
 def _shared_range(start: bytes, end: bytes) -> KeyRange:
     """The :class:`KeyRange` ``[start, end)``, one object per distinct range."""
-    key = (start, end)
-    found = _SHARED_RANGES.get(key)
-    if found is None:
-        if len(_SHARED_RANGES) >= _SHARED_RANGES_MAX:
-            _SHARED_RANGES.clear()
-        found = _SHARED_RANGES[key] = KeyRange(start, end)
-    return found
+    return _interned(_SHARED_RANGES, (start, end), lambda: KeyRange(start, end), _SHARED_RANGES_MAX)
 
 
-_SHARED_COVERAGE: dict[object, object] = {}
+_SHARED_COVERAGE: dict[object, object] = {}  # (values: frozensets and tuples, see _T)
 """Immutable coverage (a frozenset of exact keys, a tuple of covered ranges) by value,
-bounded like :data:`_SHARED_RANGES`: most actors of a type wake with the same ones."""
+bounded like :data:`_SHARED_RANGES`: most actors of a type wake with the same ones. (A
+frozenset never equals a tuple, so a value found here has the type of the one asked.)"""
 _SHARED_COVERAGE_MAX = 1024
 _SHARE_AT_MOST = 32
 """Only sets and tuples of at most this many members are shared (hashing a big one at
@@ -67,15 +77,11 @@ _T = TypeVar("_T", "frozenset[bytes]", "tuple[KeyRange, ...]")
 
 
 def _shared(value: _T) -> _T:
-    """``value`` or the equal one already shared (the same type)."""
+    """``value`` or the equal one already shared."""
     if len(value) > _SHARE_AT_MOST:
         return value
-    found = _SHARED_COVERAGE.get(value)
-    if found is None or type(found) is not type(value):
-        if len(_SHARED_COVERAGE) >= _SHARED_COVERAGE_MAX:
-            _SHARED_COVERAGE.clear()
-        _SHARED_COVERAGE[value] = found = value
-    return found  # (an equal value of the same type)
+    found: _T = _interned(_SHARED_COVERAGE, value, lambda: value, _SHARED_COVERAGE_MAX)  # type: ignore[arg-type]
+    return found
 
 
 class PreloadMap:

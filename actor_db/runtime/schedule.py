@@ -207,11 +207,7 @@ class PendingSchedule:
             entry = decode_record(entry_id, raw)
             if entry is not None:
                 entries[entry_id] = entry
-        return entries if self.batch is None else self._apply(self.batch, entries)
-
-    @staticmethod
-    def _apply(batch: WriteBatch, entries: dict[str, Entry]) -> dict[str, Entry]:
-        return _fold(batch, entries, Entry.decode)
+        return entries if self.batch is None else _fold(self.batch, entries, Entry.decode)
 
 
 # ---------------------------------------------------------------------- checks

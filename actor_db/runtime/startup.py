@@ -132,10 +132,18 @@ def _preload_and_open(kv: CountingKV | OutputGate, request: PreloadRequest, metr
         return preload, reads0, None, 0
     with metrics.internal("load_state"):
         state = PersistedState.decode(definition.name, key, raw)
+    core = _core_for(core_factory, state, preload)
+    return preload, reads0, core, _open(core, preload, vfs_options, False, metrics, cache_pages)
+
+
+def _core_for(core_factory: Any, state: PersistedState, preload: PreloadMap) -> ActorConnection:
+    """The actor's connection object for ``state``, knowing its committed schedule
+    entries from the preload when it holds them all (a due entry that wakes the actor
+    then fires with no read: issue 23)."""
     core: ActorConnection = core_factory(state)
     if core.schedule.known is None:
-        core.schedule.known = preloaded_entries(preload)  # (see start_actor)
-    return preload, reads0, core, _open(core, preload, vfs_options, False, metrics, cache_pages)
+        core.schedule.known = preloaded_entries(preload)
+    return core
 
 
 def _create_without_db(core: ActorConnection, metrics: StartupMetrics) -> None:
@@ -166,10 +174,7 @@ async def _load_and_open(definition: ActorDefinition, key: str, kv: CountingKV |
     else:
         assert isinstance(raw, bytes)
         state = PersistedState.decode(definition.name, key, raw)
-    core: ActorConnection = core_factory(state)
-    if core.schedule.known is None:
-        # (a due entry that wakes the actor fires with no read: issue 23)
-        core.schedule.known = preloaded_entries(preload)
+    core = _core_for(core_factory, state, preload)
     version = 0
     if definition.database is not None:
         version = await worker.run(_open, core, preload, vfs_options, is_new, metrics,

@@ -155,16 +155,21 @@ class Worker:
             return fn(*args)  # nothing to wait for, nothing queued: no hop (see ``instant``)
         loop = current_loop()  # (no getpid() system call, as get_running_loop() makes)
         fut: asyncio.Future[T] = loop.create_future()
+        self._queue_item((fut, inbox_for(loop), fn, args))
+        return await fut
+
+    def _queue_item(self, item: _Item) -> None:
+        """Queue ``item`` behind the calls queued before it; start a drain job on the
+        pool if none is scheduled (the queue is made here when there was none)."""
         with self._lock:
             queue = self._queue
             if queue is None:
                 queue = self._queue = collections.deque()
-            queue.append((fut, inbox_for(loop), fn, args))
+            queue.append(item)
             start = not self._scheduled
             self._scheduled = True
         if start:
             self._pool.submit(self._drain)
-        return await fut
 
     def run_later(self, fn: Callable[[], Any]) -> None:
         """(Event loop's thread.) Queue the chore ``fn()`` behind the calls queued before
@@ -176,15 +181,7 @@ class Worker:
         if self._instant and not self._scheduled:
             _run_chore(self.name, fn, on_pool=False)
             return
-        with self._lock:
-            queue = self._queue
-            if queue is None:
-                queue = self._queue = collections.deque()
-            queue.append((None, None, fn, ()))
-            start = not self._scheduled
-            self._scheduled = True
-        if start:
-            self._pool.submit(self._drain)
+        self._queue_item((None, None, fn, ()))
 
     def run_inline(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` right here on the event loop's thread (no hop).

@@ -226,10 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(ROOT))
     from tests.sdist_fetch import parse_runner_args
 
-    parsed = parse_runner_args(parser, argv, fetch)
-    if parsed is None:
+    args = parse_runner_args(parser, argv, fetch)
+    if args is None:
         return 0
-    args = parsed
     modules = args.modules or list(FULL_MODULES if args.suite_dir else SDIST_MODULES)
     out = run(args.target, modules, args.suite_dir, args.workers, args.driver)
     if args.raw:

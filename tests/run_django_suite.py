@@ -26,7 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # (run as a script: tests/ is sys.path[0], not the root)
     sys.path.insert(0, str(ROOT))
 
-from tests.sdist_fetch import fetch_from_sdist  # noqa: E402
+from tests.sdist_fetch import fetch_from_sdist, parse_runner_args  # noqa: E402
 
 APPS = ("backends", "migrations", "transactions", "model_fields", "queries", "expressions", "aggregation")
 """The apps issue 27 names."""
@@ -85,12 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fetch", action="store_true", help="only fetch Django's test suite (scripts/test)")
     parser.add_argument("apps", nargs="*", default=list(APPS))
     parser.add_argument("--raw", help="also write runtests.py's whole output here")
-    from tests.sdist_fetch import parse_runner_args
-
-    parsed = parse_runner_args(parser, argv, fetch)
-    if parsed is None:
+    args = parse_runner_args(parser, argv, fetch)
+    if args is None:
         return 0
-    args = parsed
     tests = suite_dir()
     if tests is None:
         raise SystemExit("Django's test suite is not fetched: run ./scripts/test (fetch_django_tests)")

@@ -52,7 +52,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.sdist_fetch import fetch_from_sdist  # noqa: E402
+from tests.sdist_fetch import fetch_from_sdist, parse_runner_args  # noqa: E402
 
 SUITE = ROOT / "tests" / "sqlalchemy_suite"
 """The third-party-dialect test directory: conftest.py, setup.cfg, requirements.py, test_suite.py."""
@@ -226,12 +226,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the test module instead of the target's (e.g. the whole suite for an async target)")
     parser.add_argument("-n", "--workers", type=int, default=2)
     parser.add_argument("extra", nargs="*", help="more pytest arguments (e.g. -k EXPR)")
-    from tests.sdist_fetch import parse_runner_args
-
-    parsed = parse_runner_args(parser, argv, fetch)
-    if parsed is None:
+    args = parse_runner_args(parser, argv, fetch)
+    if args is None:
         return 0
-    args = parsed
     if requirements_file() is None:
         raise SystemExit("SQLAlchemy's test/requirements.py is not fetched: run ./scripts/test "
                          "(fetch_sqlalchemy_tests)")
